@@ -1,0 +1,155 @@
+"""Helpers that run Celeriac the way users do: real processes, real ports, real signals.
+
+`BrokerProcess` runs `python -m broker serve --port 0` and reads the address it bound from its
+first log line; `WorkerProcess` runs `python -m worker` and waits for its "worker ready" line.
+Both keep reading their process's output in a thread, so a test can wait for any later line
+(`wait_for_line`) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (\S+)")
+# Generous: a process start on a loaded 2-core machine imports grpc and protobuf first.
+START_TIMEOUT = 30.0
+
+
+class LoggedProcess:
+    """A child process whose combined output is collected line by line."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p
+        )
+        self.args = list(args)
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match[str]:
+        """Block until a line (at index >= start) matches pattern; fail with the output otherwise."""
+        regex = re.compile(pattern)
+        with self._changed:
+            index = start
+            ended = False
+            while True:
+                while index < len(self.lines):
+                    match = regex.search(self.lines[index])
+                    if match:
+                        return match
+                    index += 1
+                if ended:
+                    break
+                ended = self.process.poll() is not None and not self._reader.is_alive()
+                if not self._changed.wait(timeout):
+                    break
+        raise AssertionError(
+            f"no line matching {pattern!r} within {timeout}s from {self.args}; "
+            f"exit={self.process.poll()} output:\n{self.output}"
+        )
+
+    def line_count(self) -> int:
+        """How many lines have been read so far (a start index for later waits)."""
+        with self._changed:
+            return len(self.lines)
+
+    def signal(self, signum: int) -> None:
+        """Send a real signal to the process."""
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = START_TIMEOUT) -> int:
+        """Wait for exit and return the exit code."""
+        code = self.process.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def stop(self) -> None:
+        """Terminate politely, then kill the whole process group if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait(10)
+        self._reader.join(10)
+
+    def __enter__(self) -> LoggedProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class BrokerProcess(LoggedProcess):
+    """`python -m broker serve --port 0 ...`; `.address` is what it bound."""
+
+    def __init__(self, *extra_args: str, port: int = 0, env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            ["-m", "broker", "serve", "--port", str(port), "--log-level", "info", *extra_args], env
+        )
+        self.address = self.wait_for_line(LISTENING.pattern).group(1)
+
+
+class WorkerProcess(LoggedProcess):
+    """`python -m worker --tasks MODULE ...`, returned once it says it is ready."""
+
+    def __init__(
+        self,
+        broker: str,
+        tasks: str = "tests.e2e.tasks",
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+    ) -> None:
+        super().__init__(
+            ["-m", "worker", "--tasks", tasks, "--broker", broker, "--loglevel", "info", *extra_args],
+            env,
+        )
+        if wait_ready:
+            self.wait_for_line("worker ready")
