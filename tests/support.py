@@ -99,6 +99,14 @@ class LoggedProcess:
         self._reader.join(timeout)
         return code
 
+    def stop_hard(self) -> None:
+        """SIGKILL the whole process group at once, as a crashed machine would."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
     def stop(self) -> None:
         """Terminate politely, then kill the whole process group if it lingers."""
         if self.process.poll() is None:

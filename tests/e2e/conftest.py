@@ -1,0 +1,23 @@
+"""End-to-end fixtures: a client app bound to the broker process of the test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from client import Celeriac
+from tests.e2e import tasks
+from tests.support import BrokerProcess
+
+
+@pytest.fixture
+def app(broker_process: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celeriac]:
+    """The e2e task module's app, pointed at this test's broker."""
+    monkeypatch.setenv("CELERIAC_BROKER", broker_process.address)
+    client_app = Celeriac("e2e-client", broker=broker_process.address, connect_timeout=5)
+    # Share the task module's registry so `tasks.add.delay()` talks to this broker.
+    tasks.app.conf = client_app.conf
+    yield tasks.app
+    tasks.app.close()
+    client_app.close()
