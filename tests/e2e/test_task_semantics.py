@@ -1,0 +1,161 @@
+"""Issue 3's semantics through the real path: they live at the broker and hold across workers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from client import Celeriac
+from client.errors import RemoteTaskError, TaskRevokedError
+from tests.e2e import tasks
+from tests.support import ROOT, BrokerProcess, WorkerProcess
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Re-check a condition until it holds; fail after timeout (for states with no event to await)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        time.sleep(0.02)
+
+
+def test_autoretry_retries_at_the_broker_until_the_task_succeeds(
+    app: Celeriac, start_worker: StartWorker
+) -> None:
+    start_worker()
+    result = tasks.flaky.delay(2)
+    assert result.get(timeout=20) == 2
+
+
+def test_retries_run_out_into_a_failure_and_a_dead_letter(
+    app: Celeriac, start_worker: StartWorker, broker_process: BrokerProcess
+) -> None:
+    start_worker()
+    result = tasks.explicit_retry.delay()
+    with pytest.raises(KeyError, match="still missing"):
+        result.get(timeout=20)
+    listing = subprocess.run(
+        [sys.executable, "-m", "broker", "dead", "list", "--broker", broker_process.address],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert result.id in listing.stdout
+
+
+def test_countdown_waits_at_the_broker_not_in_the_worker(app: Celeriac, start_worker: StartWorker) -> None:
+    start_worker()
+    submitted = datetime.now(UTC)
+    result = tasks.add.apply_async((1, 1), countdown=0.5)
+    assert result.get(timeout=20) == 2
+    assert result.date_done is not None and result.date_done >= submitted + timedelta(seconds=0.5)
+
+
+def test_a_task_that_expires_while_queued_never_runs(app: Celeriac) -> None:
+    result = tasks.add.apply_async((1, 1), queue="nobody", expires=0.2)
+    with pytest.raises(RemoteTaskError, match="TaskExpired|expired"):
+        result.get(timeout=20)
+    assert result.state == "FAILURE"
+
+
+def test_hard_time_limit_kills_only_that_task_and_the_worker_goes_on(
+    app: Celeriac, start_worker: StartWorker
+) -> None:
+    start_worker("--concurrency", "1")
+    result = tasks.hangs_past_hard_limit.delay()
+    with pytest.raises(Exception, match="TimeLimitExceeded|time limit"):
+        result.get(timeout=30)
+    assert tasks.add.delay(3, 3).get(timeout=20) == 6
+
+
+def test_soft_time_limit_can_be_caught_to_clean_up(app: Celeriac, start_worker: StartWorker) -> None:
+    start_worker()
+    assert tasks.cleans_up_on_soft_limit.delay().get(timeout=20) == "cleaned up"
+
+
+def test_a_revoked_queued_task_never_runs_even_after_workers_start(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "ran")
+    doomed = tasks.record.apply_async((log, "doomed"), queue="later")
+    doomed.revoke()
+    assert doomed.state == "REVOKED"
+    start_worker("--queues", "later")
+    assert tasks.record.apply_async((log, "after"), queue="later").get(timeout=20) == "after"
+    assert Path(log).read_text().split() == ["after"]
+    with pytest.raises(TaskRevokedError):
+        doomed.get(timeout=5)
+
+
+def test_revoke_with_terminate_kills_a_running_task(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    worker = start_worker("--concurrency", "1")
+    result = tasks.wait_for_release.delay(str(tmp_path / "never"))
+    worker.wait_for_line(f"RUNNING {result.id}")
+    result.revoke(terminate=True)
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=20)
+    assert tasks.add.delay(1, 2).get(timeout=20) == 3
+
+
+def test_higher_priority_runs_first_within_a_queue(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "order")
+    submitted = [
+        tasks.record.apply_async((log, f"p{priority}"), queue="prio", priority=priority)
+        for priority in (0, 5, 9, 1)
+    ]
+    start_worker("--queues", "prio", "--pool", "solo", "--concurrency", "1")
+    for result in submitted:
+        result.get(timeout=20)
+    assert Path(log).read_text().split() == ["p9", "p5", "p1", "p0"]
+
+
+def test_a_repeated_task_id_or_idempotency_key_runs_once(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "runs")
+    first = tasks.record.apply_async((log, "a"), task_id="fixed-id", queue="dedup")
+    second = tasks.record.apply_async((log, "a"), task_id="fixed-id", queue="dedup")
+    keyed = [tasks.record.apply_async((log, "k"), idempotency_key="k1", queue="dedup") for _ in range(3)]
+    assert second.id == first.id
+    assert len({r.id for r in keyed}) == 1
+    start_worker("--queues", "dedup")
+    first.get(timeout=20)
+    keyed[0].get(timeout=20)
+    assert sorted(Path(log).read_text().split()) == ["a", "k"]
+
+
+def test_update_state_is_visible_to_clients_while_the_task_runs(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    start_worker()
+    release = tmp_path / "release"
+    result = tasks.reports_progress.delay(str(release))
+    wait_until(lambda: result.state == "PROGRESS")
+    assert result.info == {"done": 1, "total": 2}
+    release.touch()
+    assert result.get(timeout=20) == "finished"
+
+
+def test_a_worker_killed_during_a_retry_backoff_loses_nothing(tmp_path: Path) -> None:
+    with BrokerProcess("--lease-grace", "0.5") as broker:
+        app = Celeriac("backoff", broker=broker.address)
+        app.tasks.update(tasks.app.tasks)
+        with WorkerProcess(broker.address) as worker:
+            result = app.send_task("tests.e2e.tasks.flaky", args=(1,))
+            wait_until(lambda: result.state in {"RETRY", "SUCCESS"})
+            worker.stop_hard()
+        with WorkerProcess(broker.address):
+            assert result.get(timeout=20) == 1
+        app.close()
