@@ -1,0 +1,308 @@
+"""Tasks: what ``@app.task`` turns a function into, and the options that shape its execution."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from client.context import (
+    DirectCallReporter,
+    Request,
+    TaskReporter,
+    current_reporter,
+    current_request,
+    executing,
+)
+from client.errors import ContentTypeRefused, InvalidTaskSpec, OutsideTaskError, Retry
+from client.serialization import JSON, content_type_for
+
+if TYPE_CHECKING:
+    from client.app import Celeriac
+    from client.canvas import Signature
+    from client.result import AsyncResult
+
+# Priorities run from 0 (the default, least urgent) to 9 (most urgent): higher always runs first.
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task runs, declared once in ``@app.task(...)``; per-call options override some.
+
+    Attributes:
+        queue: Queue the task goes to unless a route or the call says otherwise.
+        priority: 0..9 within a queue; 9 runs first. None means 0.
+        bind: Pass the task itself as the first argument (``def fetch(self, url)``).
+        max_retries: Retries allowed after the first attempt; None retries forever.
+        autoretry_for: Exception types that trigger an automatic retry.
+        dont_autoretry_for: Exception types that are never retried (checked first).
+        retry_backoff: False for a fixed ``default_retry_delay``; True for exponential backoff
+            from 1 s; a number for exponential backoff from that many seconds (delay =
+            base * 2**retries).
+        retry_backoff_max: Upper bound of the backoff delay, in seconds.
+        retry_jitter: Draw the actual delay uniformly from [0, delay] so that tasks failing
+            together do not retry together ("full jitter").
+        default_retry_delay: Seconds before a retry when no backoff and no countdown is given.
+            180 s is Celery's default.
+        time_limit: Hard limit in seconds per attempt; the worker kills the attempt.
+        soft_time_limit: Soft limit in seconds; ``SoftTimeLimitExceeded`` is raised in the task.
+        ignore_result: Keep only the final state at the broker, not the return value.
+        expires: Seconds after submission when the task may no longer start.
+        result_ttl: Seconds the result is kept after the task finishes (broker default if None).
+        serializer: Content type (or ``"json"``/``"pickle"``) for arguments and the result.
+    """
+
+    queue: str | None = None
+    priority: int | None = None
+    bind: bool = False
+    max_retries: int | None = 3
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    default_retry_delay: float = 180
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    ignore_result: bool = False
+    expires: float | None = None
+    result_ttl: float | None = None
+    serializer: str = JSON
+
+    def __post_init__(self) -> None:
+        if self.priority is not None:
+            check_priority(self.priority)
+        if self.max_retries is not None and self.max_retries < 0:
+            raise InvalidTaskSpec(f"max_retries must be >= 0 or None, got {self.max_retries}")
+        for name in ("time_limit", "soft_time_limit", "expires", "result_ttl"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InvalidTaskSpec(f"{name} must be a positive number of seconds, got {value}")
+        for name in ("retry_backoff_max", "default_retry_delay"):
+            if getattr(self, name) < 0:
+                raise InvalidTaskSpec(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if not isinstance(self.retry_backoff, bool) and self.retry_backoff < 0:
+            raise InvalidTaskSpec(f"retry_backoff must be >= 0, got {self.retry_backoff}")
+        try:
+            # Normalise "json"/"pickle" so every later comparison sees a content type.
+            object.__setattr__(self, "serializer", content_type_for(self.serializer))
+        except ContentTypeRefused as exc:
+            raise InvalidTaskSpec(str(exc)) from None
+
+
+def check_priority(priority: object) -> int:
+    """Return ``priority`` if it is an int in 0..9 (9 runs first), else raise InvalidTaskSpec."""
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidTaskSpec(
+            f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY} "
+            f"({MAX_PRIORITY} runs first), got {priority!r}"
+        )
+    return priority
+
+
+class Task:
+    """A function registered with an app, callable locally and sendable to workers.
+
+    Attributes:
+        name: The registered name, ``module.function`` by default.
+        app: The app the task belongs to.
+        run: The user's function (sync or ``async def``).
+        options: How the task runs.
+    """
+
+    def __init__(
+        self, app: Celeriac, name: str, run: Callable[..., Any], options: TaskOptions
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.run = run
+        self.options = options
+        functools.update_wrapper(self, run)  # keeps __doc__, __module__, __wrapped__ for tools
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task here, synchronously, like calling the function (no broker involved).
+
+        ``self.request`` inside the task describes a direct call (``called_directly=True``);
+        ``update_state`` and ``heartbeat`` do nothing. An ``async def`` task returns its coroutine.
+        """
+        request = Request(id=str(uuid.uuid4()), name=self.name, called_directly=True)
+        call_args = (self, *args) if self.options.bind else args
+        if inspect.iscoroutinefunction(self.run):
+            return self._run_coroutine_directly(request, call_args, kwargs)
+        with executing(request, DirectCallReporter()):
+            return self.run(*call_args, **kwargs)
+
+    async def _run_coroutine_directly(
+        self, request: Request, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # The context must be set while the coroutine runs, not when it is created.
+        with executing(request, DirectCallReporter()):
+            coroutine: Awaitable[Any] = self.run(*args, **kwargs)
+            return await coroutine
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the task to a worker with these arguments; shortcut for ``apply_async``.
+
+        Returns:
+            The result handle.
+        """
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Like :meth:`delay`, for callers inside an event loop (never blocks the loop)."""
+        return await self.aapply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send the task to a worker.
+
+        Args:
+            args: Positional arguments.
+            kwargs: Keyword arguments.
+            **options: Per-call options: ``task_id``, ``queue``, ``countdown``, ``eta``,
+                ``expires``, ``priority`` (0..9, 9 first), ``time_limit``, ``soft_time_limit``,
+                ``headers``, ``idempotency_key``, ``idempotency_window``, ``ignore_result``,
+                ``result_ttl``, ``serializer``, ``max_retries``. See
+                :class:`client.options.CallOptions`.
+
+        Returns:
+            The result handle.
+
+        Raises:
+            InvalidTaskSpec: An option is invalid (e.g. negative countdown).
+            SerializationError: An argument cannot be encoded; nothing was sent.
+            BrokerUnavailable: The broker could not be reached in time.
+        """
+        return self.app.send_task(self.name, args, kwargs, **options)
+
+    async def aapply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Like :meth:`apply_async`, for callers inside an event loop."""
+        return await self.app.asend_task(self.name, args, kwargs, **options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """Return a signature: this task with (partial) arguments, to send later or in a group."""
+        from client.canvas import Signature
+
+        return Signature(self.app, self.name, args, kwargs)
+
+    def signature(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """Return a signature with arguments and per-call options."""
+        from client.canvas import Signature
+
+        return Signature(self.app, self.name, args or (), kwargs or {}, options)
+
+    @property
+    def request(self) -> Request:
+        """The context of the task running now (id, retries, headers, ...).
+
+        Raises:
+            OutsideTaskError: No task is running in this context.
+        """
+        request = current_request()
+        if request is None:
+            raise OutsideTaskError(f"{self.name}.request is only available while a task runs")
+        return request
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        max_retries: int | None = None,
+    ) -> NoReturn:
+        """Ask the worker to run this task again later; never returns.
+
+        The retry waits at the broker, not in the worker. When no retries are left the worker
+        reports ``exc`` (if given) as the task's final error.
+
+        Args:
+            exc: The exception that made the task retry.
+            countdown: Seconds until the next attempt; default is the task's retry policy.
+            eta: When to run the next attempt (overrides ``countdown``).
+            max_retries: Overrides the task's ``max_retries`` for this decision.
+
+        Raises:
+            Retry: Always; let it propagate out of the task.
+        """
+        if countdown is not None and countdown < 0:
+            raise InvalidTaskSpec(f"retry countdown must be >= 0 seconds, got {countdown}")
+        raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries) from exc
+
+    def update_state(self, state: str, meta: Mapping[str, object] | None = None) -> None:
+        """Publish a custom state (e.g. ``"PROGRESS"``) that clients read as ``result.state``.
+
+        Args:
+            state: The state's name.
+            meta: Data clients read as ``result.info`` (must be serializable).
+
+        Raises:
+            OutsideTaskError: No task is running in this context.
+        """
+        self._reporter("update_state").update_state(state, dict(meta) if meta else {})
+
+    def heartbeat(self, progress: object = None, extend: float | None = None) -> None:
+        """Tell the broker the task is alive, extending its lease; optionally report progress.
+
+        Args:
+            progress: A serializable value clients can read while the task runs.
+            extend: Seconds to extend the lease by; None uses the worker's default.
+
+        Raises:
+            OutsideTaskError: No task is running in this context.
+        """
+        self._reporter("heartbeat").heartbeat(progress, extend)
+
+    def retry_delay_for(self, retries: int, *, rng: random.Random | None = None) -> float:
+        """Return the countdown, in seconds, before automatic retry number ``retries + 1``.
+
+        With ``retry_backoff`` the delay is ``base * 2**retries`` capped at ``retry_backoff_max``
+        and, with ``retry_jitter``, drawn uniformly from ``[0, delay]``; otherwise it is
+        ``default_retry_delay``.
+
+        Args:
+            retries: Retries that already happened (0 before the first retry).
+            rng: Random source for the jitter (tests pass a seeded one).
+        """
+        backoff = self.options.retry_backoff
+        if backoff is False or not backoff:
+            return float(self.options.default_retry_delay)
+        base = 1.0 if backoff is True else float(backoff)
+        # Cap the exponent too, so a task retried forever cannot overflow the float.
+        delay = min(base * 2.0 ** min(retries, 64), float(self.options.retry_backoff_max))
+        if self.options.retry_jitter:
+            delay = (rng or random).uniform(0, delay)
+        return delay
+
+    def _reporter(self, method: str) -> TaskReporter:
+        reporter = current_reporter()
+        if reporter is None:
+            raise OutsideTaskError(f"{self.name}.{method}() can only be called while the task runs")
+        return reporter
