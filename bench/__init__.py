@@ -1,0 +1,1 @@
+"""Benchmarks for Celeriac, side by side with Celery on Redis (`python -m bench --help`)."""

@@ -1,0 +1,3 @@
+from bench import cli
+
+raise SystemExit(cli.main())

@@ -1,0 +1,85 @@
+"""`python -m bench [--compare] [--quick] [--scenario NAME ...] [--runs N] [--out DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from bench import report
+from bench.config import BenchConfig
+from bench.runner import Runner, SystemFactory
+from bench.scenarios import SCENARIOS
+
+logger = logging.getLogger(__name__)
+
+RET_OK = 0
+RET_INTERRUPTED = 130
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmark Celeriac, optionally against Celery."
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="also run Celery on Redis, alternating runs"
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run: a smoke test")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="run only this scenario (repeatable); default: all",
+    )
+    parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 1)")
+    parser.add_argument("--tasks", type=int, help="tasks per end-to-end throughput run")
+    parser.add_argument("--out", type=Path, default=report.DEFAULT_OUT, help="JSON output folder")
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> BenchConfig:
+    config = BenchConfig.quick() if args.quick else BenchConfig()
+    overrides = {"runs": args.runs, "throughput_tasks": args.tasks}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def factories(compare: bool) -> dict[str, SystemFactory]:
+    from bench.systems.celeriac_system import CeleriacSystem
+
+    systems: dict[str, SystemFactory] = {"celeriac": CeleriacSystem}
+    if compare:
+        from bench.systems.celery_system import CelerySystem
+
+        systems["celery"] = CelerySystem
+    return systems
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C, so every started process is stopped on the way out.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    config = build_config(args)
+    systems = factories(args.compare)
+    scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
+    try:
+        results = Runner(systems, config).run(scenarios)
+    except KeyboardInterrupt:
+        logger.warning("interrupted; every started process has been stopped")
+        return RET_INTERRUPTED
+    document = report.build(results, list(systems), config, args.quick)
+    path = report.write(document, args.out)
+    print(report.table(document))
+    print(f"\nJSON: {path}", file=sys.stderr)
+    return RET_OK

@@ -1,0 +1,62 @@
+"""Sizes of every scenario, in one place: the full run and the quick smoke-test run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How much work each scenario does, and how often it repeats.
+
+    Attributes:
+        runs: repetitions of every measurement; figures are the median with min-max spread.
+        throughput_tasks: no-op tasks per end-to-end throughput run (the issue's N).
+        enqueue_one_by_one: `delay()` calls per one-by-one enqueue run.
+        enqueue_batch: tasks per batch-submit run.
+        round_trips: sequential `add.delay(1, 2).get()` calls per latency run.
+        warmup_round_trips: round trips before timing starts (connections, imports, caches).
+        memory_depths: queued no-op tasks whose broker RSS growth is measured.
+        memory_results: finished tasks whose stored results' RSS growth is measured.
+        celery_fill_limit: deepest queue filled on Celery; its one-publish-per-task path
+            (~2,600/s) would take minutes for a million.
+        scaling_workers: connected worker counts (lightweight in-protocol workers).
+        scaling_depths: tasks queued in an unconsumed queue while scaling is measured.
+        scaling_tasks: tasks per throughput measurement in the scaling scenario.
+        scaling_round_trips: round trips per latency measurement in the scaling scenario.
+        idle_window_s: how long the broker's CPU is watched with idle workers connected.
+    """
+
+    runs: int = 3
+    throughput_tasks: int = 20_000
+    enqueue_one_by_one: int = 5_000
+    enqueue_batch: int = 20_000
+    round_trips: int = 1_000
+    warmup_round_trips: int = 50
+    memory_depths: tuple[int, ...] = (100_000, 1_000_000)
+    memory_results: int = 20_000
+    celery_fill_limit: int = 100_000
+    scaling_workers: tuple[int, ...] = (1, 10, 100)
+    scaling_depths: tuple[int, ...] = (1_000, 1_000_000)
+    scaling_tasks: int = 10_000
+    scaling_round_trips: int = 300
+    idle_window_s: float = 5.0
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """A small version of every scenario, one run each: a smoke test, not a measurement."""
+        return cls(
+            runs=1,
+            throughput_tasks=2_000,
+            enqueue_one_by_one=300,
+            enqueue_batch=2_000,
+            round_trips=100,
+            warmup_round_trips=5,
+            memory_depths=(10_000,),
+            memory_results=1_000,
+            scaling_workers=(1, 10),
+            scaling_depths=(1_000, 10_000),
+            scaling_tasks=1_000,
+            scaling_round_trips=50,
+            idle_window_s=1.0,
+        )

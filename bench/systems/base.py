@@ -1,0 +1,76 @@
+"""What a scenario needs from a task queue under test: start it, submit, collect, inspect."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Both systems default their process pool to the CPU count; so do we.
+CPU_COUNT = os.cpu_count() or 1
+# Generous bound for collecting one batch; a benchmark that hangs is worse than one that fails.
+COLLECT_TIMEOUT = 600.0
+
+
+class Unsupported(Exception):
+    """The system has no equivalent of this deployment (e.g. Celery has no asyncio pool)."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What to run beside the broker for one scenario variant.
+
+    Attributes:
+        pool: Celeriac's pool name (process, thread, async, solo); systems map it to theirs.
+        concurrency: execution slots per worker.
+        workers: real worker processes; 0 runs the broker alone (enqueue, memory).
+        fake_workers: lightweight in-protocol workers in one extra process (Celeriac only).
+        queues: queues the workers consume.
+    """
+
+    pool: str = "process"
+    concurrency: int = CPU_COUNT
+    workers: int = 1
+    fake_workers: int = 0
+    queues: Sequence[str] = field(default_factory=lambda: ("default",))
+
+
+class Pending(Protocol):
+    """Results of a batch submit, collected all at once."""
+
+    def get(self, timeout: float) -> list[object]: ...
+
+
+class System(Protocol):
+    """One task queue under test (broker, workers and a client in this process)."""
+
+    name: str
+
+    def start(self, deployment: Deployment) -> None:
+        """Start the broker and workers and connect the client; return once all are ready.
+
+        Raises:
+            Unsupported: the system cannot run this deployment.
+        """
+
+    def stop(self) -> None:
+        """Stop every process this system started (safe to call twice, or after a failed start)."""
+
+    def submit_one(self) -> None:
+        """Submit one no-op task the way users do one at a time (`noop.delay()`)."""
+
+    def submit_batch(self, count: int, queue: str | None = None) -> Pending:
+        """Submit `count` no-op tasks through the batch path (`group(...).apply_async()`)."""
+
+    def round_trip(self) -> None:
+        """`add.delay(1, 2).get()`, checking the answer."""
+
+    def purge(self) -> None:
+        """Drop every queued task, so one run's leftovers do not weigh on the next."""
+
+    def roles(self) -> dict[str, list[int]]:
+        """Root pids per role ("broker", "worker"); CPU is summed over their descendants."""
+
+    def broker_rss(self) -> int:
+        """RSS in bytes of the process that holds the queues and results."""

@@ -1,0 +1,117 @@
+"""Celeriac through its public interfaces: `python -m broker serve`, `python -m worker`, client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+
+from bench.processes import ManagedProcess, rss_bytes
+from bench.systems.base import Deployment, Pending
+from celeriac.v1 import admin_pb2, admin_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+LISTENING = r"listening on (\S+)"
+ROUND_TRIP_TIMEOUT = 30.0
+ADMIN_TIMEOUT = 30.0
+
+
+class CeleriacSystem:
+    """A broker process, worker processes (or lightweight fake workers) and a client here."""
+
+    name = "celeriac"
+
+    def __init__(self) -> None:
+        self.broker: ManagedProcess | None = None
+        self.workers: list[ManagedProcess] = []
+        self.address = ""
+        self.bench: Any = None
+
+    def start(self, deployment: Deployment) -> None:
+        from bench.tasks_celeriac import make_app
+
+        self.broker = ManagedProcess.python(
+            "broker", ["-m", "broker", "serve", "--port", "0", "--log-level", "info"]
+        )
+        self.address = self.broker.wait_for_line(LISTENING).group(1)
+        self.bench = make_app(self.address)
+        for index in range(deployment.workers):
+            self._start_worker(index, deployment)
+        if deployment.fake_workers:
+            fakes = ManagedProcess.python(
+                "fake-workers",
+                [
+                    "-m", "bench.fake_workers",
+                    "--broker", self.address,
+                    "--count", str(deployment.fake_workers),
+                    "--concurrency", str(deployment.concurrency),
+                ],
+            )  # fmt: skip
+            self.workers.append(fakes)
+            fakes.wait_for_line(r"fake workers ready")
+        if self.workers:
+            self.round_trip()
+
+    def _start_worker(self, index: int, deployment: Deployment) -> None:
+        worker = ManagedProcess.python(
+            f"worker-{index}",
+            [
+                "-m", "worker",
+                "--tasks", "bench.tasks_celeriac",
+                "--broker", self.address,
+                "--pool", deployment.pool,
+                "--concurrency", str(deployment.concurrency),
+                "--queues", ",".join(deployment.queues),
+                "--loglevel", "info",
+            ],
+            env={"CELERIAC_BROKER": self.address},
+        )  # fmt: skip
+        self.workers.append(worker)
+        worker.wait_for_line(r"worker ready")
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+        if self.bench is not None:
+            close = getattr(self.bench.app, "close", None)
+            if close is not None:
+                close()
+            self.bench = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def submit_one(self) -> None:
+        self.bench.noop.delay()
+
+    def submit_batch(self, count: int, queue: str | None = None) -> Pending:
+        from client import group
+
+        options = {"queue": queue} if queue else {}
+        result: Pending = group(self.bench.noop.s() for _ in range(count)).apply_async(**options)
+        return result
+
+    def round_trip(self) -> None:
+        answer = self.bench.add.delay(1, 2).get(timeout=ROUND_TRIP_TIMEOUT)
+        if answer != 3:
+            raise AssertionError(f"add(1, 2) returned {answer!r}")
+
+    def purge(self) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            queues = admin.ListQueues(admin_pb2.ListQueuesRequest(), timeout=ADMIN_TIMEOUT)
+            for queue in queues.queues:
+                admin.PurgeQueue(
+                    admin_pb2.PurgeQueueRequest(queue=queue.name), timeout=ADMIN_TIMEOUT
+                )
+
+    def roles(self) -> dict[str, list[int]]:
+        assert self.broker is not None
+        return {"broker": [self.broker.pid], "worker": [worker.pid for worker in self.workers]}
+
+    def broker_rss(self) -> int:
+        assert self.broker is not None
+        return rss_bytes(self.broker.pid)

@@ -1,0 +1,53 @@
+"""The Celery side: an app on Redis with the same task bodies as `bench.tasks_celeriac`.
+
+A worker imports this module (`celery -A bench.systems.celery_app worker`) and reads the Redis
+URL from BENCH_REDIS_URL; the harness builds its own app per Redis server with `make_app`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class CeleryBench:
+    """A Celery app with the benchmark's tasks registered on it."""
+
+    app: Any
+    noop: Any
+    add: Any
+
+
+def noop() -> None:
+    """Do nothing: the benchmark measures the queue, not the task."""
+
+
+def add(x: int, y: int) -> int:
+    """The round-trip probe."""
+    return x + y
+
+
+def make_app(url: str) -> CeleryBench:
+    """A Celery app using the Redis server at url as broker and result backend."""
+    app = Celery("bench", broker=url, backend=url, set_as_current=False)
+    app.conf.update(
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+    )
+    return CeleryBench(
+        app=app,
+        noop=app.task(name="bench.noop")(noop),
+        add=app.task(name="bench.add")(add),
+    )
+
+
+bench = make_app(os.environ.get("BENCH_REDIS_URL", DEFAULT_URL))
+app = bench.app

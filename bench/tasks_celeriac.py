@@ -1,0 +1,44 @@
+"""The benchmark's Celeriac tasks: the same bodies as the Celery side's (`systems/celery_app.py`).
+
+Workers import this module (`python -m worker --tasks bench.tasks_celeriac --broker ADDR`);
+the harness builds its own app per broker with `make_app`, registering the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from client import Celeriac
+
+NOOP = "bench.noop"
+ADD = "bench.add"
+
+
+@dataclass(frozen=True)
+class CeleriacBench:
+    """A Celeriac app with the benchmark's tasks registered on it."""
+
+    app: Celeriac
+    noop: Any
+    add: Any
+
+
+def noop() -> None:
+    """Do nothing: the benchmark measures the queue, not the task."""
+
+
+def add(x: int, y: int) -> int:
+    """The round-trip probe."""
+    return x + y
+
+
+def make_app(broker: str) -> CeleriacBench:
+    """A Celeriac app on the broker at this address with the benchmark's tasks."""
+    app = Celeriac("bench", broker=broker)
+    return CeleriacBench(app=app, noop=app.task(name=NOOP)(noop), add=app.task(name=ADD)(add))
+
+
+bench = make_app(os.environ.get("CELERIAC_BROKER", "127.0.0.1:7475"))
+app = bench.app
