@@ -1,0 +1,47 @@
+"""The benchmark harness runs end to end: `python -m bench --quick` on a tiny throughput run.
+
+It checks that the report has the expected shape and that every task came back; it asserts no
+timing (figures are reported by the benchmark, never tested).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT
+
+TASKS = 200
+
+
+def test_quick_throughput_run_reports_every_pool(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "--quick",
+            "--scenario", "throughput", "--tasks", str(TASKS), "--out", str(tmp_path),
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "tasks/s" in completed.stdout
+
+    document = json.loads((tmp_path / "latest.json").read_text())
+    assert document["meta"]["systems"] == ["celeriac"]
+    assert document["meta"]["machine"]["cores"] >= 1
+    variants = document["scenarios"]["throughput"]
+    assert set(variants) == {"pool=process", "pool=thread", "pool=async"}
+    for outcome in variants.values():
+        celeriac = outcome["celeriac"]
+        assert celeriac["problem"] is None
+        figures = celeriac["figures"]
+        assert {"tasks/s", "completed", "cpu broker %", "cpu worker %", "cpu client %"} <= set(
+            figures
+        )
+        assert figures["completed"]["runs"] == [TASKS]
+        assert figures["tasks/s"]["median"] > 0
