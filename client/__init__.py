@@ -1,8 +1,34 @@
-"""Celeriac's Python client: declare tasks, send them to the broker, read their results."""
+"""Celeriac's Python client: declare tasks, send them to the broker, read their results.
+
+from client import Celeriac
+
+app = Celeriac("tasks", broker="localhost:7475")
+
+@app.task
+def add(x, y):
+return x + y
+
+add.delay(4, 4).get(timeout=10)  # 8
+"""
 
 from __future__ import annotations
 
-from client import errors
+from client import errors, states
+from client.app import Celeriac
+from client.canvas import Signature, group
+from client.config import ClientConfig
+from client.result import AsyncResult, GroupResult
 from client.task import Task, TaskOptions
 
-__all__ = ["Task", "TaskOptions", "errors"]
+__all__ = [
+    "AsyncResult",
+    "Celeriac",
+    "ClientConfig",
+    "GroupResult",
+    "Signature",
+    "Task",
+    "TaskOptions",
+    "errors",
+    "group",
+    "states",
+]

@@ -1,0 +1,290 @@
+"""The application object: the task registry, the configuration and the way to the broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, overload
+
+from client.canvas import Signature
+from client.config import ClientConfig
+from client.errors import ContentTypeRefused, InvalidTaskSpec
+from client.options import CallOptions, build_spec
+from client.records import EncodedValue, ServerInfo, SubmitSpec
+from client.result import AsyncResult, GroupResult
+from client.serialization import decode
+from client.task import Task, TaskOptions
+from client.transport import AsyncTransport, Transport
+
+logger = logging.getLogger(__name__)
+
+
+class Celeriac:
+    """A Celeriac application, like Celery's ``Celery`` app.
+
+    ``Celeriac("tasks", broker="localhost:7475")`` creates an app; ``@app.task`` registers
+    tasks; ``app.send_task(name, ...)`` sends a task by name. Nothing connects until the first
+    call that needs the broker, so task modules import without one.
+
+    Args:
+        main: The app's name; tasks defined in ``__main__`` are named after it.
+        broker: Broker address (``host:port`` or ``grpc://host:port``); defaults to
+            ``CELERIAC_BROKER``, then ``127.0.0.1:7475``.
+        **config: Any :class:`~client.config.ClientConfig` field, e.g. ``connect_timeout=2``,
+            ``task_routes={"tasks.*": {"queue": "math"}}``, ``allow_pickle=True``.
+
+    Attributes:
+        main: The app's name.
+        tasks: Registered tasks, name to :class:`~client.task.Task`.
+        control: Remote control of tasks (``app.control.revoke(ids)``).
+    """
+
+    def __init__(self, main: str | None = None, broker: str | None = None, **config: Any) -> None:
+        self.main = main
+        self.tasks: dict[str, Task] = {}
+        self.control = Control(self)
+        self._conf = ClientConfig.from_env(broker=broker, **config)
+        self._lock = threading.Lock()
+        self._transport: Transport | None = None
+        self._aio_transport: AsyncTransport | None = None
+
+    def __repr__(self) -> str:
+        return f"<Celeriac {self.main or '__main__'} broker={self._conf.broker}>"
+
+    @property
+    def conf(self) -> ClientConfig:
+        """The app's configuration."""
+        return self._conf
+
+    @conf.setter
+    def conf(self, config: ClientConfig) -> None:
+        # Open connections were made with the old settings; the next call reconnects.
+        self.close()
+        self._conf = config
+
+    @overload
+    def task(self, function: Callable[..., Any], /) -> Task: ...
+
+    @overload
+    def task(
+        self, function: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self, function: Callable[..., Any] | None = None, /, *, name: str | None = None,
+        **options: Any,
+    ) -> Task | Callable[[Callable[..., Any]], Task]:  # fmt: skip
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., **options)``.
+
+        Args:
+            function: The function, when used bare.
+            name: The task's name; ``module.function`` by default.
+            **options: :class:`~client.task.TaskOptions` fields (``bind``, ``max_retries``,
+                ``autoretry_for``, ``queue``, ``time_limit``, ...).
+
+        Raises:
+            InvalidTaskSpec: An option is unknown or invalid.
+        """
+        known = {field.name for field in dataclasses.fields(TaskOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidTaskSpec(
+                f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        task_options = TaskOptions(**options)
+
+        def register(fn: Callable[..., Any]) -> Task:
+            module = self.main if fn.__module__ == "__main__" and self.main else fn.__module__
+            task = Task(self, name or f"{module}.{fn.__qualname__}", fn, task_options)
+            self.tasks[task.name] = task
+            return task
+
+        return register(function) if function is not None else register
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send a task by name; the task's code need not be importable here.
+
+        Args:
+            name: The registered task name, e.g. ``"tasks.add"``.
+            args: Positional arguments.
+            kwargs: Keyword arguments.
+            **options: Per-call options, see :class:`~client.options.CallOptions`.
+
+        Returns:
+            The result handle.
+
+        Raises:
+            InvalidTaskSpec: An option is invalid, or the broker refused the spec.
+            SerializationError: An argument cannot be encoded; nothing was sent.
+            BrokerUnavailable: The broker could not be reached in time.
+            QueueFull: The queue is at capacity.
+            PayloadTooLarge: The encoded arguments exceed the broker's limit.
+        """
+        spec = self.build_spec(name, args, kwargs, options)
+        submitted = self.transport.submit([spec])[0]
+        return AsyncResult(submitted.task_id, app=self)
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Like :meth:`send_task`, without blocking the event loop."""
+        spec = self.build_spec(name, args, kwargs, options)
+        submitted = (await self.aio_transport.submit([spec]))[0]
+        return AsyncResult(submitted.task_id, app=self)
+
+    def send_group(self, signatures: Iterable[Signature]) -> GroupResult:
+        """Send signatures in batches (one ``SubmitMany`` per chunk); see ``client.group``."""
+        specs = self._group_specs(signatures)
+        size = self._batch_size(self.transport.server_info())
+        submitted = []
+        for start in range(0, len(specs), size):
+            submitted += self.transport.submit(specs[start : start + size])
+        return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
+
+    async def asend_group(self, signatures: Iterable[Signature]) -> GroupResult:
+        """Like :meth:`send_group`, without blocking the event loop."""
+        specs = self._group_specs(signatures)
+        size = self._batch_size(await self.aio_transport.server_info())
+        submitted = []
+        for start in range(0, len(specs), size):
+            submitted += await self.aio_transport.submit(specs[start : start + size])
+        return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        """Return a handle on a task sent earlier (same as ``AsyncResult(task_id, app=app)``)."""
+        return AsyncResult(task_id, app=self)
+
+    def build_spec(
+        self,
+        name: str,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> SubmitSpec:
+        """Resolve options and encode arguments for one task, without sending it."""
+        task = self.tasks.get(name)
+        return build_spec(
+            name,
+            args,
+            kwargs,
+            CallOptions.parse(options),
+            task=task.options if task else None,
+            config=self._conf,
+        )
+
+    def decode(self, encoded: EncodedValue) -> Any:
+        """Decode a result, meta or progress payload with this app's content-type policy.
+
+        Raises:
+            ContentTypeRefused: The content type is not in ``accept_content``.
+            SerializationError: The payload is malformed.
+        """
+        if encoded.content_type not in self._conf.accept_content:
+            raise ContentTypeRefused(
+                f"result content type {encoded.content_type!r} is not accepted "
+                f"(accept_content={list(self._conf.accept_content)})"
+            )
+        return decode(encoded.body, encoded.content_type, allow_pickle=self._conf.allow_pickle)
+
+    def server_info(self) -> ServerInfo:
+        """The broker's version, features and limits."""
+        return self.transport.server_info()
+
+    @property
+    def transport(self) -> Transport:
+        """The blocking connection to the broker, created on first use."""
+        with self._lock:
+            if self._transport is None:
+                self._transport = Transport(self._conf)
+            return self._transport
+
+    @property
+    def aio_transport(self) -> AsyncTransport:
+        """The asyncio connection to the broker (one channel per event loop)."""
+        with self._lock:
+            if self._aio_transport is None:
+                self._aio_transport = AsyncTransport(self._conf)
+            return self._aio_transport
+
+    def close(self) -> None:
+        """Close the blocking connection; the app reconnects if used again."""
+        with self._lock:
+            transport, self._transport = self._transport, None
+            self._aio_transport = None
+        if transport is not None:
+            transport.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's connection and the blocking one."""
+        with self._lock:
+            aio_transport, self._aio_transport = self._aio_transport, None
+        if aio_transport is not None:
+            await aio_transport.close()
+        self.close()
+
+    def __enter__(self) -> Celeriac:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Celeriac:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _group_specs(self, signatures: Iterable[Signature]) -> list[SubmitSpec]:
+        # Encode everything first: a bad argument anywhere fails before anything is sent.
+        return [self.build_spec(s.name, s.args, s.kwargs, s.options) for s in signatures]
+
+    def _batch_size(self, info: ServerInfo) -> int:
+        return max(
+            1, min(self._conf.group_chunk_size, info.max_batch or self._conf.group_chunk_size)
+        )
+
+
+class Control:
+    """Remote control of tasks by id, like Celery's ``app.control``."""
+
+    def __init__(self, app: Celeriac) -> None:
+        self._app = app
+
+    def revoke(
+        self, task_id: str | Sequence[str], terminate: bool = False, reason: str = ""
+    ) -> list[str]:
+        """Revoke one task id or several.
+
+        Args:
+            task_id: One id or a sequence of ids.
+            terminate: Also kill tasks that are running.
+            reason: Stored in the REVOKED results.
+
+        Returns:
+            One outcome per id: ``revoked``, ``cancel-sent``, ``already-finished`` or ``unknown``.
+        """
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        return self._app.transport.revoke(ids, terminate, reason) if ids else []

@@ -1,0 +1,58 @@
+"""Turning a task's remote error back into an exception a caller can catch.
+
+A builtin exception type (``builtins.ZeroDivisionError``, or a bare ``KeyError``) is rebuilt as
+that type, so ``except ZeroDivisionError:`` works across the wire like it does in Celery. Any
+other type becomes :class:`~client.errors.RemoteTaskError`: importing arbitrary modules named by
+a remote peer to rebuild their exceptions would let the peer choose what code runs here.
+Either way the worker's traceback is attached as a note, so it prints with the local one.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from client.errors import RemoteTaskError, TaskRevokedError
+from client.records import RemoteError
+
+# Rebuilding these would exit or interrupt the caller rather than report a failure.
+_NEVER_REBUILT = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit"})
+
+
+def rebuild_exception(error: RemoteError) -> BaseException:
+    """Return a local exception for a task's remote error, with the remote traceback attached.
+
+    Args:
+        error: The error as the worker reported it.
+
+    Returns:
+        An instance of the builtin type when the remote type is a builtin exception that takes
+        a message; otherwise a :class:`RemoteTaskError`.
+    """
+    exception = _builtin_exception(error) or RemoteTaskError(
+        error.type_name, error.message, error.traceback
+    )
+    if error.traceback:
+        exception.add_note(f"Remote traceback (from the worker):\n{error.traceback.rstrip()}")
+    return exception
+
+
+def revoked_exception(task_id: str, error: RemoteError | None) -> TaskRevokedError:
+    """Return the exception for a revoked task, with the broker's reason when there is one."""
+    reason = error.message if error and error.message else "revoked"
+    return TaskRevokedError(f"task {task_id} was revoked: {reason}")
+
+
+def _builtin_exception(error: RemoteError) -> BaseException | None:
+    module, _, name = error.type_name.rpartition(".")
+    if module not in {"", "builtins"} or name in _NEVER_REBUILT:
+        return None
+    kind = getattr(builtins, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+        return None
+    message = error.message
+    if kind is KeyError and len(message) >= 2 and message[0] == message[-1] == "'":
+        message = message[1:-1]  # str(KeyError("k")) is "'k'"; rebuilding must not quote twice
+    try:
+        return kind(message)
+    except Exception:  # a builtin whose constructor needs more (e.g. UnicodeDecodeError)
+        return None

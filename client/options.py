@@ -1,0 +1,230 @@
+"""From a call (``apply_async(args, kwargs, **options)``) to a resolved, encoded ``SubmitSpec``.
+
+Every per-call option is checked here, before anything is sent, so a bad countdown or an
+unencodable argument fails in the caller's frame with a message that names the problem.
+
+Where an option can come from several places, the most specific wins:
+per-call option > ``task_routes`` entry > the task's own options > the app's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from client.config import ClientConfig
+from client.errors import InvalidTaskSpec
+from client.records import EncodedValue, SubmitSpec
+from client.serialization import content_type_for, encode_args
+from client.task import TaskOptions, check_priority
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """The options one call may pass to ``apply_async``, ``send_task`` or a signature.
+
+    Attributes:
+        task_id: Use this id instead of a fresh UUID; resubmitting a known id returns that task.
+        queue: Queue for this call (beats routes and task options).
+        countdown: Seconds from now before the task may run; must be >= 0.
+        eta: Time before which the task does not run. Naive datetimes are taken as UTC.
+        expires: Seconds from now, or a datetime, after which the task no longer starts.
+        priority: 0..9 within the queue; 9 runs first, 0 is the default.
+        time_limit: Hard limit in seconds for each attempt.
+        soft_time_limit: Soft limit in seconds (``SoftTimeLimitExceeded`` in the task).
+        headers: String metadata passed to the worker untouched (trace context, caller id).
+        idempotency_key: Repeated submits with this key within the window return the first task.
+        idempotency_window: Seconds the key is remembered (broker default if None).
+        ignore_result: Keep only the final state, not the return value.
+        result_ttl: Seconds the result is kept after the task finishes.
+        serializer: ``"json"`` (default), ``"pickle"`` (needs ``allow_pickle``), a content type.
+        max_retries: Override the task's ``max_retries`` for this call.
+    """
+
+    task_id: str | None = None
+    queue: str | None = None
+    countdown: float | None = None
+    eta: datetime | None = None
+    expires: float | datetime | None = None
+    priority: int | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    idempotency_window: float | None = None
+    ignore_result: bool | None = None
+    result_ttl: float | None = None
+    serializer: str | None = None
+    max_retries: int | None = None
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> CallOptions:
+        """Build call options from keyword arguments, naming any unknown ones.
+
+        Raises:
+            InvalidTaskSpec: An option name is unknown.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidTaskSpec(
+                f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**{name: value for name, value in options.items() if value is not None})
+
+
+def build_spec(
+    name: str,
+    args: Sequence[object] | None,
+    kwargs: Mapping[str, object] | None,
+    call: CallOptions,
+    *,
+    task: TaskOptions | None,
+    config: ClientConfig,
+    now: datetime | None = None,
+) -> SubmitSpec:
+    """Resolve options and encode arguments for one task.
+
+    Args:
+        name: Registered task name.
+        args: Positional arguments.
+        kwargs: Keyword arguments.
+        call: Per-call options.
+        task: The task's declared options, when the task is known locally.
+        config: The app's configuration (routes, default queue, pickle policy).
+        now: The current time (tests pass a fixed one).
+
+    Returns:
+        The spec to submit.
+
+    Raises:
+        InvalidTaskSpec: An option is invalid; the message says which and why.
+        SerializationError: An argument cannot be encoded.
+        ContentTypeRefused: Pickle was asked for but the app does not allow it.
+    """
+    if not name:
+        raise InvalidTaskSpec("task name must not be empty")
+    serializer = call.serializer or (task.serializer if task else config.task_serializer)
+    task = task or TaskOptions()
+    now = now or datetime.now(UTC)
+    route = route_for(name, config.task_routes)
+    content_type = content_type_for(serializer)
+    body = encode_args(args or (), kwargs or {}, content_type, allow_pickle=config.allow_pickle)
+    priority = _first(call.priority, route.get("priority"), task.priority, 0)
+    return SubmitSpec(
+        task_id=_task_id(call.task_id),
+        name=name,
+        queue=str(_first(call.queue, route.get("queue"), task.queue, config.default_queue)),
+        args=EncodedValue(content_type, body),
+        headers=_headers(call.headers),
+        priority=check_priority(priority),
+        eta=resolve_eta(call.countdown, call.eta, now),
+        expires=resolve_expires(_first(call.expires, task.expires), now),
+        time_limit=_seconds("time_limit", _first(call.time_limit, task.time_limit)),
+        soft_time_limit=_seconds(
+            "soft_time_limit", _first(call.soft_time_limit, task.soft_time_limit)
+        ),
+        idempotency_key=call.idempotency_key or "",
+        idempotency_window=_seconds("idempotency_window", call.idempotency_window),
+        ignore_result=bool(_first(call.ignore_result, task.ignore_result)),
+        result_ttl=_seconds("result_ttl", _first(call.result_ttl, task.result_ttl)),
+        max_retries=_max_retries(call.max_retries),
+    )
+
+
+def route_for(name: str, routes: Mapping[str, Mapping[str, Any] | str]) -> Mapping[str, Any]:
+    """Return the route options for a task name: an exact entry, else the first matching glob.
+
+    A route given as a plain string is a queue name.
+    """
+    route = routes.get(name)
+    if route is None:
+        route = next(
+            (value for pattern, value in routes.items() if fnmatch.fnmatchcase(name, pattern)), {}
+        )
+    return {"queue": route} if isinstance(route, str) else route
+
+
+def resolve_eta(countdown: float | None, eta: datetime | None, now: datetime) -> datetime | None:
+    """Turn ``countdown`` (seconds from ``now``) or ``eta`` into an aware UTC datetime.
+
+    Raises:
+        InvalidTaskSpec: Both are given, or countdown is negative or not a finite number.
+    """
+    if countdown is not None and eta is not None:
+        raise InvalidTaskSpec("give countdown or eta, not both")
+    if countdown is not None:
+        return now + timedelta(seconds=_seconds("countdown", countdown, allow_zero=True) or 0.0)
+    return None if eta is None else as_utc(eta, "eta")
+
+
+def resolve_expires(expires: object, now: datetime) -> datetime | None:
+    """Turn ``expires`` (seconds from ``now``, or a datetime) into an aware UTC datetime.
+
+    Raises:
+        InvalidTaskSpec: Seconds are not positive, or the value is neither number nor datetime.
+    """
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return as_utc(expires, "expires")
+    return now + timedelta(seconds=_seconds("expires", expires) or 0.0)
+
+
+def as_utc(moment: object, option: str) -> datetime:
+    """Return an aware UTC datetime; a naive one is taken to be in UTC already.
+
+    Raises:
+        InvalidTaskSpec: ``moment`` is not a datetime.
+    """
+    if not isinstance(moment, datetime):
+        raise InvalidTaskSpec(f"{option} must be a datetime, got {type(moment).__name__}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _seconds(option: str, value: object, *, allow_zero: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidTaskSpec(f"{option} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidTaskSpec(f"{option} must be {bound} seconds, got {value}")
+    return float(value)
+
+
+def _first(*candidates: Any) -> Any:
+    return next((value for value in candidates if value is not None), None)
+
+
+def _task_id(task_id: object) -> str:
+    if task_id is None:
+        return str(uuid.uuid4())
+    if not isinstance(task_id, str) or not task_id:
+        raise InvalidTaskSpec(f"task_id must be a non-empty string, got {task_id!r}")
+    return task_id
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidTaskSpec(
+                f"headers must map str to str; got {key!r}: {type(value).__name__}"
+            )
+    return dict(headers)
+
+
+def _max_retries(max_retries: object) -> int | None:
+    if max_retries is None:
+        return None
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise InvalidTaskSpec(f"max_retries must be an int >= 0, got {max_retries!r}")
+    return max_retries

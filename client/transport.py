@@ -1,0 +1,434 @@
+"""The only module that speaks gRPC: channels, calls, deadlines and the status-code table.
+
+Everything above this module works with the plain records of ``client.records``; protobuf
+messages are built and read here and nowhere else.
+
+Connections are made lazily, on the first call, so importing a task module never touches the
+network. The first call of a connection waits at most ``connect_timeout`` for the broker and
+then raises :class:`~client.errors.BrokerUnavailable`; every call carries a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
+from client import states
+from client.config import ClientConfig
+from client.errors import (
+    BrokerUnavailable,
+    CeleriacError,
+    InvalidTaskSpec,
+    PayloadTooLarge,
+    QueueFull,
+    TaskNotFound,
+)
+from client.records import (
+    EncodedValue,
+    RemoteError,
+    ResultRecord,
+    ServerInfo,
+    SubmitSpec,
+    Submitted,
+)
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+_UINT32_MAX = 2**32 - 1
+
+# Keepalive pings find a dead connection while a result wait is held open; two minutes stays
+# within what a gRPC server accepts by default. Reconnect backoff is capped low so that a
+# restarted broker is found again within seconds, not gRPC's default two minutes.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 120_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+
+# The one table from gRPC status codes to client errors. RESOURCE_EXHAUSTED is refined by its
+# message (a full queue and an oversize payload share the code); unlisted codes map to the root.
+STATUS_ERRORS: dict[grpc.StatusCode, type[CeleriacError]] = {
+    grpc.StatusCode.UNAVAILABLE: BrokerUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: BrokerUnavailable,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidTaskSpec,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidTaskSpec,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
+    grpc.StatusCode.NOT_FOUND: TaskNotFound,
+}
+
+_STATES = {
+    tasks_pb2.TASK_STATE_UNKNOWN: states.UNKNOWN,
+    tasks_pb2.TASK_STATE_PENDING: states.PENDING,
+    tasks_pb2.TASK_STATE_STARTED: states.STARTED,
+    tasks_pb2.TASK_STATE_RETRY: states.RETRY,
+    tasks_pb2.TASK_STATE_SUCCESS: states.SUCCESS,
+    tasks_pb2.TASK_STATE_FAILURE: states.FAILURE,
+    tasks_pb2.TASK_STATE_REVOKED: states.REVOKED,
+}
+
+_REVOKE_OUTCOMES = {
+    client_pb2.REVOKE_OUTCOME_REVOKED: "revoked",
+    client_pb2.REVOKE_OUTCOME_CANCEL_SENT: "cancel-sent",
+    client_pb2.REVOKE_OUTCOME_ALREADY_FINISHED: "already-finished",
+    client_pb2.REVOKE_OUTCOME_UNKNOWN: "unknown",
+}
+
+
+def error_from_status(code: grpc.StatusCode, details: str, method: str, target: str) -> Exception:
+    """Translate a failed call into the client error tree.
+
+    Args:
+        code: The call's status code.
+        details: The broker's message.
+        method: The RPC name, for the message.
+        target: The broker address, for the message.
+    """
+    kind = STATUS_ERRORS.get(code, CeleriacError)
+    if kind is QueueFull and any(word in details.lower() for word in ("payload", "too large")):
+        kind = PayloadTooLarge
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        details = f"no answer before the deadline{': ' + details if details else ''}"
+    return kind(f"{method} to broker at {target} failed ({code.name}): {details}")
+
+
+def _rpc_error(error: grpc.RpcError, method: str, target: str) -> Exception:
+    code = error.code() if isinstance(error, (grpc.Call, grpc.aio.AioRpcError)) else None
+    details = error.details() if isinstance(error, (grpc.Call, grpc.aio.AioRpcError)) else None
+    return error_from_status(code or grpc.StatusCode.UNKNOWN, details or str(error), method, target)
+
+
+class Transport:
+    """Blocking calls to one broker over one lazily created, thread-safe channel."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._target = config.target
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stub: client_pb2_grpc.TaskServiceStub | None = None
+        self._connected = False
+        self._info: ServerInfo | None = None
+
+    def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
+        """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
+        if len(specs) == 1:
+            one = client_pb2.SubmitRequest(task=_spec_message(specs[0]))
+            reply = self._invoke("Submit", lambda stub, t: stub.Submit(one, timeout=t))
+            return [_submitted(reply)]
+        many = client_pb2.SubmitManyRequest(tasks=[_spec_message(spec) for spec in specs])
+        replies = self._invoke("SubmitMany", lambda stub, t: stub.SubmitMany(many, timeout=t))
+        return [_submitted(reply) for reply in replies.results]
+
+    def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
+        """Read one result, letting the broker hold the call up to ``wait`` seconds."""
+        request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=_ms(wait))
+        try:
+            reply = self._invoke("GetResult", lambda s, t: s.GetResult(request, timeout=t), wait)
+        except TaskNotFound:
+            return ResultRecord(task_id=task_id, state=states.UNKNOWN)
+        return _record(reply.result)
+
+    def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
+        """Read many results in one call, held up to ``wait`` seconds until all are ready."""
+        request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=_ms(wait))
+        reply = self._invoke("GetResults", lambda s, t: s.GetResults(request, timeout=t), wait)
+        return [_record(result) for result in reply.results]
+
+    def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
+        """Revoke tasks; returns one outcome per id (``revoked``, ``cancel-sent``, ...)."""
+        request = client_pb2.RevokeRequest(task_ids=task_ids, terminate=terminate, reason=reason)
+        reply = self._invoke("Revoke", lambda stub, t: stub.Revoke(request, timeout=t))
+        return [_REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        """Drop stored results; returns how many existed."""
+        request = client_pb2.ForgetRequest(task_ids=task_ids)
+        return self._invoke("Forget", lambda stub, t: stub.Forget(request, timeout=t)).forgotten
+
+    def server_info(self) -> ServerInfo:
+        """The broker's version and limits (asked once, then remembered)."""
+        if self._info is None:
+            request = client_pb2.ServerInfoRequest()
+            reply = self._invoke("ServerInfo", lambda s, t: s.ServerInfo(request, timeout=t))
+            self._info = _server_info(reply)
+        return self._info
+
+    def close(self) -> None:
+        """Close the channel; a later call opens a new one."""
+        with self._lock:
+            channel, self._channel, self._stub = self._channel, None, None
+            self._connected = False
+        if channel is not None:
+            channel.close()
+
+    def _invoke(
+        self,
+        method: str,
+        call: Callable[[client_pb2_grpc.TaskServiceStub, float], R],
+        wait: float = 0.0,
+    ) -> R:
+        stub = self._ready_stub()
+        try:
+            return call(stub, self._config.rpc_timeout + wait)
+        except grpc.RpcError as error:
+            failure = _rpc_error(error, method, self._target)
+            if isinstance(failure, BrokerUnavailable):
+                self._connected = False  # the next call waits for the connection again
+            raise failure from None
+
+    def _ready_stub(self) -> client_pb2_grpc.TaskServiceStub:
+        with self._lock:
+            if self._channel is None or self._stub is None:
+                logger.debug("opening channel to %s", self._target)
+                self._channel = grpc.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+                self._stub = client_pb2_grpc.TaskServiceStub(self._channel)
+            channel, stub = self._channel, self._stub
+        if not self._connected:
+            ready = grpc.channel_ready_future(channel)
+            try:
+                ready.result(timeout=self._config.connect_timeout)
+            except grpc.FutureTimeoutError:
+                ready.cancel()
+                raise BrokerUnavailable(_unreachable(self._target, self._config)) from None
+            self._connected = True
+        return stub
+
+
+class AsyncTransport:
+    """Awaitable calls to one broker, with one ``grpc.aio`` channel per event loop.
+
+    An aio channel belongs to the loop it was created on, so each loop that uses the app gets
+    its own; channels of loops that have since closed are dropped.
+    """
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._target = config.target
+        self._stubs: dict[asyncio.AbstractEventLoop, _LoopConnection] = {}
+        self._info: ServerInfo | None = None
+
+    async def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
+        """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
+        stub, timeout = await self._ready_stub(), self._config.rpc_timeout
+        try:
+            if len(specs) == 1:
+                one = client_pb2.SubmitRequest(task=_spec_message(specs[0]))
+                return [_submitted(await stub.Submit(one, timeout=timeout))]
+            many = client_pb2.SubmitManyRequest(tasks=[_spec_message(spec) for spec in specs])
+            replies = await stub.SubmitMany(many, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise self._failed(error, "Submit") from None
+        return [_submitted(reply) for reply in replies.results]
+
+    async def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
+        """Read one result, letting the broker hold the call up to ``wait`` seconds."""
+        stub = await self._ready_stub()
+        request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=_ms(wait))
+        try:
+            reply = await stub.GetResult(request, timeout=self._config.rpc_timeout + wait)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                return ResultRecord(task_id=task_id, state=states.UNKNOWN)
+            raise self._failed(error, "GetResult") from None
+        return _record(reply.result)
+
+    async def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
+        """Read many results in one call, held up to ``wait`` seconds until all are ready."""
+        stub = await self._ready_stub()
+        request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=_ms(wait))
+        try:
+            reply = await stub.GetResults(request, timeout=self._config.rpc_timeout + wait)
+        except grpc.aio.AioRpcError as error:
+            raise self._failed(error, "GetResults") from None
+        return [_record(result) for result in reply.results]
+
+    async def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
+        """Revoke tasks; returns one outcome per id."""
+        stub = await self._ready_stub()
+        request = client_pb2.RevokeRequest(task_ids=task_ids, terminate=terminate, reason=reason)
+        try:
+            reply = await stub.Revoke(request, timeout=self._config.rpc_timeout)
+        except grpc.aio.AioRpcError as error:
+            raise self._failed(error, "Revoke") from None
+        return [_REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
+
+    async def forget(self, task_ids: Sequence[str]) -> int:
+        """Drop stored results; returns how many existed."""
+        stub = await self._ready_stub()
+        request = client_pb2.ForgetRequest(task_ids=task_ids)
+        try:
+            reply = await stub.Forget(request, timeout=self._config.rpc_timeout)
+        except grpc.aio.AioRpcError as error:
+            raise self._failed(error, "Forget") from None
+        return reply.forgotten
+
+    async def server_info(self) -> ServerInfo:
+        """The broker's version and limits (asked once, then remembered)."""
+        if self._info is None:
+            stub = await self._ready_stub()
+            try:
+                reply = await stub.ServerInfo(
+                    client_pb2.ServerInfoRequest(), timeout=self._config.rpc_timeout
+                )
+            except grpc.aio.AioRpcError as error:
+                raise self._failed(error, "ServerInfo") from None
+            self._info = _server_info(reply)
+        return self._info
+
+    async def close(self) -> None:
+        """Close the channel of the running loop; other loops' channels are dropped."""
+        connections, self._stubs = self._stubs, {}
+        loop = asyncio.get_running_loop()
+        for connection_loop, connection in connections.items():
+            if connection_loop is loop:
+                await connection.channel.close(None)
+
+    async def _ready_stub(self) -> client_pb2_grpc.TaskServiceAsyncStub:
+        loop = asyncio.get_running_loop()
+        connection = self._stubs.get(loop)
+        if connection is None:
+            # Forget channels whose loop is gone; they cannot be closed from here.
+            self._stubs = {k: v for k, v in self._stubs.items() if not k.is_closed()}
+            channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+            connection = _LoopConnection(channel)
+            self._stubs[loop] = connection
+        if not connection.connected:
+            try:
+                await asyncio.wait_for(
+                    connection.channel.channel_ready(), self._config.connect_timeout
+                )
+            except TimeoutError:
+                raise BrokerUnavailable(_unreachable(self._target, self._config)) from None
+            connection.connected = True
+        return connection.stub
+
+    def _failed(self, error: grpc.aio.AioRpcError, method: str) -> Exception:
+        failure = _rpc_error(error, method, self._target)
+        if isinstance(failure, BrokerUnavailable):
+            for connection in self._stubs.values():
+                connection.connected = False
+        return failure
+
+
+class _LoopConnection:
+    """One event loop's aio channel and stub."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.stub: client_pb2_grpc.TaskServiceAsyncStub = client_pb2_grpc.TaskServiceStub(channel)
+        self.connected = False
+
+
+def _unreachable(target: str, config: ClientConfig) -> str:
+    return (
+        f"cannot reach the broker at {target} within {config.connect_timeout:g}s "
+        "(is `python -m broker serve` running there? set CELERIAC_BROKER or broker=...)"
+    )
+
+
+def _ms(seconds: float | None) -> int:
+    """Seconds to whole milliseconds for a uint32 field, rounding up so 0.0001 s is not 'unset'."""
+    if not seconds or seconds <= 0:
+        return 0
+    return min(math.ceil(seconds * 1000), _UINT32_MAX)
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def _datetime(message: tasks_pb2.TaskResult, field: str) -> datetime | None:
+    if not message.HasField(field):  # type: ignore[arg-type]
+        return None
+    stamp: Timestamp = getattr(message, field)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _spec_message(spec: SubmitSpec) -> tasks_pb2.TaskSpec:
+    message = tasks_pb2.TaskSpec(
+        task_id=spec.task_id,
+        name=spec.name,
+        queue=spec.queue,
+        args=tasks_pb2.Payload(content_type=spec.args.content_type, body=spec.args.body),
+        headers=dict(spec.headers),
+        priority=spec.priority,
+        time_limit_ms=_ms(spec.time_limit),
+        soft_time_limit_ms=_ms(spec.soft_time_limit),
+        idempotency_key=spec.idempotency_key,
+        idempotency_window_ms=_ms(spec.idempotency_window),
+        ignore_result=spec.ignore_result,
+        result_ttl_ms=_ms(spec.result_ttl),
+    )
+    if spec.eta is not None:
+        message.eta.CopyFrom(_timestamp(spec.eta))
+    if spec.expires is not None:
+        message.expires.CopyFrom(_timestamp(spec.expires))
+    if spec.max_retries is not None:
+        message.max_retries = spec.max_retries
+    return message
+
+
+def _submitted(reply: client_pb2.SubmitResponse) -> Submitted:
+    return Submitted(reply.task_id, reply.created, _STATES.get(reply.state, states.UNKNOWN))
+
+
+def _encoded(message: tasks_pb2.TaskResult, field: str) -> EncodedValue | None:
+    if not message.HasField(field):  # type: ignore[arg-type]
+        return None
+    payload: tasks_pb2.Payload = getattr(message, field)
+    if not payload.content_type and not payload.body:
+        return None
+    return EncodedValue(payload.content_type, payload.body)
+
+
+def _record(message: tasks_pb2.TaskResult) -> ResultRecord:
+    error = None
+    if message.HasField("error") and message.error.type:
+        error = RemoteError(
+            message.error.type, message.error.message, message.error.traceback,
+            message.error.retryable,
+        )  # fmt: skip
+    return ResultRecord(
+        task_id=message.task_id,
+        state=_STATES.get(message.state, states.UNKNOWN),
+        custom_state=message.custom_state,
+        result=_encoded(message, "result"),
+        error=error,
+        name=message.name,
+        queue=message.queue,
+        retries=message.retries,
+        attempts=message.attempts,
+        date_done=_datetime(message, "date_done"),
+        eta=_datetime(message, "eta"),
+        worker_id=message.worker_id,
+        dead_lettered=message.dead_lettered,
+        progress=_encoded(message, "progress"),
+    )
+
+
+def _server_info(reply: client_pb2.ServerInfoResponse) -> ServerInfo:
+    return ServerInfo(
+        version=reply.version,
+        protocol=reply.protocol,
+        features=tuple(reply.features),
+        max_payload_bytes=reply.max_payload_bytes,
+        max_batch=reply.max_batch,
+        max_wait=reply.max_wait_ms / 1000,
+        uptime=reply.uptime_seconds,
+    )
