@@ -1,0 +1,100 @@
+"""`python -m worker`: parse flags into a `WorkerConfig`, set up logging once, run the worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from worker import loader, pools
+from worker.config import DEFAULT_BROKER, POOLS, WorkerConfig, split_names, worker_id
+from worker.errors import SessionRefused, WorkerError
+from worker.execution import ExecutionSettings
+from worker.runner import Worker
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_COLD_SHUTDOWN = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_FAILED = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The worker's command-line flags (Celery's names where Celery has them)."""
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Run Celeriac tasks.")
+    parser.add_argument("--tasks", "-A", required=True, help="task module(s), comma-separated")
+    parser.add_argument("--broker", "-b", help=f"broker address (default {DEFAULT_BROKER})")
+    parser.add_argument("--concurrency", "-c", type=int, help="tasks run at once (default: CPUs)")
+    parser.add_argument("--pool", "-P", choices=POOLS, help="execution pool (default: process)")
+    parser.add_argument("--queues", "-Q", help="queues to consume, comma-separated")
+    parser.add_argument("--loglevel", "-l", help="logging level (default: info)")
+    parser.add_argument("--hostname", "-n", help="worker id (default: celeriac@HOST:PID)")
+    parser.add_argument("--time-limit", type=float, help="default hard time limit (s)")
+    parser.add_argument("--soft-time-limit", type=float, help="default soft time limit (s)")
+    parser.add_argument("--shutdown-grace", type=float, help="seconds to finish tasks on SIGTERM")
+    parser.add_argument("--allow-pickle", action="store_true", default=None, help="accept pickle")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker until SIGTERM/SIGINT; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = WorkerConfig.from_env(
+            tasks=split_names(args.tasks),
+            broker=args.broker,
+            concurrency=args.concurrency,
+            pool=args.pool,
+            queues=split_names(args.queues) if args.queues else None,
+            loglevel=args.loglevel.upper() if args.loglevel else None,
+            hostname=args.hostname,
+            time_limit=args.time_limit,
+            soft_time_limit=args.soft_time_limit,
+            shutdown_grace=args.shutdown_grace,
+            allow_pickle=args.allow_pickle,
+        )
+    except ValueError as exc:
+        print(f"python -m worker: error: {exc}")
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=config.loglevel.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        registry = loader.load(config.tasks)
+    except WorkerError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_serve(config, registry))
+    except SessionRefused as exc:
+        logger.error("%s", exc)
+        return EXIT_REFUSED
+    except WorkerError as exc:
+        logger.error("worker failed: %s", exc)
+        return EXIT_FAILED
+
+
+async def _serve(config: WorkerConfig, registry: loader.Registry) -> int:
+    address = config.broker or registry.broker_address() or DEFAULT_BROKER
+    worker: Worker | None = None
+
+    def on_event(event: object) -> None:
+        assert worker is not None
+        worker.on_task_event(event)  # type: ignore[arg-type]
+
+    context = pools.PoolContext(
+        modules=config.tasks,
+        tasks=registry.tasks,
+        settings=ExecutionSettings(hostname=worker_id(config), allow_pickle=config.allow_pickle),
+        on_event=on_event,
+        loglevel=config.loglevel,
+    )
+    pool = pools.create(config.pool, config.concurrency, context)
+    worker = Worker(config, registry, pool, address)
+    warm = await worker.run(handle_signals=True)
+    logger.info("worker stopped id=%s", worker.worker_id)
+    return EXIT_OK if warm else EXIT_COLD_SHUTDOWN

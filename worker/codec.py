@@ -1,0 +1,232 @@
+"""The only module of the worker that touches protobuf: wire messages ↔ the worker's dataclasses.
+
+Broker messages become small frozen events (`Welcome`, `Assign`, `CancelJobs`, `Ping`, `Drain`,
+`Rejected`); what the worker says goes out through `hello`, `report` and `pong`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from celeriac.v1 import tasks_pb2, worker_pb2
+from worker.jobs import Heartbeat, Job, Outcome, OutcomeState, Payload, StateUpdate, TaskErrorInfo
+
+# Outcome.max_retries is a uint32 on the wire; "retry forever" travels as its largest value.
+RETRY_FOREVER = 2**32 - 1
+
+_STATES = {
+    OutcomeState.SUCCESS: tasks_pb2.TASK_STATE_SUCCESS,
+    OutcomeState.FAILURE: tasks_pb2.TASK_STATE_FAILURE,
+    OutcomeState.RETRY: tasks_pb2.TASK_STATE_RETRY,
+    OutcomeState.REVOKED: tasks_pb2.TASK_STATE_REVOKED,
+}
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The broker accepted the session."""
+
+    session_id: str
+    ping_interval: float
+    ping_timeout: float
+    kept_lease_ids: tuple[str, ...]
+    broker_version: str
+
+
+@dataclass(frozen=True)
+class Assign:
+    """New jobs to run."""
+
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True)
+class CancelJobs:
+    """Stop these leases (kill them when `terminate`)."""
+
+    lease_ids: tuple[str, ...]
+    terminate: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A liveness probe to answer with the same nonce."""
+
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Stop taking work, finish what runs, return the rest."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Leases the broker no longer holds for this worker; their reports were dropped."""
+
+    rejections: tuple[tuple[str, str], ...]
+
+
+BrokerEvent = Welcome | Assign | CancelJobs | Ping | Drain | Rejected
+
+
+@dataclass
+class ReportBatch:
+    """Everything one Report message carries (see `worker.proto`)."""
+
+    credit: int = 0
+    started: list[str] | None = None
+    outcomes: list[Outcome] | None = None
+    heartbeats: list[Heartbeat] | None = None
+    state_updates: list[StateUpdate] | None = None
+    returned: list[str] | None = None
+
+
+def hello(
+    *,
+    worker_id: str,
+    hostname: str,
+    pid: int,
+    queues: Sequence[str],
+    task_names: Iterable[str],
+    concurrency: int,
+    pool: str,
+    version: str,
+    held_lease_ids: Iterable[str],
+) -> worker_pb2.WorkerMessage:
+    """The first message of a session."""
+    return worker_pb2.WorkerMessage(
+        hello=worker_pb2.Hello(
+            worker_id=worker_id,
+            hostname=hostname,
+            pid=pid,
+            queues=list(queues),
+            task_names=sorted(task_names),
+            concurrency=concurrency,
+            pool=pool,
+            version=version,
+            held_lease_ids=list(held_lease_ids),
+        )
+    )
+
+
+def pong(nonce: int) -> worker_pb2.WorkerMessage:
+    """The answer to a Ping."""
+    return worker_pb2.WorkerMessage(pong=worker_pb2.Pong(nonce=nonce))
+
+
+def report(batch: ReportBatch) -> worker_pb2.WorkerMessage:
+    """One Report carrying the whole batch."""
+    return worker_pb2.WorkerMessage(
+        report=worker_pb2.Report(
+            credit=batch.credit,
+            started_lease_ids=batch.started or [],
+            outcomes=[_outcome(o) for o in batch.outcomes or []],
+            extensions=[_extension(h) for h in batch.heartbeats or []],
+            state_updates=[
+                worker_pb2.StateUpdate(lease_id=u.lease_id, state=u.state, meta=_payload(u.meta))
+                for u in batch.state_updates or []
+            ],
+            returned_lease_ids=batch.returned or [],
+        )
+    )
+
+
+def decode(message: worker_pb2.BrokerMessage) -> BrokerEvent | None:
+    """Turn a broker message into an event; None for a kind this worker does not know."""
+    kind = message.WhichOneof("kind")
+    if kind == "welcome":
+        w = message.welcome
+        return Welcome(
+            session_id=w.session_id,
+            ping_interval=w.ping_interval_ms / 1000,
+            ping_timeout=w.ping_timeout_ms / 1000,
+            kept_lease_ids=tuple(w.kept_lease_ids),
+            broker_version=w.broker_version,
+        )
+    if kind == "assignments":
+        return Assign(tuple(job_from_assignment(a) for a in message.assignments.tasks))
+    if kind == "cancel":
+        c = message.cancel
+        return CancelJobs(tuple(c.lease_ids), c.terminate, c.reason)
+    if kind == "ping":
+        return Ping(message.ping.nonce)
+    if kind == "drain":
+        return Drain(message.drain.reason)
+    if kind == "rejections":
+        return Rejected(tuple((r.lease_id, r.reason) for r in message.rejections.rejections))
+    return None
+
+
+def job_from_assignment(a: worker_pb2.Assignment) -> Job:
+    """Translate one Assignment into a Job (limits are those the call set, if any)."""
+    return Job(
+        lease_id=a.lease_id,
+        task_id=a.task_id,
+        name=a.name,
+        args=Payload(a.args.content_type, a.args.body),
+        attempt=a.attempt,
+        retries=a.retries,
+        queue=a.queue or "default",
+        headers=dict(a.headers),
+        eta=_time(a.eta) if a.HasField("eta") else None,
+        expires=_time(a.expires) if a.HasField("expires") else None,
+        time_limit=a.time_limit_ms / 1000 or None,
+        soft_time_limit=a.soft_time_limit_ms / 1000 or None,
+        ignore_result=a.ignore_result,
+        priority=a.priority,
+        max_retries=a.max_retries if a.HasField("max_retries") else None,
+    )
+
+
+def _outcome(o: Outcome) -> worker_pb2.Outcome:
+    message = worker_pb2.Outcome(lease_id=o.lease_id, state=_STATES[o.state])
+    if o.result is not None:
+        message.result.CopyFrom(_payload(o.result))
+    if o.error is not None:
+        message.error.CopyFrom(_error(o.error))
+    if o.state is OutcomeState.RETRY:
+        message.max_retries = RETRY_FOREVER if o.max_retries is None else o.max_retries
+        if o.retry_eta is not None:
+            message.retry_eta.CopyFrom(_timestamp(o.retry_eta))
+        else:
+            message.retry_countdown_ms = _ms(o.retry_countdown or 0.0)
+    return message
+
+
+def _extension(h: Heartbeat) -> worker_pb2.LeaseExtension:
+    message = worker_pb2.LeaseExtension(lease_id=h.lease_id, extend_ms=_ms(h.extend or 0.0))
+    if h.progress is not None:
+        message.progress.CopyFrom(_payload(h.progress))
+    return message
+
+
+def _payload(p: Payload) -> tasks_pb2.Payload:
+    return tasks_pb2.Payload(content_type=p.content_type, body=p.body)
+
+
+def _error(e: TaskErrorInfo) -> tasks_pb2.TaskError:
+    return tasks_pb2.TaskError(
+        type=e.type, message=e.message, traceback=e.traceback, retryable=e.retryable
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(0, min(RETRY_FOREVER, round(seconds * 1000)))
+
+
+def _time(stamp: timestamp_pb2.Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return stamp

@@ -1,0 +1,69 @@
+"""The worker's error tree, and the one table that maps gRPC status codes onto it.
+
+Errors a task raises are not here: they travel to the broker as data (`jobs.TaskErrorInfo`).
+These are the worker's own failures: a task module that will not load, a broker that cannot be
+reached or refuses the session, and the error recorded for a task whose child process died.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class WorkerError(Exception):
+    """Root of every error the worker raises itself."""
+
+
+class TaskModuleError(WorkerError):
+    """A `--tasks` module could not be imported, or declares no tasks."""
+
+
+class ConfigurationError(WorkerError, ValueError):
+    """A setting (flag or CELERIAC_* variable) has an invalid value."""
+
+
+class BrokerUnavailable(WorkerError):
+    """The session stream could not be opened or broke; the worker reconnects with backoff."""
+
+
+class SessionRefused(WorkerError):
+    """The broker refused the session for a reason retrying cannot fix (e.g. a bad Hello)."""
+
+
+class WorkerLostError(WorkerError):
+    """The child process running a task died (killed by a signal, crashed, or called os._exit).
+
+    Recorded as the task's error. Like a whole worker dying, this counts as a retry of the
+    task while its retries last (see `execution.lost_outcome`).
+    """
+
+
+# Status codes of a broken session stream that retrying will not fix; every other code
+# (UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED, INTERNAL, ...) is treated as a transient loss of
+# the broker and answered by reconnecting.
+_REFUSING_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
+
+
+def from_rpc_error(error: grpc.RpcError) -> WorkerError:
+    """Translate a gRPC error from the session stream into the worker's error tree.
+
+    Args:
+        error: The error raised by a gRPC call.
+
+    Returns:
+        `SessionRefused` for codes that retrying cannot fix, `BrokerUnavailable` otherwise.
+    """
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    name = code.name if code is not None else "UNKNOWN"
+    if code in _REFUSING_CODES:
+        return SessionRefused(f"broker refused the session: {name}: {details}")
+    return BrokerUnavailable(f"broker connection lost: {name}: {details}")

@@ -1,0 +1,371 @@
+"""Run one job: decode its arguments, call the task, and turn what happens into an `Outcome`.
+
+This module is the worker's semantics in one place, with no gRPC and no pool in it: every pool
+calls `execute` (or `execute_async` for coroutines on the worker's own loop) and sends the
+`Outcome` on. Retry decisions follow Celery's rules:
+
+* `self.retry(...)` raises `client.errors.Retry`: retry after its countdown/eta, or the task's
+  `default_retry_delay`.
+* An exception matching the task's `autoretry_for` and not its `dont_autoretry_for` is retried
+  after `task.retry_delay_for(retries)` (backoff, cap and jitter come from the task options).
+* The retry limit is `retry(max_retries=)`, else the caller's per-call limit, else the task's
+  `max_retries` (None retries forever). Once reached, the original exception is the failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from client import serialization
+from client.context import Request, executing
+from client.errors import (
+    NotRegistered,
+    Retry,
+    TaskExpired,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from client.task import Task
+from worker.errors import WorkerLostError
+from worker.jobs import (
+    Heartbeat,
+    Job,
+    Outcome,
+    OutcomeState,
+    Payload,
+    StateUpdate,
+    TaskErrorInfo,
+    TaskEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+EventSink = Callable[[TaskEvent], None]
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """What execution needs to know about the worker running it.
+
+    Attributes:
+        hostname: The worker id, exposed to tasks as `self.request.hostname`.
+        allow_pickle: Whether pickled arguments are accepted and results may be pickled.
+    """
+
+    hostname: str
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class _Call:
+    task: Task
+    args: list[object]
+    kwargs: dict[str, object]
+
+
+def resolve_limits(
+    job: Job,
+    tasks: Mapping[str, Task],
+    default_time_limit: float | None,
+    default_soft_time_limit: float | None,
+) -> Job:
+    """Fill in the job's time limits: the call's, else the task's options, else the worker's.
+
+    Args:
+        job: The job as assigned (limits set only when the call set them).
+        tasks: The task registry.
+        default_time_limit: The worker's `--time-limit`.
+        default_soft_time_limit: The worker's `--soft-time-limit`.
+
+    Returns:
+        The job with effective limits.
+    """
+    task = tasks.get(job.name)
+    options = task.options if task is not None else None
+    hard = job.time_limit or (options.time_limit if options else None) or default_time_limit
+    soft = (
+        job.soft_time_limit
+        or (options.soft_time_limit if options else None)
+        or default_soft_time_limit
+    )
+    return replace(job, time_limit=hard or None, soft_time_limit=soft or None)
+
+
+def execute(
+    job: Job,
+    tasks: Mapping[str, Task],
+    sink: EventSink,
+    settings: ExecutionSettings,
+    *,
+    now: datetime | None = None,
+) -> Outcome:
+    """Run one job in the calling thread; an `async def` task runs on a fresh event loop.
+
+    Args:
+        job: The job to run.
+        tasks: The task registry (name → Task).
+        sink: Receives the task's state updates and heartbeats.
+        settings: The worker's execution settings.
+        now: The current time (injected by tests); expiry is checked against it.
+
+    Returns:
+        The outcome. Task exceptions never escape; they become FAILURE or RETRY outcomes.
+    """
+    prepared = _prepare(job, tasks, settings, now)
+    if isinstance(prepared, Outcome):
+        return prepared
+    with executing(_request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
+        try:
+            value = _invoke(prepared)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_await(value))
+        except (Exception, SystemExit) as exc:
+            return decide_failure(job, prepared.task, exc)
+    return _success(job, prepared.task, value, settings)
+
+
+async def execute_async(
+    job: Job,
+    tasks: Mapping[str, Task],
+    sink: EventSink,
+    settings: ExecutionSettings,
+    *,
+    now: datetime | None = None,
+) -> Outcome:
+    """Run one job on the running event loop: coroutines are awaited, sync tasks use a thread.
+
+    Cancelling the awaiting asyncio task cancels the coroutine (`asyncio.CancelledError`
+    propagates to the caller, which reports the job as revoked).
+
+    Args:
+        job: The job to run.
+        tasks: The task registry.
+        sink: Receives the task's state updates and heartbeats (called on this loop, or from
+            the task's thread for sync tasks; it must be thread-safe then).
+        settings: The worker's execution settings.
+        now: The current time (injected by tests).
+
+    Returns:
+        The outcome.
+    """
+    prepared = _prepare(job, tasks, settings, now)
+    if isinstance(prepared, Outcome):
+        return prepared
+    with executing(_request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
+        try:
+            if inspect.iscoroutinefunction(prepared.task.run):
+                value = await _invoke(prepared)  # type: ignore[misc]
+            else:
+                # to_thread copies the context, so the task sees its request in the thread.
+                value = await asyncio.to_thread(_invoke, prepared)
+                if inspect.isawaitable(value):
+                    value = await value
+        except (Exception, SystemExit) as exc:
+            return decide_failure(job, prepared.task, exc)
+    return _success(job, prepared.task, value, settings)
+
+
+def decide_failure(job: Job, task: Task, exc: BaseException) -> Outcome:
+    """Turn an exception raised by a task into a RETRY or FAILURE outcome.
+
+    Args:
+        job: The job that raised.
+        task: Its task.
+        exc: The exception (`client.errors.Retry` for `self.retry()`).
+
+    Returns:
+        RETRY when a retry was asked for (explicitly or through `autoretry_for`) and retries
+        remain; FAILURE otherwise, carrying the original exception.
+    """
+    options = task.options
+    if isinstance(exc, Retry):
+        limit = exc.max_retries if exc.max_retries is not None else _retry_limit(job, task)
+        cause: BaseException = exc.exc if exc.exc is not None else exc
+        if _exhausted(job, limit):
+            return failure(job.lease_id, cause, retryable=False)
+        countdown = None if exc.eta else exc.countdown
+        if countdown is None and exc.eta is None:
+            countdown = options.default_retry_delay
+        return Outcome(
+            lease_id=job.lease_id,
+            state=OutcomeState.RETRY,
+            error=describe(cause),
+            retry_countdown=countdown,
+            retry_eta=exc.eta,
+            max_retries=limit,
+        )
+    non_retryable = isinstance(exc, options.dont_autoretry_for)
+    if options.autoretry_for and isinstance(exc, options.autoretry_for) and not non_retryable:
+        limit = _retry_limit(job, task)
+        if not _exhausted(job, limit):
+            return Outcome(
+                lease_id=job.lease_id,
+                state=OutcomeState.RETRY,
+                error=describe(exc),
+                retry_countdown=task.retry_delay_for(job.retries),
+                max_retries=limit,
+            )
+    return failure(job.lease_id, exc, retryable=not non_retryable)
+
+
+def lost_outcome(job: Job, tasks: Mapping[str, Task], reason: str) -> Outcome:
+    """The outcome of a job whose child process died under it.
+
+    A lost child is treated like a lost worker: the task runs again at once while its retries
+    last (counted against its retry limit, so a task that always crashes its process ends),
+    then fails with `WorkerLostError`.
+
+    Args:
+        job: The job that was running.
+        tasks: The task registry (for the retry limit).
+        reason: What happened, e.g. "child process 123 exited with signal SIGKILL".
+
+    Returns:
+        RETRY with no delay, or FAILURE once retries are exhausted.
+    """
+    error = WorkerLostError(reason)
+    task = tasks.get(job.name)
+    limit = _retry_limit(job, task) if task is not None else job.max_retries
+    if task is None or _exhausted(job, limit):
+        return failure(job.lease_id, error, retryable=True)
+    return Outcome(
+        lease_id=job.lease_id,
+        state=OutcomeState.RETRY,
+        error=describe(error),
+        retry_countdown=0.0,
+        max_retries=limit,
+    )
+
+
+def time_limit_outcome(job: Job) -> Outcome:
+    """The FAILURE recorded when a job runs past its hard time limit and is stopped."""
+    error = TimeLimitExceeded(
+        f"task {job.name}[{job.task_id}] exceeded its time limit of {job.time_limit}s"
+    )
+    return failure(job.lease_id, error, retryable=False)
+
+
+def revoked_outcome(job: Job, reason: str) -> Outcome:
+    """The REVOKED outcome of a job cancelled while it ran."""
+    error = TaskRevokedError(reason or "revoked")
+    return Outcome(
+        lease_id=job.lease_id, state=OutcomeState.REVOKED, error=describe(error, retryable=False)
+    )
+
+
+def failure(lease_id: str, exc: BaseException, *, retryable: bool) -> Outcome:
+    """A FAILURE outcome carrying `exc` as data."""
+    return Outcome(
+        lease_id=lease_id, state=OutcomeState.FAILURE, error=describe(exc, retryable=retryable)
+    )
+
+
+def describe(exc: BaseException, *, retryable: bool = True) -> TaskErrorInfo:
+    """Describe an exception as data: "module.Qualname", str(exc) and the formatted traceback."""
+    kind = type(exc)
+    return TaskErrorInfo(
+        type=f"{kind.__module__}.{kind.__qualname__}",
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        retryable=retryable,
+    )
+
+
+def _prepare(
+    job: Job, tasks: Mapping[str, Task], settings: ExecutionSettings, now: datetime | None
+) -> _Call | Outcome:
+    """Find the task and decode its arguments, or say why the job cannot run."""
+    task = tasks.get(job.name)
+    if task is None:
+        logger.error("unknown task name=%s id=%s", job.name, job.task_id)
+        error = NotRegistered(f"task {job.name!r} is not registered with this worker")
+        return failure(job.lease_id, error, retryable=False)
+    current = now or datetime.now(UTC)
+    if job.expires is not None and job.expires <= current:
+        error_expired = TaskExpired(
+            f"task {job.name}[{job.task_id}] expired at {job.expires.isoformat()}"
+        )
+        return failure(job.lease_id, error_expired, retryable=False)
+    try:
+        args, kwargs = serialization.decode_args(
+            job.args.body, job.args.content_type, allow_pickle=settings.allow_pickle
+        )
+    except Exception as exc:  # SerializationError or ContentTypeRefused
+        return failure(job.lease_id, exc, retryable=False)
+    return _Call(task, args, kwargs)
+
+
+def _invoke(call: _Call) -> object:
+    if call.task.options.bind:
+        return call.task.run(call.task, *call.args, **call.kwargs)
+    return call.task.run(*call.args, **call.kwargs)
+
+
+async def _await(value: object) -> object:
+    return await value  # type: ignore[misc]
+
+
+def _success(job: Job, task: Task, value: object, settings: ExecutionSettings) -> Outcome:
+    if job.ignore_result or task.options.ignore_result:
+        return Outcome(lease_id=job.lease_id, state=OutcomeState.SUCCESS)
+    try:
+        payload = _encode(value, task, settings)
+    except Exception as exc:  # SerializationError or ContentTypeRefused
+        return failure(job.lease_id, exc, retryable=False)
+    return Outcome(lease_id=job.lease_id, state=OutcomeState.SUCCESS, result=payload)
+
+
+def _encode(value: object, task: Task, settings: ExecutionSettings) -> Payload:
+    content_type = serialization.content_type_for(task.options.serializer)
+    body = serialization.encode(value, content_type, allow_pickle=settings.allow_pickle)
+    return Payload(content_type, body)
+
+
+def _retry_limit(job: Job, task: Task) -> int | None:
+    return job.max_retries if job.max_retries is not None else task.options.max_retries
+
+
+def _exhausted(job: Job, limit: int | None) -> bool:
+    return limit is not None and job.retries >= limit
+
+
+def _request_for(job: Job, settings: ExecutionSettings) -> Request:
+    return Request(
+        id=job.task_id,
+        name=job.name,
+        retries=job.retries,
+        attempt=job.attempt,
+        queue=job.queue,
+        eta=job.eta,
+        expires=job.expires,
+        headers=job.headers,
+        lease_id=job.lease_id,
+        hostname=settings.hostname,
+        time_limit=job.time_limit,
+        soft_time_limit=job.soft_time_limit,
+        max_retries=job.max_retries,
+    )
+
+
+class _Reporter:
+    """The running task's `client.context.TaskReporter`: encodes and forwards its events."""
+
+    def __init__(self, job: Job, task: Task, sink: EventSink, settings: ExecutionSettings) -> None:
+        self._job = job
+        self._task = task
+        self._sink = sink
+        self._settings = settings
+
+    def update_state(self, state: str, meta: object) -> None:
+        payload = _encode(meta, self._task, self._settings)
+        self._sink(StateUpdate(self._job.lease_id, state, payload))
+
+    def heartbeat(self, progress: object, extend: float | None) -> None:
+        payload = None if progress is None else _encode(progress, self._task, self._settings)
+        self._sink(Heartbeat(self._job.lease_id, extend, payload))

@@ -1,0 +1,108 @@
+"""Plain data the worker passes around: jobs in, outcomes and task events out.
+
+These dataclasses are what every part of the worker speaks; protobuf types stop in `codec`.
+They are picklable, because the process pool sends them over a pipe to its children.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Encoded bytes and the content type that says how to decode them."""
+
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task attempt to execute, under the broker's lease.
+
+    Time limits are the effective ones (call, else task option, else worker default); the
+    worker resolves them with `execution.resolve_limits` before a pool sees the job.
+    """
+
+    lease_id: str
+    task_id: str
+    name: str
+    args: Payload
+    attempt: int = 1
+    retries: int = 0
+    queue: str = "default"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    eta: datetime | None = None
+    expires: datetime | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    ignore_result: bool = False
+    priority: int = 0
+    max_retries: int | None = None
+
+
+class OutcomeState(enum.Enum):
+    """How one attempt ended (the states an Outcome may carry on the wire)."""
+
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    RETRY = "RETRY"
+    REVOKED = "REVOKED"
+
+
+@dataclass(frozen=True)
+class TaskErrorInfo:
+    """A task's error as data: qualified type name, message, formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one attempt.
+
+    Attributes:
+        lease_id: The lease the attempt ran under.
+        state: SUCCESS, FAILURE, RETRY or REVOKED.
+        result: The encoded return value (SUCCESS; None when results are ignored).
+        error: Why it failed, retries or was revoked.
+        retry_countdown: RETRY: seconds to wait before the next attempt.
+        retry_eta: RETRY: when to run again, instead of a countdown.
+        max_retries: RETRY: the limit applied; None means retry forever.
+    """
+
+    lease_id: str
+    state: OutcomeState
+    result: Payload | None = None
+    error: TaskErrorInfo | None = None
+    retry_countdown: float | None = None
+    retry_eta: datetime | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """A custom state set by a running task (`self.update_state`)."""
+
+    lease_id: str
+    state: str
+    meta: Payload
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A running task asking to keep its lease (`self.heartbeat`), with optional progress."""
+
+    lease_id: str
+    extend: float | None
+    progress: Payload | None
+
+
+TaskEvent = StateUpdate | Heartbeat

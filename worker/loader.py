@@ -1,0 +1,69 @@
+"""Import the `--tasks` modules and collect the tasks their apps declare.
+
+Like Celery, the current directory is put on `sys.path` first, so `--tasks proj.tasks` works
+from a project's root without installing it. Every `client.Celeriac` instance found at the top
+level of a module contributes its `tasks`; the registry is their union.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from client.app import Celeriac
+from client.task import Task
+from worker.errors import TaskModuleError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The tasks a worker can run, and the apps that declared them."""
+
+    tasks: dict[str, Task]
+    apps: tuple[Celeriac, ...]
+
+    def broker_address(self) -> str | None:
+        """The broker address of the first app that names one, if any."""
+        for app in self.apps:
+            address = getattr(app.conf, "broker", None)
+            if address:
+                return str(address)
+        return None
+
+
+def load(modules: Sequence[str]) -> Registry:
+    """Import each module and collect the tasks of every Celeriac app defined in it.
+
+    Args:
+        modules: Dotted module names, e.g. ["proj.tasks"].
+
+    Returns:
+        The registry.
+
+    Raises:
+        TaskModuleError: A module cannot be imported, or no module declares an app.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    tasks: dict[str, Task] = {}
+    apps: list[Celeriac] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # the user's module can raise anything while importing
+            raise TaskModuleError(f"cannot import task module {name!r}: {exc!r}") from exc
+        found = [value for value in vars(module).values() if isinstance(value, Celeriac)]
+        if not found:
+            raise TaskModuleError(f"task module {name!r} defines no Celeriac app")
+        for app in found:
+            if not any(app is known for known in apps):
+                apps.append(app)
+                tasks.update(app.tasks)
+    logger.debug("loaded %d tasks from %s", len(tasks), ", ".join(modules))
+    return Registry(tasks=tasks, apps=tuple(apps))

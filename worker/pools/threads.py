@@ -1,0 +1,141 @@
+"""The thread pool (and "solo", its one-slot form): each job runs in its own thread.
+
+A thread per job, rather than a fixed executor, because a thread cannot be killed: when a job
+passes its hard time limit or is terminated, the pool reports the outcome at once, asks the
+thread to stop by raising an exception in it at its next Python instruction, and lets it go.
+An abandoned thread cannot hold up later jobs; its late outcome is ignored. Soft time limits are
+raised the same way, so code blocked in a long C call (e.g. `time.sleep`) sees them only when
+that call returns. Use the process pool when limits must be exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from client.errors import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from worker.execution import execute, revoked_outcome, time_limit_outcome
+from worker.jobs import Job, Outcome, TaskEvent
+from worker.pools.base import PoolContext
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Running:
+    job: Job
+    future: asyncio.Future[Outcome]
+    thread: threading.Thread | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+class ThreadPool:
+    """Run each job in a thread of the worker process."""
+
+    def __init__(self, size: int, context: PoolContext) -> None:
+        """Create a pool running up to `size` jobs at once."""
+        self._size = size
+        self._context = context
+        self._running: dict[str, _Running] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def slots(self) -> int:
+        """How many jobs run at once."""
+        return self._size
+
+    async def start(self) -> None:
+        """Remember the loop that outcomes and events are delivered on."""
+        self._loop = asyncio.get_running_loop()
+
+    def submit(self, job: Job) -> asyncio.Future[Outcome]:
+        """Start the job in a new thread."""
+        loop = asyncio.get_running_loop()
+        running = _Running(job, loop.create_future())
+        self._running[job.lease_id] = running
+        thread = threading.Thread(
+            target=self._run, args=(running,), name=f"celeriac-task-{job.task_id}", daemon=True
+        )
+        running.thread = thread
+        thread.start()
+        if job.soft_time_limit:
+            running.timers.append(
+                loop.call_later(job.soft_time_limit, _raise_in, thread, SoftTimeLimitExceeded)
+            )
+        if job.time_limit:
+            running.timers.append(
+                loop.call_later(job.time_limit, self._stop, running, time_limit_outcome(job))
+            )
+        return running.future
+
+    def terminate(self, lease_id: str, reason: str) -> bool:
+        """Report the job REVOKED now and ask its thread to stop."""
+        running = self._running.get(lease_id)
+        if running is None:
+            return False
+        self._stop(running, revoked_outcome(running.job, reason))
+        return True
+
+    async def close(self, grace: float | None) -> None:
+        """Wait up to `grace` for running jobs; abandon the rest (their futures are cancelled)."""
+        futures = [r.future for r in self._running.values()]
+        if futures and grace != 0:
+            await asyncio.wait(futures, timeout=grace)
+        for running in list(self._running.values()):
+            logger.warning(
+                "abandoning unfinished task id=%s name=%s", running.job.task_id, running.job.name
+            )
+            self._settle(running, None)
+
+    def _run(self, running: _Running) -> None:
+        assert self._loop is not None
+        loop = self._loop
+
+        def sink(event: TaskEvent) -> None:
+            loop.call_soon_threadsafe(self._context.on_event, event)
+
+        try:
+            outcome = execute(running.job, self._context.tasks, sink, self._context.settings)
+        except (TimeLimitExceeded, TaskRevokedError, SoftTimeLimitExceeded):
+            return  # raised into this thread after its outcome was already reported
+        # RuntimeError: the loop is closed; the worker is gone and nobody wants this outcome.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._settle, running, outcome)
+
+    def _stop(self, running: _Running, outcome: Outcome) -> None:
+        if running.future.done():
+            return
+        logger.warning(
+            "stopping task id=%s: %s",
+            running.job.task_id,
+            outcome.error.message if outcome.error else "",
+        )
+        self._settle(running, outcome)
+        if running.thread is not None:
+            exc_type = TimeLimitExceeded if outcome.state.value == "FAILURE" else TaskRevokedError
+            _raise_in(running.thread, exc_type)
+
+    def _settle(self, running: _Running, outcome: Outcome | None) -> None:
+        for handle in running.timers:
+            handle.cancel()
+        running.timers.clear()
+        if self._running.get(running.job.lease_id) is running:
+            del self._running[running.job.lease_id]
+        if not running.future.done():
+            if outcome is None:
+                running.future.cancel()
+            else:
+                running.future.set_result(outcome)
+
+
+def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Raise `exc_type` in `thread` at its next Python instruction (a no-op once it ended)."""
+    if thread.ident is None or not thread.is_alive():
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
+    )

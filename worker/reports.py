@@ -1,0 +1,102 @@
+"""The outgoing report buffer: everything the worker has to tell the broker, sent as one Report.
+
+Whatever happens during one turn of the event loop (tasks started, outcomes, heartbeats,
+custom states, returned leases, credit) is collected here and flushed as ONE Report on the
+next turn: a lone task still goes out at once (flush when idle, never wait to fill a batch),
+and a burst of completions shares a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from worker.codec import ReportBatch
+from worker.jobs import Heartbeat, Outcome, StateUpdate, TaskEvent
+
+
+class ReportBuffer:
+    """Collects report items and asks for one flush per event-loop turn."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        """Create an empty buffer; `flush` is called on the next loop turn after items arrive."""
+        self._flush = flush
+        self._scheduled = False
+        self._credit = 0
+        self._started: list[str] = []
+        self._outcomes: dict[str, Outcome] = {}
+        # Only the latest heartbeat and custom state of a lease matter; older ones are replaced.
+        self._heartbeats: dict[str, Heartbeat] = {}
+        self._state_updates: dict[str, StateUpdate] = {}
+        self._returned: list[str] = []
+
+    def add_credit(self, slots: int) -> None:
+        """Grant `slots` more credit."""
+        if slots:
+            self._credit += slots
+            self._touch()
+
+    def reset_credit(self, slots: int) -> None:
+        """Replace pending credit (a new session starts from zero credit at the broker)."""
+        self._credit = slots
+        self._touch()
+
+    def add_started(self, lease_id: str) -> None:
+        """Acknowledge that a lease's task has started."""
+        self._started.append(lease_id)
+        self._touch()
+
+    def add_outcome(self, outcome: Outcome, credit: int) -> None:
+        """Report a finished attempt, returning `credit` slots with it."""
+        self._outcomes[outcome.lease_id] = outcome
+        self._heartbeats.pop(outcome.lease_id, None)
+        self._state_updates.pop(outcome.lease_id, None)
+        self._credit += credit
+        self._touch()
+
+    def add_event(self, event: TaskEvent) -> None:
+        """Report a heartbeat or custom state from a running task."""
+        if isinstance(event, Heartbeat):
+            self._heartbeats[event.lease_id] = event
+        else:
+            self._state_updates[event.lease_id] = event
+        self._touch()
+
+    def add_returned(self, lease_id: str) -> None:
+        """Hand back a lease that was never started."""
+        self._returned.append(lease_id)
+        self._touch()
+
+    def pending_outcome_leases(self) -> list[str]:
+        """Leases whose outcome has not been sent yet (still held after a reconnect)."""
+        return list(self._outcomes)
+
+    def take(self) -> ReportBatch | None:
+        """Empty the buffer into one batch; None when there is nothing to say."""
+        batch = ReportBatch(
+            credit=self._credit,
+            started=self._started,
+            outcomes=list(self._outcomes.values()),
+            heartbeats=list(self._heartbeats.values()),
+            state_updates=list(self._state_updates.values()),
+            returned=self._returned,
+        )
+        self._credit = 0
+        self._started = []
+        self._outcomes = {}
+        self._heartbeats = {}
+        self._state_updates = {}
+        self._returned = []
+        empty = not (batch.credit or batch.started or batch.outcomes or batch.heartbeats)
+        if empty and not (batch.state_updates or batch.returned):
+            return None
+        return batch
+
+    def _touch(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._fire)
+
+    def _fire(self) -> None:
+        self._scheduled = False
+        self._flush()

@@ -1,0 +1,312 @@
+"""The worker: one pool, one broker session at a time, reconnects, and graceful shutdown.
+
+`Worker.run()` starts the pool (before any gRPC channel exists), then keeps a session with the
+broker open: it grants one credit per free slot, hands assignments to the pool, and reports
+acks, outcomes, heartbeats and custom states through the `ReportBuffer`. A lost connection is
+retried with capped exponential backoff while running tasks carry on; their outcomes go out on
+the next session, which names their leases in `Hello.held_lease_ids`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from functools import partial
+from importlib import metadata
+
+import grpc
+
+from worker import codec
+from worker.config import WorkerConfig, grpc_target, worker_id
+from worker.errors import BrokerUnavailable, WorkerError
+from worker.execution import resolve_limits, revoked_outcome
+from worker.jobs import Job, Outcome, OutcomeState, TaskEvent
+from worker.loader import Registry
+from worker.pools import Pool
+from worker.reports import ReportBuffer
+from worker.session import Session
+
+logger = logging.getLogger(__name__)
+
+# How long to wait for the broker's Welcome, and for it to end the stream after a half-close.
+_WELCOME_TIMEOUT = 10.0
+_CLOSE_TIMEOUT = 5.0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("celeriac")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Worker:
+    """Runs tasks from the broker in a pool until told to stop."""
+
+    def __init__(self, config: WorkerConfig, registry: Registry, pool: Pool, address: str) -> None:
+        """Create a worker.
+
+        Args:
+            config: The worker's settings.
+            registry: The tasks it can run.
+            pool: Where tasks run (not started yet; `run()` starts it).
+            address: The broker address (already resolved from flags, env and the app).
+        """
+        self.config = config
+        self.registry = registry
+        self.address = address
+        self.worker_id = worker_id(config)
+        self._pool = pool
+        self._buffer = ReportBuffer(self._flush)
+        self._session: Session | None = None
+        self._running: dict[str, Job] = {}
+        self._cancelled: dict[str, str] = {}
+        self._accepting = True
+        self._draining = False
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._signals = 0
+        self._welcomed_once = False
+        self._session_welcomed = False
+
+    def on_task_event(self, event: TaskEvent) -> None:
+        """Forward a running task's heartbeat or custom state to the broker (loop thread only)."""
+        self._buffer.add_event(event)
+
+    async def run(self, *, handle_signals: bool = False) -> bool:
+        """Run until `shutdown()` (or SIGTERM/SIGINT when `handle_signals`).
+
+        Returns:
+            True after a warm shutdown, False after a cold one.
+
+        Raises:
+            SessionRefused: The broker refused the session.
+            WorkerError: The pool could not start.
+        """
+        loop = asyncio.get_running_loop()
+        await self._pool.start()  # before the channel: children must not inherit gRPC state
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.shutdown)
+        channel = grpc.aio.insecure_channel(grpc_target(self.address))
+        try:
+            await self._keep_connected(channel)
+        finally:
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+            await self._pool.close(0 if self._signals > 1 else self.config.shutdown_grace)
+            await channel.close(None)
+        return self._signals < 2
+
+    def shutdown(self) -> None:
+        """Warm shutdown on the first call, cold on the second (kill running tasks now)."""
+        self._signals += 1
+        if self._signals == 1:
+            logger.warning(
+                "worker shutting down (warm): finishing %d running tasks within %ss; "
+                "signal again for a cold shutdown",
+                len(self._running),
+                self.config.shutdown_grace,
+            )
+            self._accepting = False
+            self._stopping.set()
+        else:
+            logger.warning(
+                "worker shutting down (cold): killing %d running tasks", len(self._running)
+            )
+            asyncio.get_running_loop().create_task(self._pool.close(0))
+
+    async def _keep_connected(self, channel: grpc.aio.Channel) -> None:
+        delay = self.config.reconnect_initial
+        while not self._stopping.is_set():
+            try:
+                await self._run_session(channel)
+            except BrokerUnavailable as exc:
+                if self._stopping.is_set():
+                    break
+                if self._session_welcomed:
+                    delay = self.config.reconnect_initial
+                logger.warning("%s; reconnecting to %s in %.1fs", exc, self.address, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    async def _run_session(self, channel: grpc.aio.Channel) -> None:
+        """Run one session: returns after a warm shutdown, raises when the stream ends."""
+        self._session_welcomed = False
+        session = Session(channel)
+        hello = codec.hello(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.config.queues,
+            task_names=self.registry.tasks,
+            concurrency=self._pool.slots,
+            pool=self.config.pool,
+            version=_version(),
+            held_lease_ids=[*self._running, *self._buffer.pending_outcome_leases()],
+        )
+        try:
+            welcome = await session.open(hello, _WELCOME_TIMEOUT)
+            self._session_welcomed = True
+            self._on_welcome(session, welcome)
+            reader = asyncio.ensure_future(self._read(session))
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    reader.result()  # the stream ended or broke: raises BrokerUnavailable
+                else:
+                    await self._finish(session, reader)
+            finally:
+                stopper.cancel()
+                reader.cancel()
+                if reader.done() and not reader.cancelled():
+                    reader.exception()  # retrieved: it was handled (or re-raised) above
+        finally:
+            self._session = None
+            session.abort()
+
+    def _on_welcome(self, session: Session, welcome: codec.Welcome) -> None:
+        self._session = session
+        if not self._stopping.is_set():
+            self._accepting = True
+            self._draining = False
+        stale = set(self._running) - set(welcome.kept_lease_ids)
+        if stale:
+            logger.warning(
+                "broker did not keep %d running leases; their results will be dropped", len(stale)
+            )
+        self._buffer.reset_credit(self._free_slots() if self._accepting else 0)
+        queues = ",".join(self.config.queues)
+        what = "worker reconnected" if self._welcomed_once else "worker ready"
+        logger.info(
+            "%s id=%s broker=%s pool=%s concurrency=%d queues=%s session=%s",
+            what,
+            self.worker_id,
+            self.address,
+            self.config.pool,
+            self._pool.slots,
+            queues,
+            welcome.session_id,
+        )
+        self._welcomed_once = True
+        self._flush()
+
+    async def _read(self, session: Session) -> None:
+        async for event in session.events():
+            self._dispatch(session, event)
+
+    def _dispatch(self, session: Session, event: codec.BrokerEvent) -> None:
+        match event:
+            case codec.Assign(jobs):
+                for job in jobs:
+                    self._start(job)
+            case codec.Ping(nonce):
+                session.send(codec.pong(nonce))
+            case codec.CancelJobs(lease_ids, terminate, reason):
+                self._cancel(lease_ids, terminate, reason)
+            case codec.Drain(reason):
+                logger.warning(
+                    "broker asked to drain (%s): finishing %d running tasks",
+                    reason,
+                    len(self._running),
+                )
+                self._accepting = False
+                self._draining = True
+                self._close_when_idle(session)
+            case codec.Rejected(rejections):
+                for lease_id, reason in rejections:
+                    logger.warning(
+                        "broker rejected lease=%s (%s); its report was dropped", lease_id, reason
+                    )
+            case codec.Welcome():
+                logger.warning("ignoring an unexpected second Welcome")
+
+    def _start(self, job: Job) -> None:
+        if not self._accepting:
+            self._buffer.add_returned(job.lease_id)
+            return
+        job = resolve_limits(
+            job, self.registry.tasks, self.config.time_limit, self.config.soft_time_limit
+        )
+        try:
+            future = self._pool.submit(job)
+        except WorkerError as exc:
+            logger.error("returning lease=%s: %s", job.lease_id, exc)
+            self._buffer.add_returned(job.lease_id)
+            return
+        logger.info("task started id=%s name=%s attempt=%d", job.task_id, job.name, job.attempt)
+        self._running[job.lease_id] = job
+        self._idle.clear()
+        self._buffer.add_started(job.lease_id)
+        future.add_done_callback(partial(self._on_finished, job))
+
+    def _on_finished(self, job: Job, future: asyncio.Future[Outcome]) -> None:
+        self._running.pop(job.lease_id, None)
+        reason = self._cancelled.pop(job.lease_id, None)
+        if not self._running:
+            self._idle.set()
+        if future.cancelled():
+            return  # stopped by a shutdown: no outcome, the broker redelivers the task
+        outcome = future.result()
+        if reason is not None and outcome.state is not OutcomeState.REVOKED:
+            outcome = revoked_outcome(job, reason)
+        logger.info(
+            "task finished id=%s name=%s state=%s", job.task_id, job.name, outcome.state.value
+        )
+        self._buffer.add_outcome(outcome, credit=1 if self._accepting else 0)
+        if self._draining and self._session is not None:
+            self._close_when_idle(self._session)
+
+    def _cancel(self, lease_ids: tuple[str, ...], terminate: bool, reason: str) -> None:
+        for lease_id in lease_ids:
+            if lease_id not in self._running:
+                continue
+            logger.warning("cancel lease=%s terminate=%s reason=%s", lease_id, terminate, reason)
+            self._cancelled[lease_id] = reason or "revoked"
+            if terminate:
+                self._pool.terminate(lease_id, reason or "terminated")
+
+    def _close_when_idle(self, session: Session) -> None:
+        if not self._running:
+            self._flush()
+            session.close()
+
+    async def _finish(self, session: Session, reader: asyncio.Future[None]) -> None:
+        """Warm shutdown with a live session: let running tasks finish, report, half-close."""
+        if self._running:
+            idle = asyncio.ensure_future(self._wait_idle())
+            await asyncio.wait(
+                {idle, reader},
+                timeout=self.config.shutdown_grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            idle.cancel()
+        if reader.done():
+            return
+        # Past the grace: stop what still runs. Those leases get no outcome; the broker
+        # requeues them when this stream ends.
+        await self._pool.close(0)
+        self._flush()
+        session.close()
+        # The broker ends the stream once it has read everything up to our half-close.
+        await asyncio.wait({reader}, timeout=_CLOSE_TIMEOUT)
+
+    async def _wait_idle(self) -> None:
+        await self._idle.wait()
+
+    def _free_slots(self) -> int:
+        return max(0, self._pool.slots - len(self._running))
+
+    def _flush(self) -> None:
+        if self._session is None:
+            return  # kept until the next session's Welcome
+        batch = self._buffer.take()
+        if batch is not None:
+            self._session.send(codec.report(batch))
