@@ -1,0 +1,140 @@
+"""Per-call options: routing precedence, time conversions and validation before sending."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from client import Celeriac
+from client.errors import ContentTypeRefused, InvalidTaskSpec, SerializationError
+from client.serialization import PICKLE
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def make_app(**config: object) -> Celeriac:
+    # A closed address: these tests never send anything.
+    return Celeriac("opts", broker="127.0.0.1:1", **config)
+
+
+def test_queue_precedence_is_call_then_route_then_task_then_app_default() -> None:
+    app = make_app(default_queue="fallback", task_routes={"opts.routed": {"queue": "by-route"}})
+
+    @app.task(name="opts.routed", queue="by-task")
+    def routed() -> None: ...
+
+    @app.task(name="opts.unrouted", queue="by-task")
+    def unrouted() -> None: ...
+
+    @app.task(name="opts.plain")
+    def plain() -> None: ...
+
+    assert app.build_spec("opts.routed", (), {}, {"queue": "by-call"}).queue == "by-call"
+    assert app.build_spec("opts.routed", (), {}, {}).queue == "by-route"
+    assert app.build_spec("opts.unrouted", (), {}, {}).queue == "by-task"
+    assert app.build_spec("opts.plain", (), {}, {}).queue == "fallback"
+    assert routed.name == "opts.routed" and unrouted and plain
+
+
+def test_routes_match_globs_and_accept_a_plain_queue_name() -> None:
+    app = make_app(task_routes={"billing.*": "money", "mail.send": {"queue": "io", "priority": 7}})
+    assert app.build_spec("billing.charge", (), {}, {}).queue == "money"
+    mail = app.build_spec("mail.send", (), {}, {})
+    assert (mail.queue, mail.priority) == ("io", 7)
+    assert app.build_spec("other.task", (), {}, {}).queue == "default"
+
+
+def test_countdown_becomes_an_eta_after_now() -> None:
+    app = make_app()
+    before = datetime.now(UTC)
+    spec = app.build_spec("t", (), {}, {"countdown": 30})
+    assert spec.eta is not None and spec.eta >= before + timedelta(seconds=30)
+
+
+def test_naive_eta_is_taken_as_utc_and_aware_eta_is_converted() -> None:
+    app = make_app()
+    naive = datetime(2030, 1, 1, 12, 0)
+    assert app.build_spec("t", (), {}, {"eta": naive}).eta == NOW
+    plus_two = datetime(2030, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    eta = app.build_spec("t", (), {}, {"eta": plus_two}).eta
+    assert eta == NOW and eta is not None and eta.utcoffset() == timedelta(0)
+
+
+def test_expires_accepts_seconds_or_a_datetime() -> None:
+    app = make_app()
+    before = datetime.now(UTC)
+    seconds = app.build_spec("t", (), {}, {"expires": 60}).expires
+    assert seconds is not None and seconds >= before + timedelta(seconds=60)
+    assert app.build_spec("t", (), {}, {"expires": NOW}).expires == NOW
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"countdown": -1}, "countdown must be >= 0"),
+        ({"countdown": 1, "eta": NOW}, "not both"),
+        ({"countdown": float("inf")}, "countdown"),
+        ({"expires": 0}, "expires must be > 0"),
+        ({"expires": "tomorrow"}, "expires"),
+        ({"eta": "2030-01-01"}, "eta must be a datetime"),
+        ({"priority": 10}, "0 to 9"),
+        ({"priority": -1}, "0 to 9"),
+        ({"priority": True}, "0 to 9"),
+        ({"time_limit": 0}, "time_limit"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"task_id": ""}, "task_id"),
+        ({"headers": {"trace": 1}}, "headers"),
+        ({"countdwn": 1}, "unknown task option.*countdwn"),
+    ],
+)
+def test_invalid_call_options_are_refused_with_a_clear_message(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidTaskSpec, match=message):
+        make_app().build_spec("t", (), {}, options)
+
+
+def test_task_options_are_validated_when_the_task_is_declared() -> None:
+    app = make_app()
+    with pytest.raises(InvalidTaskSpec, match="0 to 9"):
+        app.task(priority=12)
+    with pytest.raises(InvalidTaskSpec, match=r"unknown task option.*retries"):
+        app.task(retries=3)
+
+
+def test_task_options_fill_in_what_the_call_leaves_out() -> None:
+    app = make_app()
+
+    @app.task(priority=3, time_limit=5, soft_time_limit=4, ignore_result=True, result_ttl=60)
+    def tuned() -> None: ...
+
+    spec = app.build_spec(tuned.name, (), {}, {"priority": 9})
+    assert (spec.priority, spec.time_limit, spec.soft_time_limit) == (9, 5.0, 4.0)
+    assert spec.ignore_result and spec.result_ttl == 60.0
+    assert spec.max_retries is None  # the worker applies the task's own max_retries
+
+
+def test_each_call_gets_a_fresh_task_id_unless_one_is_given() -> None:
+    app = make_app()
+    first, second = (app.build_spec("t", (), {}, {}) for _ in range(2))
+    assert first.task_id != second.task_id
+    assert app.build_spec("t", (), {}, {"task_id": "mine"}).task_id == "mine"
+
+
+def test_non_serializable_arguments_fail_before_anything_is_sent() -> None:
+    app = make_app()
+
+    @app.task
+    def add(x: object, y: object) -> None: ...
+
+    # The broker address is closed: reaching the network would raise BrokerUnavailable instead.
+    with pytest.raises(SerializationError, match="object"):
+        add.delay(object(), 1)
+
+
+def test_pickle_needs_the_app_to_allow_it() -> None:
+    with pytest.raises(ContentTypeRefused, match="allow_pickle"):
+        make_app().build_spec("t", ({1},), {}, {"serializer": "pickle"})
+    spec = make_app(allow_pickle=True).build_spec("t", ({1},), {}, {"serializer": "pickle"})
+    assert spec.args.content_type == PICKLE

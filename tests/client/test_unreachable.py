@@ -1,0 +1,80 @@
+"""A broker that is not there: calls fail with BrokerUnavailable instead of hanging."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+import pytest
+
+from client import AsyncResult, Celeriac
+from client.errors import (
+    BrokerUnavailable,
+    CeleriacError,
+    InvalidTaskSpec,
+    PayloadTooLarge,
+    QueueFull,
+    TaskNotFound,
+)
+from client.transport import error_from_status
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def app() -> Celeriac:
+    return Celeriac("down", broker=f"127.0.0.1:{closed_port()}", connect_timeout=0.3)
+
+
+def test_importing_and_declaring_tasks_never_connects(app: Celeriac) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert add(1, 2) == 3  # no broker needed for a direct call either
+
+
+def test_delay_fails_with_broker_unavailable_naming_the_address(app: Celeriac) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(BrokerUnavailable, match=app.conf.target):
+        add.delay(1, 2)
+    with pytest.raises(BrokerUnavailable):  # and again: the failure does not stick or hang
+        AsyncResult("some-id", app=app).get(timeout=1)
+    app.close()
+
+
+def test_the_asyncio_flavour_fails_the_same_way(app: Celeriac) -> None:
+    async def main() -> None:
+        with pytest.raises(BrokerUnavailable):
+            await app.asend_task("tasks.add", args=(1, 2))
+        await app.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "expected"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "shutting down", BrokerUnavailable),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "", BrokerUnavailable),
+        (grpc.StatusCode.INVALID_ARGUMENT, "priority 12 out of range", InvalidTaskSpec),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "queue default is full", QueueFull),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "payload of 9 MiB is too large", PayloadTooLarge),
+        (grpc.StatusCode.NOT_FOUND, "no task x", TaskNotFound),
+        (grpc.StatusCode.INTERNAL, "bug", CeleriacError),
+    ],
+)
+def test_status_codes_map_onto_the_error_tree_and_keep_the_details(
+    code: grpc.StatusCode, details: str, expected: type[Exception]
+) -> None:
+    error = error_from_status(code, details, "Submit", "h:1")
+    assert type(error) is expected
+    assert "Submit" in str(error) and "h:1" in str(error) and details in str(error)
