@@ -1,0 +1,128 @@
+"""Admin sub-commands of ``python -m broker``: they call AdminService on a running broker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import grpc
+
+from celeriac.v1 import admin_pb2, admin_pb2_grpc
+
+RET_OK = 0
+RET_ERROR = 1
+RET_UNAVAILABLE = 3
+DEFAULT_BROKER = "127.0.0.1:7475"
+CALL_TIMEOUT = 10.0
+
+
+def add_commands(commands: Any) -> None:
+    """Register the admin sub-commands on the CLI's sub-parser collection."""
+    default = os.environ.get("CELERIAC_BROKER", DEFAULT_BROKER)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--broker", default=default, help=f"broker address (default {default})")
+    commands.add_parser("queues", parents=[common], help="list queues and their depths")
+    commands.add_parser("workers", parents=[common], help="list connected workers")
+    dead = commands.add_parser("dead", parents=[common], help="list, requeue or purge dead letters")
+    dead.add_argument("action", choices=["list", "requeue", "purge"])
+    dead.add_argument("task_ids", nargs="*", help="ids to requeue or purge")
+    dead.add_argument("--all", action="store_true", help="every dead letter (of --queue)")
+    dead.add_argument("--queue", default="", help="only this queue")
+    dead.add_argument("--limit", type=int, default=0, help="list at most this many")
+    purge = commands.add_parser("purge", parents=[common], help="drop every ready task of a queue")
+    purge.add_argument("queue")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one admin command; returns the exit code."""
+    address = args.broker.removeprefix("grpc://")
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = admin_pb2_grpc.AdminServiceStub(channel)
+            return _dispatch(stub, args)
+    except grpc.RpcError as error:
+        code = error.code()
+        print(f"error: {code.name}: {error.details()}", file=sys.stderr)
+        return RET_UNAVAILABLE if code == grpc.StatusCode.UNAVAILABLE else RET_ERROR
+
+
+def _dispatch(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    if args.command == "queues":
+        queues = stub.ListQueues(admin_pb2.ListQueuesRequest(), timeout=CALL_TIMEOUT).queues
+        _table(
+            ("QUEUE", "READY", "SCHEDULED", "LEASED", "CONSUMERS"),
+            [(q.name, q.ready, q.scheduled, q.leased, q.consumers) for q in queues],
+        )
+    elif args.command == "workers":
+        workers = stub.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=CALL_TIMEOUT).workers
+        _table(
+            ("WORKER", "QUEUES", "POOL", "CONCURRENCY", "CREDIT", "LEASED", "DRAINING"),
+            [
+                (
+                    w.worker_id,
+                    ",".join(w.queues),
+                    w.pool,
+                    w.concurrency,
+                    w.credit,
+                    w.leased,
+                    "yes" if w.draining else "",
+                )
+                for w in workers
+            ],
+        )
+    elif args.command == "purge":
+        purged = stub.PurgeQueue(
+            admin_pb2.PurgeQueueRequest(queue=args.queue), timeout=CALL_TIMEOUT
+        )
+        print(f"purged {purged.purged} task(s) from {args.queue}")
+    else:
+        return _dead(stub, args)
+    return RET_OK
+
+
+def _dead(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        request = admin_pb2.ListDeadLettersRequest(queue=args.queue, limit=args.limit)
+        answer = stub.ListDeadLetters(request, timeout=CALL_TIMEOUT)
+        _table(
+            ("TASK_ID", "NAME", "QUEUE", "ERROR", "DEAD_AT"),
+            [
+                (
+                    d.task.task_id,
+                    d.task.name,
+                    d.task.queue,
+                    f"{d.task.error.type}: {d.task.error.message}"[:60],
+                    d.dead_at.ToDatetime().isoformat(timespec="seconds"),
+                )
+                for d in answer.dead_letters
+            ],
+        )
+        print(f"{len(answer.dead_letters)} of {answer.total} dead letter(s)")
+        return RET_OK
+    if not args.task_ids and not args.all:
+        print("error: give task ids or --all", file=sys.stderr)
+        return RET_ERROR
+    if args.action == "requeue":
+        requeue = admin_pb2.RequeueDeadLettersRequest(
+            task_ids=args.task_ids, all=args.all, queue=args.queue
+        )
+        count = stub.RequeueDeadLetters(requeue, timeout=CALL_TIMEOUT).requeued
+        print(f"requeued {count} dead letter(s)")
+    else:
+        purge = admin_pb2.PurgeDeadLettersRequest(
+            task_ids=args.task_ids, all=args.all, queue=args.queue
+        )
+        count = stub.PurgeDeadLetters(purge, timeout=CALL_TIMEOUT).purged
+        print(f"purged {count} dead letter(s)")
+    return RET_OK
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    cells = [header, *[tuple(str(cell) for cell in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )

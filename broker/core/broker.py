@@ -1,0 +1,274 @@
+"""The :class:`Broker` facade: the one object every adapter (gRPC service, tests) talks to.
+
+Each public method is one core operation. It validates, applies transitions through the
+:class:`~broker.core.lifecycle.Lifecycle`, then dispatches ready tasks to credit; what sessions
+must receive accumulates in their outboxes, which the service flushes once per loop turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+
+from broker.clock import Clock, SystemClock
+from broker.config import BrokerConfig
+from broker.core.dedup import IdempotencyKeys
+from broker.core.dispatch import Dispatcher
+from broker.core.events import EventKind, EventSink
+from broker.core.lifecycle import Lifecycle
+from broker.core.model import (
+    Cancel,
+    QueueStats,
+    RevokeOutcome,
+    SubmitResult,
+    TaskError,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+)
+from broker.core.results import Waiter
+from broker.core.sessions import Outbox, Session
+from broker.core.validation import Limits, validate_spec
+from broker.core.workers import WorkerSessions
+from broker.errors import BrokerError, InvalidArgument, QueueFull
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DEAD_LETTER_LIMIT = 100
+
+
+class Broker:
+    """Queues, leases, results and dead letters of one broker, driven by an injected clock.
+
+    Args:
+        config: Limits and timings.
+        clock: Time source; the system clock when omitted.
+        sink: Optional receiver of every task event (for a journal or an events stream).
+    """
+
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        clock: Clock | None = None,
+        sink: EventSink | None = None,
+    ) -> None:
+        self.config = config or BrokerConfig()
+        self.clock: Clock = clock or SystemClock()
+        cfg = self.config
+        self.lifecycle = Lifecycle(
+            self.clock,
+            result_ttl=cfg.result_ttl,
+            max_results=cfg.max_results,
+            dead_letter_ttl=cfg.dead_letter_ttl,
+            lease_margin=cfg.lease_margin,
+            sink=sink,
+        )
+        self._dispatcher = Dispatcher(self.lifecycle)
+        self.workers = WorkerSessions(
+            self.lifecycle,
+            self._dispatcher,
+            ping_timeout=cfg.ping_timeout,
+            lease_grace=cfg.lease_grace,
+            max_deliveries=cfg.max_deliveries,
+        )
+        self._keys = IdempotencyKeys(self.lifecycle.timers)
+        self._limits = Limits(max_payload_bytes=cfg.max_payload_bytes)
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec) -> SubmitResult:
+        """Accept one task (or return the existing one for a known id or idempotency key)."""
+        validate_spec(spec, self._limits)
+        existing = self._existing(spec)
+        if existing is not None:
+            return existing
+        self._check_capacity(1)
+        result = self._accept(spec)
+        self._dispatcher.pump()
+        return result
+
+    def submit_many(self, specs: Sequence[TaskSpec]) -> list[SubmitResult]:
+        """Accept a batch, all or nothing: an invalid spec rejects the whole batch.
+
+        Raises:
+            InvalidArgument: The batch is too large, or spec number ``i`` is invalid (the
+                message starts with ``tasks[i]``).
+        """
+        if len(specs) > self.config.max_batch:
+            raise InvalidArgument(
+                f"batch of {len(specs)} tasks exceeds the limit of {self.config.max_batch}"
+            )
+        for index, spec in enumerate(specs):
+            try:
+                validate_spec(spec, self._limits)
+            except BrokerError as error:
+                raise type(error)(f"tasks[{index}]: {error}") from None
+        self._check_capacity(len(specs))
+        results = []
+        for spec in specs:
+            results.append(self._existing(spec) or self._accept(spec))
+        self._dispatcher.pump()
+        return results
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The record of ``task_id``, or None when the broker does not know it."""
+        return self.lifecycle.tasks.get(task_id)
+
+    def wait(self, task_ids: Sequence[str], callback: Callable[[], None]) -> Waiter | None:
+        """Call ``callback`` once every known unfinished task in ``task_ids`` has finished.
+
+        Returns:
+            The waiter (cancel it when the caller goes away), or None when nothing is left to
+            wait for; the callback is then not called.
+        """
+        tasks = self.lifecycle.tasks
+        pending = {i for i in task_ids if (r := tasks.get(i)) is not None and not r.ready}
+        if not pending:
+            return None
+        return self.lifecycle.results.wait(pending, callback)
+
+    def revoke(
+        self, task_ids: Sequence[str], *, terminate: bool, reason: str
+    ) -> list[RevokeOutcome]:
+        """Revoke tasks; a queued or scheduled one never runs, a running one is cancelled."""
+        outcomes = [self._revoke_one(task_id, terminate, reason) for task_id in task_ids]
+        self._dispatcher.pump()
+        return outcomes
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        """Drop the stored results of finished tasks now; returns how many were dropped."""
+        return sum(1 for task_id in set(task_ids) if self.lifecycle.forget(task_id))
+
+    # -- time --------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the next timer, for the service's single loop timer."""
+        return self.lifecycle.timers.next_deadline()
+
+    def fire_timers(self) -> int:
+        """Run every timer that is due, then dispatch; returns how many ran."""
+        fired = self.lifecycle.timers.fire_due(self.clock.monotonic())
+        self._dispatcher.pump()
+        return fired
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def take_outboxes(self) -> list[tuple[Session, Outbox]]:
+        """Collect what every session must be sent now (one batch per session)."""
+        ready = []
+        for session in self.workers.sessions.values():
+            if session.outbox:
+                outbox = session.take_outbox()
+                if not session.closed or outbox.drop:
+                    ready.append((session, outbox))
+        return ready
+
+    def dispatch(self) -> None:
+        """Assign whatever became ready; adapters call it after session operations."""
+        self._dispatcher.pump()
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Depths of every known queue, by name."""
+        lc = self.lifecycle
+        return [
+            QueueStats(
+                name,
+                len(queue),
+                lc.scheduled_in(name),
+                lc.leased_in(name),
+                self._dispatcher.consumer_count(name),
+            )
+            for name, queue in sorted(lc.queues.items())
+        ]
+
+    def open_sessions(self) -> list[Session]:
+        """Sessions whose stream is open."""
+        return [s for s in self.workers.sessions.values() if not s.closed]
+
+    def dead_letters(
+        self, queue: str = "", limit: int = 0
+    ) -> tuple[list[tuple[TaskRecord, float]], int]:
+        """Dead letters oldest first (at most ``limit``, default 100) and the matching total."""
+        limit = limit or DEFAULT_DEAD_LETTER_LIMIT
+        matching = list(self.lifecycle.dead_letters.select(queue))
+        return matching[:limit], len(matching)
+
+    def requeue_dead_letters(self, task_ids: Sequence[str], *, all: bool, queue: str) -> int:
+        """Put dead letters back in their queues as fresh tasks; returns how many."""
+        records = self._select_dead(task_ids, all=all, queue=queue)
+        self._check_capacity(len(records))
+        for record in records:
+            self.lifecycle.revive(record)
+        self._dispatcher.pump()
+        return len(records)
+
+    def purge_dead_letters(self, task_ids: Sequence[str], *, all: bool, queue: str) -> int:
+        """Drop dead letters (and their stored results); returns how many."""
+        records = self._select_dead(task_ids, all=all, queue=queue)
+        for record in records:
+            self.lifecycle.forget(record.task_id)
+        return len(records)
+
+    def purge_queue(self, queue: str) -> int:
+        """Revoke every ready task of ``queue`` (reason "purged"); returns how many."""
+        ready = self.lifecycle.queues.get(queue)
+        if ready is None:
+            return 0
+        error = TaskError("TaskRevoked", "purged")
+        records = ready.drain()
+        for record in records:
+            self.lifecycle.finish(record, TaskState.REVOKED, error=error, kind=EventKind.REVOKED)
+        return len(records)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _existing(self, spec: TaskSpec) -> SubmitResult | None:
+        tasks = self.lifecycle.tasks
+        record = tasks.get(spec.task_id) if spec.task_id else None
+        if record is None and spec.idempotency_key:
+            known = self._keys.lookup(spec.idempotency_key)
+            record = tasks.get(known) if known else None
+        if record is None:
+            return None
+        return SubmitResult(record.task_id, False, record.state)
+
+    def _check_capacity(self, count: int) -> None:
+        if self.lifecycle.unfinished + count > self.config.max_queued:
+            raise QueueFull(
+                f"queue full: the broker holds {self.lifecycle.unfinished} unfinished tasks "
+                f"(max_queued={self.config.max_queued})"
+            )
+
+    def _accept(self, spec: TaskSpec) -> SubmitResult:
+        record = TaskRecord(spec.task_id or str(uuid.uuid4()), spec)
+        if spec.idempotency_key:
+            window = spec.idempotency_window_ms / 1000 or self.config.idempotency_window
+            until = self.clock.monotonic() + window
+            self._keys.remember(spec.idempotency_key, record.task_id, until)
+        self.lifecycle.accept(record)
+        return SubmitResult(record.task_id, True, record.state)
+
+    def _revoke_one(self, task_id: str, terminate: bool, reason: str) -> RevokeOutcome:
+        record = self.lifecycle.tasks.get(task_id)
+        if record is None:
+            return RevokeOutcome.UNKNOWN
+        if record.ready:
+            return RevokeOutcome.ALREADY_FINISHED
+        error = TaskError("TaskRevoked", reason or "revoked")
+        lease = self.lifecycle.leases.get(record.lease_id) if record.lease_id else None
+        self.lifecycle.finish(record, TaskState.REVOKED, error=error, kind=EventKind.REVOKED)
+        if lease is None:
+            return RevokeOutcome.REVOKED
+        # The worker learns through a Cancel; its late report on the lease is rejected.
+        lease.session.outbox.cancels.append(Cancel([lease.lease_id], terminate, reason))
+        return RevokeOutcome.CANCEL_SENT
+
+    def _select_dead(self, task_ids: Sequence[str], *, all: bool, queue: str) -> list[TaskRecord]:
+        if all:
+            return [record for record, _ in self.lifecycle.dead_letters.select(queue)]
+        tasks = self.lifecycle.tasks
+        dead = self.lifecycle.dead_letters
+        return [tasks[i] for i in dict.fromkeys(task_ids) if i in dead and i in tasks]

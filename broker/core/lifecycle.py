@@ -1,0 +1,285 @@
+"""The task state machine: the single place where a task changes phase or state.
+
+Every transition goes through one method here and emits one :class:`TaskEvent`, so a journal can
+follow the broker by appending events. Callers (the :class:`~broker.core.broker.Broker` facade)
+decide *which* transition applies; this module makes it happen consistently: depth counters,
+lease release, result storage, waiters and dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from broker.clock import Clock
+from broker.core.deadletters import DeadLetters
+from broker.core.events import EventKind, EventSink, TaskEvent
+from broker.core.leases import Lease, LeaseTable
+from broker.core.model import Cancel, Payload, Phase, TaskError, TaskRecord, TaskState
+from broker.core.queues import ReadyQueue
+from broker.core.results import ResultStore
+from broker.core.sessions import Session
+from broker.core.timers import TimerHeap
+
+logger = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    """Task records and the transitions between their phases."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        result_ttl: float,
+        max_results: int,
+        dead_letter_ttl: float,
+        lease_margin: float,
+        sink: EventSink | None = None,
+    ) -> None:
+        self.clock = clock
+        self.timers = TimerHeap()
+        self.tasks: dict[str, TaskRecord] = {}
+        self.queues: dict[str, ReadyQueue] = {}
+        self.leases = LeaseTable()
+        self.results = ResultStore(self.timers, max_results, self._drop_finished)
+        self.dead_letters = DeadLetters(self.timers, self._dead_letter_expired)
+        self.result_ttl = result_ttl
+        self.dead_letter_ttl = dead_letter_ttl
+        self.lease_margin = lease_margin
+        self.sink = sink
+        # Queues that gained ready tasks since the dispatcher last looked.
+        self.dirty_queues: set[str] = set()
+        self.unfinished = 0
+        self._scheduled: Counter[str] = Counter()
+        self._leased: Counter[str] = Counter()
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def queue(self, name: str) -> ReadyQueue:
+        """The ready queue called ``name``, created on first use."""
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = ReadyQueue(name)
+        return queue
+
+    def scheduled_in(self, queue: str) -> int:
+        """Tasks of ``queue`` waiting for an eta or retry backoff."""
+        return self._scheduled[queue]
+
+    def leased_in(self, queue: str) -> int:
+        """Tasks of ``queue`` held by workers."""
+        return self._leased[queue]
+
+    def mono_at(self, wall: float) -> float:
+        """The monotonic reading at which the wall clock will show ``wall``."""
+        return self.clock.monotonic() + (wall - self.clock.time())
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def accept(self, record: TaskRecord) -> None:
+        """Take a new task in: queue it, or schedule it when its eta is in the future."""
+        self.tasks[record.task_id] = record
+        self.unfinished += 1
+        self._emit(EventKind.ACCEPTED, record, record.spec.name)
+        spec = record.spec
+        if spec.expires is not None:
+            self.timers.schedule(self.mono_at(spec.expires), lambda: self._expiry_due(record))
+        if spec.eta is not None and spec.eta > self.clock.time():
+            self.schedule(record, spec.eta, EventKind.SCHEDULED)
+        else:
+            self.enqueue(record, EventKind.QUEUED)
+
+    def enqueue(self, record: TaskRecord, kind: EventKind, *, front: bool = False) -> None:
+        """Put ``record`` in its ready queue (at the front for a redelivery)."""
+        self._set_phase(record, Phase.QUEUED)
+        record.due = None
+        self.queue(record.spec.queue).push(record, front=front)
+        self.dirty_queues.add(record.spec.queue)
+        self._emit(kind, record)
+
+    def schedule(self, record: TaskRecord, due: float, kind: EventKind) -> None:
+        """Park ``record`` in the timer heap until wall time ``due``; it takes no credit."""
+        self._set_phase(record, Phase.SCHEDULED)
+        record.due = due
+        self.timers.schedule(self.mono_at(due), lambda: self._due(record, due))
+        self._emit(kind, record, f"due={due:.3f}")
+
+    def lease(self, record: TaskRecord, session: Session) -> Lease:
+        """Assign ``record`` (just popped from its queue) to ``session`` under a new lease."""
+        record.attempts += 1
+        record.worker_id = session.worker_id
+        self._set_phase(record, Phase.LEASED)
+        lease = self.leases.mint(record, session)
+        limit_ms = record.spec.time_limit_ms
+        if limit_ms:
+            deadline = self.clock.monotonic() + limit_ms / 1000 + self.lease_margin
+            lease.deadline = self.timers.schedule(deadline, lambda: self._on_deadline(lease))
+        self._emit(EventKind.LEASED, record, lease.lease_id)
+        return lease
+
+    def start(self, lease: Lease) -> None:
+        """The worker began executing ``lease``'s task."""
+        record = lease.record
+        record.state = TaskState.STARTED
+        self._emit(EventKind.STARTED, record, lease.lease_id)
+
+    def update_state(self, lease: Lease, state: str, meta: Payload | None) -> None:
+        """A running task set a custom state (``self.update_state``); clients can read it."""
+        record = lease.record
+        record.state = TaskState.STARTED
+        record.custom_state = state
+        record.result = meta
+        self._emit(EventKind.STARTED, record, state)
+
+    def retry(self, lease: Lease, error: TaskError | None, due: float) -> None:
+        """End an attempt that will run again at wall time ``due``."""
+        record = lease.record
+        self.leases.release(lease)
+        record.retries += 1
+        record.state = TaskState.RETRY
+        record.error = error
+        record.custom_state = ""
+        self.schedule(record, due, EventKind.RETRIED)
+
+    def requeue(self, lease: Lease, *, count_attempt: bool, reason: str) -> None:
+        """Put a leased task back at the front of its queue.
+
+        Args:
+            lease: The lease given up.
+            count_attempt: False when the worker handed it back unstarted (drain), so the
+                delivery does not count as an attempt.
+            reason: Why, for the event and the log.
+        """
+        record = lease.record
+        self.leases.release(lease)
+        if count_attempt:
+            record.redeliveries += 1
+        else:
+            record.attempts -= 1
+        record.state = TaskState.RETRY if record.retries else TaskState.PENDING
+        record.custom_state = ""
+        self.enqueue(record, EventKind.REQUEUED, front=True)
+        logger.info("task requeued id=%s reason=%s", record.task_id, reason)
+
+    def finish(
+        self,
+        record: TaskRecord,
+        state: TaskState,
+        *,
+        result: Payload | None = None,
+        error: TaskError | None = None,
+        kind: EventKind = EventKind.FINISHED,
+        dead_letter: bool = False,
+    ) -> None:
+        """Give ``record`` its final state, store the result and wake waiters."""
+        if record.phase is Phase.QUEUED:
+            self.queue(record.spec.queue).discard(record)
+        if record.lease_id:
+            lease = self.leases.get(record.lease_id)
+            if lease is not None:
+                self.leases.release(lease)
+        self._set_phase(record, Phase.FINISHED)
+        self.unfinished -= 1
+        record.state = state
+        record.custom_state = ""
+        record.args = None  # finished tasks never run again from these; free the memory
+        record.result = None if record.spec.ignore_result else result
+        record.error = error
+        record.date_done = self.clock.time()
+        record.due = None
+        self._emit(kind, record, state.value)
+        ttl = record.spec.result_ttl_ms / 1000 if record.spec.result_ttl_ms else self.result_ttl
+        if record.spec.ignore_result:
+            ttl = 0.0  # only waiters see the final state; nothing is kept
+        if dead_letter:
+            until = self.clock.monotonic() + self.dead_letter_ttl
+            self.dead_letters.add(record, record.date_done, until)
+            self._emit(EventKind.DEAD_LETTERED, record)
+        self.results.store(record, self.clock.monotonic() + ttl)
+
+    def revive(self, record: TaskRecord) -> None:
+        """Turn a finished (dead-lettered) task into a fresh PENDING task in its queue."""
+        self.results.discard(record.task_id)
+        self.dead_letters.remove(record.task_id)
+        self.unfinished += 1
+        record.retries = 0
+        record.redeliveries = 0
+        record.state = TaskState.PENDING
+        record.result = None
+        record.error = None
+        record.date_done = None
+        self.enqueue(record, EventKind.QUEUED)
+
+    def forget(self, task_id: str) -> bool:
+        """Drop a finished task's record and result now; True if there was one."""
+        record = self.tasks.get(task_id)
+        if record is None or not record.ready:
+            return False
+        self.results.discard(task_id)
+        self.dead_letters.remove(task_id)
+        del self.tasks[task_id]
+        self._emit(EventKind.FORGOTTEN, record)
+        return True
+
+    # -- timer actions -----------------------------------------------------------------------
+
+    def _due(self, record: TaskRecord, due: float) -> None:
+        if record.phase is Phase.SCHEDULED and record.due == due:
+            self.enqueue(record, EventKind.QUEUED)
+
+    def _expiry_due(self, record: TaskRecord) -> None:
+        if record.phase in (Phase.QUEUED, Phase.SCHEDULED) and self.tasks.get(record.task_id):
+            self.expire(record)
+
+    def expire(self, record: TaskRecord) -> None:
+        """Finish a task whose ``expires`` passed before it ran; it never runs."""
+        error = TaskError("TaskExpired", f"task expired at {record.spec.expires} before it ran")
+        self.finish(record, TaskState.FAILURE, error=error, kind=EventKind.EXPIRED)
+
+    def _on_deadline(self, lease: Lease) -> None:
+        """A time-limited lease outlived its limit plus margin: the worker is hung."""
+        lease.deadline = None
+        record = lease.record
+        session = lease.session
+        session.outbox.cancels.append(_terminate(lease.lease_id))
+        limit = record.spec.time_limit_ms
+        error = TaskError("TimeLimitExceeded", f"hard time limit ({limit} ms) exceeded", "", True)
+        logger.warning("lease deadline passed id=%s lease=%s", record.task_id, lease.lease_id)
+        max_retries = record.spec.max_retries
+        if max_retries is not None and record.retries < max_retries:
+            self.retry(lease, error, self.clock.time())
+        else:
+            self.finish(record, TaskState.FAILURE, error=error, dead_letter=True)
+
+    def _drop_finished(self, task_id: str) -> None:
+        record = self.tasks.get(task_id)
+        if record is not None and record.ready and not record.dead_lettered:
+            del self.tasks[task_id]
+
+    def _dead_letter_expired(self, task_id: str) -> None:
+        self.dead_letters.remove(task_id)
+        if not self.results.holds(task_id):
+            self._drop_finished(task_id)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _set_phase(self, record: TaskRecord, phase: Phase) -> None:
+        queue = record.spec.queue
+        if record.phase is Phase.SCHEDULED:
+            self._scheduled[queue] -= 1
+        elif record.phase is Phase.LEASED:
+            self._leased[queue] -= 1
+        if phase is Phase.SCHEDULED:
+            self._scheduled[queue] += 1
+        elif phase is Phase.LEASED:
+            self._leased[queue] += 1
+        record.phase = phase
+
+    def _emit(self, kind: EventKind, record: TaskRecord, detail: str = "") -> None:
+        if self.sink is not None:
+            self.sink(TaskEvent(kind, record.task_id, self.clock.time(), detail))
+
+
+def _terminate(lease_id: str) -> Cancel:
+    return Cancel([lease_id], terminate=True, reason="time limit exceeded")

@@ -1,0 +1,236 @@
+"""The values the core works with: task specs, task records, reports from workers.
+
+Times are floats: wall-clock epoch seconds for anything a user sees (eta, expires, date_done),
+monotonic seconds for internal deadlines.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_QUEUE = "default"
+
+
+class TaskState(enum.Enum):
+    """The states a client can observe; names are Celery's, plus UNKNOWN."""
+
+    UNKNOWN = "UNKNOWN"
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+
+READY_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED})
+
+
+class Phase(enum.Enum):
+    """Where a task is inside the broker (finer than the state a client sees)."""
+
+    QUEUED = "queued"  # in a ready queue, waiting for credit
+    SCHEDULED = "scheduled"  # waiting in the timer heap for its eta or retry backoff
+    LEASED = "leased"  # assigned to a worker under a lease
+    FINISHED = "finished"  # SUCCESS, FAILURE or REVOKED
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Opaque bytes and their content type; the broker never decodes them."""
+
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """A task's error as data."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a client submits. See ``TaskSpec`` in tasks.proto for each field's meaning."""
+
+    name: str
+    task_id: str = ""
+    queue: str = DEFAULT_QUEUE
+    args: Payload | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    eta: float | None = None
+    expires: float | None = None
+    time_limit_ms: int = 0
+    soft_time_limit_ms: int = 0
+    idempotency_key: str = ""
+    idempotency_window_ms: int = 0
+    ignore_result: bool = False
+    result_ttl_ms: int = 0
+    max_retries: int | None = None
+
+
+class TaskRecord:
+    """Everything the broker holds about one task.
+
+    Slotted and small: a queued task with small arguments costs well under 1 KiB. Only the
+    transition methods of :class:`broker.core.lifecycle.Lifecycle` change ``phase``/``state``.
+    """
+
+    __slots__ = (
+        "args",
+        "attempts",
+        "custom_state",
+        "date_done",
+        "dead_lettered",
+        "due",
+        "error",
+        "lease_id",
+        "phase",
+        "progress",
+        "queue_seq",
+        "redeliveries",
+        "result",
+        "retries",
+        "spec",
+        "state",
+        "task_id",
+        "worker_id",
+    )
+
+    def __init__(self, task_id: str, spec: TaskSpec) -> None:
+        self.task_id = task_id
+        self.spec = spec
+        # Kept apart from spec so a finished task can drop its arguments.
+        self.args: Payload | None = spec.args
+        self.phase = Phase.QUEUED
+        self.state = TaskState.PENDING
+        self.retries = 0
+        self.attempts = 0
+        self.redeliveries = 0
+        self.worker_id = ""
+        self.custom_state = ""
+        self.result: Payload | None = None
+        self.error: TaskError | None = None
+        self.progress: Payload | None = None
+        self.date_done: float | None = None
+        self.due: float | None = None
+        self.lease_id = ""
+        self.dead_lettered = False
+        self.queue_seq = 0
+
+    @property
+    def ready(self) -> bool:
+        """True once the task has reached SUCCESS, FAILURE or REVOKED."""
+        return self.phase is Phase.FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt, as reported by a worker."""
+
+    lease_id: str
+    state: TaskState
+    result: Payload | None = None
+    error: TaskError | None = None
+    retry_countdown_ms: int = 0
+    retry_eta: float | None = None
+    max_retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExtension:
+    """A heartbeat for a long task, with optional progress."""
+
+    lease_id: str
+    extend_ms: int
+    progress: Payload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """A custom state set by a running task (``self.update_state``)."""
+
+    lease_id: str
+    state: str
+    meta: Payload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A batch of updates from one worker session."""
+
+    credit: int = 0
+    started: tuple[str, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
+    extensions: tuple[LeaseExtension, ...] = ()
+    state_updates: tuple[StateUpdate, ...] = ()
+    returned: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A worker introducing itself at the start of a session."""
+
+    worker_id: str
+    hostname: str = ""
+    pid: int = 0
+    queues: tuple[str, ...] = ()
+    task_names: tuple[str, ...] = ()
+    concurrency: int = 0
+    pool: str = ""
+    version: str = ""
+    held_lease_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One task handed to a worker under a lease."""
+
+    lease_id: str
+    attempt: int
+    record: TaskRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """The answer to one submitted spec."""
+
+    task_id: str
+    created: bool
+    state: TaskState
+
+
+class RevokeOutcome(enum.Enum):
+    """What a revoke did to one task."""
+
+    REVOKED = "revoked"
+    CANCEL_SENT = "cancel_sent"
+    ALREADY_FINISHED = "already_finished"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Depths of one queue, for admin listings."""
+
+    name: str
+    ready: int
+    scheduled: int
+    leased: int
+    consumers: int
+
+
+@dataclass(slots=True)
+class Cancel:
+    """Leases a worker must stop running."""
+
+    lease_ids: list[str] = field(default_factory=list)
+    terminate: bool = False
+    reason: str = ""

@@ -1,0 +1,65 @@
+"""Worker sessions: one per connected stream, with credit, held leases and an outbox.
+
+The core writes what a session must receive (assignments, cancels, rejections, drain) into its
+outbox; the service flushes each outbox as one message per kind per event-loop turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from broker.core.model import DEFAULT_QUEUE, Assignment, Cancel, Hello
+from broker.core.timers import Timer
+
+if TYPE_CHECKING:
+    from broker.core.leases import Lease
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Messages waiting to be written to one worker's stream."""
+
+    assignments: list[Assignment] = field(default_factory=list)
+    cancels: list[Cancel] = field(default_factory=list)
+    rejections: list[tuple[str, str]] = field(default_factory=list)
+    drain: str | None = None
+    # Set when the broker gives up on the session (missed pings): the stream must end.
+    drop: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.assignments or self.cancels or self.rejections or self.drain or self.drop)
+
+
+class Session:
+    """A worker's stream as the core sees it."""
+
+    def __init__(self, session_id: str, hello: Hello, connected_at: float, now: float) -> None:
+        self.session_id = session_id
+        self.hello = hello
+        self.queues: tuple[str, ...] = hello.queues or (DEFAULT_QUEUE,)
+        self.credit = 0
+        self.leases: dict[str, Lease] = {}
+        self.connected_at = connected_at
+        self.last_seen = now
+        self.draining = False
+        # Closed: the stream ended; leases wait for the grace period, then are requeued.
+        self.closed = False
+        self.outbox = Outbox()
+        self.grace_timer: Timer | None = None
+        self.liveness_timer: Timer | None = None
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's self-chosen stable id."""
+        return self.hello.worker_id
+
+    @property
+    def can_take_work(self) -> bool:
+        """True when the broker may assign this session another task."""
+        return self.credit > 0 and not self.draining and not self.closed
+
+    def take_outbox(self) -> Outbox:
+        """Return the pending messages and start a fresh outbox."""
+        outbox, self.outbox = self.outbox, Outbox()
+        return outbox

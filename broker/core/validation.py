@@ -1,0 +1,87 @@
+"""Checks on submitted specs, with messages precise enough to fix the call from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from broker.core.model import TaskSpec
+from broker.errors import InvalidArgument, PayloadTooLarge
+
+# JSON is what every client speaks; pickle is passed through for Python-only deployments that
+# opt in on both sides. The broker never decodes either.
+KNOWN_CONTENT_TYPES = frozenset({"application/json", "application/x-python-pickle"})
+MAX_NAME_LENGTH = 255
+MAX_TASK_ID_LENGTH = 255
+MAX_KEY_LENGTH = 255
+MAX_PRIORITY = 9
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The configured limits a spec is checked against."""
+
+    max_payload_bytes: int
+
+
+def validate_spec(spec: TaskSpec, limits: Limits) -> None:
+    """Raise if ``spec`` cannot be accepted.
+
+    Raises:
+        InvalidArgument: A field is missing, malformed or out of range.
+        PayloadTooLarge: The arguments or headers exceed ``limits.max_payload_bytes``.
+    """
+    _check_identity(spec)
+    if spec.priority < 0 or spec.priority > MAX_PRIORITY:
+        raise InvalidArgument(
+            f"priority must be 0..{MAX_PRIORITY} (9 runs first), got {spec.priority}"
+        )
+    if spec.time_limit_ms < 0 or spec.soft_time_limit_ms < 0:
+        raise InvalidArgument("time limits must not be negative")
+    if spec.time_limit_ms and spec.soft_time_limit_ms > spec.time_limit_ms:
+        raise InvalidArgument(
+            f"soft_time_limit_ms ({spec.soft_time_limit_ms}) must not exceed "
+            f"time_limit_ms ({spec.time_limit_ms})"
+        )
+    if spec.max_retries is not None and spec.max_retries < 0:
+        raise InvalidArgument("max_retries must not be negative")
+    _check_payload(spec, limits)
+
+
+def _check_identity(spec: TaskSpec) -> None:
+    if not spec.name:
+        raise InvalidArgument("task name is required")
+    if len(spec.name) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"task name is longer than {MAX_NAME_LENGTH} characters")
+    if len(spec.task_id) > MAX_TASK_ID_LENGTH:
+        raise InvalidArgument(f"task_id is longer than {MAX_TASK_ID_LENGTH} characters")
+    if not spec.task_id.isprintable():
+        raise InvalidArgument("task_id must be printable text")
+    if not QUEUE_NAME.fullmatch(spec.queue):
+        raise InvalidArgument(
+            f"queue name {spec.queue[:140]!r} must be 1-128 characters of A-Z a-z 0-9 _ . : -"
+        )
+    if len(spec.idempotency_key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters")
+
+
+def _check_payload(spec: TaskSpec, limits: Limits) -> None:
+    args = spec.args
+    if args is not None and (args.content_type or args.body):
+        if args.content_type not in KNOWN_CONTENT_TYPES:
+            known = ", ".join(sorted(KNOWN_CONTENT_TYPES))
+            raise InvalidArgument(
+                f"unknown content type {args.content_type[:100]!r}; expected one of {known}"
+            )
+        if len(args.body) > limits.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"arguments are {len(args.body)} bytes; the broker accepts at most "
+                f"{limits.max_payload_bytes} (pass a reference to large data instead)"
+            )
+    header_bytes = sum(len(k) + len(v) for k, v in spec.headers.items())
+    if header_bytes > limits.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"headers are {header_bytes} bytes; "
+            f"the broker accepts at most {limits.max_payload_bytes}"
+        )

@@ -1,0 +1,1 @@
+"""The gRPC adapters: the only part of the broker that imports grpc and celeriac.v1."""

@@ -1,0 +1,89 @@
+"""AdminService: queues, workers, dead letters and purges, for operators and dashboards."""
+
+from __future__ import annotations
+
+import grpc
+
+from broker.service import codec
+from broker.service.runtime import Runtime
+from broker.service.status import translate_errors
+from celeriac.v1 import admin_pb2, admin_pb2_grpc
+
+Context = grpc.aio.ServicerContext
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    """The operators' service; a thin translator over the core."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._core = runtime.broker
+
+    @translate_errors
+    async def ListQueues(
+        self,
+        request: admin_pb2.ListQueuesRequest,
+        context: Context[admin_pb2.ListQueuesRequest, admin_pb2.ListQueuesResponse],
+    ) -> admin_pb2.ListQueuesResponse:
+        """Every known queue with its depths."""
+        queues = [codec.queue_to_pb(stats) for stats in self._core.queue_stats()]
+        return admin_pb2.ListQueuesResponse(queues=queues)
+
+    @translate_errors
+    async def ListWorkers(
+        self,
+        request: admin_pb2.ListWorkersRequest,
+        context: Context[admin_pb2.ListWorkersRequest, admin_pb2.ListWorkersResponse],
+    ) -> admin_pb2.ListWorkersResponse:
+        """Connected workers."""
+        workers = [codec.worker_to_pb(session) for session in self._core.open_sessions()]
+        return admin_pb2.ListWorkersResponse(workers=workers)
+
+    @translate_errors
+    async def ListDeadLetters(
+        self,
+        request: admin_pb2.ListDeadLettersRequest,
+        context: Context[admin_pb2.ListDeadLettersRequest, admin_pb2.ListDeadLettersResponse],
+    ) -> admin_pb2.ListDeadLettersResponse:
+        """Dead letters, oldest first."""
+        listed, total = self._core.dead_letters(request.queue, request.limit)
+        return admin_pb2.ListDeadLettersResponse(
+            dead_letters=[codec.dead_letter_to_pb(record, at) for record, at in listed],
+            total=total,
+        )
+
+    @translate_errors
+    async def RequeueDeadLetters(
+        self,
+        request: admin_pb2.RequeueDeadLettersRequest,
+        context: Context[admin_pb2.RequeueDeadLettersRequest, admin_pb2.RequeueDeadLettersResponse],
+    ) -> admin_pb2.RequeueDeadLettersResponse:
+        """Put dead letters back in their queues."""
+        count = self._core.requeue_dead_letters(
+            list(request.task_ids), all=request.all, queue=request.queue
+        )
+        self._runtime.changed()
+        return admin_pb2.RequeueDeadLettersResponse(requeued=count)
+
+    @translate_errors
+    async def PurgeDeadLetters(
+        self,
+        request: admin_pb2.PurgeDeadLettersRequest,
+        context: Context[admin_pb2.PurgeDeadLettersRequest, admin_pb2.PurgeDeadLettersResponse],
+    ) -> admin_pb2.PurgeDeadLettersResponse:
+        """Drop dead letters."""
+        count = self._core.purge_dead_letters(
+            list(request.task_ids), all=request.all, queue=request.queue
+        )
+        return admin_pb2.PurgeDeadLettersResponse(purged=count)
+
+    @translate_errors
+    async def PurgeQueue(
+        self,
+        request: admin_pb2.PurgeQueueRequest,
+        context: Context[admin_pb2.PurgeQueueRequest, admin_pb2.PurgeQueueResponse],
+    ) -> admin_pb2.PurgeQueueResponse:
+        """Revoke every ready task of a queue."""
+        count = self._core.purge_queue(request.queue)
+        self._runtime.changed()
+        return admin_pb2.PurgeQueueResponse(purged=count)

@@ -1,0 +1,289 @@
+"""Protobuf <-> core conversions; the only module where both kinds of value meet."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from broker.core.model import (
+    DEFAULT_QUEUE,
+    Assignment,
+    Hello,
+    LeaseExtension,
+    Outcome,
+    Payload,
+    QueueStats,
+    Report,
+    RevokeOutcome,
+    StateUpdate,
+    TaskError,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+)
+from broker.core.sessions import Outbox, Session
+from broker.errors import InvalidArgument
+from celeriac.v1 import admin_pb2, client_pb2, tasks_pb2, worker_pb2
+
+_STATE_TO_PB = {
+    state: tasks_pb2.TaskState.Value(f"TASK_STATE_{state.value}") for state in TaskState
+}
+_STATE_FROM_PB: dict[int, TaskState] = {number: state for state, number in _STATE_TO_PB.items()}
+_REVOKE_TO_PB = {
+    RevokeOutcome.REVOKED: client_pb2.REVOKE_OUTCOME_REVOKED,
+    RevokeOutcome.CANCEL_SENT: client_pb2.REVOKE_OUTCOME_CANCEL_SENT,
+    RevokeOutcome.ALREADY_FINISHED: client_pb2.REVOKE_OUTCOME_ALREADY_FINISHED,
+    RevokeOutcome.UNKNOWN: client_pb2.REVOKE_OUTCOME_UNKNOWN,
+}
+
+
+# -- scalars -------------------------------------------------------------------------------
+
+
+def _time_from_pb(message: Timestamp) -> float:
+    return message.seconds + message.nanos / 1e9
+
+
+def _time_to_pb(seconds: float) -> Timestamp:
+    whole = int(seconds // 1)
+    return Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+def payload_from_pb(message: tasks_pb2.Payload) -> Payload:
+    """Convert a wire payload."""
+    return Payload(message.content_type, message.body)
+
+
+def payload_to_pb(payload: Payload) -> tasks_pb2.Payload:
+    """Convert a core payload."""
+    return tasks_pb2.Payload(content_type=payload.content_type, body=payload.body)
+
+
+def error_from_pb(message: tasks_pb2.TaskError) -> TaskError:
+    """Convert a wire error."""
+    return TaskError(message.type, message.message, message.traceback, message.retryable)
+
+
+def error_to_pb(error: TaskError) -> tasks_pb2.TaskError:
+    """Convert a core error."""
+    return tasks_pb2.TaskError(
+        type=error.type, message=error.message, traceback=error.traceback, retryable=error.retryable
+    )
+
+
+def state_from_pb(number: int, field: str) -> TaskState:
+    """Convert a wire state; raises InvalidArgument for values outside the enum."""
+    state = _STATE_FROM_PB.get(number)
+    if state is None:
+        raise InvalidArgument(f"{field} has unknown TaskState value {number}")
+    return state
+
+
+def state_to_pb(state: TaskState) -> tasks_pb2.TaskState.ValueType:
+    """Convert a core state."""
+    return _STATE_TO_PB[state]
+
+
+def revoke_outcome_to_pb(outcome: RevokeOutcome) -> client_pb2.RevokeOutcome.ValueType:
+    """Convert what a revoke did."""
+    return _REVOKE_TO_PB[outcome]
+
+
+# -- producers -----------------------------------------------------------------------------
+
+
+def spec_from_pb(message: tasks_pb2.TaskSpec) -> TaskSpec:
+    """Convert a submitted spec; validation happens in the core."""
+    return TaskSpec(
+        name=message.name,
+        task_id=message.task_id,
+        queue=message.queue or DEFAULT_QUEUE,
+        args=payload_from_pb(message.args) if message.HasField("args") else None,
+        headers=dict(message.headers),
+        priority=message.priority,
+        eta=_time_from_pb(message.eta) if message.HasField("eta") else None,
+        expires=_time_from_pb(message.expires) if message.HasField("expires") else None,
+        time_limit_ms=message.time_limit_ms,
+        soft_time_limit_ms=message.soft_time_limit_ms,
+        idempotency_key=message.idempotency_key,
+        idempotency_window_ms=message.idempotency_window_ms,
+        ignore_result=message.ignore_result,
+        result_ttl_ms=message.result_ttl_ms,
+        max_retries=message.max_retries if message.HasField("max_retries") else None,
+    )
+
+
+def result_to_pb(record: TaskRecord) -> tasks_pb2.TaskResult:
+    """Describe a task for a client."""
+    message = tasks_pb2.TaskResult(
+        task_id=record.task_id,
+        state=state_to_pb(record.state),
+        custom_state=record.custom_state,
+        name=record.spec.name,
+        queue=record.spec.queue,
+        retries=record.retries,
+        attempts=record.attempts,
+        worker_id=record.worker_id,
+        dead_lettered=record.dead_lettered,
+    )
+    if record.result is not None:
+        message.result.CopyFrom(payload_to_pb(record.result))
+    if record.error is not None:
+        message.error.CopyFrom(error_to_pb(record.error))
+    if record.date_done is not None:
+        message.date_done.CopyFrom(_time_to_pb(record.date_done))
+    if record.due is not None:
+        message.eta.CopyFrom(_time_to_pb(record.due))
+    if record.progress is not None:
+        message.progress.CopyFrom(payload_to_pb(record.progress))
+    return message
+
+
+def unknown_result(task_id: str) -> tasks_pb2.TaskResult:
+    """Describe an id the broker does not know."""
+    return tasks_pb2.TaskResult(task_id=task_id, state=tasks_pb2.TASK_STATE_UNKNOWN)
+
+
+# -- workers -------------------------------------------------------------------------------
+
+
+def hello_from_pb(message: worker_pb2.Hello) -> Hello:
+    """Convert a worker's Hello."""
+    return Hello(
+        worker_id=message.worker_id,
+        hostname=message.hostname,
+        pid=message.pid,
+        queues=tuple(message.queues),
+        task_names=tuple(message.task_names),
+        concurrency=message.concurrency,
+        pool=message.pool,
+        version=message.version,
+        held_lease_ids=tuple(message.held_lease_ids),
+    )
+
+
+def report_from_pb(message: worker_pb2.Report) -> Report:
+    """Convert a worker's Report; raises InvalidArgument for malformed outcomes."""
+    return Report(
+        credit=message.credit,
+        started=tuple(message.started_lease_ids),
+        outcomes=tuple(_outcome_from_pb(o, i) for i, o in enumerate(message.outcomes)),
+        extensions=tuple(
+            LeaseExtension(
+                e.lease_id,
+                e.extend_ms,
+                payload_from_pb(e.progress) if e.HasField("progress") else None,
+            )
+            for e in message.extensions
+        ),
+        state_updates=tuple(
+            StateUpdate(
+                u.lease_id, u.state, payload_from_pb(u.meta) if u.HasField("meta") else None
+            )
+            for u in message.state_updates
+        ),
+        returned=tuple(message.returned_lease_ids),
+    )
+
+
+def _outcome_from_pb(message: worker_pb2.Outcome, index: int) -> Outcome:
+    return Outcome(
+        lease_id=message.lease_id,
+        state=state_from_pb(message.state, f"outcomes[{index}].state"),
+        result=payload_from_pb(message.result) if message.HasField("result") else None,
+        error=error_from_pb(message.error) if message.HasField("error") else None,
+        retry_countdown_ms=message.retry_countdown_ms,
+        retry_eta=_time_from_pb(message.retry_eta) if message.HasField("retry_eta") else None,
+        max_retries=message.max_retries,
+    )
+
+
+def assignment_to_pb(assignment: Assignment) -> worker_pb2.Assignment:
+    """Describe one assignment for a worker."""
+    record = assignment.record
+    spec = record.spec
+    message = worker_pb2.Assignment(
+        lease_id=assignment.lease_id,
+        task_id=record.task_id,
+        attempt=assignment.attempt,
+        retries=record.retries,
+        name=spec.name,
+        queue=spec.queue,
+        headers=dict(spec.headers),
+        time_limit_ms=spec.time_limit_ms,
+        soft_time_limit_ms=spec.soft_time_limit_ms,
+        ignore_result=spec.ignore_result,
+        priority=spec.priority,
+    )
+    if record.args is not None:
+        message.args.CopyFrom(payload_to_pb(record.args))
+    if spec.eta is not None:
+        message.eta.CopyFrom(_time_to_pb(spec.eta))
+    if spec.expires is not None:
+        message.expires.CopyFrom(_time_to_pb(spec.expires))
+    if spec.max_retries is not None:
+        message.max_retries = spec.max_retries
+    return message
+
+
+def outbox_to_pb(outbox: Outbox) -> list[worker_pb2.BrokerMessage]:
+    """The messages one outbox becomes: at most one per kind, cancels grouped by flags."""
+    messages: list[worker_pb2.BrokerMessage] = []
+    if outbox.assignments:
+        tasks = [assignment_to_pb(a) for a in outbox.assignments]
+        messages.append(worker_pb2.BrokerMessage(assignments=worker_pb2.Assignments(tasks=tasks)))
+    for cancel in outbox.cancels:
+        messages.append(
+            worker_pb2.BrokerMessage(
+                cancel=worker_pb2.Cancel(
+                    lease_ids=cancel.lease_ids, terminate=cancel.terminate, reason=cancel.reason
+                )
+            )
+        )
+    if outbox.rejections:
+        rejections = [
+            worker_pb2.LeaseRejection(lease_id=lease_id, reason=reason)
+            for lease_id, reason in outbox.rejections
+        ]
+        messages.append(
+            worker_pb2.BrokerMessage(rejections=worker_pb2.LeaseRejections(rejections=rejections))
+        )
+    if outbox.drain is not None:
+        messages.append(worker_pb2.BrokerMessage(drain=worker_pb2.Drain(reason=outbox.drain)))
+    return messages
+
+
+# -- admin ---------------------------------------------------------------------------------
+
+
+def queue_to_pb(stats: QueueStats) -> admin_pb2.QueueInfo:
+    """Describe one queue."""
+    return admin_pb2.QueueInfo(
+        name=stats.name,
+        ready=stats.ready,
+        scheduled=stats.scheduled,
+        leased=stats.leased,
+        consumers=stats.consumers,
+    )
+
+
+def worker_to_pb(session: Session) -> admin_pb2.WorkerInfo:
+    """Describe one connected worker."""
+    hello = session.hello
+    return admin_pb2.WorkerInfo(
+        worker_id=hello.worker_id,
+        session_id=session.session_id,
+        hostname=hello.hostname,
+        pid=hello.pid,
+        queues=list(session.queues),
+        concurrency=hello.concurrency,
+        pool=hello.pool,
+        credit=session.credit,
+        leased=len(session.leases),
+        connected_at=_time_to_pb(session.connected_at),
+        draining=session.draining,
+    )
+
+
+def dead_letter_to_pb(record: TaskRecord, dead_at: float) -> admin_pb2.DeadLetter:
+    """Describe one dead letter."""
+    return admin_pb2.DeadLetter(task=result_to_pb(record), dead_at=_time_to_pb(dead_at))

@@ -1,0 +1,107 @@
+"""Glue between the core and the event loop: outbox flushing and the single loop timer.
+
+Every adapter calls :meth:`Runtime.changed` after a core operation. Once per event-loop turn the
+runtime writes each session's outbox to its stream as one message per kind (never waiting to
+fill a batch) and re-arms one loop timer at the core's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from broker.core.broker import Broker
+from broker.errors import ShuttingDown
+from broker.service import codec
+from celeriac.v1 import worker_pb2
+
+logger = logging.getLogger(__name__)
+
+# Timers fire this much after their deadline so that a loop clock that reads a hair early
+# never finds nothing due and spins.
+_TIMER_SLACK = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Queued to a session stream to end it; ``code`` None means a clean end."""
+
+    code: grpc.StatusCode | None = None
+    details: str = ""
+
+
+Outgoing = asyncio.Queue[worker_pb2.BrokerMessage | StreamEnd]
+
+
+class Runtime:
+    """Owns the core broker on one event loop; no locks because nothing else touches it."""
+
+    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
+        self.broker = broker
+        self._loop = loop
+        self._streams: dict[str, Outgoing] = {}
+        self._flush_pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self.shutting_down = False
+
+    def check_accepting(self) -> None:
+        """Raise ShuttingDown once a graceful shutdown has begun."""
+        if self.shutting_down:
+            raise ShuttingDown("the broker is shutting down")
+
+    def attach(self, session_id: str, outgoing: Outgoing) -> None:
+        """Route ``session_id``'s outbox to ``outgoing``."""
+        self._streams[session_id] = outgoing
+
+    def detach(self, session_id: str) -> None:
+        """Stop routing to a stream that ended."""
+        self._streams.pop(session_id, None)
+
+    def changed(self) -> None:
+        """Schedule one flush for this loop turn (cheap to call after every operation)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def close(self) -> None:
+        """Cancel the loop timer (the server is gone)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        for session, outbox in self.broker.take_outboxes():
+            outgoing = self._streams.get(session.session_id)
+            if outgoing is None:
+                continue
+            for message in codec.outbox_to_pb(outbox):
+                outgoing.put_nowait(message)
+            if outbox.drop is not None:
+                outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, outbox.drop))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.broker.next_deadline()
+        if deadline is None or deadline == self._timer_deadline:
+            return
+        if self._timer is not None:
+            if self._timer_deadline is not None and self._timer_deadline <= deadline:
+                return  # the armed timer rings first and re-arms after firing
+            self._timer.cancel()
+        delay = max(0.0, deadline - self.broker.clock.monotonic()) + _TIMER_SLACK
+        self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer_deadline = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        try:
+            self.broker.fire_timers()
+        except Exception:
+            logger.exception("timer action failed")
+        self.changed()

@@ -1,0 +1,115 @@
+"""The gRPC server: wiring services, health and reflection, and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker.clock import Clock
+from broker.config import BrokerConfig
+from broker.core.broker import Broker
+from broker.service.admin_service import AdminService
+from broker.service.runtime import Runtime
+from broker.service.task_service import TaskService
+from broker.service.worker_service import WorkerService
+from celeriac.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    client_pb2,
+    client_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    client_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+class BrokerServer:
+    """One broker: the core, its runtime and the grpc.aio server, on the running loop.
+
+    Args:
+        config: What to bind and every limit.
+        clock: Time source for the core (the system clock when omitted).
+    """
+
+    def __init__(self, config: BrokerConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self._clock = clock
+        self._server: grpc.aio.Server | None = None
+        # grpc-stubs does not declare the asyncio servicer.
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.address = ""
+        self.runtime: Runtime | None = None
+
+    async def start(self) -> str:
+        """Bind, start serving and return the address actually bound ("host:port")."""
+        config = self.config
+        runtime = Runtime(Broker(config, self._clock), asyncio.get_running_loop())
+        self.runtime = runtime
+        server = grpc.aio.server(
+            options=[
+                # Two brokers must never share a port by accident (tests bind port 0).
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+            ]
+        )
+        client_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(runtime), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(runtime), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        host = config.host
+        bind_host = f"[{host}]" if ":" in host else host
+        port = server.add_insecure_port(f"{bind_host}:{config.port}")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.address = f"{bind_host}:{port}"
+        logger.info("celeriac broker listening on %s", self.address)
+        return self.address
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully: NOT_SERVING, drain workers, refuse new work, finish in-flight calls.
+
+        Args:
+            grace: Seconds in-flight calls may take; the configured shutdown grace when None.
+        """
+        if self._server is None or self.runtime is None:
+            return
+        runtime = self.runtime
+        runtime.shutting_down = True
+        await self._health.enter_graceful_shutdown()
+        runtime.broker.workers.drain("broker shutting down")
+        runtime.changed()
+        await self._server.stop(self.config.shutdown_grace if grace is None else grace)
+        runtime.close()
+        self._server = None
+        logger.info("celeriac broker stopped")
+
+
+async def serve(config: BrokerConfig) -> None:
+    """Run a broker until SIGTERM or SIGINT, then shut it down gracefully."""
+    server = BrokerServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("shutting down (grace %.1f s)", config.shutdown_grace)
+    await server.stop()

@@ -1,0 +1,175 @@
+"""TaskService: submit, read results (with a server-side wait), revoke, forget, server info."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+import broker as broker_package
+from broker.core.model import TaskRecord
+from broker.errors import NotFound
+from broker.service import codec
+from broker.service.runtime import Runtime
+from broker.service.status import translate_errors
+from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
+
+FEATURES = (
+    "submit-many",
+    "result-wait",
+    "eta",
+    "expires",
+    "retries",
+    "time-limits",
+    "revoke",
+    "priorities",
+    "dead-letters",
+    "dedup",
+    "idempotency-keys",
+    "custom-states",
+    "progress",
+)
+
+Context = grpc.aio.ServicerContext  # short alias for signatures
+
+
+class TaskService(client_pb2_grpc.TaskServiceServicer):
+    """The producers' service; a thin translator over the core."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._core = runtime.broker
+        self._started = time.monotonic()
+
+    @translate_errors
+    async def Submit(
+        self,
+        request: client_pb2.SubmitRequest,
+        context: Context[client_pb2.SubmitRequest, client_pb2.SubmitResponse],
+    ) -> client_pb2.SubmitResponse:
+        """Submit one task."""
+        self._runtime.check_accepting()
+        result = self._core.submit(codec.spec_from_pb(request.task))
+        self._runtime.changed()
+        return client_pb2.SubmitResponse(
+            task_id=result.task_id, created=result.created, state=codec.state_to_pb(result.state)
+        )
+
+    @translate_errors
+    async def SubmitMany(
+        self,
+        request: client_pb2.SubmitManyRequest,
+        context: Context[client_pb2.SubmitManyRequest, client_pb2.SubmitManyResponse],
+    ) -> client_pb2.SubmitManyResponse:
+        """Submit a batch, all or nothing."""
+        self._runtime.check_accepting()
+        results = self._core.submit_many([codec.spec_from_pb(spec) for spec in request.tasks])
+        self._runtime.changed()
+        return client_pb2.SubmitManyResponse(
+            results=[
+                client_pb2.SubmitResponse(
+                    task_id=r.task_id, created=r.created, state=codec.state_to_pb(r.state)
+                )
+                for r in results
+            ]
+        )
+
+    @translate_errors
+    async def GetResult(
+        self,
+        request: client_pb2.GetResultRequest,
+        context: Context[client_pb2.GetResultRequest, client_pb2.GetResultResponse],
+    ) -> client_pb2.GetResultResponse:
+        """Read one result, holding the call up to wait_ms for it to be ready."""
+        if self._core.get(request.task_id) is None:
+            raise NotFound(f"unknown task id {request.task_id[:300]!r}")
+        await self._wait([request.task_id], request.wait_ms)
+        record = self._core.get(request.task_id)
+        if record is None:  # forgotten or expired while we waited
+            raise NotFound(f"unknown task id {request.task_id[:300]!r}")
+        return client_pb2.GetResultResponse(result=codec.result_to_pb(record))
+
+    @translate_errors
+    async def GetResults(
+        self,
+        request: client_pb2.GetResultsRequest,
+        context: Context[client_pb2.GetResultsRequest, client_pb2.GetResultsResponse],
+    ) -> client_pb2.GetResultsResponse:
+        """Read many results, holding the call up to wait_ms for all to be ready."""
+        task_ids = list(request.task_ids)
+        await self._wait(task_ids, request.wait_ms)
+        return client_pb2.GetResultsResponse(
+            results=[self._describe(task_id) for task_id in task_ids]
+        )
+
+    @translate_errors
+    async def Revoke(
+        self,
+        request: client_pb2.RevokeRequest,
+        context: Context[client_pb2.RevokeRequest, client_pb2.RevokeResponse],
+    ) -> client_pb2.RevokeResponse:
+        """Revoke tasks by id."""
+        outcomes = self._core.revoke(
+            list(request.task_ids), terminate=request.terminate, reason=request.reason
+        )
+        self._runtime.changed()
+        return client_pb2.RevokeResponse(
+            outcomes=[codec.revoke_outcome_to_pb(outcome) for outcome in outcomes]
+        )
+
+    @translate_errors
+    async def Forget(
+        self,
+        request: client_pb2.ForgetRequest,
+        context: Context[client_pb2.ForgetRequest, client_pb2.ForgetResponse],
+    ) -> client_pb2.ForgetResponse:
+        """Drop stored results now."""
+        return client_pb2.ForgetResponse(forgotten=self._core.forget(list(request.task_ids)))
+
+    @translate_errors
+    async def ServerInfo(
+        self,
+        request: client_pb2.ServerInfoRequest,
+        context: Context[client_pb2.ServerInfoRequest, client_pb2.ServerInfoResponse],
+    ) -> client_pb2.ServerInfoResponse:
+        """Version, features and limits."""
+        config = self._core.config
+        return client_pb2.ServerInfoResponse(
+            version=broker_package.__version__,
+            protocol="celeriac.v1",
+            features=list(FEATURES),
+            max_payload_bytes=config.max_payload_bytes,
+            max_batch=config.max_batch,
+            max_wait_ms=int(config.max_wait * 1000),
+            uptime_seconds=time.monotonic() - self._started,
+        )
+
+    def _describe(self, task_id: str) -> tasks_pb2.TaskResult:
+        record: TaskRecord | None = self._core.get(task_id)
+        return codec.unknown_result(task_id) if record is None else codec.result_to_pb(record)
+
+    async def _wait(self, task_ids: list[str], wait_ms: int) -> None:
+        """Hold the call until every task is ready or the (capped) wait passes; no polling.
+
+        If the caller disconnects, this coroutine is cancelled and the waiter is removed, so
+        nothing leaks.
+        """
+        timeout = min(wait_ms / 1000, self._core.config.max_wait)
+        if timeout <= 0:
+            return
+        ready = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        waiter = self._core.wait(task_ids, wake)
+        if waiter is None:
+            return
+        try:
+            await asyncio.wait_for(ready, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiter.cancel()

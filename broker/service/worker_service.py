@@ -1,0 +1,140 @@
+"""WorkerService: the bidirectional Session stream of one worker.
+
+The handler reads and writes concurrently: a reader task applies each incoming message to the
+core, while the handler itself writes whatever the runtime queues for this session (assignments,
+cancels, rejections, pings, drain). A malformed message ends THIS stream with a clear status;
+every other stream and call carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import grpc
+
+import broker as broker_package
+from broker.core.sessions import Session as WorkerSession
+from broker.errors import BrokerError, InvalidArgument, ProtocolViolation
+from broker.service import codec
+from broker.service.runtime import Outgoing, Runtime, StreamEnd
+from broker.service.status import status_for
+from celeriac.v1 import worker_pb2, worker_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+# The stream's end marker; grpc-stubs does not declare it.
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+Context = grpc.aio.ServicerContext[worker_pb2.WorkerMessage, worker_pb2.BrokerMessage]
+
+
+class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
+    """Serves worker sessions."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._core = runtime.broker
+
+    async def Session(  # type: ignore[override]
+        self, request_iterator: object, context: Context
+    ) -> None:
+        """Run one worker session until the stream ends."""
+        try:
+            session, kept = await self._open(context)
+        except BrokerError as error:
+            await context.abort(status_for(error), str(error))
+        if session is None:
+            return
+        outgoing: Outgoing = asyncio.Queue()
+        self._runtime.attach(session.session_id, outgoing)
+        reader = asyncio.create_task(self._read(context, session, outgoing))
+        pinger = asyncio.create_task(self._ping(outgoing))
+        reason = "stream ended"
+        try:
+            await context.write(self._welcome(session, kept))
+            self._runtime.changed()
+            end = await self._write(context, outgoing)
+            reason = end.details or reason
+            if end.code is not None:
+                await context.abort(end.code, end.details)
+        except asyncio.CancelledError:
+            reason = "cancelled by peer"
+            raise
+        finally:
+            reader.cancel()
+            pinger.cancel()
+            self._runtime.detach(session.session_id)
+            self._core.workers.close(session, reason)
+            self._runtime.changed()
+
+    async def _open(self, context: Context) -> tuple[WorkerSession | None, list[str]]:
+        first = await context.read()
+        if first is _EOF:
+            return None, []
+        assert isinstance(first, worker_pb2.WorkerMessage)
+        if first.WhichOneof("kind") != "hello":
+            raise ProtocolViolation("the first message of a session must be a Hello")
+        self._runtime.check_accepting()
+        session, kept = self._core.workers.open(codec.hello_from_pb(first.hello))
+        return session, kept
+
+    def _welcome(self, session: WorkerSession, kept: list[str]) -> worker_pb2.BrokerMessage:
+        config = self._core.config
+        welcome = worker_pb2.Welcome(
+            session_id=session.session_id,
+            ping_interval_ms=int(config.ping_interval * 1000),
+            ping_timeout_ms=int(config.ping_timeout * 1000),
+            kept_lease_ids=kept,
+            broker_version=broker_package.__version__,
+        )
+        return worker_pb2.BrokerMessage(welcome=welcome)
+
+    async def _write(self, context: Context, outgoing: Outgoing) -> StreamEnd:
+        while True:
+            message = await outgoing.get()
+            if isinstance(message, StreamEnd):
+                return message
+            await context.write(message)
+
+    async def _read(self, context: Context, session: WorkerSession, outgoing: Outgoing) -> None:
+        try:
+            while True:
+                message = await context.read()
+                if message is _EOF:
+                    outgoing.put_nowait(StreamEnd(None, "worker closed the stream"))
+                    return
+                assert isinstance(message, worker_pb2.WorkerMessage)
+                self._apply(session, message)
+                self._runtime.changed()
+        except BrokerError as error:
+            logger.warning("worker session %s: %s", session.session_id, error)
+            outgoing.put_nowait(StreamEnd(status_for(error), str(error)))
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError:
+            outgoing.put_nowait(StreamEnd(None, "stream broken"))
+        except Exception:
+            logger.exception("worker session %s failed", session.session_id)
+            outgoing.put_nowait(StreamEnd(grpc.StatusCode.INTERNAL, "internal broker error"))
+
+    def _apply(self, session: WorkerSession, message: worker_pb2.WorkerMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "report":
+            self._core.workers.report(session, codec.report_from_pb(message.report))
+        elif kind == "pong":
+            self._core.workers.touch(session)
+        elif kind == "hello":
+            raise ProtocolViolation("Hello may only be sent once per session")
+        else:
+            raise InvalidArgument("WorkerMessage has no kind set")
+
+    async def _ping(self, outgoing: Outgoing) -> None:
+        interval = self._core.config.ping_interval
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(interval)
+                nonce = random.getrandbits(63)
+                outgoing.put_nowait(worker_pb2.BrokerMessage(ping=worker_pb2.Ping(nonce=nonce)))

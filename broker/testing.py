@@ -1,0 +1,89 @@
+"""Run a real broker inside a test: ``with running_broker() as broker: ... broker.address``.
+
+The broker runs on 127.0.0.1, on a free port, in a background thread with its own event loop,
+so synchronous tests and other event loops can talk to it over a real gRPC channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from broker.config import BrokerConfig
+from broker.core.broker import Broker
+from broker.service.server import BrokerServer
+
+T = TypeVar("T")
+
+_START_TIMEOUT = 10.0
+
+
+class RunningBroker:
+    """A broker serving in a background thread.
+
+    Attributes:
+        address: "127.0.0.1:PORT", ready to pass to a client or worker.
+    """
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.address = ""
+        self._config = config
+        self._loop = asyncio.new_event_loop()
+        self._server = BrokerServer(config)
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._stopped = False
+
+    def start(self) -> None:
+        """Start the loop thread and the server; returns once the port is bound."""
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._server.start(), self._loop)
+        self.address = future.result(_START_TIMEOUT)
+
+    def call(self, function: Callable[[Broker], T]) -> T:
+        """Run ``function(core)`` on the broker's loop (the only safe way to inspect it)."""
+        runtime = self._server.runtime
+        assert runtime is not None, "the broker is not running"
+
+        async def run() -> T:
+            return function(runtime.broker)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(_START_TIMEOUT)
+
+    def stop(self, grace: float = 0.0) -> None:
+        """Shut down gracefully (drain workers, end calls within ``grace`` s); idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+        try:
+            future.result(grace + _START_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            pass
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(_START_TIMEOUT)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+
+@contextmanager
+def running_broker(config: BrokerConfig | None = None) -> Iterator[RunningBroker]:
+    """Start an in-process broker on 127.0.0.1, port 0; stop it on exit.
+
+    Args:
+        config: Limits and timings; host and port are always 127.0.0.1 and a free port.
+
+    Yields:
+        The running broker; ``.address`` is where to connect.
+    """
+    base = config or BrokerConfig()
+    broker = RunningBroker(base.replace(host="127.0.0.1", port=0))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
