@@ -60,7 +60,8 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 # The one table from gRPC status codes to client errors. RESOURCE_EXHAUSTED is refined by its
-# message (a full queue and an oversize payload share the code); unlisted codes map to the root.
+# message: a full queue says "full"; anything else (the broker's payload limit, gRPC's own
+# message size limit) is a payload too large. Unlisted codes map to the root of the tree.
 STATUS_ERRORS: dict[grpc.StatusCode, type[CeleriacError]] = {
     grpc.StatusCode.UNAVAILABLE: BrokerUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: BrokerUnavailable,
@@ -98,7 +99,7 @@ def error_from_status(code: grpc.StatusCode, details: str, method: str, target: 
         target: The broker address, for the message.
     """
     kind = STATUS_ERRORS.get(code, CeleriacError)
-    if kind is QueueFull and any(word in details.lower() for word in ("payload", "too large")):
+    if kind is QueueFull and "full" not in details.lower():
         kind = PayloadTooLarge
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         details = f"no answer before the deadline{': ' + details if details else ''}"
