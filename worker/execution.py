@@ -15,8 +15,11 @@ calls `execute` (or `execute_async` for coroutines on the worker's own loop) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -162,8 +165,7 @@ async def execute_async(
             if inspect.iscoroutinefunction(prepared.task.run):
                 value = await _invoke(prepared)  # type: ignore[misc]
             else:
-                # to_thread copies the context, so the task sees its request in the thread.
-                value = await asyncio.to_thread(_invoke, prepared)
+                value = await _in_daemon_thread(_invoke, prepared)
                 if inspect.isawaitable(value):
                     value = await value
         except (Exception, SystemExit) as exc:
@@ -305,6 +307,36 @@ def _invoke(call: _Call) -> object:
     if call.task.options.bind:
         return call.task.run(call.task, *call.args, **call.kwargs)
     return call.task.run(*call.args, **call.kwargs)
+
+
+async def _in_daemon_thread(fn: Callable[[_Call], object], call: _Call) -> object:
+    """Run fn(call) in a new daemon thread with this context (so the task sees its request).
+
+    Not `asyncio.to_thread`: a cancelled job's thread may run on for a long time, and threads of
+    the loop's default executor would hold up the worker's exit until they end.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[object] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: object, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def target() -> None:
+        try:
+            result, error = context.run(fn, call), None
+        except BaseException as exc:  # handed to the awaiting coroutine, which decides
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name=f"celeriac-task-{call.task.name}", daemon=True).start()
+    return await future
 
 
 async def _await(value: object) -> object:

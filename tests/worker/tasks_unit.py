@@ -44,7 +44,12 @@ def whoami(self) -> dict[str, object]:  # type: ignore[no-untyped-def]
     return {"id": self.request.id, "retries": self.request.retries, "queue": self.request.queue}
 
 
-@app.task(autoretry_for=(ConnectionError,), dont_autoretry_for=(ConnectionRefusedError,), max_retries=2, default_retry_delay=7)
+@app.task(
+    autoretry_for=(ConnectionError,),
+    dont_autoretry_for=(ConnectionRefusedError,),
+    max_retries=2,
+    default_retry_delay=7,
+)
 def flaky(kind: str) -> None:
     if kind == "refused":
         raise ConnectionRefusedError("refused")

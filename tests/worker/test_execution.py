@@ -50,7 +50,10 @@ def test_execute_async_awaits_coroutines_and_threads_sync_tasks() -> None:
         second = await execute_async(job("add", 1, 2), TASKS, lambda e: None, SETTINGS)
         return [first.result, second.result]
 
-    assert asyncio.run(both()) == [Payload(serialization.JSON, b"2"), Payload(serialization.JSON, b"3")]
+    assert asyncio.run(both()) == [
+        Payload(serialization.JSON, b"2"),
+        Payload(serialization.JSON, b"3"),
+    ]
 
 
 def test_bound_task_sees_its_request() -> None:
@@ -68,7 +71,7 @@ def test_exception_becomes_failure_with_type_message_and_traceback() -> None:
     assert outcome.state is OutcomeState.FAILURE and outcome.error is not None
     assert outcome.error.type == "builtins.ValueError"
     assert outcome.error.message == "boom"
-    assert 'raise ValueError(message)' in outcome.error.traceback
+    assert "raise ValueError(message)" in outcome.error.traceback
     assert outcome.error.retryable
 
 
@@ -101,7 +104,10 @@ def test_expired_job_fails_without_running() -> None:
     outcome = run(job("add", 1, 1, expires=now - timedelta(seconds=1)), now=now)
     assert outcome.state is OutcomeState.FAILURE and outcome.error is not None
     assert outcome.error.type == "client.errors.TaskExpired"
-    assert run(job("add", 1, 1, expires=now + timedelta(seconds=1)), now=now).state is OutcomeState.SUCCESS
+    assert (
+        run(job("add", 1, 1, expires=now + timedelta(seconds=1)), now=now).state
+        is OutcomeState.SUCCESS
+    )
 
 
 def test_autoretry_asks_for_a_retry_with_the_task_delay_and_limit() -> None:

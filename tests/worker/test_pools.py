@@ -38,7 +38,9 @@ def value(outcome: Outcome) -> object:
     return serialization.decode(outcome.result.body, outcome.result.content_type)
 
 
-def with_pool(kind: str, size: int, body: Callable[[pools.Pool, list[TaskEvent]], Awaitable[None]]) -> None:
+def with_pool(
+    kind: str, size: int, body: Callable[[pools.Pool, list[TaskEvent]], Awaitable[None]]
+) -> None:
     events: list[TaskEvent] = []
     context = pools.PoolContext(
         modules=(MODULE,),
@@ -81,7 +83,9 @@ def test_every_pool_runs_sync_and_async_tasks_and_forwards_events(kind: str) -> 
 
 def test_process_pool_runs_tasks_in_separate_children() -> None:
     async def body(pool: pools.Pool, events: list[TaskEvent]) -> None:
-        pids = [value(o) for o in await asyncio.gather(*(pool.submit(job("pid")) for _ in range(2)))]
+        pids = [
+            value(o) for o in await asyncio.gather(*(pool.submit(job("pid")) for _ in range(2)))
+        ]
         assert len(set(pids)) == 2 and os.getpid() not in pids
 
     with_pool("process", 2, body)
