@@ -76,9 +76,7 @@ class CeleriacSystem:
             worker.stop()
         self.workers = []
         if self.bench is not None:
-            close = getattr(self.bench.app, "close", None)
-            if close is not None:
-                close()
+            self.bench.app.close()
             self.bench = None
         if self.broker is not None:
             self.broker.stop()
