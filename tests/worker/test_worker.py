@@ -1,0 +1,162 @@
+"""The worker against a real broker: in-process for the session logic, real processes for
+the CLI, signals and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.testing import RunningBroker, running_broker
+from client import Celeriac
+from tests.support import ROOT, WorkerProcess
+from tests.worker import tasks_unit
+from worker import Worker, WorkerConfig, loader, pools
+from worker.cli import EXIT_COLD_SHUTDOWN, EXIT_USAGE
+from worker.codec import ReportBatch
+from worker.execution import ExecutionSettings
+from worker.jobs import Outcome, OutcomeState, TaskEvent
+from worker.reports import ReportBuffer
+
+MODULE = "tests.worker.tasks_unit"
+
+
+@pytest.fixture
+def broker() -> Iterator[RunningBroker]:
+    with running_broker() as running:
+        yield running
+
+
+@pytest.fixture
+def app(broker: RunningBroker) -> Iterator[Celeriac]:
+    client = Celeriac("worker-tests", broker=broker.address)
+    client.tasks.update(tasks_unit.app.tasks)
+    yield client
+    client.close()
+
+
+class InProcessWorker:
+    """A `Worker` with a thread pool, running on its own loop in a background thread."""
+
+    def __init__(self, address: str, pool: str = "thread") -> None:
+        config = WorkerConfig(tasks=(MODULE,), broker=address, concurrency=2, pool=pool)
+        registry = loader.load(config.tasks)
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        context = pools.PoolContext(
+            modules=config.tasks,
+            tasks=registry.tasks,
+            settings=ExecutionSettings("celeriac@test"),
+            on_event=self._forward,
+        )
+        self.worker = Worker(config, registry, pools.create(pool, 2, context), address)
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.worker.run(),)
+        )
+
+    def _forward(self, event: TaskEvent) -> None:
+        self.worker.on_task_event(event)  # the pool is built before the worker it reports to
+
+    def __enter__(self) -> InProcessWorker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.worker.shutdown)
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+        self.loop.close()
+
+
+def test_in_process_worker_runs_tasks_and_reports_custom_states(app: Celeriac) -> None:
+    with InProcessWorker(app.conf.broker):
+        assert app.send_task(f"{MODULE}.add", args=(2, 3)).get(timeout=20) == 5
+        assert app.send_task(f"{MODULE}.async_add", args=(1, 1)).get(timeout=20) == 2
+        assert app.send_task(f"{MODULE}.reports").get(timeout=20) == "ok"
+        with pytest.raises(ValueError, match="boom"):
+            app.send_task(f"{MODULE}.fail", args=("boom",)).get(timeout=20)
+
+
+def test_credit_bounds_what_the_worker_runs_and_many_tasks_all_finish(app: Celeriac) -> None:
+    with InProcessWorker(app.conf.broker):
+        results = [app.send_task(f"{MODULE}.add", args=(i, i)) for i in range(50)]
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(50)]
+
+
+def test_report_buffer_sends_one_report_per_loop_turn() -> None:
+    flushed: list[ReportBatch | None] = []
+
+    async def main() -> None:
+        buffer = ReportBuffer(lambda: flushed.append(buffer.take()))
+        buffer.add_credit(2)
+        buffer.add_started("a")
+        buffer.add_outcome(Outcome("a", OutcomeState.SUCCESS), credit=1)
+        buffer.add_started("b")
+        await asyncio.sleep(0)  # one loop turn: the scheduled flush runs
+        await asyncio.sleep(0)
+        buffer.add_returned("c")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert len(flushed) == 2
+    first, second = flushed
+    assert first is not None and first.credit == 3 and first.started == ["a", "b"]
+    assert first.outcomes is not None and [o.lease_id for o in first.outcomes] == ["a"]
+    assert second is not None and second.returned == ["c"] and second.credit == 0
+
+
+def test_config_reads_the_environment_and_overrides_win() -> None:
+    env = {
+        "CELERIAC_BROKER": "grpc://h:1",
+        "CELERIAC_WORKER_CONCURRENCY": "3",
+        "CELERIAC_WORKER_QUEUES": "a, b",
+    }
+    config = WorkerConfig.from_env(env, concurrency=5)
+    assert (config.broker, config.concurrency, config.queues) == ("grpc://h:1", 5, ("a", "b"))
+    with pytest.raises(ValueError, match="CELERIAC_WORKER_CONCURRENCY"):
+        WorkerConfig.from_env({"CELERIAC_WORKER_CONCURRENCY": "many"})
+    with pytest.raises(ValueError, match="pool"):
+        WorkerConfig(pool="gevent")
+
+
+def test_an_unimportable_task_module_exits_with_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "--tasks", "tests.worker.no_such_module"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == EXIT_USAGE
+    assert "no_such_module" in done.stderr
+
+
+def test_a_second_signal_is_a_cold_shutdown(
+    broker: RunningBroker, app: Celeriac, tmp_path: Path
+) -> None:
+    with WorkerProcess(broker.address, MODULE, "--concurrency", "1") as worker:
+        app.send_task(f"{MODULE}.wait_for_file", args=(str(tmp_path / "never"),))
+        worker.wait_for_line("task started")
+        worker.signal(signal.SIGTERM)
+        worker.wait_for_line("warm")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == EXIT_COLD_SHUTDOWN
+        assert "cold" in worker.output
+
+
+def test_a_broker_shutdown_drains_the_worker_and_it_reconnects(tmp_path: Path) -> None:
+    with (
+        running_broker() as first,
+        WorkerProcess(first.address, MODULE, "--pool", "thread", "--concurrency", "1") as worker,
+    ):
+        mark = worker.line_count()
+        first.stop(grace=5)
+        worker.wait_for_line("reconnecting", start=mark)
+        assert worker.process.poll() is None
