@@ -62,7 +62,8 @@ class Dispatcher:
         consumers = self._consumers.get(queue)
         if not consumers:
             return
-        while True:
+        ready = self._lifecycle.queue(queue)
+        while len(ready):
             session = self._next_consumer(queue, consumers)
             if session is None:
                 return

@@ -140,7 +140,10 @@ class Lifecycle:
         record.state = TaskState.RETRY
         record.error = error
         record.custom_state = ""
-        self.schedule(record, due, EventKind.RETRIED)
+        if due <= self.clock.time():
+            self.enqueue(record, EventKind.RETRIED)  # no backoff: straight back to its queue
+        else:
+            self.schedule(record, due, EventKind.RETRIED)
 
     def requeue(self, lease: Lease, *, count_attempt: bool, reason: str) -> None:
         """Put a leased task back at the front of its queue.

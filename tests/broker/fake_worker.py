@@ -27,9 +27,7 @@ class FakeWorker:
         self.channel = channel or grpc.insecure_channel(address)
         self._owns_channel = channel is None
         self._outgoing: queue.Queue[worker_pb2.WorkerMessage | None] = queue.Queue()
-        self._incoming: queue.Queue[worker_pb2.BrokerMessage | grpc.RpcError | None] = (
-            queue.Queue()
-        )
+        self._incoming: queue.Queue[worker_pb2.BrokerMessage | grpc.RpcError | None] = queue.Queue()
         hello = worker_pb2.Hello(
             worker_id=worker_id, hostname="test", pid=1, queues=queues, held_lease_ids=held
         )
@@ -91,7 +89,7 @@ class FakeWorker:
                 return None
             if isinstance(item, grpc.RpcError):
                 self.error = item
-                return item.code()  # type: ignore[attr-defined,no-any-return]
+                return item.code()
 
     def succeed(self, lease_id: str, body: bytes = b"8") -> None:
         result = tasks_pb2.Payload(content_type="application/json", body=body)

@@ -1,0 +1,78 @@
+"""The real daemon as a subprocess: listening line, health over gRPC, admin CLI, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from celeriac.v1 import client_pb2_grpc
+from tests.broker.helpers import submit
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 10.0
+
+
+@pytest.fixture
+def daemon() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker", "serve", "--port", "0", "--shutdown-grace", "1"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        match = re.search(r"listening on (\S+)", first)
+        assert match, f"unexpected first line: {first!r}"
+        yield process, match.group(1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(TIMEOUT)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_serve_answers_health_and_exits_cleanly_on_sigterm(
+    daemon: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, address = daemon
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        client_pb2_grpc.TaskServiceStub(channel).Submit(submit(queue="emails"), timeout=TIMEOUT)
+    queues = _admin(address, "queues")
+    assert re.search(r"emails\s+1\s+0\s+0\s+0", queues.stdout), queues.stdout
+    assert _admin(address, "purge", "emails").stdout.strip() == "purged 1 task(s) from emails"
+    assert "0 of 0 dead letter(s)" in _admin(address, "dead", "list").stdout
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(TIMEOUT) == 0
+
+
+def test_admin_cli_reports_an_unreachable_broker() -> None:
+    result = _admin("127.0.0.1:1", "workers", check=False)
+    assert result.returncode == 3
+    assert "UNAVAILABLE" in result.stderr
+
+
+def _admin(address: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker", *args, "--broker", address],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=check,
+    )

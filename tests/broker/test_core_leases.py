@@ -1,0 +1,165 @@
+"""Lease fencing, stream end and grace, reclaim, ping timeout, time limits, poison tasks."""
+
+from __future__ import annotations
+
+from broker.core.model import Hello, LeaseExtension, Phase, Report, TaskState
+from tests.broker.core_support import (
+    advance,
+    connect,
+    fail,
+    grant,
+    make_broker,
+    outcome,
+    spec,
+    taken,
+)
+
+
+def test_a_report_on_a_stale_lease_is_rejected_and_never_overwrites_the_result() -> None:
+    core, clock = make_broker()
+    task_id = core.submit(spec()).task_id
+    first = connect(core, "a", credit=1)
+    (old,) = taken(first)
+    core.workers.close(first, "network blip")
+    advance(core, clock, 3)  # grace passed: requeued
+    second = connect(core, "b", credit=1)
+    (new,) = taken(second)
+    assert new.attempt == 2 and new.lease_id != old.lease_id
+    outcome(core, second, new.lease_id)
+    core.workers.report(first, Report(outcomes=()))  # nothing to reject
+    fail(core, first, old.lease_id)
+    assert first.take_outbox().rejections[0][0] == old.lease_id
+    assert core.get(task_id).state is TaskState.SUCCESS  # type: ignore[union-attr]
+
+
+def test_leases_of_an_ended_stream_are_requeued_at_the_front_after_the_grace() -> None:
+    core, clock = make_broker()
+    lost = core.submit(spec(task_id="lost")).task_id
+    core.submit(spec(task_id="behind"))
+    session = connect(core, "a", credit=1)
+    taken(session)
+    core.workers.close(session, "gone")
+    advance(core, clock, 1.9)
+    assert core.get(lost).phase is Phase.LEASED  # type: ignore[union-attr]
+    advance(core, clock, 0.2)
+    other = connect(core, "b", credit=1)
+    (again,) = taken(other)
+    assert again.record.task_id == lost
+    assert again.attempt == 2
+    assert again.record.retries == 0  # a redelivery is not a retry
+
+
+def test_a_reconnecting_worker_reclaims_its_held_leases() -> None:
+    core, clock = make_broker()
+    core.submit(spec())
+    session = connect(core, "w1", credit=1)
+    (assignment,) = taken(session)
+    core.workers.close(session, "blip")
+    again, kept = core.workers.open(Hello(worker_id="w1", held_lease_ids=(assignment.lease_id,)))
+    assert kept == [assignment.lease_id]
+    advance(core, clock, 5)
+    outcome(core, again, assignment.lease_id)
+    assert assignment.record.state is TaskState.SUCCESS
+    # Another worker id cannot steal a lease.
+    _, stolen = core.workers.open(Hello(worker_id="w2", held_lease_ids=(assignment.lease_id,)))
+    assert stolen == []
+
+
+def test_a_silent_worker_is_dropped_after_the_ping_timeout_and_its_task_requeued() -> None:
+    core, clock = make_broker()
+    task_id = core.submit(spec()).task_id
+    session = connect(core, "a", credit=1)
+    taken(session)
+    advance(core, clock, 4)
+    core.workers.touch(session)  # a pong
+    advance(core, clock, 5)
+    assert not session.closed
+    advance(core, clock, 1.5)
+    assert session.closed
+    assert session.take_outbox().drop is not None
+    advance(core, clock, 2.5)
+    assert core.get(task_id).phase is Phase.QUEUED
+
+
+def test_a_hung_time_limited_task_is_cancelled_and_fails_at_its_lease_deadline() -> None:
+    core, clock = make_broker()
+    task_id = core.submit(spec(time_limit_ms=2000)).task_id
+    session = connect(core, credit=1)
+    (assignment,) = taken(session)
+    advance(core, clock, 2.5)  # limit 2 s + margin 1 s not reached
+    assert assignment.record.phase is Phase.LEASED
+    core.workers.touch(session)
+    advance(core, clock, 0.6)
+    cancel = session.take_outbox().cancels[0]
+    assert cancel.lease_ids == [assignment.lease_id] and cancel.terminate
+    record = core.get(task_id)
+    assert record is not None
+    assert record.state is TaskState.FAILURE
+    assert record.error is not None and record.error.type == "TimeLimitExceeded"
+    assert record.dead_lettered
+
+
+def test_a_lease_extension_pushes_the_deadline_and_records_progress() -> None:
+    core, clock = make_broker()
+    core.submit(spec(time_limit_ms=1000))
+    session = connect(core, credit=1)
+    (assignment,) = taken(session)
+    progress = spec().args
+    extension = LeaseExtension(assignment.lease_id, 10_000, progress)
+    core.workers.report(session, Report(extensions=(extension,)))
+    advance(core, clock, 5)
+    assert assignment.record.phase is Phase.LEASED
+    assert assignment.record.progress == progress
+    advance(core, clock, 5.1)
+    assert assignment.record.state is TaskState.FAILURE
+
+
+def test_a_poison_task_that_keeps_killing_workers_is_dead_lettered() -> None:
+    core, clock = make_broker()
+    task_id = core.submit(spec()).task_id
+    for n in range(5):
+        session = connect(core, f"w{n}", credit=1)
+        assert len(taken(session)) == 1
+        core.workers.close(session, "killed")
+        advance(core, clock, 3)
+    record = core.get(task_id)
+    assert record is not None
+    assert record.state is TaskState.FAILURE
+    assert record.error is not None and record.error.type == "WorkerLost"
+    assert record.dead_lettered
+
+
+def test_returned_leases_are_requeued_without_counting_an_attempt() -> None:
+    core, _ = make_broker()
+    core.submit(spec())
+    session = connect(core, "a", credit=1)
+    (assignment,) = taken(session)
+    core.workers.drain("shutdown")
+    core.workers.report(session, Report(returned=(assignment.lease_id,)))
+    core.dispatch()
+    other = connect(core, "b", credit=1)
+    (again,) = taken(other)
+    assert again.attempt == 1
+
+
+def test_started_ack_and_custom_state_are_visible() -> None:
+    core, _ = make_broker()
+    task_id = core.submit(spec()).task_id
+    session = connect(core, "w9", credit=1)
+    (assignment,) = taken(session)
+    from broker.core.model import StateUpdate
+
+    meta = spec().args
+    core.workers.report(
+        session,
+        Report(
+            started=(assignment.lease_id,),
+            state_updates=(StateUpdate(assignment.lease_id, "PROGRESS", meta),),
+        ),
+    )
+    record = core.get(task_id)
+    assert record is not None
+    assert record.state is TaskState.STARTED
+    assert record.custom_state == "PROGRESS" and record.result == meta
+    assert record.worker_id == "w9"
+    grant(core, session, 1)
