@@ -186,15 +186,15 @@ class Worker:
         queues = ",".join(self.config.queues)
         what = "worker reconnected" if self._welcomed_once else "worker ready"
         logger.info(
-            "%s id=%s broker=%s pool=%s concurrency=%d queues=%s session=%s",
+            "%s id=%s broker=%s pool=%s concurrency=%d queues=%s",
             what,
             self.worker_id,
             self.address,
             self.config.pool,
             self._pool.slots,
             queues,
-            welcome.session_id,
         )
+        logger.debug("session=%s broker_version=%s", welcome.session_id, welcome.broker_version)
         self._welcomed_once = True
         self._flush()
 
@@ -241,7 +241,7 @@ class Worker:
             logger.error("returning lease=%s: %s", job.lease_id, exc)
             self._buffer.add_returned(job.lease_id)
             return
-        logger.info("task started id=%s name=%s attempt=%d", job.task_id, job.name, job.attempt)
+        logger.debug("task started id=%s name=%s attempt=%d", job.task_id, job.name, job.attempt)
         self._running[job.lease_id] = job
         self._idle.clear()
         self._buffer.add_started(job.lease_id)
@@ -257,7 +257,7 @@ class Worker:
         outcome = future.result()
         if reason is not None and outcome.state is not OutcomeState.REVOKED:
             outcome = revoked_outcome(job, reason)
-        logger.info(
+        logger.debug(
             "task finished id=%s name=%s state=%s", job.task_id, job.name, outcome.state.value
         )
         self._buffer.add_outcome(outcome, credit=1 if self._accepting else 0)

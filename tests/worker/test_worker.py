@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,23 @@ def app(broker: RunningBroker) -> Iterator[Celeriac]:
     client.tasks.update(tasks_unit.app.tasks)
     yield client
     client.close()
+
+
+@contextmanager
+def worker_process(address: str, *args: str) -> Iterator[WorkerProcess]:
+    """A real `python -m worker` process; its output pipe is closed afterwards (no leak)."""
+    with WorkerProcess(address, MODULE, *args) as worker:
+        yield worker
+    assert worker.process.stdout is not None
+    worker.process.stdout.close()
+
+
+def wait_for_path(path: Path, timeout: float = 20.0) -> None:
+    """Wait until a task announces itself by creating `path` (short polls, bounded)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
 
 
 class InProcessWorker:
@@ -141,9 +160,10 @@ def test_an_unimportable_task_module_exits_with_a_usage_error() -> None:
 def test_a_second_signal_is_a_cold_shutdown(
     broker: RunningBroker, app: Celeriac, tmp_path: Path
 ) -> None:
-    with WorkerProcess(broker.address, MODULE, "--concurrency", "1") as worker:
-        app.send_task(f"{MODULE}.wait_for_file", args=(str(tmp_path / "never"),))
-        worker.wait_for_line("task started")
+    with worker_process(broker.address, "--concurrency", "1") as worker:
+        never = tmp_path / "never"
+        app.send_task(f"{MODULE}.wait_for_file", args=(str(never),))
+        wait_for_path(tmp_path / "never.started")
         worker.signal(signal.SIGTERM)
         worker.wait_for_line("warm")
         worker.signal(signal.SIGTERM)
@@ -154,7 +174,7 @@ def test_a_second_signal_is_a_cold_shutdown(
 def test_a_broker_shutdown_drains_the_worker_and_it_reconnects(tmp_path: Path) -> None:
     with (
         running_broker() as first,
-        WorkerProcess(first.address, MODULE, "--pool", "thread", "--concurrency", "1") as worker,
+        worker_process(first.address, "--pool", "thread", "--concurrency", "1") as worker,
     ):
         mark = worker.line_count()
         first.stop(grace=5)
