@@ -38,8 +38,8 @@ def rebuild_exception(error: RemoteError) -> BaseException:
 
 def revoked_exception(task_id: str, error: RemoteError | None) -> TaskRevokedError:
     """Return the exception for a revoked task, with the broker's reason when there is one."""
-    reason = error.message if error and error.message else "revoked"
-    return TaskRevokedError(f"task {task_id} was revoked: {reason}")
+    reason = error.message if error and error.message not in ("", "revoked") else ""
+    return TaskRevokedError(f"task {task_id} was revoked{': ' + reason if reason else ''}")
 
 
 def _builtin_exception(error: RemoteError) -> BaseException | None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -197,14 +197,23 @@ class Transport:
                 logger.debug("opening channel to %s", self._target)
                 self._channel = grpc.insecure_channel(self._target, options=CHANNEL_OPTIONS)
                 self._stub = client_pb2_grpc.TaskServiceStub(self._channel)
-            channel, stub = self._channel, self._stub
+            stub = self._stub
         if not self._connected:
-            ready = grpc.channel_ready_future(channel)
+            # A first ServerInfo call that waits for the connection proves the broker is there
+            # (and fetches its limits). grpc.channel_ready_future would do the waiting with a
+            # polling thread that crashes if the channel is closed while it runs.
             try:
-                ready.result(timeout=self._config.connect_timeout)
-            except grpc.FutureTimeoutError:
-                ready.cancel()
-                raise BrokerUnavailable(_unreachable(self._target, self._config)) from None
+                reply = stub.ServerInfo(
+                    client_pb2.ServerInfoRequest(),
+                    timeout=self._config.connect_timeout,
+                    wait_for_ready=True,
+                )
+            except grpc.RpcError as error:
+                failure = _rpc_error(error, "ServerInfo", self._target)
+                if isinstance(failure, BrokerUnavailable):
+                    failure = BrokerUnavailable(_unreachable(self._target, self._config))
+                raise failure from None
+            self._info = _server_info(reply)
             self._connected = True
         return stub
 
@@ -224,69 +233,48 @@ class AsyncTransport:
 
     async def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
         """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
-        stub, timeout = await self._ready_stub(), self._config.rpc_timeout
-        try:
-            if len(specs) == 1:
-                one = client_pb2.SubmitRequest(task=_spec_message(specs[0]))
-                return [_submitted(await stub.Submit(one, timeout=timeout))]
-            many = client_pb2.SubmitManyRequest(tasks=[_spec_message(spec) for spec in specs])
-            replies = await stub.SubmitMany(many, timeout=timeout)
-        except grpc.aio.AioRpcError as error:
-            raise self._failed(error, "Submit") from None
+        if len(specs) == 1:
+            one = client_pb2.SubmitRequest(task=_spec_message(specs[0]))
+            return [_submitted(await self._invoke("Submit", lambda s, t: s.Submit(one, timeout=t)))]
+        many = client_pb2.SubmitManyRequest(tasks=[_spec_message(spec) for spec in specs])
+        replies = await self._invoke("SubmitMany", lambda s, t: s.SubmitMany(many, timeout=t))
         return [_submitted(reply) for reply in replies.results]
 
     async def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
         """Read one result, letting the broker hold the call up to ``wait`` seconds."""
-        stub = await self._ready_stub()
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=_ms(wait))
         try:
-            reply = await stub.GetResult(request, timeout=self._config.rpc_timeout + wait)
-        except grpc.aio.AioRpcError as error:
-            if error.code() is grpc.StatusCode.NOT_FOUND:
-                return ResultRecord(task_id=task_id, state=states.UNKNOWN)
-            raise self._failed(error, "GetResult") from None
+            reply = await self._invoke(
+                "GetResult", lambda s, t: s.GetResult(request, timeout=t), wait
+            )
+        except TaskNotFound:
+            return ResultRecord(task_id=task_id, state=states.UNKNOWN)
         return _record(reply.result)
 
     async def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
         """Read many results in one call, held up to ``wait`` seconds until all are ready."""
-        stub = await self._ready_stub()
         request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=_ms(wait))
-        try:
-            reply = await stub.GetResults(request, timeout=self._config.rpc_timeout + wait)
-        except grpc.aio.AioRpcError as error:
-            raise self._failed(error, "GetResults") from None
+        reply = await self._invoke(
+            "GetResults", lambda s, t: s.GetResults(request, timeout=t), wait
+        )
         return [_record(result) for result in reply.results]
 
     async def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         """Revoke tasks; returns one outcome per id."""
-        stub = await self._ready_stub()
         request = client_pb2.RevokeRequest(task_ids=task_ids, terminate=terminate, reason=reason)
-        try:
-            reply = await stub.Revoke(request, timeout=self._config.rpc_timeout)
-        except grpc.aio.AioRpcError as error:
-            raise self._failed(error, "Revoke") from None
+        reply = await self._invoke("Revoke", lambda s, t: s.Revoke(request, timeout=t))
         return [_REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
 
     async def forget(self, task_ids: Sequence[str]) -> int:
         """Drop stored results; returns how many existed."""
-        stub = await self._ready_stub()
         request = client_pb2.ForgetRequest(task_ids=task_ids)
-        try:
-            reply = await stub.Forget(request, timeout=self._config.rpc_timeout)
-        except grpc.aio.AioRpcError as error:
-            raise self._failed(error, "Forget") from None
-        return reply.forgotten
+        return (await self._invoke("Forget", lambda s, t: s.Forget(request, timeout=t))).forgotten
 
     async def server_info(self) -> ServerInfo:
         """The broker's version and limits (asked once, then remembered)."""
         if self._info is None:
-            stub = await self._ready_stub()
-            try:
-                reply = await stub.ServerInfo(
-                    client_pb2.ServerInfoRequest(), timeout=self._config.rpc_timeout
-                )
-            except grpc.aio.AioRpcError as error:
-                raise self._failed(error, "ServerInfo") from None
+            request = client_pb2.ServerInfoRequest()
+            reply = await self._invoke("ServerInfo", lambda s, t: s.ServerInfo(request, timeout=t))
             self._info = _server_info(reply)
         return self._info
 
@@ -317,12 +305,21 @@ class AsyncTransport:
             connection.connected = True
         return connection.stub
 
-    def _failed(self, error: grpc.aio.AioRpcError, method: str) -> Exception:
-        failure = _rpc_error(error, method, self._target)
-        if isinstance(failure, BrokerUnavailable):
-            for connection in self._stubs.values():
-                connection.connected = False
-        return failure
+    async def _invoke(
+        self,
+        method: str,
+        call: Callable[[client_pb2_grpc.TaskServiceAsyncStub, float], Awaitable[R]],
+        wait: float = 0.0,
+    ) -> R:
+        stub = await self._ready_stub()
+        try:
+            return await call(stub, self._config.rpc_timeout + wait)
+        except grpc.aio.AioRpcError as error:
+            failure = _rpc_error(error, method, self._target)
+            if isinstance(failure, BrokerUnavailable):
+                for connection in self._stubs.values():
+                    connection.connected = False
+            raise failure from None
 
 
 class _LoopConnection:

@@ -64,8 +64,8 @@ class StubWorker:
                 elif message.HasField("assignments"):
                     for assignment in message.assignments.tasks:
                         self._outgoing.put(self._execute(assignment))
-        except grpc.RpcError:
-            pass  # the channel was closed by __exit__
+        except (grpc.RpcError, ValueError):
+            pass  # the channel was closed by __exit__ (ValueError: "Channel closed!")
 
     def _execute(self, assignment: worker_pb2.Assignment) -> worker_pb2.WorkerMessage:
         outcome = worker_pb2.Outcome(lease_id=assignment.lease_id)

@@ -136,3 +136,11 @@ def test_each_event_loop_gets_its_own_channel() -> None:
 
     assert asyncio.run(roundtrip()) == 2
     assert asyncio.run(roundtrip()) == 2  # a second loop must not reuse the first loop's channel
+
+
+def test_one_app_serves_many_threads_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        values = list(pool.map(lambda i: add.delay(i, i).get(timeout=10), range(40)))
+    assert values == [2 * i for i in range(40)]
