@@ -97,6 +97,7 @@ class LoggedProcess:
         """Wait for exit and return the exit code."""
         code = self.process.wait(timeout)
         self._reader.join(timeout)
+        self._close_pipe()
         return code
 
     def stop_hard(self) -> None:
@@ -106,6 +107,8 @@ class LoggedProcess:
         except ProcessLookupError:
             pass
         self.process.wait(10)
+        self._reader.join(10)
+        self._close_pipe()
 
     def stop(self) -> None:
         """Terminate politely, then kill the whole process group if it lingers."""
@@ -121,6 +124,11 @@ class LoggedProcess:
             pass
         self.process.wait(10)
         self._reader.join(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.process.stdout is not None and not self._reader.is_alive():
+            self.process.stdout.close()
 
     def __enter__(self) -> LoggedProcess:
         return self
