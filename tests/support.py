@@ -8,6 +8,7 @@ Both keep reading their process's output in a thread, so a test can wait for any
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -62,8 +63,10 @@ class LoggedProcess:
         with self._changed:
             return "\n".join(self.lines)
 
-    def wait_for_line(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match[str]:
-        """Block until a line (at index >= start) matches pattern; fail with the output otherwise."""
+    def wait_for_line(
+        self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0
+    ) -> re.Match[str]:
+        """Block until a line at index >= start matches pattern; fail with the output otherwise."""
         regex = re.compile(pattern)
         with self._changed:
             index = start
@@ -102,10 +105,8 @@ class LoggedProcess:
 
     def stop_hard(self) -> None:
         """SIGKILL the whole process group at once, as a crashed machine would."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
         self._reader.join(10)
         self._close_pipe()
@@ -114,14 +115,10 @@ class LoggedProcess:
         """Terminate politely, then kill the whole process group if it lingers."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.process.wait(10)
         self._reader.join(10)
         self._close_pipe()
@@ -164,7 +161,17 @@ class WorkerProcess(LoggedProcess):
         wait_ready: bool = True,
     ) -> None:
         super().__init__(
-            ["-m", "worker", "--tasks", tasks, "--broker", broker, "--loglevel", "info", *extra_args],
+            [
+                "-m",
+                "worker",
+                "--tasks",
+                tasks,
+                "--broker",
+                broker,
+                "--loglevel",
+                "info",
+                *extra_args,
+            ],
             env,
         )
         if wait_ready:
