@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.core.model import Hello, LeaseExtension, Phase, Report, TaskState
+from broker.core.model import Hello, LeaseExtension, Phase, Report, StateUpdate, TaskState
 from tests.broker.core_support import (
     advance,
     connect,
@@ -147,8 +147,6 @@ def test_started_ack_and_custom_state_are_visible() -> None:
     task_id = core.submit(spec()).task_id
     session = connect(core, "w9", credit=1)
     (assignment,) = taken(session)
-    from broker.core.model import StateUpdate
-
     meta = spec().args
     core.workers.report(
         session,

@@ -8,8 +8,9 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from broker.testing import RunningBroker
+from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2, worker_pb2
+from tests.broker.conftest import FAST
 from tests.broker.fake_worker import FakeWorker
 from tests.broker.helpers import json_args, spec, submit
 
@@ -232,3 +233,20 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
+
+
+def test_a_worker_that_stops_answering_pings_is_dropped_and_its_task_requeued() -> None:
+    config = FAST.replace(ping_interval=0.05, ping_timeout=0.3, lease_grace=0.05)
+    with running_broker(config) as running, grpc.insecure_channel(running.address) as channel:
+        tasks = client_pb2_grpc.TaskServiceStub(channel)
+        silent = FakeWorker(running.address, worker_id="silent", channel=channel)
+        tasks.Submit(submit(), timeout=TIMEOUT)
+        silent.credit(1)
+        # The fake worker's reader thread queues pings without answering them.
+        assert silent.end_status() == grpc.StatusCode.UNAVAILABLE
+        healthy = FakeWorker(running.address, worker_id="healthy", channel=channel)
+        healthy.credit(1)
+        (again,) = healthy.assignments(1)
+        assert again.attempt == 2
+        silent.close()
+        healthy.close()
