@@ -193,8 +193,6 @@ class Lifecycle:
         record.due = None
         self._emit(kind, record, state.value)
         ttl = record.spec.result_ttl_ms / 1000 if record.spec.result_ttl_ms else self.result_ttl
-        if record.spec.ignore_result:
-            ttl = 0.0  # only waiters see the final state; nothing is kept
         if dead_letter:
             until = self.clock.monotonic() + self.dead_letter_ttl
             self.dead_letters.add(record, record.date_done, until)

@@ -221,3 +221,14 @@ def test_every_transition_emits_one_event() -> None:
     outcome(core, session, assignment.lease_id)
     kinds = [e.kind for e in events if e.task_id == task_id]
     assert kinds == [EventKind.ACCEPTED, EventKind.QUEUED, EventKind.LEASED, EventKind.FINISHED]
+
+
+def test_ignore_result_keeps_the_final_state_but_not_the_value() -> None:
+    core, _ = make_broker()
+    task_id = core.submit(spec(ignore_result=True)).task_id
+    session = connect(core, credit=1)
+    (assignment,) = taken(session)
+    outcome(core, session, assignment.lease_id, result=Payload("application/json", b"8"))
+    record = core.get(task_id)
+    assert record is not None and record.state is TaskState.SUCCESS
+    assert record.result is None
