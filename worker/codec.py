@@ -15,8 +15,8 @@ from google.protobuf import timestamp_pb2
 from celeriac.v1 import tasks_pb2, worker_pb2
 from worker.jobs import Heartbeat, Job, Outcome, OutcomeState, Payload, StateUpdate, TaskErrorInfo
 
-# Outcome.max_retries is a uint32 on the wire; "retry forever" travels as its largest value.
-RETRY_FOREVER = 2**32 - 1
+# Millisecond fields are uint32 on the wire: longer spans are clamped to the largest value.
+_MAX_UINT32 = 2**32 - 1
 
 _STATES = {
     OutcomeState.SUCCESS: tasks_pb2.TASK_STATE_SUCCESS,
@@ -193,7 +193,8 @@ def _outcome(o: Outcome) -> worker_pb2.Outcome:
     if o.error is not None:
         message.error.CopyFrom(_error(o.error))
     if o.state is OutcomeState.RETRY:
-        message.max_retries = RETRY_FOREVER if o.max_retries is None else o.max_retries
+        if o.max_retries is not None:
+            message.max_retries = o.max_retries
         if o.retry_eta is not None:
             message.retry_eta.CopyFrom(_timestamp(o.retry_eta))
         else:
@@ -219,7 +220,7 @@ def _error(e: TaskErrorInfo) -> tasks_pb2.TaskError:
 
 
 def _ms(seconds: float) -> int:
-    return max(0, min(RETRY_FOREVER, round(seconds * 1000)))
+    return max(0, min(_MAX_UINT32, round(seconds * 1000)))
 
 
 def _time(stamp: timestamp_pb2.Timestamp) -> datetime:

@@ -141,7 +141,8 @@ class Outcome:
     error: TaskError | None = None
     retry_countdown_ms: int = 0
     retry_eta: float | None = None
-    max_retries: int = 0
+    # None: the worker applied no limit.
+    max_retries: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

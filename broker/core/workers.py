@@ -170,7 +170,7 @@ class WorkerSessions:
         else:
             spec_limit = record.spec.max_retries
             limit = outcome.max_retries if spec_limit is None else spec_limit
-            if record.retries + 1 > limit:
+            if limit is not None and record.retries + 1 > limit:
                 lifecycle.finish(record, TaskState.FAILURE, error=outcome.error, dead_letter=True)
                 return
             now = lifecycle.clock.time()

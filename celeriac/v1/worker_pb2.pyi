@@ -276,7 +276,8 @@ class Outcome(_message.Message):
     """RETRY: run again after this delay (0 = at once) ..."""
     max_retries: _builtins.int
     """RETRY: the retry limit the worker applied; the broker turns the retry into a FAILURE
-    when the task's retries would exceed it.
+    when the task's retries would exceed it. Unset means no limit (retry forever).
+    A limit the caller set on the task itself (TaskSpec.max_retries) takes precedence.
     """
     @_builtins.property
     def result(self) -> _tasks_pb2.Payload:
@@ -299,13 +300,15 @@ class Outcome(_message.Message):
         error: _tasks_pb2.TaskError | None = ...,
         retry_countdown_ms: _builtins.int = ...,
         retry_eta: _timestamp_pb2.Timestamp | None = ...,
-        max_retries: _builtins.int = ...,
+        max_retries: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "retry_eta", b"retry_eta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "error", b"error", "max_retries", b"max_retries", "result", b"result", "retry_eta", b"retry_eta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease_id", b"lease_id", "max_retries", b"max_retries", "result", b"result", "retry_countdown_ms", b"retry_countdown_ms", "retry_eta", b"retry_eta", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "error", b"error", "lease_id", b"lease_id", "max_retries", b"max_retries", "result", b"result", "retry_countdown_ms", b"retry_countdown_ms", "retry_eta", b"retry_eta", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
+    _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
 
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
@@ -318,7 +321,9 @@ class LeaseExtension(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     extend_ms: _builtins.int
-    """Keep the lease for at least this long from now."""
+    """Keep the lease for at least this long from now. 0 leaves the lease's deadline as it is
+    (a heartbeat that only reports progress).
+    """
     @_builtins.property
     def progress(self) -> _tasks_pb2.Payload:
         """Optional progress, readable by clients as TaskResult.progress."""
