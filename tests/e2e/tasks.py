@@ -8,6 +8,7 @@ line first, so the test can wait on the worker's output instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -115,3 +116,24 @@ def record(path: str, label: str) -> str:
     with open(path, "a") as out:
         out.write(label + "\n")
     return label
+
+
+@app.task(time_limit=1.0)
+def holds_lock_past_hard_limit(lock_path: str) -> None:
+    """Take an exclusive file lock, announce it, and hang past the hard limit while holding it."""
+    handle = open(lock_path, "w")  # noqa: SIM115 - held open until the process is killed
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    print(f"LOCKED {lock_path}", flush=True)
+    time.sleep(300)
+
+
+@app.task
+def try_lock(lock_path: str) -> str:
+    """Take the same lock without waiting: succeeds only if nobody holds it."""
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "still held"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return "acquired"

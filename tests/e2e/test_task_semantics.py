@@ -169,3 +169,17 @@ def test_a_worker_killed_during_a_retry_backoff_loses_nothing(tmp_path: Path) ->
         with WorkerProcess(broker.address):
             assert result.get(timeout=20) == 1
         app.close()
+
+
+def test_a_hard_time_limit_hit_while_holding_a_lock_releases_it(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    worker = start_worker("--concurrency", "2")
+    lock = str(tmp_path / "lock")
+    held = tasks.holds_lock_past_hard_limit.delay(lock)
+    worker.wait_for_line(f"LOCKED {lock}")
+    assert tasks.try_lock.delay(lock).get(timeout=20) == "still held"
+    with pytest.raises(Exception, match=r"TimeLimitExceeded|time limit"):
+        held.get(timeout=30)
+    # The process pool killed the child that held the lock, so the OS released it.
+    assert tasks.try_lock.delay(lock).get(timeout=20) == "acquired"
