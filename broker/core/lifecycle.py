@@ -140,6 +140,7 @@ class Lifecycle:
         record.state = TaskState.RETRY
         record.error = error
         record.custom_state = ""
+        record.result = None  # the meta of a custom state belonged to the failed attempt
         if due <= self.clock.time():
             self.enqueue(record, EventKind.RETRIED)  # no backoff: straight back to its queue
         else:
@@ -162,6 +163,7 @@ class Lifecycle:
             record.attempts -= 1
         record.state = TaskState.RETRY if record.retries else TaskState.PENDING
         record.custom_state = ""
+        record.result = None  # the meta of a custom state belonged to the lost attempt
         self.enqueue(record, EventKind.REQUEUED, front=True)
         logger.info("task requeued id=%s reason=%s", record.task_id, reason)
 
@@ -186,7 +188,10 @@ class Lifecycle:
         self.unfinished -= 1
         record.state = state
         record.custom_state = ""
-        record.args = None  # finished tasks never run again from these; free the memory
+        if not dead_letter:
+            # A finished task never runs again from these, so free the memory; a dead letter
+            # keeps them because an operator may requeue it.
+            record.args = None
         record.result = None if record.spec.ignore_result else result
         record.error = error
         record.date_done = self.clock.time()
@@ -209,6 +214,7 @@ class Lifecycle:
         record.state = TaskState.PENDING
         record.result = None
         record.error = None
+        record.progress = None
         record.date_done = None
         self.enqueue(record, EventKind.QUEUED)
 
@@ -259,7 +265,9 @@ class Lifecycle:
             del self.tasks[task_id]
 
     def _dead_letter_expired(self, task_id: str) -> None:
-        self.dead_letters.remove(task_id)
+        record = self.dead_letters.remove(task_id)
+        if record is not None:
+            record.args = None  # it can no longer be requeued
         if not self.results.holds(task_id):
             self._drop_finished(task_id)
 

@@ -161,3 +161,16 @@ def test_started_ack_and_custom_state_are_visible() -> None:
     assert record.custom_state == "PROGRESS" and record.result == meta
     assert record.worker_id == "w9"
     grant(core, session, 1)
+
+
+def test_a_custom_state_does_not_outlive_the_attempt_that_set_it() -> None:
+    core, _ = make_broker()
+    task_id = core.submit(spec()).task_id
+    session = connect(core, credit=1)
+    (assignment,) = taken(session)
+    update = StateUpdate(assignment.lease_id, "PROGRESS", spec().args)
+    core.workers.report(session, Report(state_updates=(update,)))
+    fail(core, session, assignment.lease_id, retry=True)
+    record = core.get(task_id)
+    assert record is not None and record.state is TaskState.RETRY
+    assert record.custom_state == "" and record.result is None

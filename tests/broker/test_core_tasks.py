@@ -10,6 +10,7 @@ from broker.core.model import Payload, Phase, TaskState
 from broker.errors import InvalidArgument, PayloadTooLarge, QueueFull
 from tests.broker.core_support import (
     CONFIG,
+    JSON,
     advance,
     connect,
     fail,
@@ -143,6 +144,7 @@ def test_dead_letters_can_be_requeued_as_fresh_tasks_or_purged() -> None:
     grant(core, session, 1)
     (again,) = taken(session)
     assert again.record.task_id == ids[0]
+    assert again.record.args == JSON  # it runs with the arguments it was submitted with
     assert core.purge_dead_letters([], all=True, queue="") == 1
     assert core.get(ids[1]) is None
     assert core.dead_letters()[1] == 0
