@@ -225,11 +225,20 @@ def assignment_to_pb(assignment: Assignment) -> worker_pb2.Assignment:
     return message
 
 
-def outbox_to_pb(outbox: Outbox) -> list[worker_pb2.BrokerMessage]:
-    """The messages one outbox becomes: at most one per kind, cancels grouped by flags."""
+# Bytes a repeated or oneof message field adds around its body: a tag and a length varint.
+_FIELD_OVERHEAD = 8
+
+
+def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.BrokerMessage]:
+    """The messages one outbox becomes: one per kind, assignments split by size.
+
+    gRPC fails the whole stream when one message exceeds the limit, so assignments go in as
+    many messages as keep each under ``max_message_bytes``.
+    """
     messages: list[worker_pb2.BrokerMessage] = []
-    if outbox.assignments:
-        tasks = [assignment_to_pb(a) for a in outbox.assignments]
+    for tasks in _split_by_size(
+        [assignment_to_pb(a) for a in outbox.assignments], max_message_bytes
+    ):
         messages.append(worker_pb2.BrokerMessage(assignments=worker_pb2.Assignments(tasks=tasks)))
     for cancel in outbox.cancels:
         messages.append(
@@ -250,6 +259,25 @@ def outbox_to_pb(outbox: Outbox) -> list[worker_pb2.BrokerMessage]:
     if outbox.drain is not None:
         messages.append(worker_pb2.BrokerMessage(drain=worker_pb2.Drain(reason=outbox.drain)))
     return messages
+
+
+def _split_by_size(
+    tasks: list[worker_pb2.Assignment], max_message_bytes: int
+) -> list[list[worker_pb2.Assignment]]:
+    budget = max_message_bytes - 2 * _FIELD_OVERHEAD  # the BrokerMessage and Assignments frames
+    batches: list[list[worker_pb2.Assignment]] = []
+    batch: list[worker_pb2.Assignment] = []
+    size = 0
+    for task in tasks:
+        cost = task.ByteSize() + _FIELD_OVERHEAD
+        if batch and size + cost > budget:
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(task)
+        size += cost
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 # -- admin ---------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class Runtime:
             outgoing = self._streams.get(session.session_id)
             if outgoing is None:
                 continue
-            for message in codec.outbox_to_pb(outbox):
+            for message in codec.outbox_to_pb(outbox, self.broker.config.max_message_bytes):
                 outgoing.put_nowait(message)
             if outbox.drop is not None:
                 outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, outbox.drop))
