@@ -105,3 +105,10 @@ def catches_soft_limit() -> str:
 @app.task
 def exits_abruptly() -> None:
     os._exit(3)
+
+
+@app.task
+def pid_then_wait_for_file(path: str) -> str:
+    """Write this process's pid to path + '.pid', then run `wait_for_file(path)` in place."""
+    Path(path + ".pid").write_text(str(os.getpid()))
+    return str(wait_for_file(path))

@@ -180,3 +180,29 @@ def test_a_broker_shutdown_drains_the_worker_and_it_reconnects(tmp_path: Path) -
         first.stop(grace=5)
         worker.wait_for_line("reconnecting", start=mark)
         assert worker.process.poll() is None
+
+
+def process_gone(pid: int) -> bool:
+    """Whether `pid` has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def test_children_exit_when_the_worker_is_killed_with_sigkill(
+    broker: RunningBroker, app: Celeriac, tmp_path: Path
+) -> None:
+    never = tmp_path / "never"
+    with worker_process(broker.address, "--pool", "process", "--concurrency", "1") as worker:
+        app.send_task(f"{MODULE}.pid_then_wait_for_file", args=(str(never),))
+        wait_for_path(tmp_path / "never.started")
+        child = int((tmp_path / "never.pid").read_text())
+        assert child != worker.process.pid and not process_gone(child)
+        worker.signal(signal.SIGKILL)  # the worker alone, not its process group
+        worker.process.wait(20)  # not worker.wait(): an orphaned child still holds its stdout
+        deadline = time.monotonic() + 20
+        while not process_gone(child):  # the task alone would keep it alive for 30 s
+            assert time.monotonic() < deadline, f"child {child} outlived its worker"
+            time.sleep(0.01)

@@ -36,6 +36,8 @@ _CHILD_EXIT_TIMEOUT = 5.0
 class _Child:
     process: BaseProcess
     conn: Connection
+    # Never written: the child's watchdog sees EOF when this closes, i.e. when the worker dies.
+    alive: Connection
     ready: asyncio.Future[None]
     job: Job | None = None
     future: asyncio.Future[Outcome] | None = None
@@ -71,23 +73,34 @@ class ProcessPool:
         self._mp.set_forkserver_preload(["worker.pools.child", *self._context.modules])
         for _ in range(self._size):
             self._spawn()
-        await asyncio.gather(*(child.ready for child in self._children))
+        try:
+            await asyncio.gather(*(child.ready for child in self._children))
+        except WorkerError:
+            await self.close(0)  # stop the children that did start, and do not replace any
+            raise
         pids = ", ".join(str(child.process.pid) for child in self._children)
         logger.info("process pool started children=%s", pids)
 
     def submit(self, job: Job) -> asyncio.Future[Outcome]:
-        """Send the job to an idle child; the future resolves with its outcome."""
+        """Send the job to an idle child; the future resolves with its outcome.
+
+        Raises:
+            WorkerError: No child can take the job now (the caller hands the lease back).
+        """
         loop = asyncio.get_running_loop()
-        child = next((c for c in self._children if c.job is None), None)
+        # A child being killed may still have sent "done" for its last job: never reuse it.
+        child = next((c for c in self._children if c.job is None and c.kill_outcome is None), None)
         if child is None:
             raise WorkerError("no idle child process: more jobs submitted than slots")
+        try:
+            child.conn.send(job)
+        except OSError as exc:  # it died while idle and its EOF is not read yet
+            raise WorkerError(f"child process {child.process.pid} is gone: {exc}") from exc
         child.job = job
         child.future = loop.create_future()
-        child.kill_outcome = None
         if job.time_limit:
             handle = loop.call_later(job.time_limit, self._kill, child, time_limit_outcome(job))
             child.timers.append(handle)
-        child.conn.send(job)
         return child.future
 
     def terminate(self, lease_id: str, reason: str) -> bool:
@@ -104,7 +117,8 @@ class ProcessPool:
         running = [c.future for c in self._children if c.future is not None and not c.future.done()]
         if running and grace != 0:
             await asyncio.wait(running, timeout=grace)
-        for child in list(self._children):
+        children, self._children = self._children, []
+        for child in children:
             if child.job is not None:
                 logger.warning(
                     "killing unfinished task id=%s name=%s", child.job.task_id, child.job.name
@@ -112,22 +126,29 @@ class ProcessPool:
                 self._settle(child, None)
                 self._signal(child, signal.SIGKILL)
             self._forget(child)
-            child.conn.close()
-        await asyncio.gather(*(asyncio.to_thread(self._reap, c.process) for c in self._children))
-        self._children.clear()
+            child.conn.close()  # an idle child reads EOF and exits
+        await asyncio.gather(*(asyncio.to_thread(self._reap, c.process) for c in children))
+        for child in children:
+            # Only now: closing it earlier would make idle children exit as if orphaned.
+            child.alive.close()
 
     def _spawn(self) -> _Child:
         loop = asyncio.get_running_loop()
         parent_end, child_end = self._mp.Pipe()
+        watched_end, alive_end = self._mp.Pipe(duplex=False)
+        context = self._context
         process = self._mp.Process(
             target=child_main,
-            args=(child_end, self._context.modules, self._context.settings, self._context.loglevel),
+            args=(child_end, watched_end, context.modules, context.settings, context.loglevel),
             name="celeriac-child",
             daemon=True,
         )
         process.start()
         child_end.close()
-        child = _Child(process=process, conn=parent_end, ready=loop.create_future())
+        watched_end.close()
+        child = _Child(
+            process=process, conn=parent_end, alive=alive_end, ready=loop.create_future()
+        )
         self._children.append(child)
         loop.add_reader(parent_end.fileno(), self._on_readable, child)
         return child
@@ -152,6 +173,7 @@ class ProcessPool:
         self._forget(child)
         child.conn.close()
         child.process.join(_CHILD_EXIT_TIMEOUT)
+        child.alive.close()
         reason = _exit_reason(child.process)
         if not child.ready.done():
             child.ready.set_exception(WorkerError(f"child process {reason} while starting"))
@@ -160,7 +182,8 @@ class ProcessPool:
             if child.kill_outcome is None:
                 logger.error("child process %s while running task id=%s", reason, child.job.task_id)
             self._settle(child, outcome)
-        self._children.remove(child)
+        if child in self._children:
+            self._children.remove(child)
         if not self._closing:
             replacement = self._spawn()
             logger.info(
