@@ -4,15 +4,25 @@ Whatever happens during one turn of the event loop (tasks started, outcomes, hea
 custom states, returned leases, credit) is collected here and flushed as ONE Report on the
 next turn: a lone task still goes out at once (flush when idle, never wait to fill a batch),
 and a burst of completions shares a message.
+
+The broker does not acknowledge reports, and a Report written just before the connection
+breaks may never arrive. So sent outcomes stay "unconfirmed" for a while: after a reconnect
+their leases go in `Hello.held_lease_ids`, and those the broker still holds (it never saw the
+outcome) are sent again. They are kept for `keep_sent_for` seconds: an outcome the broker did
+not receive means it received nothing after it either (the stream is ordered), so the broker
+gives the session up within its ping timeout, after which the outcome could not be accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from worker.codec import ReportBatch
 from worker.jobs import Heartbeat, Outcome, StateUpdate, TaskEvent
+
+# Until the broker's Welcome says how long its ping timeout is (its default is 6 s).
+DEFAULT_KEEP_SENT_FOR = 12.0
 
 
 class ReportBuffer:
@@ -29,6 +39,9 @@ class ReportBuffer:
         self._heartbeats: dict[str, Heartbeat] = {}
         self._state_updates: dict[str, StateUpdate] = {}
         self._returned: list[str] = []
+        # Sent outcomes by lease, oldest first, with the loop time they were taken for sending.
+        self._unconfirmed: dict[str, tuple[float, Outcome]] = {}
+        self.keep_sent_for = DEFAULT_KEEP_SENT_FOR
 
     def add_credit(self, slots: int) -> None:
         """Grant `slots` more credit."""
@@ -68,8 +81,31 @@ class ReportBuffer:
         self._touch()
 
     def pending_outcome_leases(self) -> list[str]:
-        """Leases whose outcome has not been sent yet (still held after a reconnect)."""
-        return list(self._outcomes)
+        """Leases whose outcome is not known to have reached the broker (held on reconnect)."""
+        return [
+            *self._outcomes,
+            *(lease for lease in self._unconfirmed if lease not in self._outcomes),
+        ]
+
+    def resend_unconfirmed(self, kept_lease_ids: Collection[str]) -> int:
+        """After a reconnect: send again the outcomes whose leases the broker kept.
+
+        A kept lease is one the broker still holds, so it never applied that outcome. The rest
+        were applied (or the lease moved on) and are forgotten.
+
+        Returns:
+            How many outcomes go out again.
+        """
+        kept = set(kept_lease_ids)
+        resent = 0
+        for lease_id, (_, outcome) in self._unconfirmed.items():
+            if lease_id in kept and lease_id not in self._outcomes:
+                self._outcomes[lease_id] = outcome
+                resent += 1
+        self._unconfirmed.clear()
+        if resent:
+            self._touch()
+        return resent
 
     def take(self) -> ReportBatch | None:
         """Empty the buffer into one batch; None when there is nothing to say."""
@@ -81,6 +117,7 @@ class ReportBuffer:
             state_updates=list(self._state_updates.values()),
             returned=self._returned,
         )
+        self._remember_sent(batch.outcomes or [])
         self._credit = 0
         self._started = []
         self._outcomes = {}
@@ -91,6 +128,18 @@ class ReportBuffer:
         if empty and not (batch.state_updates or batch.returned):
             return None
         return batch
+
+    def _remember_sent(self, outcomes: list[Outcome]) -> None:
+        now = asyncio.get_running_loop().time()
+        for outcome in outcomes:
+            self._unconfirmed.pop(outcome.lease_id, None)  # re-inserted last: order is age
+            self._unconfirmed[outcome.lease_id] = (now, outcome)
+        horizon = now - self.keep_sent_for
+        while self._unconfirmed:
+            lease_id, (sent_at, _) = next(iter(self._unconfirmed.items()))
+            if sent_at > horizon:
+                break
+            del self._unconfirmed[lease_id]
 
     def _touch(self) -> None:
         if not self._scheduled:

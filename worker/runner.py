@@ -182,6 +182,11 @@ class Worker:
             logger.warning(
                 "broker did not keep %d running leases; their results will be dropped", len(stale)
             )
+        if welcome.ping_timeout > 0:
+            self._buffer.keep_sent_for = 2 * welcome.ping_timeout
+        resent = self._buffer.resend_unconfirmed(welcome.kept_lease_ids)
+        if resent:
+            logger.warning("sending %d outcomes again: the broker never received them", resent)
         self._buffer.reset_credit(self._free_slots() if self._accepting else 0)
         queues = ",".join(self.config.queues)
         what = "worker reconnected" if self._welcomed_once else "worker ready"

@@ -130,6 +130,29 @@ def test_report_buffer_sends_one_report_per_loop_turn() -> None:
     assert second is not None and second.returned == ["c"] and second.credit == 0
 
 
+def test_sent_outcomes_the_broker_still_holds_are_sent_again_after_a_reconnect() -> None:
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        buffer = ReportBuffer(lambda: None)
+        buffer.add_outcome(Outcome("applied", OutcomeState.SUCCESS), credit=1)
+        buffer.add_outcome(Outcome("lost", OutcomeState.SUCCESS), credit=1)
+        first = buffer.take()  # written to a stream that then broke
+        assert first is not None and first.outcomes is not None and len(first.outcomes) == 2
+        held = buffer.pending_outcome_leases()  # what the next Hello names
+        # The broker applied "applied" (so no longer holds it) and never saw "lost".
+        assert buffer.resend_unconfirmed(kept_lease_ids=["lost", "running"]) == 1
+        again = buffer.take()
+        assert again is not None and again.outcomes is not None
+        buffer.keep_sent_for = 0.0  # past the window, sent outcomes are forgotten
+        buffer.add_outcome(Outcome("old", OutcomeState.SUCCESS), credit=0)
+        buffer.take()
+        return held, [o.lease_id for o in again.outcomes], buffer.pending_outcome_leases()
+
+    held, resent, remembered = asyncio.run(main())
+    assert held == ["applied", "lost"]
+    assert resent == ["lost"]
+    assert remembered == []
+
+
 def test_config_reads_the_environment_and_overrides_win() -> None:
     env = {
         "CELERIAC_BROKER": "grpc://h:1",
