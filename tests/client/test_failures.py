@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from client.errors import RemoteTaskError, TaskRevokedError
+from client.errors import (
+    RemoteTaskError,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
 from client.failures import rebuild_exception, revoked_exception
 from client.records import RemoteError
 
@@ -37,6 +42,22 @@ def test_other_types_become_remote_task_errors_with_their_details(type_name: str
         TRACEBACK,
     )
     assert type_name in str(rebuilt)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "kind"),
+    [
+        ("client.errors.TimeLimitExceeded", TimeLimitExceeded),  # the worker killed it
+        ("TimeLimitExceeded", TimeLimitExceeded),  # the broker's lease ran out
+        ("client.errors.SoftTimeLimitExceeded", SoftTimeLimitExceeded),  # not caught by the task
+    ],
+)
+def test_celeriac_time_limits_come_back_as_celeriac_errors(
+    type_name: str, kind: type[Exception]
+) -> None:
+    rebuilt = rebuild_exception(RemoteError(type_name, "too slow", TRACEBACK))
+    assert type(rebuilt) is kind and str(rebuilt) == "too slow"
+    assert any("tasks.py" in note for note in rebuilt.__notes__)
 
 
 def test_a_builtin_whose_constructor_needs_more_falls_back_to_remote_task_error() -> None:
