@@ -53,6 +53,16 @@ class RunningBroker:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(_START_TIMEOUT)
 
+    def stream_count(self) -> int:
+        """Worker Session streams the broker is still serving (0 once every worker is gone)."""
+        runtime = self._server.runtime
+        assert runtime is not None, "the broker is not running"
+
+        async def count() -> int:
+            return runtime.stream_count
+
+        return asyncio.run_coroutine_threadsafe(count(), self._loop).result(_START_TIMEOUT)
+
     def stop(self, grace: float = 0.0) -> None:
         """Shut down gracefully (drain workers, end calls within ``grace`` s); idempotent."""
         if self._stopped:

@@ -61,6 +61,11 @@ class Runtime:
         """Stop routing to a stream that ended."""
         self._streams.pop(session_id, None)
 
+    @property
+    def stream_count(self) -> int:
+        """Worker streams currently being served."""
+        return len(self._streams)
+
     def changed(self) -> None:
         """Schedule one flush for this loop turn (cheap to call after every operation)."""
         if not self._flush_pending:
@@ -74,12 +79,26 @@ class Runtime:
             self._timer = None
 
     def _flush(self) -> None:
+        # Runs as a bare loop callback: an exception here would skip every later session and
+        # leave the timer unarmed, so each step is guarded and logged instead.
         self._flush_pending = False
-        for session, outbox in self.broker.take_outboxes():
+        try:
+            outboxes = self.broker.take_outboxes()
+        except Exception:
+            logger.exception("collecting session outboxes failed")
+            outboxes = []
+        for session, outbox in outboxes:
             outgoing = self._streams.get(session.session_id)
             if outgoing is None:
                 continue
-            for message in codec.outbox_to_pb(outbox, self.broker.config.max_message_bytes):
+            try:
+                messages = codec.outbox_to_pb(outbox, self.broker.config.max_message_bytes)
+            except Exception:
+                logger.exception("encoding messages for session %s failed", session.session_id)
+                self.broker.workers.close(session, "internal broker error")
+                outgoing.put_nowait(StreamEnd(grpc.StatusCode.INTERNAL, "internal broker error"))
+                continue
+            for message in messages:
                 outgoing.put_nowait(message)
             if outbox.drop is not None:
                 outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, outbox.drop))

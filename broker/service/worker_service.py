@@ -49,29 +49,37 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         if session is None:
             return
         outgoing: Outgoing = asyncio.Queue()
+        outgoing.put_nowait(self._welcome(session, kept))
         self._runtime.attach(session.session_id, outgoing)
         reader = asyncio.create_task(self._read(context, session, outgoing))
         pinger = asyncio.create_task(self._ping(outgoing))
-        reason = "stream ended"
+        end = StreamEnd(None, "stream ended")
         try:
-            await context.write(self._welcome(session, kept))
             self._runtime.changed()
             end = await self._write(context, outgoing)
-            reason = end.details or reason
-            if end.code is not None:
-                await context.abort(end.code, end.details)
         except asyncio.CancelledError:
-            reason = "cancelled by peer"
+            end = StreamEnd(None, "cancelled by peer")
             raise
         finally:
+            # Released before the status is sent: sending it waits for the peer to read, and a
+            # stuck peer must not keep the session (or its leases) here meanwhile.
             reader.cancel()
             pinger.cancel()
             self._runtime.detach(session.session_id)
-            self._core.workers.close(session, reason)
+            self._core.workers.close(session, end.details)
             self._runtime.changed()
+        if end.code is not None:
+            await context.abort(end.code, end.details)
 
     async def _open(self, context: Context) -> tuple[WorkerSession | None, list[str]]:
-        first = await context.read()
+        timeout = self._core.config.ping_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                first = await context.read()
+        except TimeoutError:
+            raise ProtocolViolation(
+                f"no Hello within {timeout:g} s of opening the session"
+            ) from None
         if first is _EOF:
             return None, []
         assert isinstance(first, worker_pb2.WorkerMessage)
@@ -93,11 +101,20 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         return worker_pb2.BrokerMessage(welcome=welcome)
 
     async def _write(self, context: Context, outgoing: Outgoing) -> StreamEnd:
+        # A peer that takes no message for a whole ping timeout is as gone as one that sends
+        # none: without this bound a vanished or stuck worker would hold the handler forever.
+        timeout = self._core.config.ping_timeout
         while True:
             message = await outgoing.get()
             if isinstance(message, StreamEnd):
                 return message
-            await context.write(message)
+            try:
+                async with asyncio.timeout(timeout):
+                    await context.write(message)
+            except TimeoutError:
+                return StreamEnd(
+                    grpc.StatusCode.UNAVAILABLE, f"worker did not read its stream for {timeout:g} s"
+                )
 
     async def _read(self, context: Context, session: WorkerSession, outgoing: Outgoing) -> None:
         try:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from broker.testing import RunningBroker
-from celeriac.v1 import client_pb2_grpc, tasks_pb2
+import queue
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from broker.testing import RunningBroker, running_broker
+from celeriac.v1 import client_pb2_grpc, tasks_pb2, worker_pb2, worker_pb2_grpc
+from tests.broker.conftest import FAST
 from tests.broker.fake_worker import FakeWorker
 from tests.broker.helpers import submit
 
@@ -15,8 +23,8 @@ def test_assignments_larger_than_one_message_arrive_in_several(
     broker: RunningBroker, tasks: client_pb2_grpc.TaskServiceStub
 ) -> None:
     # Six near-limit arguments exceed gRPC's 4 MiB message limit when sent as one batch.
-    body = b'"' + b"x" * (NEAR_LIMIT - 2) + b'"'
-    args = tasks_pb2.Payload(content_type="application/json", body=body)
+    args = _near_limit_args()
+    body = args.body
     ids = {tasks.Submit(submit(args=args), timeout=TIMEOUT).task_id for _ in range(6)}
     worker = FakeWorker(broker.address)
     try:
@@ -26,3 +34,55 @@ def test_assignments_larger_than_one_message_arrive_in_several(
         assert all(a.attempt == 1 and a.args.body == body for a in assignments)
     finally:
         worker.close()
+
+
+def test_a_worker_that_stops_reading_its_stream_is_cut_off_and_its_tasks_redelivered() -> None:
+    config = FAST.replace(ping_interval=0.1, ping_timeout=0.5, lease_grace=0.05)
+    with running_broker(config) as running, grpc.insecure_channel(running.address) as channel:
+        tasks = client_pb2_grpc.TaskServiceStub(channel)
+        ids = {
+            tasks.Submit(submit(args=_near_limit_args()), timeout=TIMEOUT).task_id for _ in range(8)
+        }
+        hello = worker_pb2.WorkerMessage(hello=worker_pb2.Hello(worker_id="stuck"))
+        grant = worker_pb2.WorkerMessage(report=worker_pb2.Report(credit=8))
+        # A raw stream whose responses are never read: 8 MiB of assignments fill its windows.
+        stuck = worker_pb2_grpc.WorkerServiceStub(channel).Session(iter([hello, grant]))
+        try:
+            _wait_for(lambda: running.stream_count() == 1)
+            # The handler gives up on a write that is not taken within the ping timeout.
+            _wait_for(lambda: running.stream_count() == 0)
+            healthy = FakeWorker(running.address, worker_id="healthy", channel=channel)
+            try:
+                healthy.credit(8)
+                assert {a.task_id for a in healthy.assignments(8)} == ids
+            finally:
+                healthy.close()
+        finally:
+            stuck.cancel()  # type: ignore[no-untyped-call]
+
+
+def _near_limit_args() -> tasks_pb2.Payload:
+    body = b'"' + b"x" * (NEAR_LIMIT - 2) + b'"'
+    return tasks_pb2.Payload(content_type="application/json", body=body)
+
+
+def _wait_for(predicate: Callable[[], bool]) -> None:
+    """Re-check a condition driven by the broker's loop; each check is a round trip to it."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+
+
+def test_a_session_that_never_says_hello_is_ended() -> None:
+    config = FAST.replace(ping_timeout=0.3)
+    with running_broker(config) as running, grpc.insecure_channel(running.address) as channel:
+        silent: queue.Queue[worker_pb2.WorkerMessage | None] = queue.Queue()
+        call = worker_pb2_grpc.WorkerServiceStub(channel).Session(iter(silent.get, None))
+        try:
+            with pytest.raises(grpc.RpcError) as raised:
+                list(call)
+            assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "no Hello" in str(raised.value.details())
+        finally:
+            silent.put(None)
