@@ -59,6 +59,9 @@ class BrokerConfig:
     idempotency_window: float = 3600.0
     # Dead letters are for a human to look at; a week covers a long weekend.
     dead_letter_ttl: float = 7 * DAY
+    # Dead letters keep their arguments (so they can be requeued), so a failure storm must not
+    # grow them without end: past this many, the OLDEST are dropped (logged at WARNING).
+    max_dead_letters: int = 100_000
     # On SIGTERM, in-flight calls get this long to finish before the server closes.
     shutdown_grace: float = 5.0
 

@@ -61,6 +61,7 @@ class Broker:
             result_ttl=cfg.result_ttl,
             max_results=cfg.max_results,
             dead_letter_ttl=cfg.dead_letter_ttl,
+            max_dead_letters=cfg.max_dead_letters,
             lease_margin=cfg.lease_margin,
             sink=sink,
         )

@@ -1,22 +1,29 @@
 """Dead letters: tasks that failed for good, kept with their error for an operator to inspect.
 
 A dead letter is a reference to a finished FAILURE record plus the time it died. It is kept for
-the dead-letter TTL (independently of the result TTL), then dropped.
+the dead-letter TTL (independently of the result TTL), then dropped; when more than
+``max_entries`` are held, the oldest is dropped early and a WARNING is logged.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 from broker.core.model import TaskRecord
 from broker.core.timers import Timer, TimerHeap
 
+logger = logging.getLogger(__name__)
+
 
 class DeadLetters:
     """The dead-letter set, oldest first."""
 
-    def __init__(self, timers: TimerHeap, on_expire: Callable[[str], None]) -> None:
+    def __init__(
+        self, timers: TimerHeap, max_entries: int, on_expire: Callable[[str], None]
+    ) -> None:
         self._timers = timers
+        self._max_entries = max_entries
         self._on_expire = on_expire
         self._entries: dict[str, tuple[TaskRecord, float, Timer]] = {}
 
@@ -32,6 +39,15 @@ class DeadLetters:
         timer = self._timers.schedule(until, lambda: self._on_expire(task_id))
         self._entries[task_id] = (record, dead_at, timer)
         record.dead_lettered = True
+        while len(self._entries) > self._max_entries:
+            oldest = next(iter(self._entries))
+            logger.warning(
+                "dead-letter set full (max_dead_letters=%d): dropping oldest id=%s",
+                self._max_entries,
+                oldest,
+            )
+            self._on_expire(oldest)
+            self.remove(oldest)  # in case the callback kept it
 
     def remove(self, task_id: str) -> TaskRecord | None:
         """Take ``task_id`` out of the set; returns its record, or None when absent."""

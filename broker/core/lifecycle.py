@@ -34,6 +34,7 @@ class Lifecycle:
         result_ttl: float,
         max_results: int,
         dead_letter_ttl: float,
+        max_dead_letters: int,
         lease_margin: float,
         sink: EventSink | None = None,
     ) -> None:
@@ -43,7 +44,7 @@ class Lifecycle:
         self.queues: dict[str, ReadyQueue] = {}
         self.leases = LeaseTable()
         self.results = ResultStore(self.timers, max_results, self._drop_finished)
-        self.dead_letters = DeadLetters(self.timers, self._dead_letter_expired)
+        self.dead_letters = DeadLetters(self.timers, max_dead_letters, self._dead_letter_expired)
         self.result_ttl = result_ttl
         self.dead_letter_ttl = dead_letter_ttl
         self.lease_margin = lease_margin

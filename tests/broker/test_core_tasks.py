@@ -121,6 +121,22 @@ def test_the_result_store_is_bounded_and_evicts_the_oldest(
     assert "evicting oldest result" in caplog.text
 
 
+def test_the_dead_letter_set_is_bounded_and_drops_the_oldest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    core, _ = make_broker(CONFIG.replace(max_dead_letters=2))
+    ids = [core.submit(spec()).task_id for _ in range(3)]
+    session = connect(core, credit=3)
+    for assignment in taken(session):
+        fail(core, session, assignment.lease_id)
+    listed, total = core.dead_letters()
+    assert total == 2 and [record.task_id for record, _ in listed] == ids[1:]
+    oldest = core.get(ids[0])  # its result stays readable for the result TTL
+    assert oldest is not None and oldest.state is TaskState.FAILURE
+    assert not oldest.dead_lettered and oldest.args is None
+    assert "dead-letter set full" in caplog.text
+
+
 def test_finished_tasks_drop_their_arguments() -> None:
     core, _ = make_broker()
     task_id = core.submit(spec()).task_id
