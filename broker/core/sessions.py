@@ -37,7 +37,8 @@ class Session:
     def __init__(self, session_id: str, hello: Hello, connected_at: float, now: float) -> None:
         self.session_id = session_id
         self.hello = hello
-        self.queues: tuple[str, ...] = hello.queues or (DEFAULT_QUEUE,)
+        # Deduplicated: a queue listed twice would get the session two turns in its rotation.
+        self.queues: tuple[str, ...] = tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,)
         self.credit = 0
         self.leases: dict[str, Lease] = {}
         self.connected_at = connected_at

@@ -163,7 +163,8 @@ class WorkerSessions:
         if outcome.state is TaskState.SUCCESS:
             lifecycle.finish(record, TaskState.SUCCESS, result=outcome.result)
         elif outcome.state is TaskState.FAILURE:
-            lifecycle.finish(record, TaskState.FAILURE, error=outcome.error, dead_letter=True)
+            error = outcome.error or TaskError("UnknownError", "the worker gave no error")
+            lifecycle.finish(record, TaskState.FAILURE, error=error, dead_letter=True)
         elif outcome.state is TaskState.REVOKED:
             error = outcome.error or TaskError("TaskRevoked", "revoked while running")
             lifecycle.finish(record, TaskState.REVOKED, error=error)

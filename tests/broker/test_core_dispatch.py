@@ -39,6 +39,15 @@ def test_sessions_on_the_same_queue_take_turns() -> None:
     assert len(taken(second)) == 3
 
 
+def test_a_queue_listed_twice_does_not_give_a_worker_two_turns() -> None:
+    core, _ = make_broker()
+    greedy = connect(core, "greedy", queues=("default", "default"))
+    connect(core, "fair")
+    assert core.queue_stats()[0].consumers == 2
+    core.workers.close(greedy, "gone")
+    assert core.queue_stats()[0].consumers == 1
+
+
 def test_a_worker_takes_its_queues_in_the_order_it_listed_them() -> None:
     core, _ = make_broker()
     core.submit(spec(queue="low", task_id="low-1"))
