@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
 from celeriac.v1 import client_pb2, tasks_pb2
 
@@ -19,3 +21,11 @@ def spec(name: str = "tasks.add", **fields: object) -> tasks_pb2.TaskSpec:
 
 def submit(name: str = "tasks.add", **fields: object) -> client_pb2.SubmitRequest:
     return client_pb2.SubmitRequest(task=spec(name, **fields))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Re-check a condition driven by the broker's loop; each check is a round trip to it."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")

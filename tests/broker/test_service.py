@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import grpc
 import pytest
 
@@ -12,7 +9,7 @@ from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2, worker_pb2
 from tests.broker.conftest import FAST
 from tests.broker.fake_worker import FakeWorker
-from tests.broker.helpers import json_args, spec, submit
+from tests.broker.helpers import json_args, spec, submit, wait_for
 
 TIMEOUT = 5.0
 
@@ -124,9 +121,9 @@ def test_a_client_disconnecting_mid_wait_leaves_no_waiter(
     task_id = tasks.Submit(submit(), timeout=TIMEOUT).task_id
     request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=30_000)
     future = tasks.GetResult.future(request, timeout=TIMEOUT)
-    _wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 1)
+    wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 1)
     future.cancel()  # type: ignore[no-untyped-call]
-    _wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 0)
+    wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 0)
 
 
 def test_revoke_of_queued_unknown_and_finished_tasks(
@@ -225,14 +222,6 @@ def test_server_info_describes_the_broker(tasks: client_pb2_grpc.TaskServiceStub
     assert info.protocol == "celeriac.v1"
     assert "dead-letters" in info.features
     assert info.max_payload_bytes == 1024 * 1024
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Re-check a condition driven by the broker's loop; each check is a round trip to it."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
 
 
 def test_a_worker_that_stops_answering_pings_is_dropped_and_its_task_requeued() -> None:

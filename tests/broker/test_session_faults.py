@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import queue
-import time
-from collections.abc import Callable
 
 import grpc
 import pytest
@@ -13,7 +11,7 @@ from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2_grpc, tasks_pb2, worker_pb2, worker_pb2_grpc
 from tests.broker.conftest import FAST
 from tests.broker.fake_worker import FakeWorker
-from tests.broker.helpers import submit
+from tests.broker.helpers import submit, wait_for
 
 TIMEOUT = 5.0
 NEAR_LIMIT = 1024 * 1024 - 16  # just under the default max_payload_bytes
@@ -48,9 +46,9 @@ def test_a_worker_that_stops_reading_its_stream_is_cut_off_and_its_tasks_redeliv
         # A raw stream whose responses are never read: 8 MiB of assignments fill its windows.
         stuck = worker_pb2_grpc.WorkerServiceStub(channel).Session(iter([hello, grant]))
         try:
-            _wait_for(lambda: running.stream_count() == 1)
+            wait_for(lambda: running.stream_count() == 1)
             # The handler gives up on a write that is not taken within the ping timeout.
-            _wait_for(lambda: running.stream_count() == 0)
+            wait_for(lambda: running.stream_count() == 0)
             healthy = FakeWorker(running.address, worker_id="healthy", channel=channel)
             try:
                 healthy.credit(8)
@@ -64,14 +62,6 @@ def test_a_worker_that_stops_reading_its_stream_is_cut_off_and_its_tasks_redeliv
 def _near_limit_args() -> tasks_pb2.Payload:
     body = b'"' + b"x" * (NEAR_LIMIT - 2) + b'"'
     return tasks_pb2.Payload(content_type="application/json", body=body)
-
-
-def _wait_for(predicate: Callable[[], bool]) -> None:
-    """Re-check a condition driven by the broker's loop; each check is a round trip to it."""
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
 
 
 def test_a_session_that_never_says_hello_is_ended() -> None:
