@@ -1,6 +1,8 @@
 """Broker configuration: one frozen dataclass, defaults in one place.
 
-Precedence is CLI flag > ``CELERIAC_*`` environment variable > the default below.
+Precedence is CLI flag > ``CELERIAC_BROKER_<FIELD>`` environment variable > the default below.
+(The worker's variables are ``CELERIAC_WORKER_*``; ``CELERIAC_BROKER`` alone is the address
+clients and workers connect to.)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 MIB = 1024 * 1024
 DAY = 24 * 3600.0
+ENV_PREFIX = "CELERIAC_BROKER_"
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class BrokerConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerConfig:
-        """Build a config from ``CELERIAC_*`` variables (e.g. ``CELERIAC_RESULT_TTL=60``).
+        """Build a config from ``CELERIAC_BROKER_*`` variables (``CELERIAC_BROKER_RESULT_TTL=60``).
 
         Args:
             environ: The environment to read; ``os.environ`` when omitted.
@@ -81,7 +84,7 @@ class BrokerConfig:
         env = os.environ if environ is None else environ
         changes: dict[str, object] = {}
         for field in dataclasses.fields(cls):
-            raw = env.get(f"CELERIAC_{field.name.upper()}")
+            raw = env.get(f"{ENV_PREFIX}{field.name.upper()}")
             if raw is not None:
                 changes[field.name] = _parse(field.name, str(field.type), raw)
         return dataclasses.replace(cls(), **changes)  # type: ignore[arg-type]
@@ -99,5 +102,5 @@ def _parse(name: str, type_name: str, raw: str) -> object:
         if type_name == "float":
             return float(raw)
     except ValueError:
-        raise ValueError(f"CELERIAC_{name.upper()}={raw!r} is not a valid {type_name}") from None
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_name}") from None
     return raw

@@ -8,7 +8,11 @@ from broker.config import BrokerConfig
 
 
 def test_environment_overrides_defaults_and_flags_override_environment() -> None:
-    env = {"CELERIAC_RESULT_TTL": "60", "CELERIAC_PORT": "9000", "CELERIAC_HOST": "0.0.0.0"}
+    env = {
+        "CELERIAC_BROKER_RESULT_TTL": "60",
+        "CELERIAC_BROKER_PORT": "9000",
+        "CELERIAC_BROKER_HOST": "0.0.0.0",
+    }
     config = BrokerConfig.from_env(env)
     assert (config.result_ttl, config.port, config.host) == (60.0, 9000, "0.0.0.0")
     assert config.replace(port=0, host=None).port == 0
@@ -16,8 +20,8 @@ def test_environment_overrides_defaults_and_flags_override_environment() -> None
 
 
 def test_a_malformed_variable_names_itself() -> None:
-    with pytest.raises(ValueError, match="CELERIAC_MAX_QUEUED='lots'"):
-        BrokerConfig.from_env({"CELERIAC_MAX_QUEUED": "lots"})
+    with pytest.raises(ValueError, match="CELERIAC_BROKER_MAX_QUEUED='lots'"):
+        BrokerConfig.from_env({"CELERIAC_BROKER_MAX_QUEUED": "lots"})
 
 
 def test_the_defaults_are_the_documented_ones() -> None:
