@@ -73,7 +73,7 @@ class Runner:
                     system = self._start(stack, scenario, name, variant, problems)
                     if system is not None:
                         live[name] = system
-            for run in range(self.config.runs):
+            for run in range(variant.runs or self.config.runs):
                 order = names if run % 2 == 0 else names[::-1]
                 for name in order:
                     if name in problems:

@@ -18,12 +18,14 @@ class Variant:
         deployment: what runs beside the broker.
         fresh_each_run: start a new system for every run (memory figures need a clean broker).
         size: the scenario's main parameter for this variant (a depth, a worker count).
+        runs: runs for this variant when it differs from the configured count.
     """
 
     label: str
     deployment: Deployment = field(default_factory=Deployment)
     fresh_each_run: bool = False
     size: int = 0
+    runs: int | None = None
 
 
 class Scenario(Protocol):

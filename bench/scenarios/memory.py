@@ -38,13 +38,18 @@ class Memory:
     description = "broker RSS growth per queued task (no workers) and per stored result"
 
     def variants(self, config: BenchConfig) -> list[Variant]:
+        runs = min(config.runs, config.memory_runs)
         queued = [
-            Variant(f"queued={depth:,}", Deployment(workers=0), fresh_each_run=True, size=depth)
+            Variant(
+                f"queued={depth:,}",
+                Deployment(workers=0),
+                fresh_each_run=True,
+                size=depth,
+                runs=runs if depth <= config.celery_fill_limit else 1,
+            )
             for depth in config.memory_depths
         ]
-        results = Variant(
-            f"results={config.memory_results:,}", Deployment(), fresh_each_run=True, size=0
-        )
+        results = Variant(f"results={config.memory_results:,}", Deployment(), True, 0, runs)
         return [*queued, results]
 
     def prepare(self, system: System, variant: Variant, config: BenchConfig) -> None:
