@@ -3,8 +3,9 @@
 Workers: 1, 10 and 100 lightweight in-protocol workers (`bench.fake_workers`, Celeriac only),
 busy (throughput, latency) and idle (the broker's CPU while they sit connected with nothing to do,
 measured in its own variant so the idle window does not dilute the busy CPU figures).
-Depth: a backlog in a queue nobody consumes, while a real worker serves the default queue; enqueue into the deep queue and the default queue's
-throughput and latency must not move as the backlog grows.
+Depth: a backlog in a queue nobody consumes, while a real worker serves the default queue;
+enqueue into the deep queue and the default queue's throughput and latency must not move as the
+backlog grows.
 """
 
 from __future__ import annotations
