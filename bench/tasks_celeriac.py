@@ -13,6 +13,7 @@ from typing import Any
 from client import Celeriac
 
 NOOP = "bench.noop"
+ASYNC_NOOP = "bench.async_noop"
 ADD = "bench.add"
 
 
@@ -22,11 +23,16 @@ class CeleriacBench:
 
     app: Celeriac
     noop: Any
+    async_noop: Any
     add: Any
 
 
 def noop() -> None:
     """Do nothing: the benchmark measures the queue, not the task."""
+
+
+async def async_noop() -> None:
+    """The no-op as asyncio pool users write it (a sync body there runs in a thread)."""
 
 
 def add(x: int, y: int) -> int:
@@ -37,7 +43,12 @@ def add(x: int, y: int) -> int:
 def make_app(broker: str) -> CeleriacBench:
     """A Celeriac app on the broker at this address with the benchmark's tasks."""
     app = Celeriac("bench", broker=broker)
-    return CeleriacBench(app=app, noop=app.task(name=NOOP)(noop), add=app.task(name=ADD)(add))
+    return CeleriacBench(
+        app=app,
+        noop=app.task(name=NOOP)(noop),
+        async_noop=app.task(name=ASYNC_NOOP)(async_noop),
+        add=app.task(name=ADD)(add),
+    )
 
 
 bench = make_app(os.environ.get("CELERIAC_BROKER", "127.0.0.1:7475"))
