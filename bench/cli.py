@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -59,9 +60,21 @@ def factories(compare: bool) -> dict[str, SystemFactory]:
     return systems
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM unwinds like Ctrl-C, so every started process is stopped on the way out.
-    raise KeyboardInterrupt
+def install_interrupt_handlers(interrupted: threading.Event) -> None:
+    """Make SIGTERM behave like Ctrl-C, and remember either in `interrupted`."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        # The first signal unwinds the run, stopping every started process on the way out;
+        # later ones are ignored so that they cannot cut that cleanup short.
+        interrupted.set()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    # A SIGINT ignored by whoever started us (a background job) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupted = threading.Event()
+    install_interrupt_handlers(interrupted)
     config = build_config(args)
     systems = factories(args.compare)
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
     try:
-        results = Runner(systems, config).run(scenarios)
+        results = Runner(systems, config, interrupted).run(scenarios)
     except KeyboardInterrupt:
         logger.warning("interrupted; every started process has been stopped")
         return RET_INTERRUPTED

@@ -54,10 +54,16 @@ class ManagedProcess:
             text=True,
             start_new_session=True,
         )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
-        self._reader.start()
+        try:
+            self.lines: list[str] = []
+            self._changed = threading.Condition()
+            self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
+            self._reader.start()
+        except BaseException:
+            # Interrupted before the owner holds this object: it could never stop the child.
+            _signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait(STOP_TIMEOUT)
+            raise
 
     @classmethod
     def python(

@@ -8,6 +8,7 @@ slow drift of the machine (another engineer's tests, thermal state) falls on bot
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -48,9 +49,21 @@ def measure_once(
 class Runner:
     """Collects every system's figures for every variant of the scenarios it is given."""
 
-    def __init__(self, factories: dict[str, SystemFactory], config: BenchConfig) -> None:
+    def __init__(
+        self,
+        factories: dict[str, SystemFactory],
+        config: BenchConfig,
+        interrupted: threading.Event | None = None,
+    ) -> None:
         self.factories = factories
         self.config = config
+        # Set by the CLI's signal handler. The KeyboardInterrupt it raises can land in a
+        # library's __del__, where Python swallows it; checking here makes it stick.
+        self.interrupted = interrupted or threading.Event()
+
+    def _check_interrupted(self) -> None:
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
 
     def run(self, scenarios: Sequence[Scenario]) -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -67,6 +80,7 @@ class Runner:
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         problems: dict[str, str] = {}
         live: dict[str, System] = {}
+        self._check_interrupted()
         with ExitStack() as stack:
             if not variant.fresh_each_run:
                 for name in names:
@@ -76,6 +90,7 @@ class Runner:
             for run in range(variant.runs or self.config.runs):
                 order = names if run % 2 == 0 else names[::-1]
                 for name in order:
+                    self._check_interrupted()
                     if name in problems:
                         continue
                     logger.info("%s %s %s run %d", scenario.name, variant.label, name, run + 1)
