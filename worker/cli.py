@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-limit", type=float, help="default hard time limit (s)")
     parser.add_argument("--soft-time-limit", type=float, help="default soft time limit (s)")
     parser.add_argument("--shutdown-grace", type=float, help="seconds to finish tasks on SIGTERM")
+    parser.add_argument(
+        "--prefetch-max",
+        type=int,
+        help="most tasks taken beyond free slots when tasks are short (default 100; 0: none)",
+    )
+    parser.add_argument(
+        "--prefetch-hold", type=float, help="seconds a prefetched task waits before handed back"
+    )
     parser.add_argument("--allow-pickle", action="store_true", default=None, help="accept pickle")
     return parser
 
@@ -55,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             soft_time_limit=args.soft_time_limit,
             shutdown_grace=args.shutdown_grace,
             allow_pickle=args.allow_pickle,
+            prefetch_max=args.prefetch_max,
+            prefetch_hold=args.prefetch_hold,
         )
     except ValueError as exc:
         print(f"python -m worker: error: {exc}")

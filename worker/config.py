@@ -44,6 +44,14 @@ class WorkerConfig:
         reconnect_initial: First delay before reconnecting to a lost broker.
         reconnect_max: Cap of the exponential reconnect delay (a restarted broker is found
             within this long).
+        prefetch_max: The most tasks granted beyond free slots (0: exactly one credit per free
+            slot, no prefetch). The worker only prefetches what it finishes in about 20 ms at
+            its measured completion rate, so long tasks never wait behind others; this cap
+            bounds a wrong estimate. 100 because a hundred tasks in one stream message already
+            make gRPC's per-message cost negligible (about 1 µs per task instead of 70 µs).
+        prefetch_hold: Seconds a prefetched task may wait for a slot before it is handed back
+            to the broker (to run on another worker), after which the worker stops
+            prefetching until one of its running tasks finishes.
     """
 
     tasks: tuple[str, ...] = ()
@@ -59,12 +67,18 @@ class WorkerConfig:
     allow_pickle: bool = False
     reconnect_initial: float = 0.1
     reconnect_max: float = 5.0
+    prefetch_max: int = 100
+    prefetch_hold: float = 1.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.pool not in POOLS:
             raise ConfigurationError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if self.prefetch_max < 0:
+            raise ConfigurationError(f"prefetch_max must not be negative, got {self.prefetch_max}")
+        if self.prefetch_hold <= 0:
+            raise ConfigurationError(f"prefetch_hold must be positive, got {self.prefetch_hold}")
         if not self.queues:
             raise ConfigurationError("at least one queue is needed")
         for name, value in (
@@ -84,7 +98,8 @@ class WorkerConfig:
         Variables: CELERIAC_BROKER, CELERIAC_WORKER_CONCURRENCY, CELERIAC_WORKER_POOL,
         CELERIAC_WORKER_QUEUES (comma-separated), CELERIAC_WORKER_HOSTNAME, CELERIAC_LOGLEVEL,
         CELERIAC_WORKER_TIME_LIMIT, CELERIAC_WORKER_SOFT_TIME_LIMIT,
-        CELERIAC_WORKER_SHUTDOWN_GRACE, CELERIAC_WORKER_ALLOW_PICKLE (1/true/yes).
+        CELERIAC_WORKER_SHUTDOWN_GRACE, CELERIAC_WORKER_ALLOW_PICKLE (1/true/yes),
+        CELERIAC_WORKER_PREFETCH_MAX, CELERIAC_WORKER_PREFETCH_HOLD.
 
         Args:
             environ: The environment to read; os.environ by default.
@@ -109,6 +124,8 @@ class WorkerConfig:
             "soft_time_limit": ("CELERIAC_WORKER_SOFT_TIME_LIMIT", float),
             "shutdown_grace": ("CELERIAC_WORKER_SHUTDOWN_GRACE", float),
             "allow_pickle": ("CELERIAC_WORKER_ALLOW_PICKLE", _parse_bool),
+            "prefetch_max": ("CELERIAC_WORKER_PREFETCH_MAX", int),
+            "prefetch_hold": ("CELERIAC_WORKER_PREFETCH_HOLD", float),
         }
         for field_name, (variable, parse) in readers.items():
             raw = env.get(variable)

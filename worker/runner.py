@@ -1,8 +1,9 @@
 """The worker: one pool, one broker session at a time, reconnects, and graceful shutdown.
 
 `Worker.run()` starts the pool (before any gRPC channel exists), then keeps a session with the
-broker open: it grants one credit per free slot, hands assignments to the pool, and reports
-acks, outcomes, heartbeats and custom states through the `ReportBuffer`. A lost connection is
+broker open: it grants credit for its free slots plus an adaptive prefetch (`worker.prefetch`),
+starts assigned jobs in the pool as slots free up, and reports acks, outcomes, heartbeats and
+custom states through the `ReportBuffer`. A lost connection is
 retried with capped exponential backoff while running tasks carry on; their outcomes go out on
 the next session, which names their leases in `Hello.held_lease_ids`.
 """
@@ -27,6 +28,7 @@ from worker.execution import resolve_limits, revoked_outcome
 from worker.jobs import Job, Outcome, OutcomeState, TaskEvent
 from worker.loader import Registry
 from worker.pools import Pool
+from worker.prefetch import Prefetch
 from worker.reports import ReportBuffer
 from worker.session import Session
 
@@ -64,6 +66,8 @@ class Worker:
         self._buffer = ReportBuffer(self._flush)
         self._session: Session | None = None
         self._running: dict[str, Job] = {}
+        self._prefetch = Prefetch(pool.slots, config.prefetch_max, config.prefetch_hold)
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._cancelled: dict[str, str] = {}
         self._accepting = True
         self._draining = False
@@ -114,6 +118,7 @@ class Worker:
                 self.config.shutdown_grace,
             )
             self._accepting = False
+            self._return_buffered()
             self._stopping.set()
         else:
             logger.warning(
@@ -149,7 +154,11 @@ class Worker:
             concurrency=self._pool.slots,
             pool=self.config.pool,
             version=_version(),
-            held_lease_ids=[*self._running, *self._buffer.pending_outcome_leases()],
+            held_lease_ids=[
+                *self._running,
+                *self._prefetch.lease_ids,
+                *self._buffer.pending_outcome_leases(),
+            ],
         )
         try:
             welcome = await session.open(hello, _WELCOME_TIMEOUT)
@@ -177,17 +186,24 @@ class Worker:
         if not self._stopping.is_set():
             self._accepting = True
             self._draining = False
-        stale = set(self._running) - set(welcome.kept_lease_ids)
+        kept = set(welcome.kept_lease_ids)
+        stale = set(self._running) - kept
         if stale:
             logger.warning(
                 "broker did not keep %d running leases; their results will be dropped", len(stale)
             )
+        dropped = self._prefetch.keep_only(kept)
+        if dropped:
+            logger.info("dropping %d buffered tasks the broker gave to others", len(dropped))
         if welcome.ping_timeout > 0:
             self._buffer.keep_sent_for = 2 * welcome.ping_timeout
         resent = self._buffer.resend_unconfirmed(welcome.kept_lease_ids)
         if resent:
             logger.warning("sending %d outcomes again: the broker never received them", resent)
-        self._buffer.reset_credit(self._free_slots() if self._accepting else 0)
+        self._prefetch.new_session()
+        self._buffer.reset_credit(0)
+        self._pump()
+        self._top_up()
         queues = ",".join(self.config.queues)
         what = "worker reconnected" if self._welcomed_once else "worker ready"
         logger.info(
@@ -210,8 +226,7 @@ class Worker:
     def _dispatch(self, session: Session, event: codec.BrokerEvent) -> None:
         match event:
             case codec.Assign(jobs):
-                for job in jobs:
-                    self._start(job)
+                self._assigned(jobs)
             case codec.Ping(nonce):
                 session.send(codec.pong(nonce))
             case codec.CancelJobs(lease_ids, terminate, reason):
@@ -224,6 +239,7 @@ class Worker:
                 )
                 self._accepting = False
                 self._draining = True
+                self._return_buffered()
                 self._close_when_idle(session)
             case codec.Rejected(rejections):
                 for lease_id, reason in rejections:
@@ -233,10 +249,59 @@ class Worker:
             case codec.Welcome():
                 logger.warning("ignoring an unexpected second Welcome")
 
-    def _start(self, job: Job) -> None:
+    def _assigned(self, jobs: tuple[Job, ...]) -> None:
+        now = asyncio.get_running_loop().time()
+        for job in jobs:
+            self._prefetch.assigned(job, now)
         if not self._accepting:
-            self._buffer.add_returned(job.lease_id)
+            self._return_buffered()
             return
+        self._pump()
+        if self._prefetch:
+            self._arm_hold_timer()
+
+    def _pump(self) -> None:
+        """Start buffered jobs while slots are free (only with a live session)."""
+        prefetch = self._prefetch
+        while self._accepting and self._session is not None and len(self._running) < prefetch.slots:
+            job = prefetch.pop()
+            if job is None:
+                return
+            self._start(job)
+
+    def _top_up(self) -> None:
+        """Grant whatever credit the prefetch policy wants out now."""
+        if not self._accepting or self._session is None:
+            return
+        now = asyncio.get_running_loop().time()
+        credit = self._prefetch.credit_to_grant(len(self._running), now)
+        if credit:
+            self._prefetch.granted(credit)
+            self._buffer.add_credit(credit)
+
+    def _return_buffered(self) -> None:
+        for job in self._prefetch.take_all():
+            self._buffer.add_returned(job.lease_id)
+
+    def _arm_hold_timer(self) -> None:
+        due = self._prefetch.oldest_due()
+        if self._hold_timer is None and due is not None:
+            self._hold_timer = asyncio.get_running_loop().call_at(due, self._on_hold_timer)
+
+    def _on_hold_timer(self) -> None:
+        self._hold_timer = None
+        expired = self._prefetch.expire(asyncio.get_running_loop().time())
+        if expired:
+            logger.info(
+                "handing back %d buffered tasks that waited over %ss for a slot",
+                len(expired),
+                self._prefetch.hold,
+            )
+            for job in expired:
+                self._buffer.add_returned(job.lease_id)
+        self._arm_hold_timer()
+
+    def _start(self, job: Job) -> None:
         job = resolve_limits(
             job, self.registry.tasks, self.config.time_limit, self.config.soft_time_limit
         )
@@ -255,6 +320,8 @@ class Worker:
     def _on_finished(self, job: Job, future: asyncio.Future[Outcome]) -> None:
         self._running.pop(job.lease_id, None)
         reason = self._cancelled.pop(job.lease_id, None)
+        self._prefetch.finished(asyncio.get_running_loop().time())
+        self._pump()
         if not self._running:
             self._idle.set()
         if future.cancelled():
@@ -265,12 +332,18 @@ class Worker:
         logger.debug(
             "task finished id=%s name=%s state=%s", job.task_id, job.name, outcome.state.value
         )
-        self._buffer.add_outcome(outcome, credit=1 if self._accepting else 0)
+        self._buffer.add_outcome(outcome, credit=0)
+        self._top_up()
         if self._draining and self._session is not None:
             self._close_when_idle(self._session)
 
     def _cancel(self, lease_ids: tuple[str, ...], terminate: bool, reason: str) -> None:
         for lease_id in lease_ids:
+            if (buffered := self._prefetch.remove(lease_id)) is not None:
+                logger.warning("cancel lease=%s before it started: %s", lease_id, reason)
+                self._buffer.add_outcome(revoked_outcome(buffered, reason or "revoked"), credit=0)
+                self._top_up()
+                continue
             if lease_id not in self._running:
                 continue
             logger.warning("cancel lease=%s terminate=%s reason=%s", lease_id, terminate, reason)
@@ -305,9 +378,6 @@ class Worker:
 
     async def _wait_idle(self) -> None:
         await self._idle.wait()
-
-    def _free_slots(self) -> int:
-        return max(0, self._pool.slots - len(self._running))
 
     def _flush(self) -> None:
         if self._session is None:
