@@ -6,14 +6,15 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, overload
 
 from client.canvas import Signature
 from client.config import ClientConfig
 from client.errors import ContentTypeRefused, InvalidTaskSpec
-from client.options import CallOptions, build_spec
-from client.records import EncodedValue, ServerInfo, SubmitSpec
+from client.options import CallOptions, build_spec, encode_spec, resolve_options
+from client.records import EncodedValue, ResolvedOptions, ServerInfo, SubmitSpec
 from client.result import AsyncResult, GroupResult
 from client.serialization import decode
 from client.task import Task, TaskOptions
@@ -149,9 +150,8 @@ class Celeriac:
         """Send signatures in batches (one ``SubmitMany`` per chunk); see ``client.group``."""
         specs = self._group_specs(signatures)
         size = self._batch_size(self.transport.server_info())
-        submitted = []
-        for start in range(0, len(specs), size):
-            submitted += self.transport.submit(specs[start : start + size])
+        chunks = (specs[start : start + size] for start in range(0, len(specs), size))
+        submitted = self.transport.submit_chunks(chunks)
         return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
 
     async def asend_group(self, signatures: Iterable[Signature]) -> GroupResult:
@@ -175,14 +175,10 @@ class Celeriac:
         options: Mapping[str, Any],
     ) -> SubmitSpec:
         """Resolve options and encode arguments for one task, without sending it."""
+        call = CallOptions.parse(options)
         task = self.tasks.get(name)
         return build_spec(
-            name,
-            args,
-            kwargs,
-            CallOptions.parse(options),
-            task=task.options if task else None,
-            config=self._conf,
+            name, args, kwargs, call, task=task.options if task else None, config=self._conf
         )
 
     def decode(self, encoded: EncodedValue) -> Any:
@@ -259,12 +255,54 @@ class Celeriac:
 
     def _group_specs(self, signatures: Iterable[Signature]) -> list[SubmitSpec]:
         # Encode everything first: a bad argument anywhere fails before anything is sent.
-        return [self.build_spec(s.name, s.args, s.kwargs, s.options) for s in signatures]
+        # Signatures of one task with equal options (the usual group) share one resolution.
+        now = datetime.now(UTC)
+        resolved: dict[tuple[str, frozenset[tuple[str, Any]]], ResolvedOptions] = {}
+        allow_pickle = self._conf.allow_pickle
+        specs = []
+        for signature in signatures:
+            key = _shared_options_key(signature)
+            if key is None:
+                specs.append(
+                    self.build_spec(
+                        signature.name, signature.args, signature.kwargs, signature.options
+                    )
+                )
+                continue
+            options = resolved.get(key)
+            if options is None:
+                options = resolved[key] = self._resolve(signature.name, signature.options, now)
+            specs.append(
+                encode_spec(options, signature.args, signature.kwargs, allow_pickle=allow_pickle)
+            )
+        return specs
+
+    def _resolve(
+        self, name: str, options: Mapping[str, Any], now: datetime | None = None
+    ) -> ResolvedOptions:
+        task = self.tasks.get(name)
+        return resolve_options(
+            name,
+            CallOptions.parse(options),
+            task=task.options if task else None,
+            config=self._conf,
+            now=now,
+        )
 
     def _batch_size(self, info: ServerInfo) -> int:
         return max(
             1, min(self._conf.group_chunk_size, info.max_batch or self._conf.group_chunk_size)
         )
+
+
+def _shared_options_key(signature: Signature) -> tuple[str, frozenset[tuple[str, Any]]] | None:
+    """What makes signatures resolve alike, or None when this one must resolve on its own."""
+    if "task_id" in signature.options:
+        return None  # one id per task, so nothing to share
+    try:
+        return signature.name, frozenset(signature.options.items())
+    except TypeError:  # an unhashable option value, such as a headers dict
+        return None
 
 
 class Control:

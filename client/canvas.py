@@ -157,6 +157,8 @@ class group:
         return self.apply_async()
 
     def _with(self, options: Mapping[str, Any]) -> list[Signature]:
+        if not options:
+            return self.tasks
         return [
             Signature(s.app, s.name, s.args, s.kwargs, {**options, **s.options}) for s in self.tasks
         ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,8 @@ from typing import Any
 
 from client.config import ClientConfig
 from client.errors import InvalidTaskSpec
-from client.records import EncodedValue, SubmitSpec
+from client.ids import new_task_id
+from client.records import EncodedValue, ResolvedOptions, SubmitSpec
 from client.serialization import content_type_for, encode_args
 from client.task import TaskOptions, check_priority
 
@@ -70,13 +70,20 @@ class CallOptions:
         Raises:
             InvalidTaskSpec: An option name is unknown.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
+        if not options:
+            return NO_CALL_OPTIONS
+        unknown = sorted(set(options) - _CALL_OPTION_NAMES)
         if unknown:
-            raise InvalidTaskSpec(
-                f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
+            known = ", ".join(sorted(_CALL_OPTION_NAMES))
+            raise InvalidTaskSpec(f"unknown task option(s) {', '.join(unknown)}; known: {known}")
         return cls(**{name: value for name, value in options.items() if value is not None})
+
+
+_CALL_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(CallOptions))
+# A call without options is the common case; the instance is frozen, so one can be shared.
+NO_CALL_OPTIONS = CallOptions()
+# What a task sent by name (not registered here) runs with.
+DEFAULT_TASK_OPTIONS = TaskOptions()
 
 
 def build_spec(
@@ -108,20 +115,37 @@ def build_spec(
         SerializationError: An argument cannot be encoded.
         ContentTypeRefused: Pickle was asked for but the app does not allow it.
     """
+    options = resolve_options(name, call, task=task, config=config, now=now)
+    task_id = new_task_id() if call.task_id is None else _task_id(call.task_id)
+    return encode_spec(options, args, kwargs, allow_pickle=config.allow_pickle, task_id=task_id)
+
+
+def resolve_options(
+    name: str,
+    call: CallOptions,
+    *,
+    task: TaskOptions | None,
+    config: ClientConfig,
+    now: datetime | None = None,
+) -> ResolvedOptions:
+    """Resolve everything about a submission except its id and arguments.
+
+    Arguments and keywords are as for :func:`build_spec`; ``call.task_id`` is not used here.
+
+    Raises:
+        InvalidTaskSpec: An option is invalid; the message says which and why.
+        ContentTypeRefused: The serializer is unknown.
+    """
     if not name:
         raise InvalidTaskSpec("task name must not be empty")
     serializer = call.serializer or (task.serializer if task else config.task_serializer)
-    task = task or TaskOptions()
+    task = task or DEFAULT_TASK_OPTIONS
     now = now or datetime.now(UTC)
     route = route_for(name, config.task_routes)
-    content_type = content_type_for(serializer)
-    body = encode_args(args or (), kwargs or {}, content_type, allow_pickle=config.allow_pickle)
     priority = _first(call.priority, route.get("priority"), task.priority, 0)
-    return SubmitSpec(
-        task_id=_task_id(call.task_id),
+    return ResolvedOptions(
         name=name,
         queue=str(_first(call.queue, route.get("queue"), task.queue, config.default_queue)),
-        args=EncodedValue(content_type, body),
         headers=_headers(call.headers),
         priority=check_priority(priority),
         eta=resolve_eta(call.countdown, call.eta, now),
@@ -135,7 +159,34 @@ def build_spec(
         ignore_result=bool(_first(call.ignore_result, task.ignore_result)),
         result_ttl=_seconds("result_ttl", _first(call.result_ttl, task.result_ttl)),
         max_retries=_max_retries(call.max_retries),
+        content_type=content_type_for(serializer),
     )
+
+
+def encode_spec(
+    options: ResolvedOptions,
+    args: Sequence[object] | None,
+    kwargs: Mapping[str, object] | None,
+    *,
+    allow_pickle: bool,
+    task_id: str | None = None,
+) -> SubmitSpec:
+    """Encode one task's arguments under already resolved options.
+
+    Args:
+        options: The resolved options (shared by every task of a group sent alike).
+        args: Positional arguments.
+        kwargs: Keyword arguments.
+        allow_pickle: Whether the app allows pickle.
+        task_id: The task's id; a fresh UUID4 when None.
+
+    Raises:
+        SerializationError: An argument cannot be encoded.
+        ContentTypeRefused: Pickle was asked for but the app does not allow it.
+    """
+    content_type = options.content_type
+    body = encode_args(args or (), kwargs or {}, content_type, allow_pickle=allow_pickle)
+    return SubmitSpec(task_id or new_task_id(), EncodedValue(content_type, body), options)
 
 
 def route_for(name: str, routes: Mapping[str, Mapping[str, Any] | str]) -> Mapping[str, Any]:
@@ -206,8 +257,6 @@ def _first(*candidates: Any) -> Any:
 
 
 def _task_id(task_id: object) -> str:
-    if task_id is None:
-        return str(uuid.uuid4())
     if not isinstance(task_id, str) or not task_id:
         raise InvalidTaskSpec(f"task_id must be a non-empty string, got {task_id!r}")
     return task_id

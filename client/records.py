@@ -18,13 +18,15 @@ class EncodedValue:
 
 
 @dataclass(frozen=True)
-class SubmitSpec:
-    """One task, fully resolved and encoded, ready to be submitted."""
+class ResolvedOptions:
+    """Everything about a task submission except its id and arguments, fully resolved.
 
-    task_id: str
+    The tasks of a group that share a name and options share one of these, so the options are
+    resolved (and put on the wire) once per group instead of once per task.
+    """
+
     name: str
     queue: str
-    args: EncodedValue
     headers: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
     eta: datetime | None = None
@@ -36,6 +38,17 @@ class SubmitSpec:
     ignore_result: bool = False
     result_ttl: float | None = None
     max_retries: int | None = None
+    # How the arguments are encoded: application/json or application/x-python-pickle.
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitSpec:
+    """One task, fully resolved and encoded, ready to be submitted."""
+
+    task_id: str
+    args: EncodedValue
+    options: ResolvedOptions
 
 
 @dataclass(frozen=True)

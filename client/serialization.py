@@ -66,9 +66,7 @@ def encode(value: object, content_type: str = JSON, *, allow_pickle: bool = Fals
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise SerializationError(f"cannot pickle value: {exc}") from exc
     try:
-        return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse
-        ).encode()
+        return _JSON_ENCODER.encode(value).encode()
     except ValueError as exc:  # NaN/infinity, or a circular reference
         raise SerializationError(f"cannot encode value as JSON: {exc}") from exc
 
@@ -125,6 +123,8 @@ def encode_args(
         SerializationError: An argument cannot be encoded; the message names its type.
         ContentTypeRefused: Unknown content type, or pickle without ``allow_pickle``.
     """
+    if not args and not kwargs and content_type == JSON:
+        return _NO_JSON_ARGUMENTS  # a task called without arguments: nothing to encode
     for key in kwargs:
         if not isinstance(key, str):
             raise SerializationError(
@@ -183,3 +183,10 @@ def _refuse(value: object) -> object:
         else f"{kind.__module__}.{kind.__qualname__}"
     )
     raise SerializationError(f"Object of type {name} is not JSON serializable")
+
+
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_JSON_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse
+)
+_NO_JSON_ARGUMENTS = _JSON_ENCODER.encode([[], {}]).encode()

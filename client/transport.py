@@ -1,7 +1,7 @@
 """The only module that speaks gRPC: channels, calls, deadlines and the status-code table.
 
 Everything above this module works with the plain records of ``client.records``; protobuf
-messages are built and read here and nowhere else.
+messages are built and read by ``client.codec``, on this module's behalf only.
 
 Connections are made lazily, on the first call, so importing a task module never touches the
 network. The first call of a connection waits at most ``connect_timeout`` for the broker and
@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from typing import TypeVar
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
-from client import states
+from celeriac.v1 import client_pb2, client_pb2_grpc
+from client import codec, states
 from client.config import ClientConfig
 from client.errors import (
     BrokerUnavailable,
@@ -34,8 +33,6 @@ from client.errors import (
     TaskNotFound,
 )
 from client.records import (
-    EncodedValue,
-    RemoteError,
     ResultRecord,
     ServerInfo,
     SubmitSpec,
@@ -46,7 +43,21 @@ logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-_UINT32_MAX = 2**32 - 1
+T = TypeVar("T")
+
+# SubmitMany calls a group keeps open at once: two let the client encode one chunk while the
+# broker accepts the other; a third keeps the broker busy while an answer travels back.
+SUBMIT_WINDOW = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkCall(Generic[T]):
+    """One chunk's SubmitMany call in flight, and which tasks of the group it carries."""
+
+    start: int
+    count: int
+    call: T
+
 
 # Keepalive pings find a dead connection while a result wait is held open; two minutes stays
 # within what a gRPC server accepts by default. Reconnect backoff is capped low so that a
@@ -69,23 +80,6 @@ STATUS_ERRORS: dict[grpc.StatusCode, type[CeleriacError]] = {
     grpc.StatusCode.OUT_OF_RANGE: InvalidTaskSpec,
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
     grpc.StatusCode.NOT_FOUND: TaskNotFound,
-}
-
-_STATES = {
-    tasks_pb2.TASK_STATE_UNKNOWN: states.UNKNOWN,
-    tasks_pb2.TASK_STATE_PENDING: states.PENDING,
-    tasks_pb2.TASK_STATE_STARTED: states.STARTED,
-    tasks_pb2.TASK_STATE_RETRY: states.RETRY,
-    tasks_pb2.TASK_STATE_SUCCESS: states.SUCCESS,
-    tasks_pb2.TASK_STATE_FAILURE: states.FAILURE,
-    tasks_pb2.TASK_STATE_REVOKED: states.REVOKED,
-}
-
-_REVOKE_OUTCOMES = {
-    client_pb2.REVOKE_OUTCOME_REVOKED: "revoked",
-    client_pb2.REVOKE_OUTCOME_CANCEL_SENT: "cancel-sent",
-    client_pb2.REVOKE_OUTCOME_ALREADY_FINISHED: "already-finished",
-    client_pb2.REVOKE_OUTCOME_UNKNOWN: "unknown",
 }
 
 
@@ -127,33 +121,73 @@ class Transport:
     def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
         """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
         if len(specs) == 1:
-            one = client_pb2.SubmitRequest(task=_spec_message(specs[0]))
+            one = codec.submit_request(specs[0])
             reply = self._invoke("Submit", lambda stub, t: stub.Submit(one, timeout=t))
-            return [_submitted(reply)]
-        many = client_pb2.SubmitManyRequest(tasks=[_spec_message(spec) for spec in specs])
+            return [codec.submitted(reply)]
+        many = codec.submit_many_request(specs)
         replies = self._invoke("SubmitMany", lambda stub, t: stub.SubmitMany(many, timeout=t))
-        return [_submitted(reply) for reply in replies.results]
+        return [codec.submitted(reply) for reply in replies.results]
+
+    def submit_chunks(
+        self, chunks: Iterable[Sequence[SubmitSpec]], in_flight: int = SUBMIT_WINDOW
+    ) -> list[Submitted]:
+        """Submit batches with ``SubmitMany``, keeping up to ``in_flight`` calls open at once.
+
+        The next chunk is encoded while the broker accepts the previous ones; answers come
+        back in chunk order. Each chunk is accepted all or nothing. When one fails, the calls
+        already sent after it are waited for, and the error raised names which tasks (by
+        position) were accepted and which were not.
+        """
+        stub = self._ready_stub()
+        timeout = self._config.rpc_timeout
+        sent: deque[_ChunkCall[grpc.Future[client_pb2.SubmitManyResponse]]] = deque()
+        submitted: list[Submitted] = []
+        start = 0
+        for chunk in chunks:
+            request = codec.submit_many_request(chunk)
+            call = stub.SubmitMany.future(request, timeout=timeout)
+            sent.append(_ChunkCall(start, len(chunk), call))
+            start += len(chunk)
+            if len(sent) >= in_flight:
+                submitted += self._chunk_answers(sent)
+        while sent:
+            submitted += self._chunk_answers(sent)
+        return submitted
+
+    def _chunk_answers(
+        self, sent: deque[_ChunkCall[grpc.Future[client_pb2.SubmitManyResponse]]]
+    ) -> list[Submitted]:
+        oldest = sent.popleft()
+        try:
+            reply = oldest.call.result()
+        except grpc.RpcError as error:
+            failure = _rpc_error(error, "SubmitMany", self._target)
+            if isinstance(failure, BrokerUnavailable):
+                self._connected = False
+            later = [(c.start, c.count, c.call.exception() is None) for c in sent]
+            raise _chunk_failure(failure, oldest.start, oldest.count, later) from None
+        return [codec.submitted(answer) for answer in reply.results]
 
     def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
         """Read one result, letting the broker hold the call up to ``wait`` seconds."""
-        request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=_ms(wait))
+        request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
             reply = self._invoke("GetResult", lambda s, t: s.GetResult(request, timeout=t), wait)
         except TaskNotFound:
             return ResultRecord(task_id=task_id, state=states.UNKNOWN)
-        return _record(reply.result)
+        return codec.result_record(reply.result)
 
     def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
         """Read many results in one call, held up to ``wait`` seconds until all are ready."""
-        request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=_ms(wait))
+        request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=codec.ms(wait))
         reply = self._invoke("GetResults", lambda s, t: s.GetResults(request, timeout=t), wait)
-        return [_record(result) for result in reply.results]
+        return [codec.result_record(result) for result in reply.results]
 
     def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         """Revoke tasks; returns one outcome per id (``revoked``, ``cancel-sent``, ...)."""
         request = client_pb2.RevokeRequest(task_ids=task_ids, terminate=terminate, reason=reason)
         reply = self._invoke("Revoke", lambda stub, t: stub.Revoke(request, timeout=t))
-        return [_REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
+        return [codec.REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
 
     def forget(self, task_ids: Sequence[str]) -> int:
         """Drop stored results; returns how many existed."""
@@ -165,7 +199,7 @@ class Transport:
         if self._info is None:
             request = client_pb2.ServerInfoRequest()
             reply = self._invoke("ServerInfo", lambda s, t: s.ServerInfo(request, timeout=t))
-            self._info = _server_info(reply)
+            self._info = codec.server_info(reply)
         return self._info
 
     def close(self) -> None:
@@ -213,7 +247,7 @@ class Transport:
                 if isinstance(failure, BrokerUnavailable):
                     failure = BrokerUnavailable(_unreachable(self._target, self._config))
                 raise failure from None
-            self._info = _server_info(reply)
+            self._info = codec.server_info(reply)
             self._connected = True
         return stub
 
@@ -234,36 +268,37 @@ class AsyncTransport:
     async def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
         """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
         if len(specs) == 1:
-            one = client_pb2.SubmitRequest(task=_spec_message(specs[0]))
-            return [_submitted(await self._invoke("Submit", lambda s, t: s.Submit(one, timeout=t)))]
-        many = client_pb2.SubmitManyRequest(tasks=[_spec_message(spec) for spec in specs])
+            one = codec.submit_request(specs[0])
+            reply = await self._invoke("Submit", lambda s, t: s.Submit(one, timeout=t))
+            return [codec.submitted(reply)]
+        many = codec.submit_many_request(specs)
         replies = await self._invoke("SubmitMany", lambda s, t: s.SubmitMany(many, timeout=t))
-        return [_submitted(reply) for reply in replies.results]
+        return [codec.submitted(reply) for reply in replies.results]
 
     async def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
         """Read one result, letting the broker hold the call up to ``wait`` seconds."""
-        request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=_ms(wait))
+        request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
             reply = await self._invoke(
                 "GetResult", lambda s, t: s.GetResult(request, timeout=t), wait
             )
         except TaskNotFound:
             return ResultRecord(task_id=task_id, state=states.UNKNOWN)
-        return _record(reply.result)
+        return codec.result_record(reply.result)
 
     async def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
         """Read many results in one call, held up to ``wait`` seconds until all are ready."""
-        request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=_ms(wait))
+        request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=codec.ms(wait))
         reply = await self._invoke(
             "GetResults", lambda s, t: s.GetResults(request, timeout=t), wait
         )
-        return [_record(result) for result in reply.results]
+        return [codec.result_record(result) for result in reply.results]
 
     async def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         """Revoke tasks; returns one outcome per id."""
         request = client_pb2.RevokeRequest(task_ids=task_ids, terminate=terminate, reason=reason)
         reply = await self._invoke("Revoke", lambda s, t: s.Revoke(request, timeout=t))
-        return [_REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
+        return [codec.REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
 
     async def forget(self, task_ids: Sequence[str]) -> int:
         """Drop stored results; returns how many existed."""
@@ -275,7 +310,7 @@ class AsyncTransport:
         if self._info is None:
             request = client_pb2.ServerInfoRequest()
             reply = await self._invoke("ServerInfo", lambda s, t: s.ServerInfo(request, timeout=t))
-            self._info = _server_info(reply)
+            self._info = codec.server_info(reply)
         return self._info
 
     async def close(self) -> None:
@@ -338,95 +373,15 @@ def _unreachable(target: str, config: ClientConfig) -> str:
     )
 
 
-def _ms(seconds: float | None) -> int:
-    """Seconds to whole milliseconds for a uint32 field, rounding up so 0.0001 s is not 'unset'."""
-    if not seconds or seconds <= 0:
-        return 0
-    return min(math.ceil(seconds * 1000), _UINT32_MAX)
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
-
-
-def _datetime(message: tasks_pb2.TaskResult, field: str) -> datetime | None:
-    if not message.HasField(field):  # type: ignore[arg-type]
-        return None
-    stamp: Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _spec_message(spec: SubmitSpec) -> tasks_pb2.TaskSpec:
-    message = tasks_pb2.TaskSpec(
-        task_id=spec.task_id,
-        name=spec.name,
-        queue=spec.queue,
-        args=tasks_pb2.Payload(content_type=spec.args.content_type, body=spec.args.body),
-        headers=dict(spec.headers),
-        priority=spec.priority,
-        time_limit_ms=_ms(spec.time_limit),
-        soft_time_limit_ms=_ms(spec.soft_time_limit),
-        idempotency_key=spec.idempotency_key,
-        idempotency_window_ms=_ms(spec.idempotency_window),
-        ignore_result=spec.ignore_result,
-        result_ttl_ms=_ms(spec.result_ttl),
-    )
-    if spec.eta is not None:
-        message.eta.CopyFrom(_timestamp(spec.eta))
-    if spec.expires is not None:
-        message.expires.CopyFrom(_timestamp(spec.expires))
-    if spec.max_retries is not None:
-        message.max_retries = spec.max_retries
-    return message
-
-
-def _submitted(reply: client_pb2.SubmitResponse) -> Submitted:
-    return Submitted(reply.task_id, reply.created, _STATES.get(reply.state, states.UNKNOWN))
-
-
-def _encoded(message: tasks_pb2.TaskResult, field: str) -> EncodedValue | None:
-    if not message.HasField(field):  # type: ignore[arg-type]
-        return None
-    payload: tasks_pb2.Payload = getattr(message, field)
-    if not payload.content_type and not payload.body:
-        return None
-    return EncodedValue(payload.content_type, payload.body)
-
-
-def _record(message: tasks_pb2.TaskResult) -> ResultRecord:
-    error = None
-    if message.HasField("error") and message.error.type:
-        error = RemoteError(
-            message.error.type, message.error.message, message.error.traceback,
-            message.error.retryable,
-        )  # fmt: skip
-    return ResultRecord(
-        task_id=message.task_id,
-        state=_STATES.get(message.state, states.UNKNOWN),
-        custom_state=message.custom_state,
-        result=_encoded(message, "result"),
-        error=error,
-        name=message.name,
-        queue=message.queue,
-        retries=message.retries,
-        attempts=message.attempts,
-        date_done=_datetime(message, "date_done"),
-        eta=_datetime(message, "eta"),
-        worker_id=message.worker_id,
-        dead_lettered=message.dead_lettered,
-        progress=_encoded(message, "progress"),
-    )
-
-
-def _server_info(reply: client_pb2.ServerInfoResponse) -> ServerInfo:
-    return ServerInfo(
-        version=reply.version,
-        protocol=reply.protocol,
-        features=tuple(reply.features),
-        max_payload_bytes=reply.max_payload_bytes,
-        max_batch=reply.max_batch,
-        max_wait=reply.max_wait_ms / 1000,
-        uptime=reply.uptime_seconds,
-    )
+def _chunk_failure(
+    failure: Exception, start: int, count: int, later: list[tuple[int, int, bool]]
+) -> Exception:
+    """The error of a failed chunk, saying which tasks of the group were accepted."""
+    parts = [f"tasks {start}-{start + count - 1} of the group were not accepted: {failure}"]
+    if start:
+        parts.append(f"tasks 0-{start - 1} were accepted")
+    for later_start, later_count, accepted in later:
+        verdict = "were accepted" if accepted else "were not accepted either"
+        end = later_start + later_count - 1
+        parts.append(f"tasks {later_start}-{end} (sent already) {verdict}")
+    return type(failure)("; ".join(parts))

@@ -30,43 +30,43 @@ def test_queue_precedence_is_call_then_route_then_task_then_app_default() -> Non
     @app.task(name="opts.plain")
     def plain() -> None: ...
 
-    assert app.build_spec("opts.routed", (), {}, {"queue": "by-call"}).queue == "by-call"
-    assert app.build_spec("opts.routed", (), {}, {}).queue == "by-route"
-    assert app.build_spec("opts.unrouted", (), {}, {}).queue == "by-task"
-    assert app.build_spec("opts.plain", (), {}, {}).queue == "fallback"
+    assert app.build_spec("opts.routed", (), {}, {"queue": "by-call"}).options.queue == "by-call"
+    assert app.build_spec("opts.routed", (), {}, {}).options.queue == "by-route"
+    assert app.build_spec("opts.unrouted", (), {}, {}).options.queue == "by-task"
+    assert app.build_spec("opts.plain", (), {}, {}).options.queue == "fallback"
     assert routed.name == "opts.routed" and unrouted and plain
 
 
 def test_routes_match_globs_and_accept_a_plain_queue_name() -> None:
     app = make_app(task_routes={"billing.*": "money", "mail.send": {"queue": "io", "priority": 7}})
-    assert app.build_spec("billing.charge", (), {}, {}).queue == "money"
+    assert app.build_spec("billing.charge", (), {}, {}).options.queue == "money"
     mail = app.build_spec("mail.send", (), {}, {})
-    assert (mail.queue, mail.priority) == ("io", 7)
-    assert app.build_spec("other.task", (), {}, {}).queue == "default"
+    assert (mail.options.queue, mail.options.priority) == ("io", 7)
+    assert app.build_spec("other.task", (), {}, {}).options.queue == "default"
 
 
 def test_countdown_becomes_an_eta_after_now() -> None:
     app = make_app()
     before = datetime.now(UTC)
     spec = app.build_spec("t", (), {}, {"countdown": 30})
-    assert spec.eta is not None and spec.eta >= before + timedelta(seconds=30)
+    assert spec.options.eta is not None and spec.options.eta >= before + timedelta(seconds=30)
 
 
 def test_naive_eta_is_taken_as_utc_and_aware_eta_is_converted() -> None:
     app = make_app()
     naive = datetime(2030, 1, 1, 12, 0)
-    assert app.build_spec("t", (), {}, {"eta": naive}).eta == NOW
+    assert app.build_spec("t", (), {}, {"eta": naive}).options.eta == NOW
     plus_two = datetime(2030, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
-    eta = app.build_spec("t", (), {}, {"eta": plus_two}).eta
+    eta = app.build_spec("t", (), {}, {"eta": plus_two}).options.eta
     assert eta == NOW and eta is not None and eta.utcoffset() == timedelta(0)
 
 
 def test_expires_accepts_seconds_or_a_datetime() -> None:
     app = make_app()
     before = datetime.now(UTC)
-    seconds = app.build_spec("t", (), {}, {"expires": 60}).expires
+    seconds = app.build_spec("t", (), {}, {"expires": 60}).options.expires
     assert seconds is not None and seconds >= before + timedelta(seconds=60)
-    assert app.build_spec("t", (), {}, {"expires": NOW}).expires == NOW
+    assert app.build_spec("t", (), {}, {"expires": NOW}).options.expires == NOW
 
 
 @pytest.mark.parametrize(
@@ -110,9 +110,13 @@ def test_task_options_fill_in_what_the_call_leaves_out() -> None:
     def tuned() -> None: ...
 
     spec = app.build_spec(tuned.name, (), {}, {"priority": 9})
-    assert (spec.priority, spec.time_limit, spec.soft_time_limit) == (9, 5.0, 4.0)
-    assert spec.ignore_result and spec.result_ttl == 60.0
-    assert spec.max_retries is None  # the worker applies the task's own max_retries
+    assert (spec.options.priority, spec.options.time_limit, spec.options.soft_time_limit) == (
+        9,
+        5.0,
+        4.0,
+    )
+    assert spec.options.ignore_result and spec.options.result_ttl == 60.0
+    assert spec.options.max_retries is None  # the worker applies the task's own max_retries
 
 
 def test_each_call_gets_a_fresh_task_id_unless_one_is_given() -> None:

@@ -1,0 +1,171 @@
+"""Protobuf messages <-> the plain records of ``client.records``; the client's only codec.
+
+The transport sends what this module builds and hands back what it reads, so no other module
+sees a protobuf type.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from celeriac.v1 import client_pb2, tasks_pb2
+from client import states
+from client.records import (
+    EncodedValue,
+    RemoteError,
+    ResolvedOptions,
+    ResultRecord,
+    ServerInfo,
+    SubmitSpec,
+    Submitted,
+)
+
+_UINT32_MAX = 2**32 - 1
+
+STATES = {
+    tasks_pb2.TASK_STATE_UNKNOWN: states.UNKNOWN,
+    tasks_pb2.TASK_STATE_PENDING: states.PENDING,
+    tasks_pb2.TASK_STATE_STARTED: states.STARTED,
+    tasks_pb2.TASK_STATE_RETRY: states.RETRY,
+    tasks_pb2.TASK_STATE_SUCCESS: states.SUCCESS,
+    tasks_pb2.TASK_STATE_FAILURE: states.FAILURE,
+    tasks_pb2.TASK_STATE_REVOKED: states.REVOKED,
+}
+
+REVOKE_OUTCOMES = {
+    client_pb2.REVOKE_OUTCOME_REVOKED: "revoked",
+    client_pb2.REVOKE_OUTCOME_CANCEL_SENT: "cancel-sent",
+    client_pb2.REVOKE_OUTCOME_ALREADY_FINISHED: "already-finished",
+    client_pb2.REVOKE_OUTCOME_UNKNOWN: "unknown",
+}
+
+
+def ms(seconds: float | None) -> int:
+    """Seconds to whole milliseconds for a uint32 field, rounding up so 0.0001 s is not 'unset'."""
+    if not seconds or seconds <= 0:
+        return 0
+    return min(math.ceil(seconds * 1000), _UINT32_MAX)
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def _datetime(message: tasks_pb2.TaskResult, field: str) -> datetime | None:
+    if not message.HasField(field):  # type: ignore[arg-type]
+        return None
+    stamp: Timestamp = getattr(message, field)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def submit_request(spec: SubmitSpec) -> client_pb2.SubmitRequest:
+    """The request submitting one task."""
+    request = client_pb2.SubmitRequest()
+    _fill_spec(request.task, spec, _options_message(spec.options))
+    return request
+
+
+def submit_many_request(specs: Sequence[SubmitSpec]) -> client_pb2.SubmitManyRequest:
+    """The request submitting a batch of tasks.
+
+    Specs sharing one :class:`ResolvedOptions` object (a group sent alike) share its encoding:
+    the options are encoded once and copied, which costs far less than building each field.
+    """
+    request = client_pb2.SubmitManyRequest()
+    tasks = request.tasks
+    encoded: dict[int, tasks_pb2.TaskSpec] = {}  # by id(): the specs keep their options alive
+    for spec in specs:
+        options = encoded.get(id(spec.options))
+        if options is None:
+            options = encoded[id(spec.options)] = _options_message(spec.options)
+        _fill_spec(tasks.add(), spec, options)
+    return request
+
+
+def _fill_spec(message: tasks_pb2.TaskSpec, spec: SubmitSpec, options: tasks_pb2.TaskSpec) -> None:
+    message.CopyFrom(options)
+    message.task_id = spec.task_id
+    message.args.content_type = spec.args.content_type
+    message.args.body = spec.args.body
+
+
+def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
+    """A spec carrying everything but the task id and the argument body."""
+    message = tasks_pb2.TaskSpec(
+        name=options.name,
+        queue=options.queue,
+        headers=dict(options.headers),
+        priority=options.priority,
+        time_limit_ms=ms(options.time_limit),
+        soft_time_limit_ms=ms(options.soft_time_limit),
+        idempotency_key=options.idempotency_key,
+        idempotency_window_ms=ms(options.idempotency_window),
+        ignore_result=options.ignore_result,
+        result_ttl_ms=ms(options.result_ttl),
+    )
+    if options.eta is not None:
+        message.eta.CopyFrom(_timestamp(options.eta))
+    if options.expires is not None:
+        message.expires.CopyFrom(_timestamp(options.expires))
+    if options.max_retries is not None:
+        message.max_retries = options.max_retries
+    return message
+
+
+def submitted(reply: client_pb2.SubmitResponse) -> Submitted:
+    """The broker's answer to one submitted task."""
+    return Submitted(reply.task_id, reply.created, STATES.get(reply.state, states.UNKNOWN))
+
+
+def _encoded(message: tasks_pb2.TaskResult, field: str) -> EncodedValue | None:
+    if not message.HasField(field):  # type: ignore[arg-type]
+        return None
+    payload: tasks_pb2.Payload = getattr(message, field)
+    if not payload.content_type and not payload.body:
+        return None
+    return EncodedValue(payload.content_type, payload.body)
+
+
+def result_record(message: tasks_pb2.TaskResult) -> ResultRecord:
+    """What the broker said about one task."""
+    error = None
+    if message.HasField("error") and message.error.type:
+        error = RemoteError(
+            message.error.type, message.error.message, message.error.traceback,
+            message.error.retryable,
+        )  # fmt: skip
+    return ResultRecord(
+        task_id=message.task_id,
+        state=STATES.get(message.state, states.UNKNOWN),
+        custom_state=message.custom_state,
+        result=_encoded(message, "result"),
+        error=error,
+        name=message.name,
+        queue=message.queue,
+        retries=message.retries,
+        attempts=message.attempts,
+        date_done=_datetime(message, "date_done"),
+        eta=_datetime(message, "eta"),
+        worker_id=message.worker_id,
+        dead_lettered=message.dead_lettered,
+        progress=_encoded(message, "progress"),
+    )
+
+
+def server_info(reply: client_pb2.ServerInfoResponse) -> ServerInfo:
+    """The broker's version and limits."""
+    return ServerInfo(
+        version=reply.version,
+        protocol=reply.protocol,
+        features=tuple(reply.features),
+        max_payload_bytes=reply.max_payload_bytes,
+        max_batch=reply.max_batch,
+        max_wait=reply.max_wait_ms / 1000,
+        uptime=reply.uptime_seconds,
+    )
