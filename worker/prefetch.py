@@ -92,6 +92,9 @@ class Prefetch:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def __bool__(self) -> bool:
+        return bool(self._jobs)
+
     @property
     def lease_ids(self) -> list[str]:
         """The buffered jobs' leases, oldest first."""

@@ -3,7 +3,11 @@
 Whatever happens during one turn of the event loop (tasks started, outcomes, heartbeats,
 custom states, returned leases, credit) is collected here and flushed as ONE Report on the
 next turn: a lone task still goes out at once (flush when idle, never wait to fill a batch),
-and a burst of completions shares a message.
+and a burst of completions shares a message. While the worker is busy (`busy()`: it holds
+prefetched tasks that wait for a slot, so more outcomes are moments away) the flush waits up to
+`busy_delay` (2 ms) or until `busy_batch` outcomes are in: under a stream of tiny tasks one
+Report then carries tens of outcomes instead of one or two, and gRPC's per-message cost (most
+of the worker's CPU per task) is paid once for all of them.
 
 The broker does not acknowledge reports, and a Report written just before the connection
 breaks may never arrive. So sent outcomes stay "unconfirmed" for a while: after a reconnect
@@ -23,15 +27,30 @@ from worker.jobs import Heartbeat, Outcome, StateUpdate, TaskEvent
 
 # Until the broker's Welcome says how long its ping timeout is (its default is 6 s).
 DEFAULT_KEEP_SENT_FOR = 12.0
+# How long a busy worker lets outcomes gather, and how many make a Report worth sending now.
+BUSY_DELAY = 0.002
+BUSY_BATCH = 100
+
+
+def _never_busy() -> bool:
+    return False
 
 
 class ReportBuffer:
     """Collects report items and asks for one flush per event-loop turn."""
 
-    def __init__(self, flush: Callable[[], None]) -> None:
-        """Create an empty buffer; `flush` is called on the next loop turn after items arrive."""
+    def __init__(self, flush: Callable[[], None], busy: Callable[[], bool] = _never_busy) -> None:
+        """Create an empty buffer.
+
+        Args:
+            flush: Called on the next loop turn after items arrive (see the module docstring
+                for when a busy worker waits a little longer).
+            busy: Whether more outcomes are about to follow (the flush may wait for them).
+        """
         self._flush = flush
-        self._scheduled = False
+        self._busy = busy
+        self._scheduled: asyncio.Handle | None = None
+        self._delayed = False
         self._credit = 0
         self._started: list[str] = []
         self._outcomes: dict[str, Outcome] = {}
@@ -142,10 +161,21 @@ class ReportBuffer:
             del self._unconfirmed[lease_id]
 
     def _touch(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._fire)
+        if self._scheduled is not None:
+            if self._delayed and (len(self._outcomes) >= BUSY_BATCH or not self._busy()):
+                self._scheduled.cancel()  # enough to send, or nothing more is coming: now
+                self._schedule(delay=False)
+            return
+        self._schedule(delay=self._busy())
+
+    def _schedule(self, *, delay: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._delayed = delay
+        if delay:
+            self._scheduled = loop.call_later(BUSY_DELAY, self._fire)
+        else:
+            self._scheduled = loop.call_soon(self._fire)
 
     def _fire(self) -> None:
-        self._scheduled = False
+        self._scheduled = None
         self._flush()

@@ -63,10 +63,10 @@ class Worker:
         self.address = address
         self.worker_id = worker_id(config)
         self._pool = pool
-        self._buffer = ReportBuffer(self._flush)
+        self._prefetch = Prefetch(pool.slots, config.prefetch_max, config.prefetch_hold)
+        self._buffer = ReportBuffer(self._flush, busy=self._prefetch.__bool__)
         self._session: Session | None = None
         self._running: dict[str, Job] = {}
-        self._prefetch = Prefetch(pool.slots, config.prefetch_max, config.prefetch_hold)
         self._hold_timer: asyncio.TimerHandle | None = None
         self._cancelled: dict[str, str] = {}
         self._accepting = True
