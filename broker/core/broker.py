@@ -108,7 +108,9 @@ class Broker:
         self._check_capacity(len(specs))
         results = []
         for spec in specs:
-            results.append(self._existing(spec) or self._accept(spec))
+            # Only a spec naming its id or an idempotency key can match a known task.
+            existing = self._existing(spec) if spec.task_id or spec.idempotency_key else None
+            results.append(existing or self._accept(spec))
         self._dispatcher.pump()
         return results
 

@@ -82,8 +82,9 @@ class Lifecycle:
         """Take a new task in: queue it, or schedule it when its eta is in the future."""
         self.tasks[record.task_id] = record
         self.unfinished += 1
-        self._emit(EventKind.ACCEPTED, record, record.spec.name)
         spec = record.spec
+        if self.sink is not None:
+            self._emit(EventKind.ACCEPTED, record, spec.name)
         if spec.expires is not None:
             self.timers.schedule(self.mono_at(spec.expires), lambda: self._expiry_due(record))
         if spec.eta is not None and spec.eta > self.clock.time():
@@ -93,18 +94,24 @@ class Lifecycle:
 
     def enqueue(self, record: TaskRecord, kind: EventKind, *, front: bool = False) -> None:
         """Put ``record`` in its ready queue (at the front for a redelivery)."""
+        name = record.spec.queue
         self._set_phase(record, Phase.QUEUED)
         record.due = None
-        self.queue(record.spec.queue).push(record, front=front)
-        self.dirty_queues.add(record.spec.queue)
-        self._emit(kind, record)
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queue(name)
+        queue.push(record, front=front)
+        self.dirty_queues.add(name)
+        if self.sink is not None:  # the common case has no sink: build no event at all
+            self._emit(kind, record)
 
     def schedule(self, record: TaskRecord, due: float, kind: EventKind) -> None:
         """Park ``record`` in the timer heap until wall time ``due``; it takes no credit."""
         self._set_phase(record, Phase.SCHEDULED)
         record.due = due
         self.timers.schedule(self.mono_at(due), lambda: self._due(record, due))
-        self._emit(kind, record, f"due={due:.3f}")
+        if self.sink is not None:
+            self._emit(kind, record, f"due={due:.3f}")
 
     def lease(self, record: TaskRecord, session: Session) -> Lease:
         """Assign ``record`` (just popped from its queue) to ``session`` under a new lease."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from sys import intern
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.core.model import (
     DEFAULT_QUEUE,
+    NO_HEADERS,
     Assignment,
     Hello,
     LeaseExtension,
@@ -15,6 +18,7 @@ from broker.core.model import (
     Report,
     RevokeOutcome,
     StateUpdate,
+    SubmitResult,
     TaskError,
     TaskRecord,
     TaskSpec,
@@ -92,13 +96,19 @@ def revoke_outcome_to_pb(outcome: RevokeOutcome) -> client_pb2.RevokeOutcome.Val
 
 
 def spec_from_pb(message: tasks_pb2.TaskSpec) -> TaskSpec:
-    """Convert a submitted spec; validation happens in the core."""
+    """Convert a submitted spec; validation happens in the core.
+
+    This runs once per submitted task, so it reads each field once and shares what repeats
+    across tasks: names, queues and content types are interned (a million queued tasks hold
+    one copy of "default", not a million) and a spec without headers gets the shared empty map.
+    """
+    args = message.args if message.HasField("args") else None
     return TaskSpec(
-        name=message.name,
+        name=intern(message.name),
         task_id=message.task_id,
-        queue=message.queue or DEFAULT_QUEUE,
-        args=payload_from_pb(message.args) if message.HasField("args") else None,
-        headers=dict(message.headers),
+        queue=intern(message.queue) if message.queue else DEFAULT_QUEUE,
+        args=None if args is None else Payload(intern(args.content_type), args.body),
+        headers=dict(message.headers) if message.headers else NO_HEADERS,
         priority=message.priority,
         eta=_time_from_pb(message.eta) if message.HasField("eta") else None,
         expires=_time_from_pb(message.expires) if message.HasField("expires") else None,
@@ -110,6 +120,22 @@ def spec_from_pb(message: tasks_pb2.TaskSpec) -> TaskSpec:
         result_ttl_ms=message.result_ttl_ms,
         max_retries=message.max_retries if message.HasField("max_retries") else None,
     )
+
+
+def submit_response(result: SubmitResult) -> client_pb2.SubmitResponse:
+    """The answer to one submitted task."""
+    return client_pb2.SubmitResponse(
+        task_id=result.task_id, created=result.created, state=_STATE_TO_PB[result.state]
+    )
+
+
+def submit_many_response(results: list[SubmitResult]) -> client_pb2.SubmitManyResponse:
+    """The answers to a batch, in order (added in place: no per-answer message to copy)."""
+    response = client_pb2.SubmitManyResponse()
+    add = response.results.add
+    for result in results:
+        add(task_id=result.task_id, created=result.created, state=_STATE_TO_PB[result.state])
+    return response
 
 
 def result_to_pb(record: TaskRecord) -> tasks_pb2.TaskResult:
@@ -208,12 +234,13 @@ def assignment_to_pb(assignment: Assignment) -> worker_pb2.Assignment:
         retries=record.retries,
         name=spec.name,
         queue=spec.queue,
-        headers=dict(spec.headers),
         time_limit_ms=spec.time_limit_ms,
         soft_time_limit_ms=spec.soft_time_limit_ms,
         ignore_result=spec.ignore_result,
         priority=spec.priority,
     )
+    if spec.headers:
+        message.headers.update(spec.headers)
     if record.args is not None:
         message.args.CopyFrom(payload_to_pb(record.args))
     if spec.eta is not None:

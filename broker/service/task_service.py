@@ -52,9 +52,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         self._runtime.check_accepting()
         result = self._core.submit(codec.spec_from_pb(request.task))
         self._runtime.changed()
-        return client_pb2.SubmitResponse(
-            task_id=result.task_id, created=result.created, state=codec.state_to_pb(result.state)
-        )
+        return codec.submit_response(result)
 
     @translate_errors
     async def SubmitMany(
@@ -66,14 +64,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         self._runtime.check_accepting()
         results = self._core.submit_many([codec.spec_from_pb(spec) for spec in request.tasks])
         self._runtime.changed()
-        return client_pb2.SubmitManyResponse(
-            results=[
-                client_pb2.SubmitResponse(
-                    task_id=r.task_id, created=r.created, state=codec.state_to_pb(r.state)
-                )
-                for r in results
-            ]
-        )
+        return codec.submit_many_response(results)
 
     @translate_errors
     async def GetResult(
