@@ -13,7 +13,13 @@ from typing import Any, overload
 from client.canvas import Signature
 from client.config import ClientConfig
 from client.errors import ContentTypeRefused, InvalidTaskSpec
-from client.options import CallOptions, build_spec, encode_spec, resolve_options
+from client.options import (
+    NO_CALL_OPTIONS,
+    CallOptions,
+    build_spec,
+    encode_spec,
+    resolve_options,
+)
 from client.records import EncodedValue, ResolvedOptions, ServerInfo, SubmitSpec
 from client.result import AsyncResult, GroupResult
 from client.serialization import decode
@@ -51,6 +57,10 @@ class Celeriac:
         self._lock = threading.Lock()
         self._transport: Transport | None = None
         self._aio_transport: AsyncTransport | None = None
+        # Task name -> (task options, configuration, what they resolve to without call options).
+        self._plain_options: dict[
+            str, tuple[TaskOptions | None, ClientConfig, ResolvedOptions]
+        ] = {}
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={self._conf.broker}>"
@@ -175,11 +185,25 @@ class Celeriac:
         options: Mapping[str, Any],
     ) -> SubmitSpec:
         """Resolve options and encode arguments for one task, without sending it."""
-        call = CallOptions.parse(options)
         task = self.tasks.get(name)
-        return build_spec(
-            name, args, kwargs, call, task=task.options if task else None, config=self._conf
-        )
+        task_options = task.options if task else None
+        if not options:
+            resolved = self._options_without_call_options(name, task_options)
+            return encode_spec(resolved, args, kwargs, allow_pickle=self._conf.allow_pickle)
+        call = CallOptions.parse(options)
+        return build_spec(name, args, kwargs, call, task=task_options, config=self._conf)
+
+    def _options_without_call_options(self, name: str, task: TaskOptions | None) -> ResolvedOptions:
+        # A plain delay() resolves to the same options every time, given the same task options
+        # and configuration (both frozen), so they are resolved once per task name. A task with
+        # ``expires`` is the exception: its expiry is counted from now.
+        cached = self._plain_options.get(name)
+        if cached is not None and cached[0] is task and cached[1] is self._conf:
+            return cached[2]
+        resolved = resolve_options(name, NO_CALL_OPTIONS, task=task, config=self._conf)
+        if task is None or task.expires is None:
+            self._plain_options[name] = (task, self._conf, resolved)
+        return resolved
 
     def decode(self, encoded: EncodedValue) -> Any:
         """Decode a result, meta or progress payload with this app's content-type policy.

@@ -100,7 +100,6 @@ def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
     message = tasks_pb2.TaskSpec(
         name=options.name,
         queue=options.queue,
-        headers=dict(options.headers),
         priority=options.priority,
         time_limit_ms=ms(options.time_limit),
         soft_time_limit_ms=ms(options.soft_time_limit),
@@ -109,6 +108,8 @@ def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
         ignore_result=options.ignore_result,
         result_ttl_ms=ms(options.result_ttl),
     )
+    if options.headers:
+        message.headers.update(options.headers)
     if options.eta is not None:
         message.eta.CopyFrom(_timestamp(options.eta))
     if options.expires is not None:

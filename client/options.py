@@ -253,7 +253,10 @@ def _seconds(option: str, value: object, *, allow_zero: bool = False) -> float |
 
 
 def _first(*candidates: Any) -> Any:
-    return next((value for value in candidates if value is not None), None)
+    for value in candidates:
+        if value is not None:
+            return value
+    return None
 
 
 def _task_id(task_id: object) -> str:

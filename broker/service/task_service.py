@@ -159,7 +159,10 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         if waiter is None:
             return
         try:
-            await asyncio.wait_for(ready, timeout)
+            # asyncio.timeout wakes this call one loop turn after the future is set, where
+            # asyncio.wait_for would take two (its own waiter future sits in between).
+            async with asyncio.timeout(timeout):
+                await ready
         except TimeoutError:
             pass
         finally:

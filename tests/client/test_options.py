@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -142,3 +143,28 @@ def test_pickle_needs_the_app_to_allow_it() -> None:
         make_app().build_spec("t", ({1},), {}, {"serializer": "pickle"})
     spec = make_app(allow_pickle=True).build_spec("t", ({1},), {}, {"serializer": "pickle"})
     assert spec.args.content_type == PICKLE
+
+
+def test_calls_without_options_follow_a_new_configuration_and_re_registered_tasks() -> None:
+    app = make_app(default_queue="first")
+    assert app.build_spec("t", (), {}, {}).options.queue == "first"
+    app.conf = dataclasses.replace(app.conf, default_queue="second")
+    assert app.build_spec("t", (), {}, {}).options.queue == "second"
+
+    @app.task(name="t", queue="declared")
+    def declared() -> None: ...
+
+    assert app.build_spec("t", (), {}, {}).options.queue == "declared"
+
+
+def test_a_task_expiry_is_counted_from_each_call() -> None:
+    app = make_app()
+
+    @app.task(name="expiring", expires=60)
+    def expiring() -> None: ...
+
+    first = app.build_spec("expiring", (), {}, {}).options.expires
+    assert first is not None
+    before_second = datetime.now(UTC)
+    second = app.build_spec("expiring", (), {}, {}).options.expires
+    assert second is not None and second >= before_second + timedelta(seconds=60) >= first
