@@ -11,7 +11,9 @@ window)`, from a moving estimate of its own completion rate.
 * A burst of tiny tasks raises the rate, and assignments arrive in batches of tens to hundreds.
 * Backstop: when the oldest buffered job has waited longer than `hold` (the estimate was wrong:
   a long task arrived behind short ones), every buffered job is handed back to the broker, which
-  gives it to another worker, and `extra` stays zero until a running task finishes.
+  gives it to another worker, and `extra` stays zero until a running task finishes. Credit
+  already granted cannot be taken back (the contract has no field for it), so while held back,
+  whatever the broker still assigns beyond free slots goes straight back (`held_back`).
 
 Credit accounting is exact: `broker_credit` is what the broker holds for this session (granted
 minus assigned). A new session starts from zero at the broker, and so does it here.
@@ -140,6 +142,11 @@ class Prefetch:
         if dropped:
             self._jobs = deque(entry for entry in self._jobs if entry[1].lease_id in lease_ids)
         return dropped
+
+    @property
+    def held_back(self) -> bool:
+        """Whether prefetch is off since a hold-limit hand-back (until a running task ends)."""
+        return self._held_back
 
     def finished(self, now: float) -> None:
         """A running job finished: count it, and a freed slot lifts the hold-back."""

@@ -63,7 +63,9 @@ class Worker:
         self.address = address
         self.worker_id = worker_id(config)
         self._pool = pool
-        self._prefetch = Prefetch(pool.slots, config.prefetch_max, config.prefetch_hold)
+        self._prefetch = Prefetch(
+            pool.slots, config.prefetch_max, config.prefetch_hold, config.prefetch_window
+        )
         self._buffer = ReportBuffer(self._flush, busy=self._prefetch.__bool__)
         self._session: Session | None = None
         self._running: dict[str, Job] = {}
@@ -257,7 +259,9 @@ class Worker:
             self._return_buffered()
             return
         self._pump()
-        if self._prefetch:
+        if self._prefetch.held_back:
+            self._return_buffered()  # stale prefetch credit: the broker can run them elsewhere
+        elif self._prefetch:
             self._arm_hold_timer()
 
     def _pump(self) -> None:
