@@ -97,7 +97,10 @@ def resolve_limits(
         or (options.soft_time_limit if options else None)
         or default_soft_time_limit
     )
-    return replace(job, time_limit=hard or None, soft_time_limit=soft or None)
+    hard, soft = hard or None, soft or None
+    if hard == job.time_limit and soft == job.soft_time_limit:
+        return job  # the usual case; `replace` costs more than anything else on this path
+    return replace(job, time_limit=hard, soft_time_limit=soft)
 
 
 def execute(
