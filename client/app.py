@@ -168,9 +168,8 @@ class Celeriac:
         """Like :meth:`send_group`, without blocking the event loop."""
         specs = self._group_specs(signatures)
         size = self._batch_size(await self.aio_transport.server_info())
-        submitted = []
-        for start in range(0, len(specs), size):
-            submitted += await self.aio_transport.submit(specs[start : start + size])
+        chunks = (specs[start : start + size] for start in range(0, len(specs), size))
+        submitted = await self.aio_transport.submit_chunks(chunks)
         return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:

@@ -134,8 +134,14 @@ class group:
         Returns:
             The group's result handle.
 
+        The tasks go in chunks (``group_chunk_size``, one ``SubmitMany`` each), a few chunks
+        in flight at once so that encoding overlaps the broker's work. Each chunk is accepted
+        all or nothing; a failure names which tasks, by position, were accepted.
+
         Raises:
-            InvalidTaskSpec: A task's options are invalid; nothing of its chunk was accepted.
+            InvalidTaskSpec: A task's options are invalid; nothing of its chunk was accepted,
+                the chunks before it were, and chunks already sent after it may have been
+                (the message says which).
             SerializationError: A task's arguments cannot be encoded; nothing was sent.
         """
         from client.result import GroupResult

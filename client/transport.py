@@ -15,14 +15,14 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import grpc
 import grpc.aio
 
 from celeriac.v1 import client_pb2, client_pb2_grpc
 from client import codec, states
+from client.chunks import SUBMIT_WINDOW, ChunkCall, chunk_failure
 from client.config import ClientConfig
 from client.errors import (
     BrokerUnavailable,
@@ -43,20 +43,9 @@ logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-T = TypeVar("T")
-
-# SubmitMany calls a group keeps open at once: two let the client encode one chunk while the
-# broker accepts the other; a third keeps the broker busy while an answer travels back.
-SUBMIT_WINDOW = 3
-
-
-@dataclass(frozen=True, slots=True)
-class _ChunkCall(Generic[T]):
-    """One chunk's SubmitMany call in flight, and which tasks of the group it carries."""
-
-    start: int
-    count: int
-    call: T
+_AioSubmitMany = grpc.aio.UnaryUnaryCall[
+    client_pb2.SubmitManyRequest, client_pb2.SubmitManyResponse
+]
 
 
 # Keepalive pings find a dead connection while a result wait is held open; two minutes stays
@@ -140,13 +129,13 @@ class Transport:
         """
         stub = self._ready_stub()
         timeout = self._config.rpc_timeout
-        sent: deque[_ChunkCall[grpc.Future[client_pb2.SubmitManyResponse]]] = deque()
+        sent: deque[ChunkCall[grpc.Future[client_pb2.SubmitManyResponse]]] = deque()
         submitted: list[Submitted] = []
         start = 0
         for chunk in chunks:
             request = codec.submit_many_request(chunk)
             call = stub.SubmitMany.future(request, timeout=timeout)
-            sent.append(_ChunkCall(start, len(chunk), call))
+            sent.append(ChunkCall(start, len(chunk), call))
             start += len(chunk)
             if len(sent) >= in_flight:
                 submitted += self._chunk_answers(sent)
@@ -155,7 +144,7 @@ class Transport:
         return submitted
 
     def _chunk_answers(
-        self, sent: deque[_ChunkCall[grpc.Future[client_pb2.SubmitManyResponse]]]
+        self, sent: deque[ChunkCall[grpc.Future[client_pb2.SubmitManyResponse]]]
     ) -> list[Submitted]:
         oldest = sent.popleft()
         try:
@@ -165,7 +154,7 @@ class Transport:
             if isinstance(failure, BrokerUnavailable):
                 self._connected = False
             later = [(c.start, c.count, c.call.exception() is None) for c in sent]
-            raise _chunk_failure(failure, oldest.start, oldest.count, later) from None
+            raise chunk_failure(failure, oldest.start, oldest.count, later) from None
         return [codec.submitted(answer) for answer in reply.results]
 
     def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
@@ -275,6 +264,38 @@ class AsyncTransport:
         replies = await self._invoke("SubmitMany", lambda s, t: s.SubmitMany(many, timeout=t))
         return [codec.submitted(reply) for reply in replies.results]
 
+    async def submit_chunks(
+        self, chunks: Iterable[Sequence[SubmitSpec]], in_flight: int = SUBMIT_WINDOW
+    ) -> list[Submitted]:
+        """Like :meth:`Transport.submit_chunks`: pipelined ``SubmitMany`` calls, in order."""
+        stub = await self._ready_stub()
+        timeout = self._config.rpc_timeout
+        sent: deque[ChunkCall[_AioSubmitMany]] = deque()
+        submitted: list[Submitted] = []
+        start = 0
+        for chunk in chunks:
+            call = stub.SubmitMany(codec.submit_many_request(chunk), timeout=timeout)
+            sent.append(ChunkCall(start, len(chunk), call))
+            start += len(chunk)
+            if len(sent) >= in_flight:
+                submitted += await self._chunk_answers(sent)
+        while sent:
+            submitted += await self._chunk_answers(sent)
+        return submitted
+
+    async def _chunk_answers(self, sent: deque[ChunkCall[_AioSubmitMany]]) -> list[Submitted]:
+        oldest = sent.popleft()
+        try:
+            reply = await oldest.call
+        except grpc.aio.AioRpcError as error:
+            failure = _rpc_error(error, "SubmitMany", self._target)
+            if isinstance(failure, BrokerUnavailable):
+                for connection in self._stubs.values():
+                    connection.connected = False
+            later = [(c.start, c.count, await c.call.code() is grpc.StatusCode.OK) for c in sent]
+            raise chunk_failure(failure, oldest.start, oldest.count, later) from None
+        return [codec.submitted(answer) for answer in reply.results]
+
     async def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
         """Read one result, letting the broker hold the call up to ``wait`` seconds."""
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
@@ -371,17 +392,3 @@ def _unreachable(target: str, config: ClientConfig) -> str:
         f"cannot reach the broker at {target} within {config.connect_timeout:g}s "
         "(is `python -m broker serve` running there? set CELERIAC_BROKER or broker=...)"
     )
-
-
-def _chunk_failure(
-    failure: Exception, start: int, count: int, later: list[tuple[int, int, bool]]
-) -> Exception:
-    """The error of a failed chunk, saying which tasks of the group were accepted."""
-    parts = [f"tasks {start}-{start + count - 1} of the group were not accepted: {failure}"]
-    if start:
-        parts.append(f"tasks 0-{start - 1} were accepted")
-    for later_start, later_count, accepted in later:
-        verdict = "were accepted" if accepted else "were not accepted either"
-        end = later_start + later_count - 1
-        parts.append(f"tasks {later_start}-{end} (sent already) {verdict}")
-    return type(failure)("; ".join(parts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -92,3 +93,44 @@ def test_task_ids_are_random_uuid4_strings() -> None:
 def test_calls_without_arguments_encode_like_any_other() -> None:
     assert encode_args((), {}) == encode([[], {}], JSON)
     assert decode_args(encode_args((), {}), JSON) == ([], {})
+
+
+def test_a_failed_chunk_from_an_event_loop_names_the_tasks_accepted_and_not(
+    app: Celeriac,
+) -> None:
+    ids = [f"async-chunks-{uuid.uuid4()}" for _ in range(6)]
+    signatures = [
+        Signature(app, "tasks.add", (i,), options={"task_id": task_id, "queue": IDLE})
+        for i, task_id in enumerate(ids)
+    ]
+    signatures[2] = signatures[2].set(queue="no spaces allowed")
+
+    async def send() -> None:
+        try:
+            await group(signatures).aapply_async()
+        finally:
+            await app.aclose()
+
+    with pytest.raises(InvalidTaskSpec) as raised:
+        asyncio.run(send())
+    message = str(raised.value)
+    assert "tasks 2-3 of the group were not accepted" in message
+    assert "tasks 4-5 (sent already) were accepted" in message
+    states = [app.AsyncResult(task_id).state for task_id in ids]
+    assert states == ["PENDING", "PENDING", "UNKNOWN", "UNKNOWN", "PENDING", "PENDING"]
+
+
+def test_a_group_sent_from_an_event_loop_answers_in_order(app: Celeriac) -> None:
+    ids = [f"async-ordered-{uuid.uuid4()}" for _ in range(7)]
+
+    async def send() -> list[str]:
+        try:
+            sent = group(
+                Signature(app, "tasks.add", (i,), options={"task_id": task_id})
+                for i, task_id in enumerate(ids)
+            )
+            return [r.id for r in (await sent.aapply_async(queue=IDLE)).results]
+        finally:
+            await app.aclose()
+
+    assert asyncio.run(send()) == ids
