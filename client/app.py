@@ -28,6 +28,9 @@ from client.transport import AsyncTransport, Transport
 
 logger = logging.getLogger(__name__)
 
+# A task name and its call options (name, type, value): signatures with equal keys share options.
+_OptionsKey = tuple[str, frozenset[tuple[str, type, Any]]]
+
 
 class Celeriac:
     """A Celeriac application, like Celery's ``Celery`` app.
@@ -280,7 +283,7 @@ class Celeriac:
         # Encode everything first: a bad argument anywhere fails before anything is sent.
         # Signatures of one task with equal options (the usual group) share one resolution.
         now = datetime.now(UTC)
-        resolved: dict[tuple[str, frozenset[tuple[str, Any]]], ResolvedOptions] = {}
+        resolved: dict[_OptionsKey, ResolvedOptions] = {}
         allow_pickle = self._conf.allow_pickle
         specs = []
         for signature in signatures:
@@ -318,14 +321,16 @@ class Celeriac:
         )
 
 
-def _shared_options_key(signature: Signature) -> tuple[str, frozenset[tuple[str, Any]]] | None:
+def _shared_options_key(signature: Signature) -> _OptionsKey | None:
     """What makes signatures resolve alike, or None when this one must resolve on its own."""
     if "task_id" in signature.options:
         return None  # one id per task, so nothing to share
     try:
-        return signature.name, frozenset(signature.options.items())
+        # The type is part of the key: priority=True must fail as itself, not pass as 1.
+        options = frozenset((k, type(v), v) for k, v in signature.options.items())
     except TypeError:  # an unhashable option value, such as a headers dict
         return None
+    return signature.name, options
 
 
 class Control:

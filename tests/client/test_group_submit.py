@@ -134,3 +134,9 @@ def test_a_group_sent_from_an_event_loop_answers_in_order(app: Celeriac) -> None
             await app.aclose()
 
     assert asyncio.run(send()) == ids
+
+
+def test_equal_looking_options_of_another_type_are_checked_on_their_own(app: Celeriac) -> None:
+    signatures = [Signature(app, "tasks.add", (1,), options={"priority": p}) for p in (1, True)]
+    with pytest.raises(InvalidTaskSpec, match="priority"):
+        group(signatures).apply_async(queue=IDLE)
