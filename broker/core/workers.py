@@ -97,6 +97,9 @@ class WorkerSessions:
                 lifecycle.requeue(lease, count_attempt=False, reason="returned by worker")
         session.credit += report.credit
         self._dispatcher.fill(session)
+        # Returned leases and immediate retries went back to their queues: other sessions with
+        # credit may take them now, not at the next unrelated dispatch.
+        self._dispatcher.pump()
 
     def touch(self, session: Session) -> None:
         """The worker showed signs of life (any message counts, not only pongs)."""

@@ -174,3 +174,16 @@ def test_a_custom_state_does_not_outlive_the_attempt_that_set_it() -> None:
     record = core.get(task_id)
     assert record is not None and record.state is TaskState.RETRY
     assert record.custom_state == "" and record.result is None
+
+
+def test_a_returned_lease_goes_at_once_to_another_session_with_credit() -> None:
+    core, _ = make_broker()
+    core.submit(spec())
+    busy = connect(core, "busy", credit=1)
+    idle = connect(core, "idle", credit=0)
+    (assignment,) = taken(busy)
+    grant(core, idle, 1)
+    assert taken(idle) == []
+    core.workers.report(busy, Report(returned=(assignment.lease_id,)))
+    (again,) = taken(idle)
+    assert again.record is assignment.record and again.attempt == 1
