@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (\S+)")
@@ -127,7 +128,7 @@ class LoggedProcess:
         if self.process.stdout is not None and not self._reader.is_alive():
             self.process.stdout.close()
 
-    def __enter__(self) -> LoggedProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
