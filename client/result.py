@@ -137,7 +137,9 @@ class AsyncResult:
         """The queue the task was sent to, when the broker knows the task."""
         return self._fetch().queue or None
 
-    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+    def get(
+        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
+    ) -> Any:
         """Wait for the task to finish and return its result.
 
         Args:
@@ -145,6 +147,8 @@ class AsyncResult:
             propagate: Re-raise the task's error (builtin types as themselves, others as
                 ``RemoteTaskError``; a revoked task as ``TaskRevokedError``). When False, the
                 exception is returned instead.
+            interval: Accepted so that Celery code runs unchanged, and ignored: the wait is
+                held at the broker, so there is no polling interval to tune.
 
         Raises:
             TimeoutError: The task did not finish in time (also a builtin ``TimeoutError``).
@@ -260,13 +264,17 @@ class GroupResult:
     def __getitem__(self, index: int) -> AsyncResult:
         return self.results[index]
 
-    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+    def get(
+        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
+    ) -> list[Any]:
         """Wait for every task and return their results in order.
 
         Args:
             timeout: Seconds to wait for all of them; None waits as long as it takes.
             propagate: Raise the first failed task's error (in group order); when False the
                 exceptions take their places in the list.
+            interval: Accepted for Celery compatibility and ignored (the wait is held at the
+                broker).
 
         Raises:
             TimeoutError: Not all tasks finished in time.

@@ -27,7 +27,7 @@ def test_add_delay_returns_a_result_with_the_celery_api(
     assert result.ready() and result.successful() and not result.failed()
     assert result.state == "SUCCESS"
     assert result.result == 8
-    assert AsyncResult(result.id, app=app).get(timeout=5) == 8
+    assert AsyncResult(result.id, app=app).get(timeout=5, interval=0.5) == 8
 
 
 def test_default_process_pool_runs_tasks_in_several_child_processes(
