@@ -267,7 +267,11 @@ class Worker:
     def _pump(self) -> None:
         """Start buffered jobs while slots are free (only with a live session)."""
         prefetch = self._prefetch
-        while self._accepting and self._session is not None and len(self._running) < prefetch.slots:
+        while (
+            self._accepting
+            and self._session is not None
+            and len(self._running) < self._pool.capacity
+        ):
             job = prefetch.pop()
             if job is None:
                 return

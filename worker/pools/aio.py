@@ -33,6 +33,11 @@ class AsyncPool:
         """How many coroutines run at once."""
         return self._size
 
+    @property
+    def capacity(self) -> int:
+        """The same as `slots`: every job taken starts at once."""
+        return self.slots
+
     async def start(self) -> None:
         """Nothing to start: jobs run on the caller's loop."""
 

@@ -1,9 +1,10 @@
 """What every execution pool offers the session, and what it is given to run jobs.
 
 A pool runs jobs and resolves one future per job with its `Outcome`. It never talks to the
-broker: the session grants credit for `slots`, submits at most that many jobs at a time, and
-reports what the futures resolve to. Task events (update_state, heartbeat) reach
-`PoolContext.on_event` on the event loop's thread, whatever the pool.
+broker: the session grants credit for `slots`, submits at most `capacity` jobs at a time, and
+reports what the futures resolve to. A pool may take more jobs than it has slots (the process
+pool batches short tasks); those wait inside it and start in order. Task events (update_state,
+heartbeat) reach `PoolContext.on_event` on the event loop's thread, whatever the pool.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Pool(Protocol):
     @property
     def slots(self) -> int:
         """How many jobs the pool runs at once."""
+        ...
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs the pool takes at once (at least `slots`; more when it batches)."""
         ...
 
     async def start(self) -> None:

@@ -1,7 +1,12 @@
-"""The main loop of a process-pool child: receive a job, run it, send back its outcome.
+"""The main loop of a process-pool child: receive a batch of jobs, run them, send back outcomes.
 
-Messages from the parent are `Job`s; messages to the parent are tuples:
-("ready", pid), ("event", TaskEvent), ("done", Outcome), ("failed", message).
+Messages from the parent are batches: lists of `(seq, Job)`, run in order, each only if the
+child can claim it (`handoff.Claims`: the parent may have withdrawn it). Messages to the parent
+are tuples: ("ready", pid), ("event", TaskEvent), ("failed", message), and
+("done", [(seq, Outcome), ...], busy) where busy is the seconds spent running those jobs.
+Outcomes are gathered for up to `FLUSH_INTERVAL` and sent at the end of every batch; they go out
+at once before a job of a task not yet seen to finish within that interval, so a long task never
+holds back the outcomes of the short ones before it.
 The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group; the parent
 decides what happens to running tasks). It exits when the worker goes away, even in the middle
 of a task: a watchdog thread blocks on a second pipe that the parent never writes to, and the
@@ -17,6 +22,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -27,12 +33,16 @@ from worker import loader
 from worker.errors import TaskModuleError
 from worker.execution import EventSink, ExecutionSettings, execute, failure
 from worker.jobs import Job, Outcome, TaskEvent
+from worker.pools.handoff import Claims
 
 logger = logging.getLogger(__name__)
 
 
 # The exit code of a child that stops because its worker is gone.
 EXIT_PARENT_GONE = 70
+
+# The longest a finished job's outcome waits in the child for the others of its batch.
+FLUSH_INTERVAL = 0.001
 
 
 def child_main(
@@ -41,6 +51,8 @@ def child_main(
     modules: tuple[str, ...],
     settings: ExecutionSettings,
     loglevel: str,
+    *,
+    claims: Claims,
 ) -> None:
     """Run jobs received over `conn` until it closes, or until the worker process is gone.
 
@@ -50,6 +62,7 @@ def child_main(
         modules: Task modules to import.
         settings: Execution settings.
         loglevel: Logging level (children are fresh interpreters; they configure their own).
+        claims: The table deciding whether this child or the parent owns each queued job.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -65,15 +78,66 @@ def child_main(
         return
     conn.send(("ready", os.getpid()))
 
-    def send_event(event: TaskEvent) -> None:
-        conn.send(("event", event))
-
+    runner = _BatchRunner(conn, claims, registry.tasks, settings)
     while True:
         try:
-            job: Job = conn.recv()
+            batch: list[tuple[int, Job]] = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(("done", _run(job, registry.tasks, send_event, settings)))
+        runner.run(batch)
+
+
+class _BatchRunner:
+    """Runs batches in order and sends their outcomes in as few messages as latency allows."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        claims: Claims,
+        tasks: Mapping[str, Task],
+        settings: ExecutionSettings,
+    ) -> None:
+        self._conn = conn
+        self._claims = claims
+        self._tasks = tasks
+        self._settings = settings
+        # Task names whose last run took under FLUSH_INTERVAL: their outcomes may wait for them.
+        self._quick: set[str] = set()
+        self._done: list[tuple[int, Outcome]] = []
+        self._busy = 0.0
+        self._first_done = 0.0
+
+    def run(self, batch: list[tuple[int, Job]]) -> None:
+        for seq, job in batch:
+            if self._done and (
+                job.name not in self._quick
+                or time.perf_counter() - self._first_done >= FLUSH_INTERVAL
+            ):
+                self._flush()
+            if not self._claims.claim(seq):
+                continue  # withdrawn by the parent: revoked, or given to another child
+            began = time.perf_counter()
+            outcome = _run(job, self._tasks, self._send_event, self._settings)
+            ended = time.perf_counter()
+            if ended - began < FLUSH_INTERVAL:
+                self._quick.add(job.name)
+            else:
+                self._quick.discard(job.name)
+            if not self._done:
+                self._first_done = ended
+            self._done.append((seq, outcome))
+            self._busy += ended - began
+        self._flush()
+
+    def _send_event(self, event: TaskEvent) -> None:
+        self._flush()  # the parent sees outcomes and events in the order they happened
+        self._conn.send(("event", event))
+
+    def _flush(self) -> None:
+        if self._done:
+            self._conn.send(("done", self._done, self._busy))
+            self._done = []
+            self._busy = 0.0
 
 
 def _run(

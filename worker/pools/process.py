@@ -1,11 +1,20 @@
-"""The default pool: one child process per slot, one task per child at a time.
+"""The default pool: child processes, each running short tasks in small batches.
 
 Children come from the `forkserver` start method, so they never inherit the worker's gRPC
 channel (gRPC is not fork-safe once a channel exists). The parent talks to each child over a
 `multiprocessing` pipe and reads it with `loop.add_reader`, so the event loop never blocks on a
-child. A child that dies (SIGKILL, crash, os._exit) fails only its own job and is replaced; a
-hard time limit or a terminate-cancel kills only that child and replaces it. Soft time limits
-are armed inside the child (SIGALRM), so the task sees `SoftTimeLimitExceeded` and can clean up.
+child. Jobs wait in the pool until a child is free; a free child gets a batch of them in one
+message, sized to a few milliseconds of work at the children's measured speed (a single job
+while that speed is unknown or tasks are slow, so an idle pool still starts a lone job at once).
+Jobs with a time limit always travel alone, to a child with nothing else to do, because their
+limits are enforced per child: a hard limit kills the child, a soft limit is armed inside it
+(SIGALRM) so the task sees `SoftTimeLimitExceeded` and can clean up.
+
+A job waiting in a child's batch is not started until the child claims it (`handoff.Claims`), so
+the parent can still take it back: terminate revokes it without running it, and a batch stuck
+behind a long task is handed to other children. A child that dies (SIGKILL, crash, os._exit)
+fails only the job it was running and is replaced; the jobs of its batch that had not started
+go back to the pool and run on another child.
 """
 
 from __future__ import annotations
@@ -13,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -25,11 +36,26 @@ from worker.execution import lost_outcome, revoked_outcome, time_limit_outcome
 from worker.jobs import Job, Outcome
 from worker.pools.base import PoolContext
 from worker.pools.child import child_main
+from worker.pools.handoff import Claims
 
 logger = logging.getLogger(__name__)
 
 # How long a closing pool waits for an idle child to exit after its pipe closes.
 _CHILD_EXIT_TIMEOUT = 5.0
+# A batch holds about this much work (seconds) at the measured time per job...
+_BATCH_SPAN = 0.002
+# ...and never more than this many jobs.
+_MAX_BATCH = 32
+# A child that reports nothing for this long while jobs wait in its batch gives them up.
+_STUCK_AFTER = 0.05
+# Weight of the newest measurement in the moving time per job.
+_SMOOTHING = 0.2
+
+
+@dataclass(eq=False)
+class _Entry:
+    job: Job
+    future: asyncio.Future[Outcome]
 
 
 @dataclass(eq=False)
@@ -38,16 +64,22 @@ class _Child:
     conn: Connection
     # Never written: the child's watchdog sees EOF when this closes, i.e. when the worker dies.
     alive: Connection
+    claims: Claims
     ready: asyncio.Future[None]
-    job: Job | None = None
-    future: asyncio.Future[Outcome] | None = None
-    # Set when the parent kills the child on purpose: the job's outcome is this, not "lost".
-    kill_outcome: Outcome | None = None
+    # Sent and not settled, by sequence number, in the order the child runs them.
+    jobs: dict[int, _Entry] = field(default_factory=dict)
+    next_seq: int = 0
+    # Set when the parent kills the child on purpose: that job's outcome, not "lost".
+    kill_outcomes: dict[int, Outcome] = field(default_factory=dict)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    # Outcome messages received, and the watch for a batch stuck behind a long task.
+    reports: int = 0
+    stuck_watch: asyncio.TimerHandle | None = None
+    gone: bool = False
 
 
 class ProcessPool:
-    """Run each job in a child process (Celery's prefork, without fork)."""
+    """Run jobs in child processes (Celery's prefork, without fork)."""
 
     def __init__(self, size: int, context: PoolContext) -> None:
         """Create a pool of `size` children; call `start()` to launch them."""
@@ -55,12 +87,20 @@ class ProcessPool:
         self._context = context
         self._mp = multiprocessing.get_context("forkserver")
         self._children: list[_Child] = []
+        self._pending: deque[_Entry] = deque()
+        self._dispatch_due = False
+        self._job_seconds: float | None = None
         self._closing = False
 
     @property
     def slots(self) -> int:
         """One slot per child process."""
         return self._size
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs the pool takes at once: a batch per child (one per child when slow)."""
+        return self._size * self._batch_size()
 
     async def start(self) -> None:
         """Launch the children and wait until each has imported the task modules.
@@ -82,48 +122,55 @@ class ProcessPool:
         logger.info("process pool started children=%s", pids)
 
     def submit(self, job: Job) -> asyncio.Future[Outcome]:
-        """Send the job to an idle child; the future resolves with its outcome.
-
-        Raises:
-            WorkerError: No child can take the job now (the caller hands the lease back).
-        """
-        loop = asyncio.get_running_loop()
-        # A child being killed may still have sent "done" for its last job: never reuse it.
-        child = next((c for c in self._children if c.job is None and c.kill_outcome is None), None)
-        if child is None:
-            raise WorkerError("no idle child process: more jobs submitted than slots")
-        try:
-            child.conn.send(job)
-        except OSError as exc:  # it died while idle and its EOF is not read yet
-            raise WorkerError(f"child process {child.process.pid} is gone: {exc}") from exc
-        child.job = job
-        child.future = loop.create_future()
-        if job.time_limit:
-            handle = loop.call_later(job.time_limit, self._kill, child, time_limit_outcome(job))
-            child.timers.append(handle)
-        return child.future
+        """Queue the job for the next free child; the future resolves with its outcome."""
+        entry = _Entry(job, asyncio.get_running_loop().create_future())
+        self._pending.append(entry)
+        self._schedule_dispatch()
+        return entry.future
 
     def terminate(self, lease_id: str, reason: str) -> bool:
-        """Kill the child running this lease; its job becomes REVOKED."""
+        """Revoke this lease's job: not run if it has not started, else its child is killed."""
+        for entry in self._pending:
+            if entry.job.lease_id == lease_id:
+                self._pending.remove(entry)
+                entry.future.set_result(revoked_outcome(entry.job, reason))
+                return True
         for child in self._children:
-            if child.job is not None and child.job.lease_id == lease_id:
-                self._kill(child, revoked_outcome(child.job, reason))
+            for seq, entry in child.jobs.items():
+                if entry.job.lease_id != lease_id:
+                    continue
+                if child.claims.withdraw(seq):
+                    del child.jobs[seq]
+                    entry.future.set_result(revoked_outcome(entry.job, reason))
+                else:
+                    self._kill(child, seq, revoked_outcome(entry.job, reason))
                 return True
         return False
 
     async def close(self, grace: float | None) -> None:
-        """Let running jobs finish within `grace`, kill the rest, and stop every child."""
+        """Let queued and running jobs finish within `grace`, kill the rest, stop every child."""
         self._closing = True
-        running = [c.future for c in self._children if c.future is not None and not c.future.done()]
-        if running and grace != 0:
-            await asyncio.wait(running, timeout=grace)
+        waiting = [e.future for e in self._pending] + [
+            e.future for c in self._children for e in c.jobs.values()
+        ]
+        waiting = [future for future in waiting if not future.done()]
+        if waiting and grace != 0:
+            await asyncio.wait(waiting, timeout=grace)
+        while self._pending:
+            self._pending.popleft().future.cancel()
         children, self._children = self._children, []
         for child in children:
-            if child.job is not None:
-                logger.warning(
-                    "killing unfinished task id=%s name=%s", child.job.task_id, child.job.name
-                )
-                self._settle(child, None)
+            self._stop_watching(child)
+            if child.jobs:
+                for seq, entry in child.jobs.items():
+                    if child.claims.started(seq):
+                        logger.warning(
+                            "killing unfinished task id=%s name=%s",
+                            entry.job.task_id,
+                            entry.job.name,
+                        )
+                    entry.future.cancel()
+                child.jobs.clear()
                 self._signal(child, signal.SIGKILL)
             self._forget(child)
             child.conn.close()  # an idle child reads EOF and exits
@@ -132,14 +179,77 @@ class ProcessPool:
             # Only now: closing it earlier would make idle children exit as if orphaned.
             child.alive.close()
 
+    def _batch_size(self) -> int:
+        if self._job_seconds is None:
+            return 1
+        return max(1, min(_MAX_BATCH, int(_BATCH_SPAN / max(self._job_seconds, 1e-6))))
+
+    def _schedule_dispatch(self) -> None:
+        # Deferred to the end of this loop turn, so jobs submitted together travel together.
+        if not self._dispatch_due:
+            self._dispatch_due = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Send pending jobs to the free children, sharing them out evenly."""
+        self._dispatch_due = False
+        free = [c for c in self._children if self._is_free(c)]
+        size = self._batch_size()
+        while self._pending and free:
+            child = free.pop(0)
+            share = math.ceil(len(self._pending) / (len(free) + 1))
+            batch = self._take_batch(min(size, share))
+            self._send(child, batch)
+
+    @staticmethod
+    def _is_free(child: _Child) -> bool:
+        # A child being killed may still send outcomes: never give it more.
+        return child.ready.done() and not child.jobs and not child.kill_outcomes and not child.gone
+
+    def _take_batch(self, size: int) -> list[_Entry]:
+        """Up to `size` pending jobs; a job with time limits only ever travels alone."""
+        batch = [self._pending.popleft()]
+        if _has_limits(batch[0].job):
+            return batch
+        while len(batch) < size and self._pending and not _has_limits(self._pending[0].job):
+            batch.append(self._pending.popleft())
+        return batch
+
+    def _send(self, child: _Child, batch: list[_Entry]) -> None:
+        numbered = []
+        for entry in batch:
+            seq = child.next_seq
+            child.next_seq += 1
+            child.claims.queued(seq)
+            numbered.append((seq, entry))
+        try:
+            child.conn.send([(seq, entry.job) for seq, entry in numbered])
+        except OSError as exc:  # it died while idle and its EOF is not read yet
+            logger.warning("child process %s is gone: %s", child.process.pid, exc)
+            child.gone = True
+            self._pending.extendleft(reversed(batch))
+            self._schedule_dispatch()
+            return
+        child.jobs.update(numbered)
+        job = batch[0].job
+        if job.time_limit and len(batch) == 1:
+            loop = asyncio.get_running_loop()
+            seq = numbered[0][0]
+            kill = time_limit_outcome(job)
+            child.timers.append(loop.call_later(job.time_limit, self._kill, child, seq, kill))
+        elif len(batch) > 1:
+            self._watch_for_stuck(child)
+
     def _spawn(self) -> _Child:
         loop = asyncio.get_running_loop()
         parent_end, child_end = self._mp.Pipe()
         watched_end, alive_end = self._mp.Pipe(duplex=False)
+        claims = Claims(self._mp)
         context = self._context
         process = self._mp.Process(
             target=child_main,
             args=(child_end, watched_end, context.modules, context.settings, context.loglevel),
+            kwargs={"claims": claims},
             name="celeriac-child",
             daemon=True,
         )
@@ -147,7 +257,11 @@ class ProcessPool:
         child_end.close()
         watched_end.close()
         child = _Child(
-            process=process, conn=parent_end, alive=alive_end, ready=loop.create_future()
+            process=process,
+            conn=parent_end,
+            alive=alive_end,
+            claims=claims,
+            ready=loop.create_future(),
         )
         self._children.append(child)
         loop.add_reader(parent_end.fileno(), self._on_readable, child)
@@ -155,65 +269,112 @@ class ProcessPool:
 
     def _on_readable(self, child: _Child) -> None:
         try:
-            kind, value = child.conn.recv()
+            message = child.conn.recv()
         except (EOFError, OSError):
             self._on_child_exit(child)
             return
-        if kind == "event":
-            self._context.on_event(value)
-        elif kind == "done":
-            self._settle(child, value)
+        kind = message[0]
+        if kind == "done":
+            self._on_outcomes(child, message[1], message[2])
+        elif kind == "event":
+            self._context.on_event(message[1])
         elif kind == "ready":
             if not child.ready.done():
                 child.ready.set_result(None)
+                self._schedule_dispatch()
         elif kind == "failed" and not child.ready.done():
-            child.ready.set_exception(WorkerError(value))
+            child.ready.set_exception(WorkerError(message[1]))
+
+    def _on_outcomes(self, child: _Child, outcomes: list[tuple[int, Outcome]], busy: float) -> None:
+        child.reports += 1
+        for seq, outcome in outcomes:
+            entry = child.jobs.pop(seq, None)
+            child.kill_outcomes.pop(seq, None)  # it ended before the kill: its own outcome wins
+            if entry is not None and not entry.future.done():
+                entry.future.set_result(outcome)
+        per_job = busy / len(outcomes)
+        old = self._job_seconds
+        self._job_seconds = per_job if old is None else old + _SMOOTHING * (per_job - old)
+        if not child.jobs:
+            self._stop_watching(child)
+            self._schedule_dispatch()
 
     def _on_child_exit(self, child: _Child) -> None:
         self._forget(child)
+        self._stop_watching(child)
         child.conn.close()
         child.process.join(_CHILD_EXIT_TIMEOUT)
         child.alive.close()
         reason = _exit_reason(child.process)
         if not child.ready.done():
             child.ready.set_exception(WorkerError(f"child process {reason} while starting"))
-        if child.job is not None:
-            outcome = child.kill_outcome or lost_outcome(child.job, self._context.tasks, reason)
-            if child.kill_outcome is None:
-                logger.error("child process %s while running task id=%s", reason, child.job.task_id)
-            self._settle(child, outcome)
+        unstarted = []
+        for seq, entry in child.jobs.items():
+            outcome = child.kill_outcomes.get(seq)
+            if outcome is None and not child.claims.started(seq):
+                unstarted.append(entry)  # never ran: another child runs it
+                continue
+            if outcome is None:
+                logger.error("child process %s while running task id=%s", reason, entry.job.task_id)
+                outcome = lost_outcome(entry.job, self._context.tasks, reason)
+            if not entry.future.done():
+                entry.future.set_result(outcome)
+        child.jobs.clear()
         if child in self._children:
             self._children.remove(child)
-        if not self._closing:
-            replacement = self._spawn()
-            logger.info(
-                "replaced child process %s with %s", child.process.pid, replacement.process.pid
-            )
+        if self._closing:
+            for entry in unstarted:
+                entry.future.cancel()
+            return
+        self._pending.extendleft(reversed(unstarted))
+        replacement = self._spawn()
+        logger.info("replaced child process %s with %s", child.process.pid, replacement.process.pid)
+        self._schedule_dispatch()
 
-    def _kill(self, child: _Child, outcome: Outcome) -> None:
-        if child.job is None or child.kill_outcome is not None:
+    def _kill(self, child: _Child, seq: int, outcome: Outcome) -> None:
+        if seq not in child.jobs or seq in child.kill_outcomes:
             return
         logger.warning(
             "killing child %s running task id=%s: %s",
             child.process.pid,
-            child.job.task_id,
+            child.jobs[seq].job.task_id,
             outcome.error.message if outcome.error else outcome.state.value,
         )
-        child.kill_outcome = outcome
+        child.kill_outcomes[seq] = outcome
         self._signal(child, signal.SIGKILL)
 
-    def _settle(self, child: _Child, outcome: Outcome | None) -> None:
-        """Finish the child's job: resolve its future (cancel it when outcome is None)."""
+    def _watch_for_stuck(self, child: _Child) -> None:
+        if child.stuck_watch is None:
+            loop = asyncio.get_running_loop()
+            child.stuck_watch = loop.call_later(
+                _STUCK_AFTER, self._check_stuck, child, child.reports
+            )
+
+    def _check_stuck(self, child: _Child, reports_then: int) -> None:
+        """Give a silent child's waiting jobs to the others (a long task holds it)."""
+        child.stuck_watch = None
+        if child not in self._children or len(child.jobs) < 2:
+            return
+        if child.reports == reports_then:
+            taken = [seq for seq in child.jobs if child.claims.withdraw(seq)]
+            if taken:
+                logger.info(
+                    "moving %d tasks queued behind a long task in child %s to other children",
+                    len(taken),
+                    child.process.pid,
+                )
+                self._pending.extendleft(reversed([child.jobs.pop(seq) for seq in taken]))
+                self._schedule_dispatch()
+        if len(child.jobs) > 1:
+            self._watch_for_stuck(child)
+
+    def _stop_watching(self, child: _Child) -> None:
         for handle in child.timers:
             handle.cancel()
         child.timers.clear()
-        if child.future is not None and not child.future.done():
-            if outcome is None:
-                child.future.cancel()
-            else:
-                child.future.set_result(outcome)
-        child.job = None
-        child.future = None
+        if child.stuck_watch is not None:
+            child.stuck_watch.cancel()
+            child.stuck_watch = None
 
     def _forget(self, child: _Child) -> None:
         loop = asyncio.get_running_loop()
@@ -232,6 +393,10 @@ class ProcessPool:
         if process.is_alive():
             process.kill()
             process.join(_CHILD_EXIT_TIMEOUT)
+
+
+def _has_limits(job: Job) -> bool:
+    return bool(job.time_limit or job.soft_time_limit)
 
 
 def _exit_reason(process: BaseProcess) -> str:

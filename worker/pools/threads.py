@@ -48,6 +48,11 @@ class ThreadPool:
         """How many jobs run at once."""
         return self._size
 
+    @property
+    def capacity(self) -> int:
+        """The same as `slots`: every job taken starts at once."""
+        return self.slots
+
     async def start(self) -> None:
         """Remember the loop that outcomes and events are delivered on."""
         self._loop = asyncio.get_running_loop()
