@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from bench import report
+from bench import bar, report
 from bench.config import BenchConfig
 from bench.runner import Runner, SystemFactory
 from bench.scenarios import SCENARIOS
@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("interrupted; every started process has been stopped")
         return RET_INTERRUPTED
     document = report.build(results, list(systems), config, args.quick)
+    document["bar"] = bar.check(document)
     path = report.write(document, args.out)
     print(report.table(document))
+    print("\n" + bar.render(document["bar"]))
     print(f"\nJSON: {path}", file=sys.stderr)
     return RET_OK
