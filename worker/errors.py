@@ -30,6 +30,15 @@ class SessionRefused(WorkerError):
     """The broker refused the session for a reason retrying cannot fix (e.g. a bad Hello)."""
 
 
+class NotStarted(WorkerError):
+    """A pool gives a job back without having started it.
+
+    Its child is stuck behind a long task, or died first. The worker buffers the job again,
+    where the prefetch hold limit applies: it starts on the next free slot or goes back to the
+    broker.
+    """
+
+
 class WorkerLostError(WorkerError):
     """The child process running a task died (killed by a signal, crashed, or called os._exit).
 

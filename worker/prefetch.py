@@ -118,6 +118,10 @@ class Prefetch:
             logger.warning("the broker assigned lease=%s beyond this worker's credit", job.lease_id)
         self._jobs.append((now, job))
 
+    def push_front(self, job: Job, now: float) -> None:
+        """Buffer a job the pool gave back unstarted, first in line (its credit is spent)."""
+        self._jobs.appendleft((now, job))
+
     def pop(self) -> Job | None:
         """The oldest buffered job, removed; None when the buffer is empty."""
         return self._jobs.popleft()[1] if self._jobs else None

@@ -23,7 +23,7 @@ import grpc
 
 from worker import codec
 from worker.config import WorkerConfig, grpc_target, worker_id
-from worker.errors import BrokerUnavailable, WorkerError
+from worker.errors import BrokerUnavailable, NotStarted, WorkerError
 from worker.execution import resolve_limits, revoked_outcome
 from worker.jobs import Job, Outcome, OutcomeState, TaskEvent
 from worker.loader import Registry
@@ -327,6 +327,9 @@ class Worker:
 
     def _on_finished(self, job: Job, future: asyncio.Future[Outcome]) -> None:
         self._running.pop(job.lease_id, None)
+        if not future.cancelled() and isinstance(future.exception(), NotStarted):
+            self._rebuffer(job)
+            return
         reason = self._cancelled.pop(job.lease_id, None)
         self._prefetch.finished(asyncio.get_running_loop().time())
         self._pump()
@@ -344,6 +347,23 @@ class Worker:
         self._top_up()
         if self._draining and self._session is not None:
             self._close_when_idle(self._session)
+
+    def _rebuffer(self, job: Job) -> None:
+        """Buffer a job the pool gave back unstarted again, first in line.
+
+        When the worker takes no more work, the job goes back to the broker at once instead.
+        """
+        reason = self._cancelled.pop(job.lease_id, None)
+        if reason is not None:
+            self._buffer.add_outcome(revoked_outcome(job, reason), credit=0)
+        elif self._accepting and self._session is not None:
+            self._prefetch.push_front(job, asyncio.get_running_loop().time())
+            self._pump()
+            self._arm_hold_timer()
+        else:
+            self._buffer.add_returned(job.lease_id)
+        if not self._running:
+            self._idle.set()
 
     def _cancel(self, lease_ids: tuple[str, ...], terminate: bool, reason: str) -> None:
         for lease_id in lease_ids:

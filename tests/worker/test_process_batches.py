@@ -12,8 +12,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.worker.test_pools import job, value, wait_for_path, with_pool
 from worker import pools
+from worker.errors import NotStarted
 from worker.jobs import OutcomeState, TaskEvent
 
 
@@ -106,5 +109,26 @@ def test_a_job_with_a_time_limit_runs_alone_and_is_killed_alone() -> None:
         assert outcome.error.type == "client.errors.TimeLimitExceeded"
         assert [value(o) for o in await asyncio.gather(*before)] == [1, 2, 3]
         assert [value(o) for o in await asyncio.gather(*after)] == [2, 3, 4]
+
+    with_pool("process", 1, body)
+
+
+def test_jobs_stuck_behind_a_long_task_with_no_free_child_go_back_to_the_worker(
+    tmp_path: Path,
+) -> None:
+    async def body(pool: pools.Pool, events: list[TaskEvent]) -> None:
+        await warm_up(pool, 4)
+        release = tmp_path / "release"
+        long = pool.submit(job("pid_then_wait_for_file", str(release)))
+        stuck = [pool.submit(job("pid")) for _ in range(3)]
+        await wait_for_path(tmp_path / "release.started")
+        # The only child is busy: the pool gives the waiting jobs back unstarted, so the
+        # worker's prefetch hold limit can return them to the broker.
+        for future in stuck:
+            with pytest.raises(NotStarted):
+                await future
+        assert not long.done()
+        release.touch()
+        assert value(await long) == "released"
 
     with_pool("process", 1, body)

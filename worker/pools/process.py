@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from worker.errors import WorkerError
+from worker.errors import NotStarted, WorkerError
 from worker.execution import lost_outcome, revoked_outcome, time_limit_outcome
 from worker.jobs import Job, Outcome
 from worker.pools.base import PoolContext
@@ -99,8 +99,16 @@ class ProcessPool:
 
     @property
     def capacity(self) -> int:
-        """How many jobs the pool takes at once: a batch per child (one per child when slow)."""
-        return self._size * self._batch_size()
+        """How many jobs the pool holds when the worker tops it up now.
+
+        What the children hold, plus a batch for each free child (one job when tasks are
+        slow). Nothing more: a job the pool cannot place at once stays in the worker's buffer,
+        where the prefetch hold limit can hand it back to the broker.
+        """
+        # A child still starting (a replacement) counts: its jobs wait here until it is ready.
+        free = sum(1 for child in self._children if self._is_idle(child))
+        held = sum(len(child.jobs) for child in self._children) + len(self._pending)
+        return held + max(0, free * self._batch_size() - len(self._pending))
 
     async def start(self) -> None:
         """Launch the children and wait until each has imported the task modules.
@@ -202,9 +210,13 @@ class ProcessPool:
             self._send(child, batch)
 
     @staticmethod
-    def _is_free(child: _Child) -> bool:
+    def _is_idle(child: _Child) -> bool:
         # A child being killed may still send outcomes: never give it more.
-        return child.ready.done() and not child.jobs and not child.kill_outcomes and not child.gone
+        return not child.jobs and not child.kill_outcomes and not child.gone
+
+    @classmethod
+    def _is_free(cls, child: _Child) -> bool:
+        return child.ready.done() and cls._is_idle(child)
 
     def _take_batch(self, size: int) -> list[_Entry]:
         """Up to `size` pending jobs; a job with time limits only ever travels alone."""
@@ -326,10 +338,25 @@ class ProcessPool:
             for entry in unstarted:
                 entry.future.cancel()
             return
+        # The replacement is ready within moments: the unstarted jobs wait for it (or another).
         self._pending.extendleft(reversed(unstarted))
         replacement = self._spawn()
         logger.info("replaced child process %s with %s", child.process.pid, replacement.process.pid)
         self._schedule_dispatch()
+
+    def _move_or_give_back(self, entries: list[_Entry]) -> None:
+        """Send jobs withdrawn from a stuck child to a free child, or back to the worker.
+
+        The worker's buffer hands them to the broker if no slot frees within the hold limit.
+        """
+        if any(self._is_free(child) for child in self._children):
+            self._pending.extendleft(reversed(entries))
+            self._schedule_dispatch()
+            return
+        for entry in entries:
+            if not entry.future.done():
+                lease = entry.job.lease_id
+                entry.future.set_exception(NotStarted(f"lease={lease} waited behind a long task"))
 
     def _kill(self, child: _Child, seq: int, outcome: Outcome) -> None:
         if seq not in child.jobs or seq in child.kill_outcomes:
@@ -363,8 +390,7 @@ class ProcessPool:
                     len(taken),
                     child.process.pid,
                 )
-                self._pending.extendleft(reversed([child.jobs.pop(seq) for seq in taken]))
-                self._schedule_dispatch()
+                self._move_or_give_back([child.jobs.pop(seq) for seq in taken])
         if len(child.jobs) > 1:
             self._watch_for_stuck(child)
 
