@@ -4,8 +4,10 @@ isort:skip_file
 The service workers use: one bidirectional stream per worker session carries everything
 about execution. The worker speaks first (Hello); the broker answers with Welcome.
 
-Flow control is by credit: a worker grants one credit per free execution slot and the
-broker never assigns more tasks than the credit it holds. Each assignment carries a lease,
+Flow control is by credit: the broker never assigns more tasks than the credit a worker has
+granted. A worker grants one credit per free execution slot, and may grant a little more
+(bounded prefetch) so that short tasks travel in batches; it hands back tasks it could not
+start soon (Report.returned_lease_ids). Each assignment carries a lease,
 fenced by lease id and attempt number; everything the worker reports names that lease, and
 reports on a lease the broker no longer holds are rejected (LeaseRejections) and dropped.
 
@@ -215,7 +217,7 @@ class Report(_message.Message):
     STATE_UPDATES_FIELD_NUMBER: _builtins.int
     RETURNED_LEASE_IDS_FIELD_NUMBER: _builtins.int
     credit: _builtins.int
-    """Additional free slots, added to the worker's credit."""
+    """Additional credit: tasks the worker is ready to take now (free slots, plus any prefetch)."""
     @_builtins.property
     def started_lease_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Delivery acks: leases whose tasks the worker has started executing (state STARTED)."""

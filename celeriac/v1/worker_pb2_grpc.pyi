@@ -4,8 +4,10 @@ isort:skip_file
 The service workers use: one bidirectional stream per worker session carries everything
 about execution. The worker speaks first (Hello); the broker answers with Welcome.
 
-Flow control is by credit: a worker grants one credit per free execution slot and the
-broker never assigns more tasks than the credit it holds. Each assignment carries a lease,
+Flow control is by credit: the broker never assigns more tasks than the credit a worker has
+granted. A worker grants one credit per free execution slot, and may grant a little more
+(bounded prefetch) so that short tasks travel in batches; it hands back tasks it could not
+start soon (Report.returned_lease_ids). Each assignment carries a lease,
 fenced by lease id and attempt number; everything the worker reports names that lease, and
 reports on a lease the broker no longer holds are rejected (LeaseRejections) and dropped.
 
