@@ -74,7 +74,7 @@ class CelerySystem:
         self.bench.noop.delay()
 
     def submit_batch(self, count: int, queue: str | None = None) -> Pending:
-        from celery import group  # type: ignore[import-untyped]
+        from celery import group
 
         options = {"queue": QUEUES.get(queue, queue)} if queue else {}
         result: Pending = group(self.bench.noop.s() for _ in range(count)).apply_async(**options)
