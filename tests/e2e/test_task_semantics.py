@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client import Celeriac
+from client import AsyncResult, Celeriac
 from client.errors import RemoteTaskError, TaskRevokedError
 from tests.e2e import tasks
 from tests.support import ROOT, BrokerProcess, WorkerProcess
@@ -183,3 +184,60 @@ def test_a_hard_time_limit_hit_while_holding_a_lock_releases_it(
         held.get(timeout=30)
     # The process pool killed the child that held the lock, so the OS released it.
     assert tasks.try_lock.delay(lock).get(timeout=20) == "acquired"
+
+
+def test_dead_letters_can_be_requeued_and_purged_from_the_cli(
+    app: Celeriac, start_worker: StartWorker, broker_process: BrokerProcess
+) -> None:
+    start_worker()
+    result = tasks.fail.delay("for the dead-letter set")
+    with pytest.raises(ValueError, match="dead-letter"):
+        result.get(timeout=20)
+
+    def admin(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "broker", *args, "--broker", broker_process.address],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert result.id in admin("dead", "list")
+    assert "requeued 1" in admin("dead", "requeue", result.id)
+    # Requeued as a fresh attempt with its arguments: it runs (and fails) again.
+    wait_until(lambda: result.id in admin("dead", "list"))
+    assert result.state == "FAILURE"
+    assert "purged 1" in admin("dead", "purge", "--all")
+    assert result.id not in admin("dead", "list")
+
+
+def test_ignore_result_forget_and_result_expiry(app: Celeriac, start_worker: StartWorker) -> None:
+    start_worker()
+    ignored = tasks.add.apply_async((1, 2), ignore_result=True)
+    assert ignored.get(timeout=20) is None
+    assert ignored.state == "SUCCESS"
+    kept = tasks.add.delay(2, 2)
+    assert kept.get(timeout=20) == 4
+    kept.forget()
+    assert kept.state == "UNKNOWN"
+    short = tasks.add.apply_async((3, 3), result_ttl=0.3)
+    assert short.get(timeout=20) == 6
+    # A fresh handle asks the broker (a handle caches a finished result, as Celery's does).
+    wait_until(lambda: AsyncResult(short.id, app=app).state == "UNKNOWN")
+
+
+def test_the_routing_table_sends_a_task_to_its_queue(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    app.conf = dataclasses.replace(
+        app.conf, task_routes={"tests.e2e.tasks.rec*": {"queue": "routed"}}
+    )
+    log = str(tmp_path / "routed")
+    result = tasks.record.delay(log, "via the routing table")
+    assert result.queue == "routed"
+    start_worker("--queues", "routed")
+    assert result.get(timeout=20) == "via the routing table"
