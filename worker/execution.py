@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import inspect
 import logging
-import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -46,6 +45,7 @@ from worker.jobs import (
     TaskErrorInfo,
     TaskEvent,
 )
+from worker.task_threads import TaskThreads
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ async def execute_async(
     settings: ExecutionSettings,
     *,
     now: datetime | None = None,
+    threads: TaskThreads | None = None,
 ) -> Outcome:
     """Run one job on the running event loop: coroutines are awaited, sync tasks use a thread.
 
@@ -156,6 +157,7 @@ async def execute_async(
             the task's thread for sync tasks; it must be thread-safe then).
         settings: The worker's execution settings.
         now: The current time (injected by tests).
+        threads: Where sync tasks run (default: a new thread per job).
 
     Returns:
         The outcome.
@@ -168,7 +170,7 @@ async def execute_async(
             if inspect.iscoroutinefunction(prepared.task.run):
                 value = await _invoke(prepared)  # type: ignore[misc]
             else:
-                value = await _in_daemon_thread(_invoke, prepared)
+                value = await _in_thread(_invoke, prepared, threads or TaskThreads(0))
                 if inspect.isawaitable(value):
                     value = await value
         except (Exception, SystemExit) as exc:
@@ -312,8 +314,8 @@ def _invoke(call: _Call) -> object:
     return call.task.run(*call.args, **call.kwargs)
 
 
-async def _in_daemon_thread(fn: Callable[[_Call], object], call: _Call) -> object:
-    """Run fn(call) in a new daemon thread with this context (so the task sees its request).
+async def _in_thread(fn: Callable[[_Call], object], call: _Call, threads: TaskThreads) -> object:
+    """Run fn(call) in one of `threads` with this context (so the task sees its request).
 
     Not `asyncio.to_thread`: a cancelled job's thread may run on for a long time, and threads of
     the loop's default executor would hold up the worker's exit until they end.
@@ -338,7 +340,7 @@ async def _in_daemon_thread(fn: Callable[[_Call], object], call: _Call) -> objec
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=target, name=f"celeriac-task-{call.task.name}", daemon=True).start()
+    threads.run(target)
     return await future
 
 

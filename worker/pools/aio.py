@@ -14,6 +14,7 @@ import logging
 from worker.execution import execute_async, revoked_outcome, time_limit_outcome
 from worker.jobs import Job, Outcome, TaskEvent
 from worker.pools.base import PoolContext
+from worker.task_threads import TaskThreads
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class AsyncPool:
         self._context = context
         self._tasks: dict[str, asyncio.Task[Outcome]] = {}
         self._revoked: dict[str, str] = {}
+        self._threads = TaskThreads(keep_idle=size)  # for sync tasks
 
     @property
     def slots(self) -> int:
@@ -67,6 +69,7 @@ class AsyncPool:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._threads.close()
 
     async def _run(self, job: Job) -> Outcome:
         context = self._context
@@ -78,7 +81,9 @@ class AsyncPool:
 
         try:
             async with asyncio.timeout(job.time_limit):
-                return await execute_async(job, context.tasks, sink, context.settings)
+                return await execute_async(
+                    job, context.tasks, sink, context.settings, threads=self._threads
+                )
         except TimeoutError:
             return time_limit_outcome(job)
         except asyncio.CancelledError:

@@ -1,26 +1,26 @@
-"""The thread pool (and "solo", its one-slot form): each job runs in its own thread.
+"""The thread pool (and "solo", its one-slot form): jobs run in threads of the worker process.
 
-A thread per job, rather than a fixed executor, because a thread cannot be killed: when a job
-passes its hard time limit or is terminated, the pool reports the outcome at once, asks the
-thread to stop by raising an exception in it at its next Python instruction, and lets it go.
-An abandoned thread cannot hold up later jobs; its late outcome is ignored. Soft time limits are
-raised the same way, so code blocked in a long C call (e.g. `time.sleep`) sees them only when
-that call returns. Use the process pool when limits must be exact.
+Threads are reused from job to job (`worker.task_threads`). A thread cannot be killed: when a
+job passes its hard time limit or is terminated, the pool reports the outcome at once, asks the
+thread to stop by raising an exception in it at its next Python instruction, and lets it go; a
+fresh thread takes later jobs, and the stopped one's late outcome is ignored. Soft time limits
+are raised the same way, so code blocked in a long C call (e.g. `time.sleep`) sees them only
+when that call returns. Use the process pool when limits must be exact.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import logging
-import threading
 from dataclasses import dataclass, field
 
 from client.errors import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from worker.execution import execute, revoked_outcome, time_limit_outcome
 from worker.jobs import Job, Outcome, TaskEvent
 from worker.pools.base import PoolContext
+from worker.task_threads import TaskThread, TaskThreads, Work
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,14 @@ logger = logging.getLogger(__name__)
 class _Running:
     job: Job
     future: asyncio.Future[Outcome]
-    thread: threading.Thread | None = None
+    work: Work | None = None
+    thread: TaskThread | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def interrupt(self, exc_type: type[BaseException]) -> None:
+        """Raise `exc_type` in the job's thread, if the job still runs there."""
+        if self.thread is not None and self.work is not None:
+            self.thread.interrupt(self.work, exc_type)
 
 
 class ThreadPool:
@@ -42,6 +48,7 @@ class ThreadPool:
         self._context = context
         self._running: dict[str, _Running] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads = TaskThreads(keep_idle=size)
 
     @property
     def slots(self) -> int:
@@ -58,18 +65,15 @@ class ThreadPool:
         self._loop = asyncio.get_running_loop()
 
     def submit(self, job: Job) -> asyncio.Future[Outcome]:
-        """Start the job in a new thread."""
+        """Start the job in an idle thread (or a new one)."""
         loop = asyncio.get_running_loop()
         running = _Running(job, loop.create_future())
         self._running[job.lease_id] = running
-        thread = threading.Thread(
-            target=self._run, args=(running,), name=f"celeriac-task-{job.task_id}", daemon=True
-        )
-        running.thread = thread
-        thread.start()
+        running.work = functools.partial(self._run, running)
+        running.thread = self._threads.run(running.work)
         if job.soft_time_limit:
             running.timers.append(
-                loop.call_later(job.soft_time_limit, _raise_in, thread, SoftTimeLimitExceeded)
+                loop.call_later(job.soft_time_limit, running.interrupt, SoftTimeLimitExceeded)
             )
         if job.time_limit:
             running.timers.append(
@@ -95,6 +99,7 @@ class ThreadPool:
                 "abandoning unfinished task id=%s name=%s", running.job.task_id, running.job.name
             )
             self._settle(running, None)
+        self._threads.close()
 
     def _run(self, running: _Running) -> None:
         assert self._loop is not None
@@ -120,9 +125,9 @@ class ThreadPool:
             outcome.error.message if outcome.error else "",
         )
         self._settle(running, outcome)
-        if running.thread is not None:
-            exc_type = TimeLimitExceeded if outcome.state.value == "FAILURE" else TaskRevokedError
-            _raise_in(running.thread, exc_type)
+        running.interrupt(
+            TimeLimitExceeded if outcome.state.value == "FAILURE" else TaskRevokedError
+        )
 
     def _settle(self, running: _Running, outcome: Outcome | None) -> None:
         for handle in running.timers:
@@ -135,12 +140,3 @@ class ThreadPool:
                 running.future.cancel()
             else:
                 running.future.set_result(outcome)
-
-
-def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
-    """Raise `exc_type` in `thread` at its next Python instruction (a no-op once it ended)."""
-    if thread.ident is None or not thread.is_alive():
-        return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
-    )
