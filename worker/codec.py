@@ -87,6 +87,7 @@ class ReportBatch:
     heartbeats: list[Heartbeat] | None = None
     state_updates: list[StateUpdate] | None = None
     returned: list[str] | None = None
+    withdraw_credit: bool = False
 
 
 def hello(
@@ -135,6 +136,7 @@ def report(batch: ReportBatch) -> worker_pb2.WorkerMessage:
                 for u in batch.state_updates or []
             ],
             returned_lease_ids=batch.returned or [],
+            withdraw_credit=batch.withdraw_credit,
         )
     )
 

@@ -90,6 +90,7 @@ class Prefetch:
         self.rate = CompletionRate()
         self._jobs: deque[tuple[float, Job]] = deque()
         self._held_back = False
+        self._withdrew = False
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -109,11 +110,20 @@ class Prefetch:
     def new_session(self) -> None:
         """A new session starts with no credit at the broker."""
         self.broker_credit = 0
+        self._withdrew = False
+
+    def withdrawn(self) -> None:
+        """The worker asked the broker to drop the credit it held (Report.withdraw_credit)."""
+        self.broker_credit = 0
+        # Assignments the broker made before it read the withdrawal are still on their way.
+        self._withdrew = True
 
     def assigned(self, job: Job, now: float) -> None:
         """The broker assigned `job` (using one credit); buffer it until a slot is free."""
         if self.broker_credit > 0:
             self.broker_credit -= 1
+        elif self._withdrew:
+            logger.debug("lease=%s was assigned before the broker read a withdrawal", job.lease_id)
         else:
             logger.warning("the broker assigned lease=%s beyond this worker's credit", job.lease_id)
         self._jobs.append((now, job))

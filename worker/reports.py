@@ -58,6 +58,7 @@ class ReportBuffer:
         self._heartbeats: dict[str, Heartbeat] = {}
         self._state_updates: dict[str, StateUpdate] = {}
         self._returned: list[str] = []
+        self._withdraw = False
         # Sent outcomes by lease, oldest first, with the loop time they were taken for sending.
         self._unconfirmed: dict[str, tuple[float, Outcome]] = {}
         self.keep_sent_for = DEFAULT_KEEP_SENT_FOR
@@ -71,6 +72,16 @@ class ReportBuffer:
     def reset_credit(self, slots: int) -> None:
         """Replace pending credit (a new session starts from zero credit at the broker)."""
         self._credit = slots
+        self._touch()
+
+    def withdraw_credit(self) -> None:
+        """Ask the broker to drop the credit it holds for this worker (a prefetch hand-back).
+
+        Credit gathered for this Report so far is dropped as well: the broker restarts from
+        zero, and only credit added after this call reaches it.
+        """
+        self._credit = 0
+        self._withdraw = True
         self._touch()
 
     def add_started(self, lease_id: str) -> None:
@@ -135,8 +146,10 @@ class ReportBuffer:
             heartbeats=list(self._heartbeats.values()),
             state_updates=list(self._state_updates.values()),
             returned=self._returned,
+            withdraw_credit=self._withdraw,
         )
         self._remember_sent(batch.outcomes or [])
+        self._withdraw = False
         self._credit = 0
         self._started = []
         self._outcomes = {}
@@ -144,7 +157,7 @@ class ReportBuffer:
         self._state_updates = {}
         self._returned = []
         empty = not (batch.credit or batch.started or batch.outcomes or batch.heartbeats)
-        if empty and not (batch.state_updates or batch.returned):
+        if empty and not (batch.state_updates or batch.returned or batch.withdraw_credit):
             return None
         return batch
 

@@ -307,6 +307,10 @@ class Worker:
             )
             for job in expired:
                 self._buffer.add_returned(job.lease_id)
+            # Stale credit would bring them (or others) straight back to this busy worker.
+            self._buffer.withdraw_credit()
+            self._prefetch.withdrawn()
+            self._top_up()
         self._arm_hold_timer()
 
     def _start(self, job: Job) -> None:

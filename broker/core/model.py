@@ -176,6 +176,8 @@ class Report:
     extensions: tuple[LeaseExtension, ...] = ()
     state_updates: tuple[StateUpdate, ...] = ()
     returned: tuple[str, ...] = ()
+    # Drop the credit held for the session before adding ``credit`` (a prefetch hand-back).
+    withdraw_credit: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,8 @@ class WorkerSessions:
         for lease_id in report.returned:
             if (lease := self._held(session, lease_id)) is not None:
                 lifecycle.requeue(lease, count_attempt=False, reason="returned by worker")
+        if report.withdraw_credit:
+            session.credit = 0
         session.credit += report.credit
         self._dispatcher.fill(session)
         # Returned leases and immediate retries went back to their queues: other sessions with

@@ -208,6 +208,7 @@ def report_from_pb(message: worker_pb2.Report) -> Report:
             for u in message.state_updates
         ),
         returned=tuple(message.returned_lease_ids),
+        withdraw_credit=message.withdraw_credit,
     )
 
 

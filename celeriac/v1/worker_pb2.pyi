@@ -216,8 +216,14 @@ class Report(_message.Message):
     EXTENSIONS_FIELD_NUMBER: _builtins.int
     STATE_UPDATES_FIELD_NUMBER: _builtins.int
     RETURNED_LEASE_IDS_FIELD_NUMBER: _builtins.int
+    WITHDRAW_CREDIT_FIELD_NUMBER: _builtins.int
     credit: _builtins.int
     """Additional credit: tasks the worker is ready to take now (free slots, plus any prefetch)."""
+    withdraw_credit: _builtins.bool
+    """Drop the credit the broker still holds for this worker before adding this Report's
+    credit. A worker sets it when it hands back prefetched tasks it could not start in time,
+    so that they are not assigned straight back to it.
+    """
     @_builtins.property
     def started_lease_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Delivery acks: leases whose tasks the worker has started executing (state STARTED)."""
@@ -249,10 +255,11 @@ class Report(_message.Message):
         extensions: _abc.Iterable[Global___LeaseExtension] | None = ...,
         state_updates: _abc.Iterable[Global___StateUpdate] | None = ...,
         returned_lease_ids: _abc.Iterable[_builtins.str] | None = ...,
+        withdraw_credit: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "extensions", b"extensions", "outcomes", b"outcomes", "returned_lease_ids", b"returned_lease_ids", "started_lease_ids", b"started_lease_ids", "state_updates", b"state_updates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "extensions", b"extensions", "outcomes", b"outcomes", "returned_lease_ids", b"returned_lease_ids", "started_lease_ids", b"started_lease_ids", "state_updates", b"state_updates", "withdraw_credit", b"withdraw_credit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -187,3 +187,14 @@ def test_a_returned_lease_goes_at_once_to_another_session_with_credit() -> None:
     core.workers.report(busy, Report(returned=(assignment.lease_id,)))
     (again,) = taken(idle)
     assert again.record is assignment.record and again.attempt == 1
+
+
+def test_a_report_that_withdraws_credit_keeps_only_the_credit_it_grants() -> None:
+    core, _ = make_broker()
+    session = connect(core, "a", credit=5)
+    core.workers.report(session, Report(credit=1, withdraw_credit=True))
+    assert session.credit == 1
+    core.submit(spec())
+    core.submit(spec())
+    core.dispatch()
+    assert len(taken(session)) == 1  # the withdrawn credit brings nothing more

@@ -130,6 +130,27 @@ def test_report_buffer_sends_one_report_per_loop_turn() -> None:
     assert second is not None and second.returned == ["c"] and second.credit == 0
 
 
+def test_a_withdrawal_drops_credit_gathered_before_it_and_keeps_credit_added_after() -> None:
+    flushed: list[ReportBatch | None] = []
+
+    async def main() -> None:
+        buffer = ReportBuffer(lambda: flushed.append(buffer.take()))
+        buffer.add_credit(5)
+        buffer.add_returned("a")
+        buffer.withdraw_credit()
+        buffer.add_credit(1)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        buffer.withdraw_credit()  # a withdrawal alone is still worth a Report
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    first, second = flushed
+    assert first is not None and first.withdraw_credit and first.credit == 1
+    assert first.returned == ["a"]
+    assert second is not None and second.withdraw_credit and second.credit == 0
+
+
 def test_sent_outcomes_the_broker_still_holds_are_sent_again_after_a_reconnect() -> None:
     async def main() -> tuple[list[str], list[str], list[str]]:
         buffer = ReportBuffer(lambda: None)
