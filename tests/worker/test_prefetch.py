@@ -168,20 +168,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 @pytest.fixture
-def broker() -> Iterator[RunningBroker]:
-    with running_broker() as running:
-        yield running
-
-
-@pytest.fixture
-def app(broker: RunningBroker) -> Iterator[Celeriac]:
-    client = Celeriac("prefetch-tests", broker=broker.address)
-    client.tasks.update(tasks_unit.app.tasks)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def admin(broker: RunningBroker) -> Iterator[Admin]:
     stub = Admin(broker.address)
     yield stub

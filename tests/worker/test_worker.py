@@ -18,7 +18,6 @@ import pytest
 from broker.testing import RunningBroker, running_broker
 from client import Celeriac
 from tests.support import ROOT, WorkerProcess
-from tests.worker import tasks_unit
 from worker import Worker, WorkerConfig, loader, pools
 from worker.cli import EXIT_COLD_SHUTDOWN, EXIT_USAGE
 from worker.codec import ReportBatch
@@ -27,20 +26,6 @@ from worker.jobs import Outcome, OutcomeState, TaskEvent
 from worker.reports import ReportBuffer
 
 MODULE = "tests.worker.tasks_unit"
-
-
-@pytest.fixture
-def broker() -> Iterator[RunningBroker]:
-    with running_broker() as running:
-        yield running
-
-
-@pytest.fixture
-def app(broker: RunningBroker) -> Iterator[Celeriac]:
-    client = Celeriac("worker-tests", broker=broker.address)
-    client.tasks.update(tasks_unit.app.tasks)
-    yield client
-    client.close()
 
 
 @contextmanager
