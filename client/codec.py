@@ -169,4 +169,5 @@ def server_info(reply: client_pb2.ServerInfoResponse) -> ServerInfo:
         max_batch=reply.max_batch,
         max_wait=reply.max_wait_ms / 1000,
         uptime=reply.uptime_seconds,
+        max_message_bytes=reply.max_message_bytes,
     )

@@ -112,3 +112,4 @@ class ServerInfo:
     max_batch: int
     max_wait: float
     uptime: float
+    max_message_bytes: int = 0  # 0: the broker did not say

@@ -1,7 +1,9 @@
-"""The only module that speaks gRPC: channels, calls, deadlines and the status-code table.
+"""Where the client speaks gRPC: channels, calls and deadlines.
 
 Everything above this module works with the plain records of ``client.records``; protobuf
-messages are built and read by ``client.codec``, on this module's behalf only.
+messages are built and read by ``client.codec``, on this module's behalf only. Besides this
+module only ``client.call_stream`` (the session stream that carries ``delay()`` and ``get()``)
+and ``client.status`` (the status-code table) touch gRPC.
 
 Connections are made lazily, on the first call, so importing a task module never touches the
 network. The first call of a connection waits at most ``connect_timeout`` for the broker and
@@ -19,25 +21,21 @@ from typing import TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
 from celeriac.v1 import client_pb2, client_pb2_grpc
 from client import codec, states
+from client.call_stream import AsyncCallStream, CallStream
 from client.chunks import SUBMIT_WINDOW, ChunkCall, chunk_failure
 from client.config import ClientConfig
-from client.errors import (
-    BrokerUnavailable,
-    CeleriacError,
-    InvalidTaskSpec,
-    PayloadTooLarge,
-    QueueFull,
-    TaskNotFound,
-)
+from client.errors import BrokerUnavailable, TaskNotFound
 from client.records import (
     ResultRecord,
     ServerInfo,
     SubmitSpec,
     Submitted,
 )
+from client.status import rpc_error
 
 logger = logging.getLogger(__name__)
 
@@ -57,42 +55,13 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    # The broker bounds what it sends by its own message limit (ServerInfo.max_message_bytes);
+    # a lower limit here would only turn a large result into an error after it was sent.
+    ("grpc.max_receive_message_length", -1),
 )
 
-# The one table from gRPC status codes to client errors. RESOURCE_EXHAUSTED is refined by its
-# message: a full queue says "full"; anything else (the broker's payload limit, gRPC's own
-# message size limit) is a payload too large. Unlisted codes map to the root of the tree.
-STATUS_ERRORS: dict[grpc.StatusCode, type[CeleriacError]] = {
-    grpc.StatusCode.UNAVAILABLE: BrokerUnavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: BrokerUnavailable,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidTaskSpec,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidTaskSpec,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFull,
-    grpc.StatusCode.NOT_FOUND: TaskNotFound,
-}
-
-
-def error_from_status(code: grpc.StatusCode, details: str, method: str, target: str) -> Exception:
-    """Translate a failed call into the client error tree.
-
-    Args:
-        code: The call's status code.
-        details: The broker's message.
-        method: The RPC name, for the message.
-        target: The broker address, for the message.
-    """
-    kind = STATUS_ERRORS.get(code, CeleriacError)
-    if kind is QueueFull and "full" not in details.lower():
-        kind = PayloadTooLarge
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        details = f"no answer before the deadline{': ' + details if details else ''}"
-    return kind(f"{method} to broker at {target} failed ({code.name}): {details}")
-
-
-def _rpc_error(error: grpc.RpcError, method: str, target: str) -> Exception:
-    code = error.code() if isinstance(error, (grpc.Call, grpc.aio.AioRpcError)) else None
-    details = error.details() if isinstance(error, (grpc.Call, grpc.aio.AioRpcError)) else None
-    return error_from_status(code or grpc.StatusCode.UNKNOWN, details or str(error), method, target)
+# Room for the SessionCall frame around a request when checking it against the message limit.
+_SESSION_FRAME_BYTES = 64
 
 
 class Transport:
@@ -106,11 +75,16 @@ class Transport:
         self._stub: client_pb2_grpc.TaskServiceStub | None = None
         self._connected = False
         self._info: ServerInfo | None = None
+        self._stream: CallStream | None = None
 
     def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
         """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
         if len(specs) == 1:
             one = codec.submit_request(specs[0])
+            stream = self._session_for(one)
+            if stream is not None:
+                call = client_pb2.SessionCall(submit=one)
+                return [codec.submitted(self._on_session(stream, call, "Submit").submit)]
             reply = self._invoke("Submit", lambda stub, t: stub.Submit(one, timeout=t))
             return [codec.submitted(reply)]
         many = codec.submit_many_request(specs)
@@ -150,7 +124,7 @@ class Transport:
         try:
             reply = oldest.call.result()
         except grpc.RpcError as error:
-            failure = _rpc_error(error, "SubmitMany", self._target)
+            failure = rpc_error(error, "SubmitMany", self._target)
             if isinstance(failure, BrokerUnavailable):
                 self._connected = False
             later = [(c.start, c.count, c.call.exception() is None) for c in sent]
@@ -161,7 +135,14 @@ class Transport:
         """Read one result, letting the broker hold the call up to ``wait`` seconds."""
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
-            reply = self._invoke("GetResult", lambda s, t: s.GetResult(request, timeout=t), wait)
+            stream = self._session_for(request)
+            if stream is not None:
+                call = client_pb2.SessionCall(get_result=request)
+                reply = self._on_session(stream, call, "GetResult", wait).get_result
+            else:
+                reply = self._invoke(
+                    "GetResult", lambda s, t: s.GetResult(request, timeout=t), wait
+                )
         except TaskNotFound:
             return ResultRecord(task_id=task_id, state=states.UNKNOWN)
         return codec.result_record(reply.result)
@@ -195,9 +176,31 @@ class Transport:
         """Close the channel; a later call opens a new one."""
         with self._lock:
             channel, self._channel, self._stub = self._channel, None, None
+            stream, self._stream = self._stream, None
             self._connected = False
+        if stream is not None:
+            stream.close()
         if channel is not None:
             channel.close()
+
+    def _session_for(self, request: Message) -> CallStream | None:
+        """The open session stream, or None when the broker has none or the call is too big."""
+        stub = self._ready_stub()
+        if not _fits_session(self._info, request):
+            return None
+        with self._lock:
+            if self._stream is None or self._stream.broken:
+                self._stream = CallStream(stub, self._target)
+            return self._stream
+
+    def _on_session(
+        self, stream: CallStream, call: client_pb2.SessionCall, method: str, wait: float = 0.0
+    ) -> client_pb2.SessionReply:
+        try:
+            return stream.call(call, method, self._config.rpc_timeout + wait)
+        except BrokerUnavailable:
+            self._connected = False  # the next call waits for the connection again
+            raise
 
     def _invoke(
         self,
@@ -209,7 +212,7 @@ class Transport:
         try:
             return call(stub, self._config.rpc_timeout + wait)
         except grpc.RpcError as error:
-            failure = _rpc_error(error, method, self._target)
+            failure = rpc_error(error, method, self._target)
             if isinstance(failure, BrokerUnavailable):
                 self._connected = False  # the next call waits for the connection again
             raise failure from None
@@ -232,7 +235,7 @@ class Transport:
                     wait_for_ready=True,
                 )
             except grpc.RpcError as error:
-                failure = _rpc_error(error, "ServerInfo", self._target)
+                failure = rpc_error(error, "ServerInfo", self._target)
                 if isinstance(failure, BrokerUnavailable):
                     failure = BrokerUnavailable(_unreachable(self._target, self._config))
                 raise failure from None
@@ -258,6 +261,10 @@ class AsyncTransport:
         """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
         if len(specs) == 1:
             one = codec.submit_request(specs[0])
+            stream = await self._session_for(one)
+            if stream is not None:
+                call = client_pb2.SessionCall(submit=one)
+                return [codec.submitted((await self._on_session(stream, call, "Submit")).submit)]
             reply = await self._invoke("Submit", lambda s, t: s.Submit(one, timeout=t))
             return [codec.submitted(reply)]
         many = codec.submit_many_request(specs)
@@ -288,7 +295,7 @@ class AsyncTransport:
         try:
             reply = await oldest.call
         except grpc.aio.AioRpcError as error:
-            failure = _rpc_error(error, "SubmitMany", self._target)
+            failure = rpc_error(error, "SubmitMany", self._target)
             if isinstance(failure, BrokerUnavailable):
                 for connection in self._stubs.values():
                     connection.connected = False
@@ -300,9 +307,14 @@ class AsyncTransport:
         """Read one result, letting the broker hold the call up to ``wait`` seconds."""
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
-            reply = await self._invoke(
-                "GetResult", lambda s, t: s.GetResult(request, timeout=t), wait
-            )
+            stream = await self._session_for(request)
+            if stream is not None:
+                call = client_pb2.SessionCall(get_result=request)
+                reply = (await self._on_session(stream, call, "GetResult", wait)).get_result
+            else:
+                reply = await self._invoke(
+                    "GetResult", lambda s, t: s.GetResult(request, timeout=t), wait
+                )
         except TaskNotFound:
             return ResultRecord(task_id=task_id, state=states.UNKNOWN)
         return codec.result_record(reply.result)
@@ -340,7 +352,29 @@ class AsyncTransport:
         loop = asyncio.get_running_loop()
         for connection_loop, connection in connections.items():
             if connection_loop is loop:
+                if connection.stream is not None:
+                    await connection.stream.close()
                 await connection.channel.close(None)
+
+    async def _session_for(self, request: Message) -> AsyncCallStream | None:
+        """This loop's session stream, or None when the broker has none or the call is too big."""
+        stub = await self._ready_stub()
+        if not _fits_session(self._info or await self.server_info(), request):
+            return None
+        connection = self._stubs[asyncio.get_running_loop()]
+        if connection.stream is None or connection.stream.broken:
+            connection.stream = AsyncCallStream(stub, self._target)
+        return connection.stream
+
+    async def _on_session(
+        self, stream: AsyncCallStream, call: client_pb2.SessionCall, method: str, wait: float = 0.0
+    ) -> client_pb2.SessionReply:
+        try:
+            return await stream.call(call, method, self._config.rpc_timeout + wait)
+        except BrokerUnavailable:
+            for connection in self._stubs.values():
+                connection.connected = False
+            raise
 
     async def _ready_stub(self) -> client_pb2_grpc.TaskServiceAsyncStub:
         loop = asyncio.get_running_loop()
@@ -371,7 +405,7 @@ class AsyncTransport:
         try:
             return await call(stub, self._config.rpc_timeout + wait)
         except grpc.aio.AioRpcError as error:
-            failure = _rpc_error(error, method, self._target)
+            failure = rpc_error(error, method, self._target)
             if isinstance(failure, BrokerUnavailable):
                 for connection in self._stubs.values():
                     connection.connected = False
@@ -385,6 +419,19 @@ class _LoopConnection:
         self.channel = channel
         self.stub: client_pb2_grpc.TaskServiceAsyncStub = client_pb2_grpc.TaskServiceStub(channel)
         self.connected = False
+        self.stream: AsyncCallStream | None = None
+
+
+def _fits_session(info: ServerInfo | None, request: Message) -> bool:
+    """Whether ``request`` may ride the session stream of a broker described by ``info``.
+
+    A message over the broker's limit would end the stream and every call on it, so such a
+    request goes as a unary call, which fails alone with the same error.
+    """
+    if info is None or "session" not in info.features:
+        return False
+    limit = info.max_message_bytes
+    return limit == 0 or request.ByteSize() + _SESSION_FRAME_BYTES <= limit
 
 
 def _unreachable(target: str, config: ClientConfig) -> str:

@@ -49,6 +49,12 @@ def status_for(error: BrokerError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def status_number(code: grpc.StatusCode) -> int:
+    """The wire number of ``code`` (google.rpc.Code), for errors carried inside messages."""
+    number: int = code.value[0]
+    return number
+
+
 def translate_errors(
     method: Handler[Self, Request, Response],
 ) -> Handler[Self, Request, Response]:

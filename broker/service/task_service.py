@@ -1,4 +1,9 @@
-"""TaskService: submit, read results (with a server-side wait), revoke, forget, server info."""
+"""TaskService: submit, read results (with a server-side wait), revoke, forget, server info.
+
+Submit and GetResult are served twice: as unary calls, and as calls multiplexed on one
+``Session`` stream (:mod:`broker.service.client_session`). Both go through the same methods
+here, so the two paths cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import broker as broker_package
 from broker.core.model import TaskRecord
 from broker.errors import NotFound
 from broker.service import codec
+from broker.service.client_session import ClientSession
 from broker.service.runtime import Runtime
 from broker.service.status import translate_errors
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
@@ -29,6 +35,7 @@ FEATURES = (
     "idempotency-keys",
     "custom-states",
     "progress",
+    "session",
 )
 
 Context = grpc.aio.ServicerContext  # short alias for signatures
@@ -49,10 +56,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.SubmitRequest, client_pb2.SubmitResponse],
     ) -> client_pb2.SubmitResponse:
         """Submit one task."""
-        self._runtime.check_accepting()
-        result = self._core.submit(codec.spec_from_pb(request.task))
-        self._runtime.changed()
-        return codec.submit_response(result)
+        return self.submit(request)
 
     @translate_errors
     async def SubmitMany(
@@ -73,13 +77,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.GetResultRequest, client_pb2.GetResultResponse],
     ) -> client_pb2.GetResultResponse:
         """Read one result, holding the call up to wait_ms for it to be ready."""
-        if self._core.get(request.task_id) is None:
-            raise NotFound(f"unknown task id {request.task_id[:300]!r}")
-        await self._wait([request.task_id], request.wait_ms)
-        record = self._core.get(request.task_id)
-        if record is None:  # forgotten or expired while we waited
-            raise NotFound(f"unknown task id {request.task_id[:300]!r}")
-        return client_pb2.GetResultResponse(result=codec.result_to_pb(record))
+        return await self.get_result(request)
 
     @translate_errors
     async def GetResults(
@@ -134,7 +132,50 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             max_batch=config.max_batch,
             max_wait_ms=int(config.max_wait * 1000),
             uptime_seconds=time.monotonic() - self._started,
+            max_message_bytes=config.max_message_bytes,
         )
+
+    async def Session(  # type: ignore[override]
+        self,
+        request_iterator: object,
+        context: grpc.aio.ServicerContext[client_pb2.SessionCall, client_pb2.SessionReply],
+    ) -> None:
+        """Serve Submit and GetResult calls multiplexed on one stream until the client ends it."""
+        await ClientSession(self, context, self._core.config.max_message_bytes).serve()
+
+    def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
+        """Accept one task (the body of Submit, unary or on a session).
+
+        Raises:
+            BrokerError: The spec is invalid, the queue is full or the broker is stopping.
+        """
+        self._runtime.check_accepting()
+        result = self._core.submit(codec.spec_from_pb(request.task))
+        self._runtime.changed()
+        return codec.submit_response(result)
+
+    def result_is_ready(self, request: client_pb2.GetResultRequest) -> bool:
+        """Whether :meth:`get_result` would answer without holding the call."""
+        if request.wait_ms == 0:
+            return True
+        record = self._core.get(request.task_id)
+        return record is None or record.ready
+
+    async def get_result(
+        self, request: client_pb2.GetResultRequest
+    ) -> client_pb2.GetResultResponse:
+        """Read one result, holding up to wait_ms for it (the body of GetResult).
+
+        Raises:
+            NotFound: The broker does not know the task id, or forgot it while waiting.
+        """
+        if self._core.get(request.task_id) is None:
+            raise NotFound(f"unknown task id {request.task_id[:300]!r}")
+        await self._wait([request.task_id], request.wait_ms)
+        record = self._core.get(request.task_id)
+        if record is None:  # forgotten or expired while we waited
+            raise NotFound(f"unknown task id {request.task_id[:300]!r}")
+        return client_pb2.GetResultResponse(result=codec.result_to_pb(record))
 
     def _describe(self, task_id: str) -> tasks_pb2.TaskResult:
         record: TaskRecord | None = self._core.get(task_id)

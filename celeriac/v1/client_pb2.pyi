@@ -344,6 +344,7 @@ class ServerInfoResponse(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _builtins.int
     MAX_WAIT_MS_FIELD_NUMBER: _builtins.int
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Broker version, e.g. "0.1.0"."""
     protocol: _builtins.str
@@ -356,6 +357,11 @@ class ServerInfoResponse(_message.Message):
     """Longest server-side wait GetResult honours, in milliseconds."""
     uptime_seconds: _builtins.float
     """Seconds since the broker started."""
+    max_message_bytes: _builtins.int
+    """Largest message the broker accepts or sends, in bytes (gRPC's message size limit). A
+    Session call larger than this must go as a unary call instead: an oversize message would
+    end the whole stream, while a unary call fails alone.
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Feature names this broker supports, e.g. "retries", "eta", "revoke", "dead-letters"."""
@@ -370,11 +376,156 @@ class ServerInfoResponse(_message.Message):
         max_batch: _builtins.int = ...,
         max_wait_ms: _builtins.int = ...,
         uptime_seconds: _builtins.float = ...,
+        max_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "max_batch", b"max_batch", "max_payload_bytes", b"max_payload_bytes", "max_wait_ms", b"max_wait_ms", "protocol", b"protocol", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "max_batch", b"max_batch", "max_message_bytes", b"max_message_bytes", "max_payload_bytes", b"max_payload_bytes", "max_wait_ms", b"max_wait_ms", "protocol", b"protocol", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerInfoResponse: _TypeAlias = ServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class SessionCall(_message.Message):
+    """One call on a TaskService.Session stream.
+
+    The client picks call_id, unique among its unanswered calls on this stream. The broker answers
+    every call exactly once with the same call_id, in any order: a held GetResult is answered when
+    its task is ready while later calls are answered at once. A call that fails is answered with a
+    CallError and the stream stays open. The stream itself ends with a status only for reasons
+    that concern every call on it: the broker shutting down, or a message over the size limit.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    GET_RESULT_FIELD_NUMBER: _builtins.int
+    WATCH_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """Chosen by the client, never 0 (0 marks pushed results, see SessionReply.ready)."""
+    watch: _builtins.bool
+    """For a submit: also push the task's result on this stream once the task is ready, so that
+    waiting for it costs no further call (Celery's Redis backend likewise subscribes to a
+    result as it sends the task). The reply's `watching` says whether the broker took it.
+    """
+    @_builtins.property
+    def submit(self) -> Global___SubmitRequest: ...
+    @_builtins.property
+    def get_result(self) -> Global___GetResultRequest: ...
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        submit: Global___SubmitRequest | None = ...,
+        get_result: Global___GetResultRequest | None = ...,
+        watch: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "get_result", b"get_result", "submit", b"submit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "call_id", b"call_id", "get_result", b"get_result", "submit", b"submit", "watch", b"watch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["submit", "get_result"]  # noqa: Y015
+    _WhichOneofArgType_call: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_call) -> _WhichOneofReturnType_call | None: ...
+
+Global___SessionCall: _TypeAlias = SessionCall  # noqa: Y015
+
+@_typing.final
+class SessionReply(_message.Message):
+    """The answer to one SessionCall, or results pushed for watched tasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    GET_RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    WATCHING_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """The call_id of the call this answers; 0 for `ready`."""
+    watching: _builtins.bool
+    """For a submit with watch set: true when the broker will push the task's result; false when
+    this stream already holds as many watches as the broker allows (use GetResult instead).
+    """
+    @_builtins.property
+    def submit(self) -> Global___SubmitResponse: ...
+    @_builtins.property
+    def get_result(self) -> Global___GetResultResponse: ...
+    @_builtins.property
+    def error(self) -> Global___CallError: ...
+    @_builtins.property
+    def ready(self) -> Global___ReadyResults:
+        """Results of watched tasks that have become ready, pushed without a call. Each watch gets
+        one push and then ends; results that finish together share one message.
+        """
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        submit: Global___SubmitResponse | None = ...,
+        get_result: Global___GetResultResponse | None = ...,
+        error: Global___CallError | None = ...,
+        ready: Global___ReadyResults | None = ...,
+        watching: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "get_result", b"get_result", "ready", b"ready", "reply", b"reply", "submit", b"submit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "get_result", b"get_result", "ready", b"ready", "reply", b"reply", "submit", b"submit", "watching", b"watching"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_reply: _TypeAlias = _typing.Literal["submit", "get_result", "error", "ready"]  # noqa: Y015
+    _WhichOneofArgType_reply: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_reply) -> _WhichOneofReturnType_reply | None: ...
+
+Global___SessionReply: _TypeAlias = SessionReply  # noqa: Y015
+
+@_typing.final
+class ReadyResults(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_tasks_pb2.TaskResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[_tasks_pb2.TaskResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadyResults: _TypeAlias = ReadyResults  # noqa: Y015
+
+@_typing.final
+class CallError(_message.Message):
+    """Why one call on a Session failed: the status the unary method would have ended with (see
+    the error list on TaskService). A call with no kind set fails with INVALID_ARGUMENT; more
+    than the broker's limit of held GetResult calls on one stream fail with RESOURCE_EXHAUSTED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """A gRPC status code number (google.rpc.Code), e.g. 3 for INVALID_ARGUMENT."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallError: _TypeAlias = CallError  # noqa: Y015

@@ -74,6 +74,11 @@ class TaskServiceStub:
                 request_serializer=celeriac_dot_v1_dot_client__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=celeriac_dot_v1_dot_client__pb2.ServerInfoResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/celeriac.v1.TaskService/Session',
+                request_serializer=celeriac_dot_v1_dot_client__pb2.SessionCall.SerializeToString,
+                response_deserializer=celeriac_dot_v1_dot_client__pb2.SessionReply.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -134,6 +139,17 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """One long-lived stream that carries Submit and GetResult calls, for a client that makes
+        many small calls one at a time (a service calling `delay()` then `get()`). On an open
+        stream a call costs one message each way, well under half the price of a unary call in
+        gRPC's Python runtime. The semantics and errors of each call are those of the unary
+        method; see SessionCall. Brokers that offer it list the feature "session".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +187,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ServerInfo,
                     request_deserializer=celeriac_dot_v1_dot_client__pb2.ServerInfoRequest.FromString,
                     response_serializer=celeriac_dot_v1_dot_client__pb2.ServerInfoResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=celeriac_dot_v1_dot_client__pb2.SessionCall.FromString,
+                    response_serializer=celeriac_dot_v1_dot_client__pb2.SessionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -367,6 +388,33 @@ class TaskService:
             '/celeriac.v1.TaskService/ServerInfo',
             celeriac_dot_v1_dot_client__pb2.ServerInfoRequest.SerializeToString,
             celeriac_dot_v1_dot_client__pb2.ServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/celeriac.v1.TaskService/Session',
+            celeriac_dot_v1_dot_client__pb2.SessionCall.SerializeToString,
+            celeriac_dot_v1_dot_client__pb2.SessionReply.FromString,
             options,
             channel_credentials,
             insecure,

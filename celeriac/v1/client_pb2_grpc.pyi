@@ -54,6 +54,13 @@ class TaskServiceStub:
     """Drop stored results now instead of waiting for their expiry."""
     ServerInfo: _grpc.UnaryUnaryMultiCallable[_client_pb2.ServerInfoRequest, _client_pb2.ServerInfoResponse]
     """Version, features and limits of this broker."""
+    Session: _grpc.StreamStreamMultiCallable[_client_pb2.SessionCall, _client_pb2.SessionReply]
+    """One long-lived stream that carries Submit and GetResult calls, for a client that makes
+    many small calls one at a time (a service calling `delay()` then `get()`). On an open
+    stream a call costs one message each way, well under half the price of a unary call in
+    gRPC's Python runtime. The semantics and errors of each call are those of the unary
+    method; see SessionCall. Brokers that offer it list the feature "session".
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -81,6 +88,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Drop stored results now instead of waiting for their expiry."""
     ServerInfo: _aio.UnaryUnaryMultiCallable[_client_pb2.ServerInfoRequest, _client_pb2.ServerInfoResponse]  # type: ignore[assignment]
     """Version, features and limits of this broker."""
+    Session: _aio.StreamStreamMultiCallable[_client_pb2.SessionCall, _client_pb2.SessionReply]  # type: ignore[assignment]
+    """One long-lived stream that carries Submit and GetResult calls, for a client that makes
+    many small calls one at a time (a service calling `delay()` then `get()`). On an open
+    stream a call costs one message each way, well under half the price of a unary call in
+    gRPC's Python runtime. The semantics and errors of each call are those of the unary
+    method; see SessionCall. Brokers that offer it list the feature "session".
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors are gRPC status codes:
@@ -147,5 +161,18 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_client_pb2.ServerInfoResponse, _abc.Awaitable[_client_pb2.ServerInfoResponse]]:
         """Version, features and limits of this broker."""
+
+    @_abc_1.abstractmethod
+    def Session(
+        self,
+        request_iterator: _MaybeAsyncIterator[_client_pb2.SessionCall],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_client_pb2.SessionReply], _abc.AsyncIterator[_client_pb2.SessionReply]]:
+        """One long-lived stream that carries Submit and GetResult calls, for a client that makes
+        many small calls one at a time (a service calling `delay()` then `get()`). On an open
+        stream a call costs one message each way, well under half the price of a unary call in
+        gRPC's Python runtime. The semantics and errors of each call are those of the unary
+        method; see SessionCall. Brokers that offer it list the feature "session".
+        """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -17,7 +17,7 @@ from client.errors import (
     QueueFull,
     TaskNotFound,
 )
-from client.transport import error_from_status
+from client.status import error_from_status
 
 
 def closed_port() -> int:

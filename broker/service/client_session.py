@@ -1,0 +1,137 @@
+"""One ``TaskService.Session`` stream: Submit and GetResult calls multiplexed by call id.
+
+Calls are read and answered in order on the handler's own task, so a client calling ``delay()``
+in a loop costs one read and one write per call and no task switches. A GetResult that has to
+wait for its task is handed to a task of its own and answered whenever the task is ready, so it
+never holds up the calls behind it. Answers go through one lock: a stream takes one write at a
+time.
+
+A call that fails is answered with a ``CallError`` carrying the status code its unary twin would
+have ended with (from the one table in :mod:`broker.service.status`), and the stream carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from broker.errors import BrokerError, InvalidArgument, QueueFull
+from broker.service.status import status_for, status_number
+from celeriac.v1 import client_pb2
+
+if TYPE_CHECKING:
+    from broker.service.task_service import TaskService
+
+logger = logging.getLogger(__name__)
+
+# Held GetResult calls one stream may have open at once. Each costs a task and a waiter; a
+# client that opens more is answered RESOURCE_EXHAUSTED for the extra calls (its earlier calls
+# and every other client are unaffected).
+MAX_HELD_CALLS = 10_000
+
+# The stream's end marker; grpc-stubs does not declare it.
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+Context = grpc.aio.ServicerContext[client_pb2.SessionCall, client_pb2.SessionReply]
+
+
+class ClientSession:
+    """Serves one client's session stream until the client ends it or goes away.
+
+    Args:
+        service: Where the calls are carried out (the same methods as the unary calls).
+        context: The stream.
+        max_message_bytes: gRPC's message limit; a larger answer becomes a CallError, since
+            sending it would end the whole stream.
+    """
+
+    def __init__(self, service: TaskService, context: Context, max_message_bytes: int) -> None:
+        self._service = service
+        self._context = context
+        self._max_message_bytes = max_message_bytes
+        self._write_lock = asyncio.Lock()
+        self._held: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        """Answer calls until the client half-closes, then finish the held ones."""
+        try:
+            while True:
+                call = await self._context.read()
+                if call is _EOF:
+                    break
+                assert isinstance(call, client_pb2.SessionCall)
+                await self._answer(call)
+            # A client that has no more calls may still be waiting for held answers.
+            if self._held:
+                await asyncio.gather(*self._held)
+        finally:
+            # The client went away (or the broker is stopping): held calls have nobody to
+            # answer, and their waiters must not outlive the stream.
+            for task in self._held:
+                task.cancel()
+
+    async def _answer(self, call: client_pb2.SessionCall) -> None:
+        kind = call.WhichOneof("call")
+        if kind == "get_result" and not self._service.result_is_ready(call.get_result):
+            if len(self._held) >= MAX_HELD_CALLS:
+                error = QueueFull(f"more than {MAX_HELD_CALLS} held GetResult calls on one stream")
+                await self._send(_error_reply(call.call_id, error))
+                return
+            task = asyncio.create_task(self._answer_later(call))
+            self._held.add(task)
+            task.add_done_callback(self._held.discard)
+            return
+        await self._send(await self._reply(call, kind))
+
+    async def _answer_later(self, call: client_pb2.SessionCall) -> None:
+        reply = await self._reply(call, "get_result")
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._send(reply)  # the stream may have ended while this call was held
+
+    async def _reply(
+        self, call: client_pb2.SessionCall, kind: str | None
+    ) -> client_pb2.SessionReply:
+        call_id = call.call_id
+        try:
+            if kind == "submit":
+                return client_pb2.SessionReply(
+                    call_id=call_id, submit=self._service.submit(call.submit)
+                )
+            if kind == "get_result":
+                answer = await self._service.get_result(call.get_result)
+                return self._fitting(client_pb2.SessionReply(call_id=call_id, get_result=answer))
+            raise InvalidArgument("SessionCall has no call set (expected submit or get_result)")
+        except BrokerError as error:
+            return _error_reply(call_id, error)
+        except Exception:
+            logger.exception("unexpected error answering a session call")
+            internal = grpc.StatusCode.INTERNAL
+            return _error_message(call_id, internal, "internal broker error (logged)")
+
+    def _fitting(self, reply: client_pb2.SessionReply) -> client_pb2.SessionReply:
+        size = reply.ByteSize()
+        if size <= self._max_message_bytes:
+            return reply
+        return _error_message(
+            reply.call_id,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the answer ({size} bytes) is over the broker's message limit "
+            f"({self._max_message_bytes} bytes)",
+        )
+
+    async def _send(self, reply: client_pb2.SessionReply) -> None:
+        async with self._write_lock:
+            await self._context.write(reply)
+
+
+def _error_reply(call_id: int, error: BrokerError) -> client_pb2.SessionReply:
+    return _error_message(call_id, status_for(error), str(error))
+
+
+def _error_message(call_id: int, code: grpc.StatusCode, message: str) -> client_pb2.SessionReply:
+    error = client_pb2.CallError(code=status_number(code), message=message)
+    return client_pb2.SessionReply(call_id=call_id, error=error)
