@@ -63,12 +63,22 @@ class RunningBroker:
 
         return asyncio.run_coroutine_threadsafe(count(), self._loop).result(_START_TIMEOUT)
 
+    async def _stop(self, grace: float) -> None:
+        await self._server.stop(grace)
+        # Like asyncio.run, end what is left on the loop (gRPC's own tasks for calls cut short)
+        # before the loop closes, so nothing is destroyed while pending.
+        current = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() if task is not current]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
     def stop(self, grace: float = 0.0) -> None:
         """Shut down gracefully (drain workers, end calls within ``grace`` s); idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._stop(grace), self._loop)
         try:
             future.result(grace + _START_TIMEOUT)
         except concurrent.futures.TimeoutError:

@@ -144,8 +144,7 @@ class Celeriac:
             PayloadTooLarge: The encoded arguments exceed the broker's limit.
         """
         spec = self.build_spec(name, args, kwargs, options)
-        submitted = self.transport.submit([spec])[0]
-        return AsyncResult(submitted.task_id, app=self)
+        return AsyncResult.submitted(self.transport.submit([spec])[0], self)
 
     async def asend_task(
         self,
@@ -156,8 +155,7 @@ class Celeriac:
     ) -> AsyncResult:
         """Like :meth:`send_task`, without blocking the event loop."""
         spec = self.build_spec(name, args, kwargs, options)
-        submitted = (await self.aio_transport.submit([spec]))[0]
-        return AsyncResult(submitted.task_id, app=self)
+        return AsyncResult.submitted((await self.aio_transport.submit([spec]))[0], self)
 
     def send_group(self, signatures: Iterable[Signature]) -> GroupResult:
         """Send signatures in batches (one ``SubmitMany`` per chunk); see ``client.group``."""

@@ -10,6 +10,11 @@ All threads of a process share one stream. A call takes the next call id, parks 
 it, queues its message and sleeps until the reader thread hands it the reply carrying the same
 id. When the stream breaks, every parked call fails as its unary twin would have (usually
 ``BrokerUnavailable``), and the transport opens a new stream for the next call.
+
+A submit can also *watch* its task (``SessionCall.watch``): the broker pushes the result when
+the task is ready and the reader drops it into the task's :class:`ResultWatch`, where ``get()``
+finds it without a call. The stream holds watches weakly; the ``AsyncResult`` holds them
+strongly, so a result nobody can read any more is dropped when it arrives.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 import grpc.aio
 
-from celeriac.v1 import client_pb2, client_pb2_grpc
+from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
 from client.status import error_from_number, error_from_status
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,59 @@ class _Waiter:
         self._arrived.release()
 
 
+class ResultWatch:
+    """Where a watched task's pushed result lands.
+
+    ``result`` stays None when the stream ended first, or when the broker pushed state UNKNOWN
+    (the result was too large to push): the reader should then ask with GetResult.
+    """
+
+    __slots__ = ("__weakref__", "_arrived", "result", "task_id")
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self._arrived = threading.Event()
+        self.result: tasks_pb2.TaskResult | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the push (or the stream's end); True once in."""
+        return self._arrived.wait(timeout)
+
+    def deliver(self, result: tasks_pb2.TaskResult | None) -> None:
+        """Hand over the pushed result, or None when the stream ended without one."""
+        if result is not None and result.state != tasks_pb2.TASK_STATE_UNKNOWN:
+            self.result = result
+        self._arrived.set()
+
+
+class AsyncResultWatch:
+    """The asyncio twin of :class:`ResultWatch`."""
+
+    __slots__ = ("__weakref__", "_arrived", "loop", "result", "task_id")
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.loop = asyncio.get_running_loop()  # an asyncio.Event serves one loop only
+        self._arrived = asyncio.Event()
+        self.result: tasks_pb2.TaskResult | None = None
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the push (or the stream's end); True once in."""
+        if not self._arrived.is_set():
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    def deliver(self, result: tasks_pb2.TaskResult | None) -> None:
+        """Hand over the pushed result, or None when the stream ended without one."""
+        if result is not None and result.state != tasks_pb2.TASK_STATE_UNKNOWN:
+            self.result = result
+        self._arrived.set()
+
+
 class CallStream:
     """One open session stream, shared by every thread that uses one transport.
 
@@ -77,6 +136,7 @@ class CallStream:
         self._call_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._ending: _Ending | None = None
+        self._watches: weakref.WeakValueDictionary[str, ResultWatch] = weakref.WeakValueDictionary()
         # gRPC drains the request iterator on a thread of its own, one message at a time.
         self._replies = stub.Session(iter(self._outgoing.get, None))
         self._reader = threading.Thread(target=self._read, name="celeriac-session", daemon=True)
@@ -114,6 +174,21 @@ class CallStream:
             raise error_from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "", method, self._target)
         return _checked(waiter.reply, waiter.ending, method, self._target)
 
+    def watch(self, task_id: str) -> ResultWatch:
+        """Register a watch before submitting with ``watch`` set: the push may beat the reply."""
+        watch = ResultWatch(task_id)
+        with self._lock:
+            if self._ending is not None:
+                watch.deliver(None)
+            else:
+                self._watches[task_id] = watch
+        return watch
+
+    def unwatch(self, task_id: str) -> None:
+        """Forget a watch the broker did not take."""
+        with self._lock:
+            self._watches.pop(task_id, None)
+
     def close(self) -> None:
         """End the stream; parked calls fail with CANCELLED."""
         self._outgoing.put(None)
@@ -123,6 +198,9 @@ class CallStream:
         ending = _CLOSED_BY_BROKER
         try:
             for reply in self._replies:
+                if reply.call_id == 0:
+                    self._deliver(reply.ready.results)
+                    continue
                 # dict.pop is atomic; the lock only orders the end of the stream with new calls.
                 waiter = self._waiting.pop(reply.call_id, None)
                 if waiter is not None:
@@ -135,9 +213,20 @@ class CallStream:
         with self._lock:
             self._ending = ending
             waiting, self._waiting = self._waiting, {}
+            watches = list(self._watches.values())
+            self._watches.clear()
         for waiter in waiting.values():
             waiter.fail(ending)
+        for watch in watches:
+            watch.deliver(None)  # its reader asks with GetResult instead
         self._outgoing.put(None)  # ends gRPC's request thread if the broker ended the stream
+
+    def _deliver(self, results: Iterable[tasks_pb2.TaskResult]) -> None:
+        for result in results:
+            with self._lock:
+                watch = self._watches.pop(result.task_id, None)
+            if watch is not None:
+                watch.deliver(result)
 
 
 class AsyncCallStream:
@@ -150,6 +239,9 @@ class AsyncCallStream:
         self._waiting: dict[int, asyncio.Future[client_pb2.SessionReply | _Ending]] = {}
         self._call_ids = itertools.count(1)
         self._ending: _Ending | None = None
+        self._watches: weakref.WeakValueDictionary[str, AsyncResultWatch] = (
+            weakref.WeakValueDictionary()
+        )
         self._call = stub.Session(self._requests())
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -182,6 +274,19 @@ class AsyncCallStream:
             return _checked(None, answer, method, self._target)
         return _checked(answer, None, method, self._target)
 
+    def watch(self, task_id: str) -> AsyncResultWatch:
+        """Register a watch before submitting with ``watch`` set: the push may beat the reply."""
+        watch = AsyncResultWatch(task_id)
+        if self._ending is not None:
+            watch.deliver(None)
+        else:
+            self._watches[task_id] = watch
+        return watch
+
+    def unwatch(self, task_id: str) -> None:
+        """Forget a watch the broker did not take."""
+        self._watches.pop(task_id, None)
+
     async def close(self) -> None:
         """End the stream; parked calls fail with CANCELLED."""
         self._outgoing.put_nowait(None)
@@ -196,6 +301,12 @@ class AsyncCallStream:
         ending = _CLOSED_BY_BROKER
         try:
             async for reply in self._call:
+                if reply.call_id == 0:
+                    for result in reply.ready.results:
+                        watch = self._watches.pop(result.task_id, None)
+                        if watch is not None:
+                            watch.deliver(result)
+                    continue
                 waiter = self._waiting.pop(reply.call_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(reply)
@@ -208,6 +319,10 @@ class AsyncCallStream:
         for waiter in waiting.values():
             if not waiter.done():
                 waiter.set_result(ending)
+        watches = list(self._watches.values())
+        self._watches.clear()
+        for watch in watches:
+            watch.deliver(None)
         self._outgoing.put_nowait(None)
 
 

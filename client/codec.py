@@ -119,9 +119,10 @@ def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
     return message
 
 
-def submitted(reply: client_pb2.SubmitResponse) -> Submitted:
-    """The broker's answer to one submitted task."""
-    return Submitted(reply.task_id, reply.created, STATES.get(reply.state, states.UNKNOWN))
+def submitted(reply: client_pb2.SubmitResponse, watch: object | None = None) -> Submitted:
+    """The broker's answer to one submitted task (and the watch on its result, if any)."""
+    state = STATES.get(reply.state, states.UNKNOWN)
+    return Submitted(reply.task_id, reply.created, state, watch)
 
 
 def _encoded(message: tasks_pb2.TaskResult, field: str) -> EncodedValue | None:

@@ -59,6 +59,8 @@ class Submitted:
     # False when the task id or idempotency key matched a task the broker already had.
     created: bool
     state: str
+    # Keeps the session's result watch alive (see client.call_stream); opaque up here.
+    watch: object | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from client import states
 from client.errors import RemoteTaskError, TaskNotFound, TimeoutError
 from client.failures import rebuild_exception, revoked_exception
-from client.records import ResultRecord
+from client.records import ResultRecord, Submitted
 
 if TYPE_CHECKING:
     from client.app import Celeriac
@@ -63,6 +63,16 @@ class AsyncResult:
         self.id = id
         self.app = app
         self._final: ResultRecord | None = None
+        # The transport's watch on this task's result (see client.call_stream): held here so
+        # that the result pushed by the broker is kept exactly as long as someone can read it.
+        self._watch: object | None = None
+
+    @classmethod
+    def submitted(cls, submitted: Submitted, app: Celeriac) -> AsyncResult:
+        """The handle on a task this process just submitted (keeping its result watch)."""
+        result = cls(submitted.task_id, app=app)
+        result._watch = submitted.watch
+        return result
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"
@@ -211,17 +221,19 @@ class AsyncResult:
 
     def _fetch(self, wait: float = 0.0) -> ResultRecord:
         if self._final is None:
-            return self._keep(self.app.transport.get_result(self.id, wait))
+            return self._keep(self.app.transport.get_result(self.id, wait, self._watch))
         return self._final
 
     async def _afetch(self, wait: float = 0.0) -> ResultRecord:
         if self._final is None:
-            return self._keep(await self.app.aio_transport.get_result(self.id, wait))
+            transport = self.app.aio_transport
+            return self._keep(await transport.get_result(self.id, wait, self._watch))
         return self._final
 
     def _keep(self, record: ResultRecord) -> ResultRecord:
         if record.ready:
             self._final = record  # final states never change, so stop asking
+            self._watch = None
         return record
 
     def _check_waitable(self, record: ResultRecord, deadline: Deadline) -> None:

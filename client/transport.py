@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from celeriac.v1 import client_pb2, client_pb2_grpc
 from client import codec, states
-from client.call_stream import AsyncCallStream, CallStream
+from client.call_stream import AsyncCallStream, AsyncResultWatch, CallStream, ResultWatch
 from client.chunks import SUBMIT_WINDOW, ChunkCall, chunk_failure
 from client.config import ClientConfig
 from client.errors import BrokerUnavailable, TaskNotFound
@@ -83,8 +83,7 @@ class Transport:
             one = codec.submit_request(specs[0])
             stream = self._session_for(one)
             if stream is not None:
-                call = client_pb2.SessionCall(submit=one)
-                return [codec.submitted(self._on_session(stream, call, "Submit").submit)]
+                return [self._submit_on_session(stream, specs[0], one)]
             reply = self._invoke("Submit", lambda stub, t: stub.Submit(one, timeout=t))
             return [codec.submitted(reply)]
         many = codec.submit_many_request(specs)
@@ -131,8 +130,19 @@ class Transport:
             raise chunk_failure(failure, oldest.start, oldest.count, later) from None
         return [codec.submitted(answer) for answer in reply.results]
 
-    def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
-        """Read one result, letting the broker hold the call up to ``wait`` seconds."""
+    def get_result(self, task_id: str, wait: float = 0.0, watch: object = None) -> ResultRecord:
+        """Read one result, letting the broker hold the call up to ``wait`` seconds.
+
+        Args:
+            task_id: The task.
+            wait: Longest wait for the task to be ready, in seconds.
+            watch: The task's result watch from :meth:`submit`, if any: a pushed result is
+                read from there without a call.
+        """
+        if isinstance(watch, ResultWatch):
+            if watch.wait(wait) and watch.result is not None:
+                return codec.result_record(watch.result)
+            wait = 0.0  # not ready yet (or the stream ended): read the state as it is now
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
             stream = self._session_for(request)
@@ -192,6 +202,21 @@ class Transport:
             if self._stream is None or self._stream.broken:
                 self._stream = CallStream(stub, self._target)
             return self._stream
+
+    def _submit_on_session(
+        self, stream: CallStream, spec: SubmitSpec, request: client_pb2.SubmitRequest
+    ) -> Submitted:
+        watch = stream.watch(spec.task_id) if _watchable(spec) else None
+        call = client_pb2.SessionCall(submit=request, watch=watch is not None)
+        try:
+            reply = self._on_session(stream, call, "Submit")
+        except Exception:
+            stream.unwatch(spec.task_id)
+            raise
+        if watch is not None and not (reply.watching and reply.submit.task_id == spec.task_id):
+            stream.unwatch(spec.task_id)
+            watch = None
+        return codec.submitted(reply.submit, watch)
 
     def _on_session(
         self, stream: CallStream, call: client_pb2.SessionCall, method: str, wait: float = 0.0
@@ -263,8 +288,7 @@ class AsyncTransport:
             one = codec.submit_request(specs[0])
             stream = await self._session_for(one)
             if stream is not None:
-                call = client_pb2.SessionCall(submit=one)
-                return [codec.submitted((await self._on_session(stream, call, "Submit")).submit)]
+                return [await self._submit_on_session(stream, specs[0], one)]
             reply = await self._invoke("Submit", lambda s, t: s.Submit(one, timeout=t))
             return [codec.submitted(reply)]
         many = codec.submit_many_request(specs)
@@ -303,8 +327,17 @@ class AsyncTransport:
             raise chunk_failure(failure, oldest.start, oldest.count, later) from None
         return [codec.submitted(answer) for answer in reply.results]
 
-    async def get_result(self, task_id: str, wait: float = 0.0) -> ResultRecord:
-        """Read one result, letting the broker hold the call up to ``wait`` seconds."""
+    async def get_result(
+        self, task_id: str, wait: float = 0.0, watch: object = None
+    ) -> ResultRecord:
+        """Read one result, letting the broker hold the call up to ``wait`` seconds.
+
+        See :meth:`Transport.get_result`; only a watch made on this loop's stream is used.
+        """
+        if isinstance(watch, AsyncResultWatch) and watch.loop is asyncio.get_running_loop():
+            if await watch.wait(wait) and watch.result is not None:
+                return codec.result_record(watch.result)
+            wait = 0.0  # not ready yet (or the stream ended): read the state as it is now
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
             stream = await self._session_for(request)
@@ -365,6 +398,21 @@ class AsyncTransport:
         if connection.stream is None or connection.stream.broken:
             connection.stream = AsyncCallStream(stub, self._target)
         return connection.stream
+
+    async def _submit_on_session(
+        self, stream: AsyncCallStream, spec: SubmitSpec, request: client_pb2.SubmitRequest
+    ) -> Submitted:
+        watch = stream.watch(spec.task_id) if _watchable(spec) else None
+        call = client_pb2.SessionCall(submit=request, watch=watch is not None)
+        try:
+            reply = await self._on_session(stream, call, "Submit")
+        except Exception:
+            stream.unwatch(spec.task_id)
+            raise
+        if watch is not None and not (reply.watching and reply.submit.task_id == spec.task_id):
+            stream.unwatch(spec.task_id)
+            watch = None
+        return codec.submitted(reply.submit, watch)
 
     async def _on_session(
         self, stream: AsyncCallStream, call: client_pb2.SessionCall, method: str, wait: float = 0.0
@@ -432,6 +480,17 @@ def _fits_session(info: ServerInfo | None, request: Message) -> bool:
         return False
     limit = info.max_message_bytes
     return limit == 0 or request.ByteSize() + _SESSION_FRAME_BYTES <= limit
+
+
+def _watchable(spec: SubmitSpec) -> bool:
+    """Whether to have the broker push this task's result as soon as it is ready.
+
+    Not for tasks whose result is not kept, nor for tasks scheduled for later (a watch would
+    hold a waiter at the broker until then), nor with an idempotency key (the broker may answer
+    with another task's id).
+    """
+    options = spec.options
+    return not (options.ignore_result or options.eta is not None or options.idempotency_key)
 
 
 def _unreachable(target: str, config: ClientConfig) -> str:

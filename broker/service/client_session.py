@@ -8,6 +8,11 @@ time.
 
 A call that fails is answered with a ``CallError`` carrying the status code its unary twin would
 have ended with (from the one table in :mod:`broker.service.status`), and the stream carries on.
+
+A submit may ask to *watch* its task: the broker then pushes the result on the stream as soon as
+the task is ready, so ``add.delay(1, 2).get()`` costs one call instead of two, and the result
+does not wait for a GetResult to arrive. Results that become ready in the same loop turn share
+one pushed message.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from broker.core.results import Waiter
 from broker.errors import BrokerError, InvalidArgument, QueueFull
 from broker.service.status import status_for, status_number
 from celeriac.v1 import client_pb2
@@ -32,6 +38,14 @@ logger = logging.getLogger(__name__)
 # client that opens more is answered RESOURCE_EXHAUSTED for the extra calls (its earlier calls
 # and every other client are unaffected).
 MAX_HELD_CALLS = 10_000
+
+# Tasks one stream may watch at once (see SessionCall.watch). Each costs a waiter at the broker
+# until its task finishes; past this many, submits are answered with watching=false and the
+# client asks with GetResult instead.
+MAX_WATCHES = 10_000
+
+# Room for the SessionReply and ReadyResults frames around pushed results.
+_PUSH_FRAME_BYTES = 64
 
 # The stream's end marker; grpc-stubs does not declare it.
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -55,6 +69,9 @@ class ClientSession:
         self._max_message_bytes = max_message_bytes
         self._write_lock = asyncio.Lock()
         self._held: set[asyncio.Task[None]] = set()
+        self._watches: dict[str, Waiter] = {}
+        self._ready: list[str] = []  # watched tasks that finished, waiting for the push
+        self._pusher: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
         """Answer calls until the client half-closes, then finish the held ones."""
@@ -69,10 +86,15 @@ class ClientSession:
             if self._held:
                 await asyncio.gather(*self._held)
         finally:
-            # The client went away (or the broker is stopping): held calls have nobody to
-            # answer, and their waiters must not outlive the stream.
+            # The client went away (or the broker is stopping): held calls and watches have
+            # nobody to answer, and their waiters must not outlive the stream.
             for task in self._held:
                 task.cancel()
+            for waiter in self._watches.values():
+                waiter.cancel()
+            self._watches.clear()
+            if self._pusher is not None:
+                self._pusher.cancel()
 
     async def _answer(self, call: client_pb2.SessionCall) -> None:
         kind = call.WhichOneof("call")
@@ -98,9 +120,9 @@ class ClientSession:
         call_id = call.call_id
         try:
             if kind == "submit":
-                return client_pb2.SessionReply(
-                    call_id=call_id, submit=self._service.submit(call.submit)
-                )
+                submitted = self._service.submit(call.submit)
+                watching = call.watch and self._watch(submitted.task_id)
+                return client_pb2.SessionReply(call_id=call_id, submit=submitted, watching=watching)
             if kind == "get_result":
                 answer = await self._service.get_result(call.get_result)
                 return self._fitting(client_pb2.SessionReply(call_id=call_id, get_result=answer))
@@ -111,6 +133,40 @@ class ClientSession:
             logger.exception("unexpected error answering a session call")
             internal = grpc.StatusCode.INTERNAL
             return _error_message(call_id, internal, "internal broker error (logged)")
+
+    def _watch(self, task_id: str) -> bool:
+        """Push ``task_id``'s result once it is ready; False when the stream has too many."""
+        if task_id in self._watches:
+            return True
+        if len(self._watches) >= MAX_WATCHES:
+            return False
+        waiter = self._service.watch(task_id, lambda: self._on_ready(task_id))
+        if waiter is None:
+            self._on_ready(task_id)  # ready already (a duplicate of a finished task)
+        else:
+            self._watches[task_id] = waiter
+        return True
+
+    def _on_ready(self, task_id: str) -> None:
+        # Called from inside a core operation (a worker's report): only note it and schedule.
+        self._watches.pop(task_id, None)
+        self._ready.append(task_id)
+        if self._pusher is None:
+            self._pusher = asyncio.get_running_loop().create_task(self._push())
+
+    async def _push(self) -> None:
+        try:
+            while self._ready:
+                ready, self._ready = self._ready, []
+                for message in self._service.ready_results(ready, self._push_budget()):
+                    await self._send(client_pb2.SessionReply(ready=message))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the stream ended; serve() cleans up
+        finally:
+            self._pusher = None
+
+    def _push_budget(self) -> int:
+        return self._max_message_bytes - _PUSH_FRAME_BYTES
 
     def _fitting(self, reply: client_pb2.SessionReply) -> client_pb2.SessionReply:
         size = reply.ByteSize()

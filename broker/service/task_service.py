@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import grpc
 
 import broker as broker_package
 from broker.core.model import TaskRecord
+from broker.core.results import Waiter
 from broker.errors import NotFound
 from broker.service import codec
 from broker.service.client_session import ClientSession
@@ -176,6 +178,34 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         if record is None:  # forgotten or expired while we waited
             raise NotFound(f"unknown task id {request.task_id[:300]!r}")
         return client_pb2.GetResultResponse(result=codec.result_to_pb(record))
+
+    def watch(self, task_id: str, callback: Callable[[], None]) -> Waiter | None:
+        """Call ``callback`` once ``task_id`` is ready; None when it is ready (or unknown) now."""
+        return self._core.wait([task_id], callback)
+
+    def ready_results(self, task_ids: list[str], budget: int) -> list[client_pb2.ReadyResults]:
+        """The results of ``task_ids`` as pushes, each message under ``budget`` bytes.
+
+        A result too large for any message goes as state UNKNOWN, which tells the client to ask
+        with GetResult (and meet the same size error a unary call would).
+        """
+        messages: list[client_pb2.ReadyResults] = []
+        batch: list[tasks_pb2.TaskResult] = []
+        size = 0
+        for task_id in task_ids:
+            result = self._describe(task_id)
+            # Each entry costs its bytes plus a tag and a length prefix of up to 5 bytes.
+            cost = result.ByteSize() + 6
+            if cost > budget:
+                result, cost = codec.unknown_result(task_id), len(task_id) + 8
+            if batch and size + cost > budget:
+                messages.append(client_pb2.ReadyResults(results=batch))
+                batch, size = [], 0
+            batch.append(result)
+            size += cost
+        if batch:
+            messages.append(client_pb2.ReadyResults(results=batch))
+        return messages
 
     def _describe(self, task_id: str) -> tasks_pb2.TaskResult:
         record: TaskRecord | None = self._core.get(task_id)
