@@ -72,6 +72,7 @@ class Broker:
             ping_timeout=cfg.ping_timeout,
             lease_grace=cfg.lease_grace,
             max_deliveries=cfg.max_deliveries,
+            max_payload_bytes=cfg.max_payload_bytes,
         )
         self._keys = IdempotencyKeys(self.lifecycle.timers)
         self._limits = Limits(max_payload_bytes=cfg.max_payload_bytes)

@@ -14,7 +14,15 @@ import uuid
 from broker.core.dispatch import Dispatcher
 from broker.core.leases import Lease
 from broker.core.lifecycle import Lifecycle
-from broker.core.model import Hello, LeaseExtension, Outcome, Report, TaskError, TaskState
+from broker.core.model import (
+    Hello,
+    LeaseExtension,
+    Outcome,
+    Payload,
+    Report,
+    TaskError,
+    TaskState,
+)
 from broker.core.sessions import Session
 from broker.core.validation import QUEUE_NAME
 from broker.errors import InvalidArgument, NotFound
@@ -22,6 +30,8 @@ from broker.errors import InvalidArgument, NotFound
 logger = logging.getLogger(__name__)
 
 NOT_HELD = "lease not held: revoked, timed out, requeued or unknown"
+# The error type of a task whose result is over max_payload_bytes; workers use the same name.
+RESULT_TOO_LARGE = "ResultTooLarge"
 OUTCOME_STATES = frozenset(
     {TaskState.SUCCESS, TaskState.FAILURE, TaskState.RETRY, TaskState.REVOKED}
 )
@@ -38,12 +48,14 @@ class WorkerSessions:
         ping_timeout: float,
         lease_grace: float,
         max_deliveries: int,
+        max_payload_bytes: int,
     ) -> None:
         self._lifecycle = lifecycle
         self._dispatcher = dispatcher
         self._ping_timeout = ping_timeout
         self._lease_grace = lease_grace
         self._max_deliveries = max_deliveries
+        self._max_payload_bytes = max_payload_bytes
         self.sessions: dict[str, Session] = {}
 
     def get(self, session_id: str) -> Session:
@@ -166,7 +178,10 @@ class WorkerSessions:
         lifecycle = self._lifecycle
         record = lease.record
         if outcome.state is TaskState.SUCCESS:
-            lifecycle.finish(record, TaskState.SUCCESS, result=outcome.result)
+            if (oversize := self._oversize(outcome.result)) is not None:
+                lifecycle.finish(record, TaskState.FAILURE, error=oversize, dead_letter=True)
+            else:
+                lifecycle.finish(record, TaskState.SUCCESS, result=outcome.result)
         elif outcome.state is TaskState.FAILURE:
             error = outcome.error or TaskError("UnknownError", "the worker gave no error")
             lifecycle.finish(record, TaskState.FAILURE, error=error, dead_letter=True)
@@ -182,6 +197,16 @@ class WorkerSessions:
             now = lifecycle.clock.time()
             due = outcome.retry_eta or now + outcome.retry_countdown_ms / 1000
             lifecycle.retry(lease, outcome.error, max(due, now))
+
+    def _oversize(self, result: Payload | None) -> TaskError | None:
+        """The error for a result over the payload limit (a worker should have caught it)."""
+        if result is None or len(result.body) <= self._max_payload_bytes:
+            return None
+        return TaskError(
+            RESULT_TOO_LARGE,
+            f"the result is {len(result.body):,} bytes, over the broker's limit of "
+            f"{self._max_payload_bytes:,} (max_payload_bytes)",
+        )
 
     def _arm_liveness(self, session: Session) -> None:
         deadline = session.last_seen + self._ping_timeout

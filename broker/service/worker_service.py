@@ -97,6 +97,8 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             ping_timeout_ms=int(config.ping_timeout * 1000),
             kept_lease_ids=kept,
             broker_version=broker_package.__version__,
+            max_payload_bytes=config.max_payload_bytes,
+            max_message_bytes=config.max_message_bytes,
         )
         return worker_pb2.BrokerMessage(welcome=welcome)
 

@@ -175,6 +175,8 @@ class Welcome(_message.Message):
     PING_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     KEPT_LEASE_IDS_FIELD_NUMBER: _builtins.int
     BROKER_VERSION_FIELD_NUMBER: _builtins.int
+    MAX_PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Broker-minted id of this session."""
     ping_interval_ms: _builtins.int
@@ -183,6 +185,15 @@ class Welcome(_message.Message):
     """
     ping_timeout_ms: _builtins.int
     broker_version: _builtins.str
+    max_payload_bytes: _builtins.int
+    """Largest Payload.body the broker stores (arguments, results, progress), in bytes. A task
+    whose encoded result is larger should be reported as FAILURE with error type
+    "ResultTooLarge"; the broker turns an oversize SUCCESS into that failure itself.
+    """
+    max_message_bytes: _builtins.int
+    """Largest message the broker accepts, in bytes (gRPC's limit). A larger WorkerMessage ends
+    the session, so a worker splits its Reports to stay under it.
+    """
     @_builtins.property
     def kept_lease_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Leases from Hello.held_lease_ids the broker kept for this session."""
@@ -195,10 +206,12 @@ class Welcome(_message.Message):
         ping_timeout_ms: _builtins.int = ...,
         kept_lease_ids: _abc.Iterable[_builtins.str] | None = ...,
         broker_version: _builtins.str = ...,
+        max_payload_bytes: _builtins.int = ...,
+        max_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_version", b"broker_version", "kept_lease_ids", b"kept_lease_ids", "ping_interval_ms", b"ping_interval_ms", "ping_timeout_ms", b"ping_timeout_ms", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_version", b"broker_version", "kept_lease_ids", b"kept_lease_ids", "max_message_bytes", b"max_message_bytes", "max_payload_bytes", b"max_payload_bytes", "ping_interval_ms", b"ping_interval_ms", "ping_timeout_ms", b"ping_timeout_ms", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -250,3 +250,19 @@ def test_ignore_result_keeps_the_final_state_but_not_the_value() -> None:
     record = core.get(task_id)
     assert record is not None and record.state is TaskState.SUCCESS
     assert record.result is None
+
+
+def test_a_result_over_the_payload_limit_fails_the_task_instead_of_being_stored() -> None:
+    core, _ = make_broker(BrokerConfig(max_payload_bytes=100))
+    big, small = core.submit(spec()).task_id, core.submit(spec()).task_id
+    session = connect(core, credit=2)
+    first, second = taken(session)
+    outcome(core, session, first.lease_id, result=Payload("application/json", b"1" * 101))
+    outcome(core, session, second.lease_id, result=Payload("application/json", b"1" * 100))
+    record = core.get(big)
+    assert record is not None and record.state is TaskState.FAILURE and record.result is None
+    assert record.error is not None and record.error.type == "ResultTooLarge"
+    assert "101 bytes" in record.error.message and "max_payload_bytes" in record.error.message
+    assert record.dead_lettered
+    kept = core.get(small)
+    assert kept is not None and kept.state is TaskState.SUCCESS

@@ -20,6 +20,8 @@ def test_first_example_runs_end_to_end_through_a_fake_worker(
     worker = FakeWorker(broker.address)
     try:
         assert worker.welcome.session_id
+        limits = (worker.welcome.max_payload_bytes, worker.welcome.max_message_bytes)
+        assert limits == (FAST.max_payload_bytes, FAST.max_message_bytes)
         submitted = tasks.Submit(submit(), timeout=TIMEOUT)
         assert submitted.created
         assert submitted.state == tasks_pb2.TASK_STATE_PENDING
