@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from broker.config import BrokerConfig
 from broker.core.timers import TimerHeap
 from tests.broker.core_support import connect, grant, make_broker, outcome, spec, taken
@@ -23,7 +25,7 @@ def test_timers_fire_in_deadline_order_and_cancelled_ones_never() -> None:
 def test_timers_cancelled_long_before_their_deadline_are_swept_out() -> None:
     heap = TimerHeap()
     fired: list[int] = []
-    timers = [heap.schedule(1000.0 + i, lambda i=i: fired.append(i)) for i in range(10_000)]
+    timers = [heap.schedule(1000.0 + i, functools.partial(fired.append, i)) for i in range(10_000)]
     for timer in timers[:9_000]:
         timer.cancel()
         timer.cancel()  # twice is harmless
