@@ -36,6 +36,8 @@ from broker.errors import BrokerError, InvalidArgument, QueueFull
 logger = logging.getLogger(__name__)
 
 DEFAULT_DEAD_LETTER_LIMIT = 100
+# Below this many known queues no sweep is worth its cost.
+_QUEUE_SWEEP_MIN = 1024
 
 
 class Broker:
@@ -76,6 +78,9 @@ class Broker:
         )
         self._keys = IdempotencyKeys(self.lifecycle.timers)
         self._limits = Limits(max_payload_bytes=cfg.max_payload_bytes)
+        # Idle queues are swept when the count of known queues doubles (amortised O(1) per
+        # submit), so memory follows the queues in use, not every name ever seen.
+        self._sweep_queues_at = _QUEUE_SWEEP_MIN
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -88,6 +93,7 @@ class Broker:
         self._check_capacity(1)
         result = self._accept(spec)
         self._dispatcher.pump()
+        self._sweep_idle_queues()
         return result
 
     def submit_many(self, specs: Sequence[TaskSpec]) -> list[SubmitResult]:
@@ -113,6 +119,7 @@ class Broker:
             existing = self._existing(spec) if spec.task_id or spec.idempotency_key else None
             results.append(existing or self._accept(spec))
         self._dispatcher.pump()
+        self._sweep_idle_queues()
         return results
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -228,6 +235,15 @@ class Broker:
         return len(records)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _sweep_idle_queues(self) -> None:
+        queues = self.lifecycle.queues
+        if len(queues) < self._sweep_queues_at:
+            return
+        consumed = self._dispatcher.consumer_count
+        dropped = self.lifecycle.release_idle_queues(lambda name: consumed(name) > 0)
+        logger.debug("released %d idle queues, %d left", dropped, len(queues))
+        self._sweep_queues_at = max(_QUEUE_SWEEP_MIN, 2 * len(queues))
 
     def _existing(self, spec: TaskSpec) -> SubmitResult | None:
         tasks = self.lifecycle.tasks

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from broker.clock import Clock
 from broker.core.deadletters import DeadLetters
@@ -63,6 +64,27 @@ class Lifecycle:
         if queue is None:
             queue = self.queues[name] = ReadyQueue(name)
         return queue
+
+    def release_idle_queues(self, in_use: Callable[[str], bool]) -> int:
+        """Drop every queue with no task in it, none scheduled or leased, and not ``in_use``.
+
+        Queue names cost memory for as long as they are known; a producer that makes up names
+        (one per request, say) must not grow the broker forever. Returns how many were dropped.
+        """
+        idle = [
+            name
+            for name, queue in self.queues.items()
+            if not len(queue)
+            and not self._scheduled[name]
+            and not self._leased[name]
+            and not in_use(name)
+        ]
+        for name in idle:
+            del self.queues[name]
+            self.dirty_queues.discard(name)
+            self._scheduled.pop(name, None)
+            self._leased.pop(name, None)
+        return len(idle)
 
     def scheduled_in(self, queue: str) -> int:
         """Tasks of ``queue`` waiting for an eta or retry backoff."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker.core.model import Phase, RevokeOutcome, TaskState
-from tests.broker.core_support import connect, grant, make_broker, spec, taken
+from tests.broker.core_support import advance, connect, grant, make_broker, spec, taken
 
 
 def test_nothing_is_assigned_without_credit_and_never_beyond_it() -> None:
@@ -88,3 +88,19 @@ def test_a_draining_worker_gets_no_more_work() -> None:
     core.submit(spec())
     assert taken(session) == []
     assert session.take_outbox().drain is None  # already taken by the first flush above
+
+
+def test_queues_nobody_uses_any_more_are_released() -> None:
+    core, clock = make_broker()
+    connect(core, queues=("consumed",))
+    later = core.submit(spec(queue="scheduled", eta=clock.time() + 3600)).task_id
+    for index in range(5_000):
+        task_id = core.submit(spec(queue=f"one-off-{index}")).task_id
+        core.revoke([task_id], terminate=False, reason="")
+    names = {stats.name for stats in core.queue_stats()}
+    assert len(names) < 2_100
+    assert "consumed" in names  # in use: a worker consumes it, empty as it is
+    advance(core, clock, 3600)
+    record = core.get(later)
+    assert record is not None and record.phase is Phase.QUEUED
+    assert [s.ready for s in core.queue_stats() if s.name == "scheduled"] == [1]
