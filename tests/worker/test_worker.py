@@ -23,7 +23,7 @@ from worker.cli import EXIT_COLD_SHUTDOWN, EXIT_USAGE
 from worker.codec import ReportBatch
 from worker.execution import ExecutionSettings
 from worker.jobs import Outcome, OutcomeState, TaskEvent
-from worker.reports import ReportBuffer
+from worker.reports import STARTED_DELAY, ReportBuffer
 
 MODULE = "tests.worker.tasks_unit"
 
@@ -113,6 +113,29 @@ def test_report_buffer_sends_one_report_per_loop_turn() -> None:
     assert first is not None and first.credit == 3 and first.started == ["a", "b"]
     assert first.outcomes is not None and [o.lease_id for o in first.outcomes] == ["a"]
     assert second is not None and second.returned == ["c"] and second.credit == 0
+
+
+def test_a_started_ack_waits_for_its_outcome_and_goes_alone_only_after_a_while() -> None:
+    flushed: list[ReportBatch | None] = []
+
+    async def main() -> None:
+        buffer = ReportBuffer(lambda: flushed.append(buffer.take()))
+        buffer.add_started("quick")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert flushed == []  # nothing else to say yet: the ack waits
+        buffer.add_outcome(Outcome("quick", OutcomeState.SUCCESS), credit=1)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        buffer.add_started("long")
+        await asyncio.sleep(2 * STARTED_DELAY)
+
+    asyncio.run(main())
+    assert len(flushed) == 2
+    together, alone = flushed
+    assert together is not None and together.started == ["quick"] and together.credit == 1
+    assert together.outcomes is not None and [o.lease_id for o in together.outcomes] == ["quick"]
+    assert alone is not None and alone.started == ["long"] and not alone.outcomes
 
 
 def test_a_withdrawal_drops_credit_gathered_before_it_and_keeps_credit_added_after() -> None:
