@@ -26,6 +26,7 @@ gives the session up within its ping timeout, after which the outcome could not 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Collection
 
 from worker.codec import ReportBatch
@@ -67,8 +68,12 @@ class ReportBuffer:
         self._state_updates: dict[str, StateUpdate] = {}
         self._returned: list[str] = []
         self._withdraw = False
-        # Sent outcomes by lease, oldest first, with the loop time they were taken for sending.
+        # Sent outcomes by lease, with the loop time they were taken for sending ...
         self._unconfirmed: dict[str, tuple[float, Outcome]] = {}
+        # ... and the order they expire in. Not the dict's own order: a dict whose oldest
+        # entries keep being deleted scans past the deleted slots to find its first entry, which
+        # made every Report cost time proportional to the outcomes of the last 12 s.
+        self._sent_order: deque[tuple[float, str]] = deque()
         self.keep_sent_for = DEFAULT_KEEP_SENT_FOR
 
     def add_credit(self, slots: int) -> None:
@@ -141,6 +146,7 @@ class ReportBuffer:
                 self._outcomes[lease_id] = outcome
                 resent += 1
         self._unconfirmed.clear()
+        self._sent_order.clear()
         if resent:
             self._touch()
         return resent
@@ -172,14 +178,15 @@ class ReportBuffer:
     def _remember_sent(self, outcomes: list[Outcome]) -> None:
         now = asyncio.get_running_loop().time()
         for outcome in outcomes:
-            self._unconfirmed.pop(outcome.lease_id, None)  # re-inserted last: order is age
             self._unconfirmed[outcome.lease_id] = (now, outcome)
+            self._sent_order.append((now, outcome.lease_id))
         horizon = now - self.keep_sent_for
-        while self._unconfirmed:
-            lease_id, (sent_at, _) = next(iter(self._unconfirmed.items()))
-            if sent_at > horizon:
-                break
-            del self._unconfirmed[lease_id]
+        order = self._sent_order
+        while order and order[0][0] <= horizon:
+            sent_at, lease_id = order.popleft()
+            entry = self._unconfirmed.get(lease_id)
+            if entry is not None and entry[0] == sent_at:  # not sent again since
+                del self._unconfirmed[lease_id]
 
     def _touch(self) -> None:
         """Flush on the next loop turn, or within BUSY_DELAY while more outcomes are coming."""
