@@ -7,16 +7,19 @@ Broker messages become small frozen events (`Welcome`, `Assign`, `CancelJobs`, `
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
 from celeriac.v1 import tasks_pb2, worker_pb2
 from worker.jobs import Heartbeat, Job, Outcome, OutcomeState, Payload, StateUpdate, TaskErrorInfo
+from worker.limits import PayloadLimits
 
 # Millisecond fields are uint32 on the wire: longer spans are clamped to the largest value.
 _MAX_UINT32 = 2**32 - 1
+# What the WorkerMessage adds around its Report: a tag byte and a length varint (5 bytes at most).
+_REPORT_FRAME_BYTES = 6
 
 _STATES = {
     OutcomeState.SUCCESS: tasks_pb2.TASK_STATE_SUCCESS,
@@ -28,13 +31,14 @@ _STATES = {
 
 @dataclass(frozen=True)
 class Welcome:
-    """The broker accepted the session."""
+    """The broker accepted the session (`limits` has the broker's defaults where it sent 0)."""
 
     session_id: str
     ping_interval: float
     ping_timeout: float
     kept_lease_ids: tuple[str, ...]
     broker_version: str
+    limits: PayloadLimits = field(default_factory=PayloadLimits)
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,57 @@ def report(batch: ReportBatch) -> worker_pb2.WorkerMessage:
     )
 
 
-def decode(message: worker_pb2.BrokerMessage) -> BrokerEvent | None:
-    """Turn a broker message into an event; None for a kind this worker does not know."""
+def reports(batch: ReportBatch, max_message_bytes: int) -> list[worker_pb2.WorkerMessage]:
+    """The batch as Reports of at most `max_message_bytes` each (one, unless it is too large).
+
+    A larger message would not just be refused: gRPC ends the whole session stream. Split, the
+    started acks go first and the credit (with `withdraw_credit`) last, so the broker sees
+    every start before its outcome and assigns new tasks only once all the outcomes are in,
+    as it would from one Report. An item larger than the limit on its own still goes, alone:
+    `worker.limits` keeps the worker from producing one.
+    """
+    whole = report(batch)
+    if whole.ByteSize() <= max_message_bytes:
+        return [whole]
+    parts = _split_report(whole.report, max_message_bytes - _REPORT_FRAME_BYTES)
+    return [worker_pb2.WorkerMessage(report=part) for part in parts]
+
+
+def _split_report(whole: worker_pb2.Report, budget: int) -> list[worker_pb2.Report]:
+    """Pack the report's items, in order, into reports of at most `budget` bytes."""
+    report_of = worker_pb2.Report
+    pieces = [
+        *(report_of(started_lease_ids=[lease_id]) for lease_id in whole.started_lease_ids),
+        *(report_of(extensions=[extension]) for extension in whole.extensions),
+        *(report_of(state_updates=[update]) for update in whole.state_updates),
+        *(report_of(outcomes=[outcome]) for outcome in whole.outcomes),
+        *(report_of(returned_lease_ids=[lease_id]) for lease_id in whole.returned_lease_ids),
+        report_of(credit=whole.credit, withdraw_credit=whole.withdraw_credit),
+    ]
+    # A message's encoding is its fields' encodings one after the other, so the size of merged
+    # pieces is the sum of their sizes.
+    parts: list[worker_pb2.Report] = []
+    part, size = report_of(), 0
+    for piece in pieces:
+        cost = piece.ByteSize()
+        if size and size + cost > budget:
+            parts.append(part)
+            part, size = report_of(), 0
+        part.MergeFrom(piece)
+        size += cost
+    parts.append(part)
+    return parts
+
+
+def decode(
+    message: worker_pb2.BrokerMessage, max_payload_bytes: int | None = None
+) -> BrokerEvent | None:
+    """Turn a broker message into an event; None for a kind this worker does not know.
+
+    Args:
+        message: What the broker sent.
+        max_payload_bytes: The session's largest result body, given to every assigned job.
+    """
     kind = message.WhichOneof("kind")
     if kind == "welcome":
         w = message.welcome
@@ -152,9 +205,12 @@ def decode(message: worker_pb2.BrokerMessage) -> BrokerEvent | None:
             ping_timeout=w.ping_timeout_ms / 1000,
             kept_lease_ids=tuple(w.kept_lease_ids),
             broker_version=w.broker_version,
+            limits=PayloadLimits.from_welcome(w.max_payload_bytes, w.max_message_bytes),
         )
     if kind == "assignments":
-        return Assign(tuple(job_from_assignment(a) for a in message.assignments.tasks))
+        return Assign(
+            tuple(job_from_assignment(a, max_payload_bytes) for a in message.assignments.tasks)
+        )
     if kind == "cancel":
         c = message.cancel
         return CancelJobs(tuple(c.lease_ids), c.terminate, c.reason)
@@ -167,8 +223,8 @@ def decode(message: worker_pb2.BrokerMessage) -> BrokerEvent | None:
     return None
 
 
-def job_from_assignment(a: worker_pb2.Assignment) -> Job:
-    """Translate one Assignment into a Job (limits are those the call set, if any)."""
+def job_from_assignment(a: worker_pb2.Assignment, max_payload_bytes: int | None = None) -> Job:
+    """Translate one Assignment into a Job (time limits are those the call set, if any)."""
     return Job(
         lease_id=a.lease_id,
         task_id=a.task_id,
@@ -185,6 +241,7 @@ def job_from_assignment(a: worker_pb2.Assignment) -> Job:
         ignore_result=a.ignore_result,
         priority=a.priority,
         max_retries=a.max_retries if a.HasField("max_retries") else None,
+        max_payload_bytes=max_payload_bytes,
     )
 
 

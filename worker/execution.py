@@ -45,6 +45,7 @@ from worker.jobs import (
     TaskErrorInfo,
     TaskEvent,
 )
+from worker.limits import check_result, fit_event
 from worker.task_threads import TaskThreads
 
 logger = logging.getLogger(__name__)
@@ -355,7 +356,12 @@ def _success(job: Job, task: Task, value: object, settings: ExecutionSettings) -
         payload = _encode(value, task, settings)
     except Exception as exc:  # SerializationError or ContentTypeRefused
         return failure(job.lease_id, exc, retryable=False)
-    return Outcome(lease_id=job.lease_id, state=OutcomeState.SUCCESS, result=payload)
+    outcome = Outcome(lease_id=job.lease_id, state=OutcomeState.SUCCESS, result=payload)
+    if job.max_payload_bytes is None:
+        return outcome
+    # Checked here, where the result is encoded: in a process-pool child, an oversize body is
+    # dropped before it crosses the pipe (the runner checks again, whatever the pool).
+    return check_result(job, outcome, job.max_payload_bytes)
 
 
 def _encode(value: object, task: Task, settings: ExecutionSettings) -> Payload:
@@ -391,7 +397,11 @@ def _request_for(job: Job, settings: ExecutionSettings) -> Request:
 
 
 class _Reporter:
-    """The running task's `client.context.TaskReporter`: encodes and forwards its events."""
+    """The running task's `client.context.TaskReporter`: encodes and forwards its events.
+
+    An event whose payload is over the job's `max_payload_bytes` is cut down or dropped with a
+    warning (`worker.limits.fit_event`): the task itself goes on.
+    """
 
     def __init__(self, job: Job, task: Task, sink: EventSink, settings: ExecutionSettings) -> None:
         self._job = job
@@ -401,8 +411,14 @@ class _Reporter:
 
     def update_state(self, state: str, meta: object) -> None:
         payload = _encode(meta, self._task, self._settings)
-        self._sink(StateUpdate(self._job.lease_id, state, payload))
+        self._send(StateUpdate(self._job.lease_id, state, payload))
 
     def heartbeat(self, progress: object, extend: float | None) -> None:
         payload = None if progress is None else _encode(progress, self._task, self._settings)
-        self._sink(Heartbeat(self._job.lease_id, extend, payload))
+        self._send(Heartbeat(self._job.lease_id, extend, payload))
+
+    def _send(self, event: TaskEvent) -> None:
+        limit = self._job.max_payload_bytes
+        fitted = event if limit is None else fit_event(event, limit)
+        if fitted is not None:
+            self._sink(fitted)

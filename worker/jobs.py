@@ -26,6 +26,8 @@ class Job:
 
     Time limits are the effective ones (call, else task option, else worker default); the
     worker resolves them with `execution.resolve_limits` before a pool sees the job.
+    `max_payload_bytes` is the largest result (or progress) body the broker that assigned the
+    job will take (see `worker.limits`); None means no check where the task runs.
     """
 
     lease_id: str
@@ -43,6 +45,7 @@ class Job:
     ignore_result: bool = False
     priority: int = 0
     max_retries: int | None = None
+    max_payload_bytes: int | None = None
 
 
 class OutcomeState(enum.Enum):

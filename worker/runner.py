@@ -3,7 +3,9 @@
 `Worker.run()` starts the pool (before any gRPC channel exists), then keeps a session with the
 broker open: it grants credit for its free slots plus an adaptive prefetch (`worker.prefetch`),
 starts assigned jobs in the pool as slots free up, and reports acks, outcomes, heartbeats and
-custom states through the `ReportBuffer`. A lost connection is
+custom states through the `ReportBuffer`, each checked against the broker's limits first
+(`worker.limits`: an oversize result fails its task instead of ending the session). A lost
+connection is
 retried with capped exponential backoff while running tasks carry on; their outcomes go out on
 the next session, which names their leases in `Hello.held_lease_ids`.
 """
@@ -26,6 +28,7 @@ from worker.config import WorkerConfig, grpc_target, worker_id
 from worker.errors import BrokerUnavailable, NotStarted, WorkerError
 from worker.execution import resolve_limits, revoked_outcome
 from worker.jobs import Job, Outcome, OutcomeState, TaskEvent
+from worker.limits import PayloadLimits, fit_event, fit_outcome
 from worker.loader import Registry
 from worker.pools import Pool
 from worker.prefetch import Prefetch
@@ -37,6 +40,9 @@ logger = logging.getLogger(__name__)
 # How long to wait for the broker's Welcome, and for it to end the stream after a half-close.
 _WELCOME_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
+# The broker bounds what it sends by its own limit (Welcome.max_message_bytes, which may be above
+# gRPC's default 4 MiB); a lower limit here would end the session on a large assignment.
+_CHANNEL_OPTIONS = (("grpc.max_receive_message_length", -1),)
 
 
 def _version() -> str:
@@ -68,6 +74,7 @@ class Worker:
         )
         self._buffer = ReportBuffer(self._flush, busy=self._prefetch.__bool__)
         self._session: Session | None = None
+        self._limits = PayloadLimits()  # the broker's defaults until its Welcome says otherwise
         self._running: dict[str, Job] = {}
         self._hold_timer: asyncio.TimerHandle | None = None
         self._cancelled: dict[str, str] = {}
@@ -80,8 +87,13 @@ class Worker:
         self._session_welcomed = False
 
     def on_task_event(self, event: TaskEvent) -> None:
-        """Forward a running task's heartbeat or custom state to the broker (loop thread only)."""
-        self._buffer.add_event(event)
+        """Forward a running task's heartbeat or custom state to the broker (loop thread only).
+
+        One whose payload is over the broker's limit is cut down or dropped (`worker.limits`).
+        """
+        fitted = fit_event(event, self._limits.largest_body)
+        if fitted is not None:
+            self._buffer.add_event(fitted)
 
     async def run(self, *, handle_signals: bool = False) -> bool:
         """Run until `shutdown()` (or SIGTERM/SIGINT when `handle_signals`).
@@ -98,7 +110,7 @@ class Worker:
         if handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.shutdown)
-        channel = grpc.aio.insecure_channel(grpc_target(self.address))
+        channel = grpc.aio.insecure_channel(grpc_target(self.address), options=_CHANNEL_OPTIONS)
         try:
             await self._keep_connected(channel)
         finally:
@@ -185,6 +197,7 @@ class Worker:
 
     def _on_welcome(self, session: Session, welcome: codec.Welcome) -> None:
         self._session = session
+        self._limits = welcome.limits
         if not self._stopping.is_set():
             self._accepting = True
             self._draining = False
@@ -344,6 +357,8 @@ class Worker:
         outcome = future.result()
         if reason is not None and outcome.state is not OutcomeState.REVOKED:
             outcome = revoked_outcome(job, reason)
+        # Whatever the pool checked: nothing oversize may reach a Report (see worker.limits).
+        outcome = fit_outcome(job, outcome, self._limits)
         logger.debug(
             "task finished id=%s name=%s state=%s", job.task_id, job.name, outcome.state.value
         )
@@ -416,4 +431,5 @@ class Worker:
             return  # kept until the next session's Welcome
         batch = self._buffer.take()
         if batch is not None:
-            self._session.send(codec.report(batch))
+            for message in codec.reports(batch, self._limits.max_message_bytes):
+                self._session.send(message)

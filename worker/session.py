@@ -30,6 +30,8 @@ class Session:
         self._outbox: asyncio.Queue[worker_pb2.WorkerMessage | None] = asyncio.Queue()
         self._call: grpc.aio.StreamStreamCall[worker_pb2.WorkerMessage, worker_pb2.BrokerMessage]
         self._responses: AsyncIterator[worker_pb2.BrokerMessage] | None = None
+        # From the Welcome: every job assigned on this session carries its result limit.
+        self._max_payload_bytes: int | None = None
 
     async def open(self, hello: worker_pb2.WorkerMessage, timeout: float) -> codec.Welcome:
         """Send Hello and wait for Welcome.
@@ -63,6 +65,7 @@ class Session:
         if not isinstance(event, codec.Welcome):
             self.abort()
             raise SessionRefused(f"expected Welcome, the broker sent {type(event).__name__}")
+        self._max_payload_bytes = event.limits.largest_body
         return event
 
     async def events(self) -> AsyncIterator[codec.BrokerEvent]:
@@ -75,7 +78,7 @@ class Session:
         assert self._responses is not None
         try:
             async for message in self._responses:
-                event = codec.decode(message)
+                event = codec.decode(message, self._max_payload_bytes)
                 if event is None:
                     logger.debug("ignoring a broker message of an unknown kind")
                     continue
