@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -65,11 +66,17 @@ _SESSION_FRAME_BYTES = 64
 
 
 class Transport:
-    """Blocking calls to one broker over one lazily created, thread-safe channel."""
+    """Blocking calls to one broker over one lazily created, thread-safe channel.
+
+    A process forked after calls were made (a prefork web server, say) opens its own channel
+    and stream on its first call: gRPC objects and the session's reader thread do not survive a
+    fork, so the inherited ones are dropped, never used or closed.
+    """
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
         self._target = config.target
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stub: client_pb2_grpc.TaskServiceStub | None = None
@@ -244,6 +251,10 @@ class Transport:
 
     def _ready_stub(self) -> client_pb2_grpc.TaskServiceStub:
         with self._lock:
+            if self._pid != os.getpid():  # forked: what we hold belongs to the parent
+                self._pid = os.getpid()
+                self._channel, self._stub, self._stream = None, None, None
+                self._connected = False
             if self._channel is None or self._stub is None:
                 logger.debug("opening channel to %s", self._target)
                 self._channel = grpc.insecure_channel(self._target, options=CHANNEL_OPTIONS)

@@ -100,7 +100,9 @@ class ClientSession:
         kind = call.WhichOneof("call")
         if kind == "get_result" and not self._service.result_is_ready(call.get_result):
             if len(self._held) >= MAX_HELD_CALLS:
-                error = QueueFull(f"more than {MAX_HELD_CALLS} held GetResult calls on one stream")
+                error = QueueFull(
+                    f"session full: more than {MAX_HELD_CALLS} held GetResult calls on one stream"
+                )
                 await self._send(_error_reply(call.call_id, error))
                 return
             task = asyncio.create_task(self._answer_later(call))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -134,3 +135,19 @@ def test_asyncio_calls_ride_their_loop_s_session_and_read_pushed_results(app: Ce
         return value
 
     assert asyncio.run(main()) == 42
+
+
+def _send_from_forked_child(app: Celeriac, answers: Any) -> None:
+    answers.put(app.send_task("tasks.add", args=(2, 3)).get(timeout=10))
+
+
+def test_a_forked_process_opens_its_own_stream(app: Celeriac) -> None:
+    assert app.send_task("tasks.add", args=(1, 1)).get(timeout=10) == 2  # the parent's stream
+    context = multiprocessing.get_context("fork")  # as a prefork server would
+    answers = context.Queue()
+    child = context.Process(target=_send_from_forked_child, args=(app, answers))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert answers.get(timeout=1) == 5
+    assert app.send_task("tasks.add", args=(4, 4)).get(timeout=10) == 8  # the parent's, still
