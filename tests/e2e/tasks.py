@@ -137,3 +137,9 @@ def try_lock(lock_path: str) -> str:
             return "still held"
         fcntl.flock(handle, fcntl.LOCK_UN)
     return "acquired"
+
+
+@app.task
+def sized_result(size: int) -> str:
+    """A result of `size` characters (over the broker's payload limit, in the limit tests)."""
+    return "x" * size

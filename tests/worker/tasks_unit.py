@@ -112,3 +112,15 @@ def pid_then_wait_for_file(path: str) -> str:
     """Write this process's pid to path + '.pid', then run `wait_for_file(path)` in place."""
     Path(path + ".pid").write_text(str(os.getpid()))
     return str(wait_for_file(path))
+
+
+@app.task
+def big(size: int) -> str:
+    return "x" * size
+
+
+@app.task(bind=True)
+def reports_big(self, size: int) -> str:  # type: ignore[no-untyped-def]
+    self.update_state(state="PROGRESS", meta={"m": "m" * size})
+    self.heartbeat(progress="p" * size, extend=10)
+    return "ok"
