@@ -165,10 +165,24 @@ class Transport:
         return codec.result_record(reply.result)
 
     def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
-        """Read many results in one call, held up to ``wait`` seconds until all are ready."""
+        """Read many results, held up to ``wait`` seconds until all are ready.
+
+        One call, unless the results are too large for one answer: the broker then says how
+        many it left out, and they are asked for again (without waiting; they were waited for).
+        """
+        records: list[ResultRecord] = []
+        while True:
+            reply = self._get_results_once(task_ids, wait)
+            records += [codec.result_record(result) for result in reply.results]
+            if not reply.omitted or not reply.results:
+                return records
+            task_ids, wait = task_ids[len(reply.results) :], 0.0
+
+    def _get_results_once(
+        self, task_ids: Sequence[str], wait: float
+    ) -> client_pb2.GetResultsResponse:
         request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=codec.ms(wait))
-        reply = self._invoke("GetResults", lambda s, t: s.GetResults(request, timeout=t), wait)
-        return [codec.result_record(result) for result in reply.results]
+        return self._invoke("GetResults", lambda s, t: s.GetResults(request, timeout=t), wait)
 
     def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         """Revoke tasks; returns one outcome per id (``revoked``, ``cancel-sent``, ...)."""
@@ -364,12 +378,20 @@ class AsyncTransport:
         return codec.result_record(reply.result)
 
     async def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
-        """Read many results in one call, held up to ``wait`` seconds until all are ready."""
+        """Read many results, held up to ``wait`` seconds (see :meth:`Transport.get_results`)."""
+        records: list[ResultRecord] = []
+        while True:
+            reply = await self._get_results_once(task_ids, wait)
+            records += [codec.result_record(result) for result in reply.results]
+            if not reply.omitted or not reply.results:
+                return records
+            task_ids, wait = task_ids[len(reply.results) :], 0.0
+
+    async def _get_results_once(
+        self, task_ids: Sequence[str], wait: float
+    ) -> client_pb2.GetResultsResponse:
         request = client_pb2.GetResultsRequest(task_ids=task_ids, wait_ms=codec.ms(wait))
-        reply = await self._invoke(
-            "GetResults", lambda s, t: s.GetResults(request, timeout=t), wait
-        )
-        return [codec.result_record(result) for result in reply.results]
+        return await self._invoke("GetResults", lambda s, t: s.GetResults(request, timeout=t), wait)
 
     async def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         """Revoke tasks; returns one outcome per id."""

@@ -42,6 +42,10 @@ FEATURES = (
 
 Context = grpc.aio.ServicerContext  # short alias for signatures
 
+# Room for the framing around a batch answer, and around each entry in it (tag and length).
+_ANSWER_FRAME_BYTES = 64
+_ENTRY_FRAME_BYTES = 6
+
 
 class TaskService(client_pb2_grpc.TaskServiceServicer):
     """The producers' service; a thin translator over the core."""
@@ -90,9 +94,9 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """Read many results, holding the call up to wait_ms for all to be ready."""
         task_ids = list(request.task_ids)
         await self._wait(task_ids, request.wait_ms)
-        return client_pb2.GetResultsResponse(
-            results=[self._describe(task_id) for task_id in task_ids]
-        )
+        results = self._fitting_results(task_ids)
+        omitted = len(task_ids) - len(results)
+        return client_pb2.GetResultsResponse(results=results, omitted=omitted)
 
     @translate_errors
     async def Revoke(
@@ -206,6 +210,23 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         if batch:
             messages.append(client_pb2.ReadyResults(results=batch))
         return messages
+
+    def _fitting_results(self, task_ids: list[str]) -> list[tasks_pb2.TaskResult]:
+        """The results of ``task_ids`` in order, stopping before the message limit.
+
+        A thousand results of a megabyte each cannot travel in one answer: gRPC would fail the
+        whole call. The first result always goes, so a caller asking again always progresses.
+        """
+        budget = self._core.config.max_message_bytes - _ANSWER_FRAME_BYTES
+        results: list[tasks_pb2.TaskResult] = []
+        size = 0
+        for task_id in task_ids:
+            result = self._describe(task_id)
+            size += result.ByteSize() + _ENTRY_FRAME_BYTES
+            if results and size > budget:
+                break
+            results.append(result)
+        return results
 
     def _describe(self, task_id: str) -> tasks_pb2.TaskResult:
         record: TaskRecord | None = self._core.get(task_id)

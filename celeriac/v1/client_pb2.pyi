@@ -211,18 +211,25 @@ class GetResultsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    OMITTED_FIELD_NUMBER: _builtins.int
+    omitted: _builtins.int
+    """How many requested ids, at the end of the request, did not fit in this answer."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_tasks_pb2.TaskResult]:
-        """One entry per requested id, in order; unknown ids have state TASK_STATE_UNKNOWN."""
+        """One entry per requested id, in order; unknown ids have state TASK_STATE_UNKNOWN. When the
+        answer would be larger than the broker's message limit, the entries stop early: the last
+        `omitted` requested ids get no entry, and the caller asks for them again.
+        """
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[_tasks_pb2.TaskResult] | None = ...,
+        omitted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["omitted", b"omitted", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

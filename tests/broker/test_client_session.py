@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from broker.config import BrokerConfig
 from broker.service import client_session
-from broker.testing import RunningBroker
+from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
 from tests.broker.fake_worker import FakeWorker
 from tests.broker.helpers import spec, submit, wait_for
@@ -170,3 +171,25 @@ def test_a_client_that_goes_away_leaves_no_waiters_behind(
 def _state(session: RawSession, task_id: str) -> int:
     session.send(99, get_result=client_pb2.GetResultRequest(task_id=task_id))
     return session.next().get_result.result.state
+
+
+def test_get_results_too_large_for_one_answer_says_how_many_it_left_out() -> None:
+    limits = BrokerConfig(max_payload_bytes=20_000, max_message_bytes=64_000)
+    with running_broker(limits) as broker, grpc.insecure_channel(broker.address) as channel:
+        tasks = client_pb2_grpc.TaskServiceStub(channel)
+        worker = FakeWorker(broker.address)
+        try:
+            ids = [tasks.Submit(submit(), timeout=WAIT).task_id for _ in range(10)]
+            for _ in ids:
+                _run_one(worker, b'"' + b"x" * 15_000 + b'"')
+            request = client_pb2.GetResultsRequest(task_ids=ids, wait_ms=5000)
+            first = tasks.GetResults(request, timeout=WAIT)
+            answered = len(first.results)
+            assert 0 < answered < 10 and first.omitted == 10 - answered
+            assert [r.task_id for r in first.results] == ids[:answered]
+            rest = tasks.GetResults(
+                client_pb2.GetResultsRequest(task_ids=ids[answered:]), timeout=WAIT
+            )
+            assert all(r.state == tasks_pb2.TASK_STATE_SUCCESS for r in rest.results)
+        finally:
+            worker.close()
