@@ -88,8 +88,7 @@ class ResultWatch:
 
     def deliver(self, result: tasks_pb2.TaskResult | None) -> None:
         """Hand over the pushed result, or None when the stream ended without one."""
-        if result is not None and result.state != tasks_pb2.TASK_STATE_UNKNOWN:
-            self.result = result
+        self.result = _readable(result)
         self._arrived.set()
 
 
@@ -116,8 +115,7 @@ class AsyncResultWatch:
 
     def deliver(self, result: tasks_pb2.TaskResult | None) -> None:
         """Hand over the pushed result, or None when the stream ended without one."""
-        if result is not None and result.state != tasks_pb2.TASK_STATE_UNKNOWN:
-            self.result = result
+        self.result = _readable(result)
         self._arrived.set()
 
 
@@ -324,6 +322,13 @@ class AsyncCallStream:
         for watch in watches:
             watch.deliver(None)
         self._outgoing.put_nowait(None)
+
+
+def _readable(result: tasks_pb2.TaskResult | None) -> tasks_pb2.TaskResult | None:
+    """A pushed result to read, or None: UNKNOWN means "too large to push, ask for it"."""
+    if result is None or result.state == tasks_pb2.TASK_STATE_UNKNOWN:
+        return None
+    return result
 
 
 def _ending_of(error: grpc.RpcError) -> _Ending:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from sys import intern
+from typing import TypeVar
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.core.model import (
@@ -253,6 +256,8 @@ def assignment_to_pb(assignment: Assignment) -> worker_pb2.Assignment:
     return message
 
 
+M = TypeVar("M", bound=Message)
+
 # Bytes a repeated or oneof message field adds around its body: a tag and a length varint.
 _FIELD_OVERHEAD = 8
 
@@ -264,9 +269,8 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
     many messages as keep each under ``max_message_bytes``.
     """
     messages: list[worker_pb2.BrokerMessage] = []
-    for tasks in _split_by_size(
-        [assignment_to_pb(a) for a in outbox.assignments], max_message_bytes
-    ):
+    budget = max_message_bytes - 2 * _FIELD_OVERHEAD  # the BrokerMessage and Assignments frames
+    for tasks in batches_within([assignment_to_pb(a) for a in outbox.assignments], budget):
         messages.append(worker_pb2.BrokerMessage(assignments=worker_pb2.Assignments(tasks=tasks)))
     for cancel in outbox.cancels:
         messages.append(
@@ -289,23 +293,25 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
     return messages
 
 
-def _split_by_size(
-    tasks: list[worker_pb2.Assignment], max_message_bytes: int
-) -> list[list[worker_pb2.Assignment]]:
-    budget = max_message_bytes - 2 * _FIELD_OVERHEAD  # the BrokerMessage and Assignments frames
-    batches: list[list[worker_pb2.Assignment]] = []
-    batch: list[worker_pb2.Assignment] = []
+def batches_within(items: Iterable[M], budget: int) -> Iterator[list[M]]:
+    """Consecutive batches of ``items`` whose framed sizes add up to at most ``budget`` bytes.
+
+    gRPC fails a whole call or stream when one message exceeds its limit, so repeated fields
+    that may grow large go out in batches. An item too large for any batch still goes, alone:
+    callers that cannot send it replace it first. Lazy, so a caller that needs only the first
+    batch builds no more items than fit in it.
+    """
+    batch: list[M] = []
     size = 0
-    for task in tasks:
-        cost = task.ByteSize() + _FIELD_OVERHEAD
+    for item in items:
+        cost = item.ByteSize() + _FIELD_OVERHEAD
         if batch and size + cost > budget:
-            batches.append(batch)
+            yield batch
             batch, size = [], 0
-        batch.append(task)
+        batch.append(item)
         size += cost
     if batch:
-        batches.append(batch)
-    return batches
+        yield batch
 
 
 # -- admin ---------------------------------------------------------------------------------

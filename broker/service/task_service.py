@@ -42,9 +42,8 @@ FEATURES = (
 
 Context = grpc.aio.ServicerContext  # short alias for signatures
 
-# Room for the framing around a batch answer, and around each entry in it (tag and length).
+# Room for the framing around a batch answer.
 _ANSWER_FRAME_BYTES = 64
-_ENTRY_FRAME_BYTES = 6
 
 
 class TaskService(client_pb2_grpc.TaskServiceServicer):
@@ -193,23 +192,16 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         A result too large for any message goes as state UNKNOWN, which tells the client to ask
         with GetResult (and meet the same size error a unary call would).
         """
-        messages: list[client_pb2.ReadyResults] = []
-        batch: list[tasks_pb2.TaskResult] = []
-        size = 0
-        for task_id in task_ids:
-            result = self._describe(task_id)
-            # Each entry costs its bytes plus a tag and a length prefix of up to 5 bytes.
-            cost = result.ByteSize() + 6
-            if cost > budget:
-                result, cost = codec.unknown_result(task_id), len(task_id) + 8
-            if batch and size + cost > budget:
-                messages.append(client_pb2.ReadyResults(results=batch))
-                batch, size = [], 0
-            batch.append(result)
-            size += cost
-        if batch:
-            messages.append(client_pb2.ReadyResults(results=batch))
-        return messages
+        pushable = (self._pushable(task_id, budget) for task_id in task_ids)
+        return [
+            client_pb2.ReadyResults(results=batch)
+            for batch in codec.batches_within(pushable, budget)
+        ]
+
+    def _pushable(self, task_id: str, budget: int) -> tasks_pb2.TaskResult:
+        result = self._describe(task_id)
+        # Room for its own tag and length in the batch (codec.batches_within counts them too).
+        return result if result.ByteSize() + 16 <= budget else codec.unknown_result(task_id)
 
     def _fitting_results(self, task_ids: list[str]) -> list[tasks_pb2.TaskResult]:
         """The results of ``task_ids`` in order, stopping before the message limit.
@@ -218,15 +210,8 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         whole call. The first result always goes, so a caller asking again always progresses.
         """
         budget = self._core.config.max_message_bytes - _ANSWER_FRAME_BYTES
-        results: list[tasks_pb2.TaskResult] = []
-        size = 0
-        for task_id in task_ids:
-            result = self._describe(task_id)
-            size += result.ByteSize() + _ENTRY_FRAME_BYTES
-            if results and size > budget:
-                break
-            results.append(result)
-        return results
+        described = (self._describe(task_id) for task_id in task_ids)
+        return next(codec.batches_within(described, budget), [])
 
     def _describe(self, task_id: str) -> tasks_pb2.TaskResult:
         record: TaskRecord | None = self._core.get(task_id)
