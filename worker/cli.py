@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prefetch-max",
         type=int,
-        help="most tasks taken beyond free slots when tasks are short (default 100; 0: none)",
+        help="most tasks taken beyond free slots when tasks are short (default 500; 0: none)",
+    )
+    parser.add_argument(
+        "--prefetch-window",
+        type=float,
+        help="seconds of work (at the measured completion rate) kept prefetched (default 0.1)",
     )
     parser.add_argument(
         "--prefetch-hold", type=float, help="seconds a prefetched task waits before handed back"
@@ -64,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown_grace=args.shutdown_grace,
             allow_pickle=args.allow_pickle,
             prefetch_max=args.prefetch_max,
+            prefetch_window=args.prefetch_window,
             prefetch_hold=args.prefetch_hold,
         )
     except ValueError as exc:

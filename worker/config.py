@@ -45,12 +45,15 @@ class WorkerConfig:
         reconnect_max: Cap of the exponential reconnect delay (a restarted broker is found
             within this long).
         prefetch_max: The most tasks granted beyond free slots (0: exactly one credit per free
-            slot, no prefetch). The worker only prefetches what it finishes in about 20 ms at
-            its measured completion rate, so long tasks never wait behind others; this cap
-            bounds a wrong estimate. 100 because a hundred tasks in one stream message already
-            make gRPC's per-message cost negligible (about 1 µs per task instead of 70 µs).
+            slot, no prefetch). The worker only prefetches what it finishes in about
+            `prefetch_window` at its measured completion rate, so long tasks never wait behind
+            others; this cap bounds a wrong estimate.
         prefetch_window: How much work to keep prefetched, in seconds at the worker's measured
-            completion rate (20 ms: deep batches for tiny tasks, none for slow ones).
+            completion rate. 100 ms and a cap of 500 because the buffer has to outlast the
+            broker's occasional pauses (a loop turn decoding a large batch, a GC pass: up to
+            ~10 ms) and not only one message's trip: with 20 ms and 100, a no-op burst ran at
+            ~10.2k tasks/s here, with 100 ms and 500 at ~12.3k (`make bench`, same hour). A
+            task that waits behind the buffer waits about this long at most.
         prefetch_hold: Seconds a prefetched task may wait for a slot before it is handed back
             to the broker (to run on another worker), after which the worker stops
             prefetching until one of its running tasks finishes.
@@ -69,8 +72,8 @@ class WorkerConfig:
     allow_pickle: bool = False
     reconnect_initial: float = 0.1
     reconnect_max: float = 5.0
-    prefetch_max: int = 100
-    prefetch_window: float = 0.02
+    prefetch_max: int = 500
+    prefetch_window: float = 0.1
     prefetch_hold: float = 1.0
 
     def __post_init__(self) -> None:

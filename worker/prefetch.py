@@ -4,7 +4,7 @@ DESIGN promises that no task sits behind a long one on a busy worker, which pure
 credit keeps (the broker never assigns more than there are free slots). But then every stream
 message carries one or two tasks, and a burst of tiny tasks pays the full per-message cost of
 gRPC on both sides for each task. So the worker grants its free slots PLUS a small buffer sized
-to what it finishes in a short window (`window`, 20 ms): `extra = min(max_extra, rate *
+to what it finishes in a short window (`window`, 100 ms): `extra = min(max_extra, rate *
 window)`, from a moving estimate of its own completion rate.
 
 * Long tasks finish rarely, so the rate is low and `extra` is zero: exactly free-slot credit.
@@ -32,13 +32,22 @@ logger = logging.getLogger(__name__)
 # Prefetch credit is granted in chunks of at least this share of the buffer target, so that the
 # broker answers with one message carrying many tasks instead of one message per finished task.
 _CHUNK_SHARE = 0.5
+# How much faster the completion-rate estimate rises than it falls.
+_RISE_SPEEDUP = 5.0
 
 
 class CompletionRate:
-    """A moving estimate of completions per second (exponentially weighted over `tau`)."""
+    """A moving estimate of completions per second (exponentially weighted over `tau`).
+
+    The estimate rises five times faster than it falls. Prefetch credit follows the estimate and
+    the completion rate follows the credit, so a symmetric average made every burst of tiny tasks
+    crawl for about a second before the buffer was deep enough (measured: the first 20,000-task
+    burst after a pause ran at ~10k tasks/s instead of ~12k). Falling slowly keeps a short lull
+    from emptying the buffer in the middle of a burst.
+    """
 
     def __init__(self, tau: float = 0.5, sample: float = 0.05) -> None:
-        """Estimate over about `tau` seconds, from samples at least `sample` seconds long."""
+        """Estimate over about `tau` seconds (a fifth when rising), sampled >= `sample` s."""
         self._tau = tau
         self._sample = sample
         self._rate = 0.0
@@ -64,8 +73,10 @@ class CompletionRate:
         if elapsed < self._sample:
             return
         # Weighted by the time the sample covers: a long idle spell mostly replaces the past.
-        weight = 1.0 - math.exp(-elapsed / self._tau)
-        self._rate += weight * (self._count / elapsed - self._rate)
+        measured = self._count / elapsed
+        tau = self._tau / _RISE_SPEEDUP if measured > self._rate else self._tau
+        weight = 1.0 - math.exp(-elapsed / tau)
+        self._rate += weight * (measured - self._rate)
         self._count = 0
         self._since = now
 
@@ -73,7 +84,7 @@ class CompletionRate:
 class Prefetch:
     """The jobs assigned but not started, and the credit the broker holds for them."""
 
-    def __init__(self, slots: int, max_extra: int, hold: float, window: float = 0.02) -> None:
+    def __init__(self, slots: int, max_extra: int, hold: float, window: float = 0.1) -> None:
         """Create an empty buffer.
 
         Args:

@@ -64,6 +64,16 @@ def test_the_rate_falls_back_after_a_quiet_spell() -> None:
     assert rate.per_second(20.0) < 5  # long tasks (or no work) mean no prefetch
 
 
+def test_the_rate_rises_within_a_fifth_of_a_second_and_falls_over_about_a_second() -> None:
+    rate = CompletionRate(tau=0.5)
+    for tick in range(1, 2001):  # 10,000 completions per second for 0.2 s
+        rate.record(tick / 10_000)
+    risen = rate.per_second(0.2)
+    assert risen > 7_000  # symmetric averaging over 0.5 s would be at ~2,600
+    # 0.2 s with nothing finished: a symmetric fast average would be near zero already.
+    assert rate.per_second(0.4) > 0.5 * risen
+
+
 def test_prefetch_zero_disables_it() -> None:
     prefetch = Prefetch(slots=3, max_extra=0, hold=1.0)
     for tick in range(1, 1001):
