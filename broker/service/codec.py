@@ -263,10 +263,10 @@ _FIELD_OVERHEAD = 8
 
 
 def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.BrokerMessage]:
-    """The messages one outbox becomes: one per kind, assignments split by size.
+    """The messages one outbox becomes: one per kind, assignments and rejections split by size.
 
-    gRPC fails the whole stream when one message exceeds the limit, so assignments go in as
-    many messages as keep each under ``max_message_bytes``.
+    gRPC fails the whole stream when one message exceeds the limit, so assignments and
+    rejections go in as many messages as keep each under ``max_message_bytes``.
     """
     messages: list[worker_pb2.BrokerMessage] = []
     budget = max_message_bytes - 2 * _FIELD_OVERHEAD  # the BrokerMessage and Assignments frames
@@ -280,13 +280,15 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
                 )
             )
         )
-    if outbox.rejections:
-        rejections = [
-            worker_pb2.LeaseRejection(lease_id=lease_id, reason=reason)
-            for lease_id, reason in outbox.rejections
-        ]
+    # A report naming many unknown leases gets as many rejections, each with its reason: larger
+    # than the report, so they may need several messages too.
+    rejections = (
+        worker_pb2.LeaseRejection(lease_id=lease_id, reason=reason)
+        for lease_id, reason in outbox.rejections
+    )
+    for batch in batches_within(rejections, budget):
         messages.append(
-            worker_pb2.BrokerMessage(rejections=worker_pb2.LeaseRejections(rejections=rejections))
+            worker_pb2.BrokerMessage(rejections=worker_pb2.LeaseRejections(rejections=batch))
         )
     if outbox.drain is not None:
         messages.append(worker_pb2.BrokerMessage(drain=worker_pb2.Drain(reason=outbox.drain)))

@@ -59,6 +59,29 @@ def test_a_worker_that_stops_reading_its_stream_is_cut_off_and_its_tasks_redeliv
             stuck.cancel()  # type: ignore[no-untyped-call]
 
 
+def test_rejections_for_a_report_of_many_unknown_leases_arrive_in_several_messages(
+    broker: RunningBroker, tasks: client_pb2_grpc.TaskServiceStub
+) -> None:
+    # 150,000 made-up lease ids fit one 3 MB report, but their rejections (each with its reason)
+    # come to about 10 MB: as one message they would end the worker's stream.
+    bogus = [f"bogus-{index:012d}" for index in range(150_000)]
+    worker = FakeWorker(broker.address)
+    try:
+        worker.report(started_lease_ids=bogus)
+        rejected: list[str] = []
+        while len(rejected) < len(bogus):
+            message = worker.expect("rejections", timeout=TIMEOUT)
+            assert message.ByteSize() <= worker.welcome.max_message_bytes
+            rejected.extend(r.lease_id for r in message.rejections.rejections)
+        assert rejected == bogus
+        # The stream is still open and the worker still gets work.
+        task_id = tasks.Submit(submit(), timeout=TIMEOUT).task_id
+        worker.credit(1)
+        assert [a.task_id for a in worker.assignments(1)] == [task_id]
+    finally:
+        worker.close()
+
+
 def _near_limit_args() -> tasks_pb2.Payload:
     body = b'"' + b"x" * (NEAR_LIMIT - 2) + b'"'
     return tasks_pb2.Payload(content_type="application/json", body=body)
