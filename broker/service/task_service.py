@@ -93,9 +93,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """Read many results, holding the call up to wait_ms for all to be ready."""
         task_ids = list(request.task_ids)
         await self._wait(task_ids, request.wait_ms)
-        results = self._fitting_results(task_ids)
-        omitted = len(task_ids) - len(results)
-        return client_pb2.GetResultsResponse(results=results, omitted=omitted)
+        return self._fitting_results(task_ids)
 
     @translate_errors
     async def Revoke(
@@ -192,30 +190,40 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         A result too large for any message goes as state UNKNOWN, which tells the client to ask
         with GetResult (and meet the same size error a unary call would).
         """
-        pushable = (self._pushable(task_id, budget) for task_id in task_ids)
-        return [
-            client_pb2.ReadyResults(results=batch)
-            for batch in codec.batches_within(pushable, budget)
-        ]
 
-    def _pushable(self, task_id: str, budget: int) -> tasks_pb2.TaskResult:
-        result = self._describe(task_id)
-        # Room for its own tag and length in the batch (codec.batches_within counts them too).
-        return result if result.ByteSize() + 16 <= budget else codec.unknown_result(task_id)
+        def write_pushable(message: tasks_pb2.TaskResult, task_id: str) -> None:
+            self._write_result(message, task_id)
+            # Room for its own tag and length in the batch (codec.fill_within counts them too).
+            if message.ByteSize() + 16 > budget:
+                message.Clear()
+                codec.write_unknown(message, task_id)
 
-    def _fitting_results(self, task_ids: list[str]) -> list[tasks_pb2.TaskResult]:
+        pushes: list[client_pb2.ReadyResults] = []
+        done = 0
+        while done < len(task_ids):
+            push = client_pb2.ReadyResults()
+            done = codec.fill_within(push.results, task_ids, done, write_pushable, budget)
+            pushes.append(push)
+        return pushes
+
+    def _fitting_results(self, task_ids: list[str]) -> client_pb2.GetResultsResponse:
         """The results of ``task_ids`` in order, stopping before the message limit.
 
         A thousand results of a megabyte each cannot travel in one answer: gRPC would fail the
         whole call. The first result always goes, so a caller asking again always progresses.
         """
         budget = self._core.config.max_message_bytes - _ANSWER_FRAME_BYTES
-        described = (self._describe(task_id) for task_id in task_ids)
-        return next(codec.batches_within(described, budget), [])
+        answer = client_pb2.GetResultsResponse()
+        done = codec.fill_within(answer.results, task_ids, 0, self._write_result, budget)
+        answer.omitted = len(task_ids) - done
+        return answer
 
-    def _describe(self, task_id: str) -> tasks_pb2.TaskResult:
+    def _write_result(self, message: tasks_pb2.TaskResult, task_id: str) -> None:
         record: TaskRecord | None = self._core.get(task_id)
-        return codec.unknown_result(task_id) if record is None else codec.result_to_pb(record)
+        if record is None:
+            codec.write_unknown(message, task_id)
+        else:
+            codec.write_result(message, record)
 
     async def _wait(self, task_ids: list[str], wait_ms: int) -> None:
         """Hold the call until every task is ready or the (capped) wait passes; no polling.
