@@ -232,7 +232,7 @@ class Lifecycle:
             until = self.clock.monotonic() + self.dead_letter_ttl
             self.dead_letters.add(record, record.date_done, until)
             self._emit(EventKind.DEAD_LETTERED, record)
-        self.results.store(record, self.clock.monotonic() + ttl)
+        self.results.store(record, self.clock.monotonic(), ttl)
 
     def revive(self, record: TaskRecord) -> None:
         """Turn a finished (dead-lettered) task into a fresh PENDING task in its queue."""

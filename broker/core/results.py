@@ -4,6 +4,11 @@ Records of finished tasks are kept (without their arguments) until the result TT
 they are dropped and the id reads as UNKNOWN. When more than ``max_results`` finished tasks are
 held, the oldest finished ones are evicted early and a WARNING is logged. Waiters are callbacks
 run when every task they wait for is finished; the service turns them into futures.
+
+Expiry costs no timer per result. Results kept for the same TTL expire in the order they
+finished, so each distinct TTL (the broker default, plus any a task sets) has its own queue in
+finish order and one timer, for its oldest entry. A timer and closure per result cost ~350 bytes
+and put a million heap entries in the broker's timer heap for a million stored results.
 """
 
 from __future__ import annotations
@@ -53,37 +58,50 @@ class ResultStore:
         self._timers = timers
         self._max_results = max_results
         self._drop = drop
-        # Finish order, oldest first; the value is the expiry timer.
-        self._finished: OrderedDict[str, Timer] = OrderedDict()
+        # Per TTL: task id -> expiry (monotonic), in finish order, hence in expiry order too.
+        self._by_ttl: dict[float, OrderedDict[str, float]] = {}
+        # Per TTL: the timer armed for its oldest entry (None once that queue is gone).
+        self._armed: dict[float, Timer] = {}
+        self._count = 0
         self._waiters: dict[str, list[Waiter]] = {}
 
     def __len__(self) -> int:
-        return len(self._finished)
+        return self._count
 
     @property
     def waiter_count(self) -> int:
         """Waiters currently registered (for tests and metrics)."""
         return sum(len(waiters) for waiters in self._waiters.values())
 
-    def store(self, record: TaskRecord, expires_at: float) -> None:
-        """Keep a just-finished record until ``expires_at`` (monotonic) and wake its waiters."""
+    def store(self, record: TaskRecord, now: float, ttl: float) -> None:
+        """Keep a just-finished record for ``ttl`` s from ``now`` (monotonic); wake its waiters."""
         task_id = record.task_id
-        self._finished[task_id] = self._timers.schedule(expires_at, lambda: self._expire(task_id))
+        self.discard(task_id)  # finished again (a revived dead letter): it goes to the back
+        queue = self._by_ttl.get(ttl)
+        if queue is None:
+            queue = self._by_ttl[ttl] = OrderedDict()
+        queue[task_id] = now + ttl
+        self._count += 1
+        if ttl not in self._armed:
+            self._arm(ttl, now + ttl)
         for waiter in self._waiters.pop(task_id, ()):
             waiter.notify(task_id)
         self._enforce_bound()
 
     def holds(self, task_id: str) -> bool:
         """True while ``task_id``'s result is within its TTL."""
-        return task_id in self._finished
+        return any(task_id in queue for queue in self._by_ttl.values())
 
     def discard(self, task_id: str) -> bool:
-        """Stop tracking ``task_id`` (forgotten or requeued); True if it was held."""
-        timer = self._finished.pop(task_id, None)
-        if timer is None:
-            return False
-        timer.cancel()
-        return True
+        """Stop tracking ``task_id`` (forgotten or requeued); True if it was held.
+
+        Its queue's timer stays armed: when it rings it finds nothing due and re-arms.
+        """
+        for queue in self._by_ttl.values():
+            if queue.pop(task_id, None) is not None:
+                self._count -= 1
+                return True
+        return False
 
     def wait(self, pending: Iterable[str], callback: Callable[[], None]) -> Waiter:
         """Run ``callback`` once every id in ``pending`` (all unfinished) has finished."""
@@ -102,17 +120,40 @@ class ResultStore:
         if not waiters:
             del self._waiters[task_id]
 
-    def _expire(self, task_id: str) -> None:
-        self._finished.pop(task_id, None)
-        self._drop(task_id)
+    def _arm(self, ttl: float, deadline: float) -> None:
+        self._armed[ttl] = self._timers.schedule(deadline, lambda: self._expire_due(ttl, deadline))
+
+    def _expire_due(self, ttl: float, now: float) -> None:
+        """The timer of ``ttl``'s queue rang at ``now``: drop what expired, re-arm for the rest."""
+        del self._armed[ttl]
+        queue = self._by_ttl[ttl]
+        while queue:
+            task_id, expires_at = next(iter(queue.items()))
+            if expires_at > now:
+                self._arm(ttl, expires_at)
+                return
+            del queue[task_id]
+            self._count -= 1
+            self._drop(task_id)
+        del self._by_ttl[ttl]
 
     def _enforce_bound(self) -> None:
-        while len(self._finished) > self._max_results:
-            task_id, timer = self._finished.popitem(last=False)
-            timer.cancel()
+        while self._count > self._max_results:
+            task_id = self._oldest_finished()
+            self.discard(task_id)
             logger.warning(
                 "result store full (max_results=%d): evicting oldest result id=%s",
                 self._max_results,
                 task_id,
             )
             self._drop(task_id)
+
+    def _oldest_finished(self) -> str:
+        """The id finished longest ago: the oldest entry of one of the (few) TTL queues."""
+        heads = (
+            (expires_at - ttl, task_id)
+            for ttl, queue in self._by_ttl.items()
+            if queue
+            for task_id, expires_at in (next(iter(queue.items())),)
+        )
+        return min(heads)[1]
