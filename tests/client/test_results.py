@@ -6,6 +6,8 @@ A stub worker (``stub_worker.py``) answers tasks so these tests need only the br
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from broker.testing import RunningBroker, running_broker
 from client import Celeriac, group
 from client.errors import RemoteTaskError, TimeoutError
+from client.result import GroupResult
 from tests.client.stub_worker import StubWorker
 
 
@@ -92,6 +95,32 @@ def test_a_group_returns_values_in_order_and_raises_the_first_failure() -> None:
     values = mixed.get(timeout=10, propagate=False)
     assert values[0] == 2 and isinstance(values[1], ZeroDivisionError) and values[2] == 4
     assert mixed.ready() and mixed.completed_count() == 2 and mixed.failed()
+
+
+def test_a_group_read_in_several_chunks_waits_for_its_slowest_task(
+    broker: RunningBroker,
+) -> None:
+    app.conf = Celeriac(broker=broker.address, connect_timeout=5, group_chunk_size=4).conf
+    slow = add.apply_async((100, 1), queue="released-mid-wait")
+    fast = [add.delay(i, i) for i in range(10)]
+    # The slow task first and last, and one task twice: each chunk asks for an id once.
+    together = GroupResult(None, [slow, *fast, fast[0], slow])
+    collected = threading.Event()
+
+    def release_the_slow_queue() -> None:
+        time.sleep(0.3)  # get() is waiting on the first chunk by now
+        with StubWorker(broker.address, handle, queue_name="released-mid-wait"):
+            collected.wait(10)
+
+    releaser = threading.Thread(target=release_the_slow_queue)
+    releaser.start()
+    try:
+        values = together.get(timeout=10)
+    finally:
+        collected.set()
+        releaser.join()
+    assert values == [101, *(2 * i for i in range(10)), 0, 101]
+    assert together.ready() and together.completed_count() == 13
 
 
 def test_awaiting_a_result_lets_other_coroutines_run() -> None:
