@@ -132,3 +132,25 @@ def test_jobs_stuck_behind_a_long_task_with_no_free_child_go_back_to_the_worker(
         assert value(await long) == "released"
 
     with_pool("process", 1, body)
+
+
+def _voluntary_switches(pid: int) -> int:
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("voluntary_ctxt"))[24:])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_child_sleeps_once_per_job_and_is_not_woken_when_the_parent_reads_its_outcome() -> None:
+    # One duplex pipe (a socket pair) woke the child a second time for every job: a socket wakes
+    # a reader blocked on it whenever its peer reads. One-way pipes wake it only for work.
+    jobs = 200
+
+    async def body(pool: pools.Pool, events: list[TaskEvent]) -> None:
+        child = value(await pool.submit(job("pid")))
+        assert isinstance(child, int)
+        before = _voluntary_switches(child)
+        for n in range(jobs):  # one at a time: every job finds the child asleep
+            assert value(await pool.submit(job("add", n, n))) == 2 * n
+        assert _voluntary_switches(child) - before < 1.5 * jobs
+
+    with_pool("process", 1, body)

@@ -9,7 +9,7 @@ at once before a job of a task not yet seen to finish within that interval, so a
 holds back the outcomes of the short ones before it.
 The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group; the parent
 decides what happens to running tasks). It exits when the worker goes away, even in the middle
-of a task: a watchdog thread blocks on a second pipe that the parent never writes to, and the
+of a task: a watchdog thread blocks on another pipe that the parent never writes to, and the
 read returns only when the parent's end closes, which the kernel does when the worker dies
 (SIGKILL included). Without it a worker killed hard would leave children running their tasks
 while the broker hands the same tasks to another worker.
@@ -46,18 +46,20 @@ FLUSH_INTERVAL = 0.001
 
 
 def child_main(
-    conn: Connection,
+    inbox: Connection,
+    outbox: Connection,
     parent_alive: Connection,
     modules: tuple[str, ...],
     settings: ExecutionSettings,
-    loglevel: str,
     *,
+    loglevel: str,
     claims: Claims,
 ) -> None:
-    """Run jobs received over `conn` until it closes, or until the worker process is gone.
+    """Run jobs received on `inbox` until it closes, or until the worker process is gone.
 
     Args:
-        conn: This child's end of the pipe to the parent.
+        inbox: The pipe the parent sends batches of jobs down.
+        outbox: The pipe this child sends its messages to the parent up.
         parent_alive: A pipe end that reads EOF once the parent's end closes (nothing is sent).
         modules: Task modules to import.
         settings: Execution settings.
@@ -74,14 +76,14 @@ def child_main(
     try:
         registry = loader.load(modules)
     except TaskModuleError as exc:
-        conn.send(("failed", str(exc)))
+        outbox.send(("failed", str(exc)))
         return
-    conn.send(("ready", os.getpid()))
+    outbox.send(("ready", os.getpid()))
 
-    runner = _BatchRunner(conn, claims, registry.tasks, settings)
+    runner = _BatchRunner(outbox, claims, registry.tasks, settings)
     while True:
         try:
-            batch: list[tuple[int, Job]] = conn.recv()
+            batch: list[tuple[int, Job]] = inbox.recv()
         except (EOFError, OSError):
             return
         runner.run(batch)

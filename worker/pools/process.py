@@ -1,11 +1,15 @@
 """The default pool: child processes, each running short tasks in small batches.
 
 Children come from the `forkserver` start method, so they never inherit the worker's gRPC
-channel (gRPC is not fork-safe once a channel exists). The parent talks to each child over a
-`multiprocessing` pipe and reads it with `loop.add_reader`, so the event loop never blocks on a
-child. Jobs wait in the pool until a child is free; a free child gets a batch of them in one
-message, sized to a few milliseconds of work at the children's measured speed (a single job
-while that speed is unknown or tasks are slow, so an idle pool still starts a lone job at once).
+channel (gRPC is not fork-safe once a channel exists). The parent talks to each child over two
+one-way `multiprocessing` pipes (jobs down one, outcomes up the other) and reads with
+`loop.add_reader`, so the event loop never blocks on a child. Not one duplex pipe: that is a
+socket pair, and a socket wakes a reader blocked on it whenever its peer reads (buffer space was
+freed), so every outcome the parent read woke the idle child for nothing: a context switch (on
+a VM, an interrupt to an idle core) in the middle of each round trip. Jobs wait in the pool
+until a child is free; a free child gets a batch of them in one message, sized to a few
+milliseconds of work at the children's measured speed (a single job while that speed is unknown
+or tasks are slow, so an idle pool still starts a lone job at once).
 Jobs with a time limit always travel alone, to a child with nothing else to do, because their
 limits are enforced per child: a hard limit kills the child, a soft limit is armed inside it
 (SIGALRM) so the task sees `SoftTimeLimitExceeded` and can clean up.
@@ -61,7 +65,9 @@ class _Entry:
 @dataclass(eq=False)
 class _Child:
     process: BaseProcess
-    conn: Connection
+    # The parent's ends: it reads outcomes and events from `inbox` and writes jobs to `outbox`.
+    inbox: Connection
+    outbox: Connection
     # Never written: the child's watchdog sees EOF when this closes, i.e. when the worker dies.
     alive: Connection
     claims: Claims
@@ -181,7 +187,7 @@ class ProcessPool:
                 child.jobs.clear()
                 self._signal(child, signal.SIGKILL)
             self._forget(child)
-            child.conn.close()  # an idle child reads EOF and exits
+            self._close_pipes(child)  # an idle child reads EOF and exits
         await asyncio.gather(*(asyncio.to_thread(self._reap, c.process) for c in children))
         for child in children:
             # Only now: closing it earlier would make idle children exit as if orphaned.
@@ -235,7 +241,7 @@ class ProcessPool:
             child.claims.queued(seq)
             numbered.append((seq, entry))
         try:
-            child.conn.send([(seq, entry.job) for seq, entry in numbered])
+            child.outbox.send([(seq, entry.job) for seq, entry in numbered])
         except OSError as exc:  # it died while idle and its EOF is not read yet
             logger.warning("child process %s is gone: %s", child.process.pid, exc)
             child.gone = True
@@ -254,34 +260,37 @@ class ProcessPool:
 
     def _spawn(self) -> _Child:
         loop = asyncio.get_running_loop()
-        parent_end, child_end = self._mp.Pipe()
+        inbox, child_outbox = self._mp.Pipe(duplex=False)
+        child_inbox, outbox = self._mp.Pipe(duplex=False)
         watched_end, alive_end = self._mp.Pipe(duplex=False)
         claims = Claims(self._mp)
         context = self._context
         process = self._mp.Process(
             target=child_main,
-            args=(child_end, watched_end, context.modules, context.settings, context.loglevel),
-            kwargs={"claims": claims},
+            args=(child_inbox, child_outbox, watched_end, context.modules, context.settings),
+            kwargs={"loglevel": context.loglevel, "claims": claims},
             name="celeriac-child",
             daemon=True,
         )
         process.start()
-        child_end.close()
+        child_inbox.close()
+        child_outbox.close()
         watched_end.close()
         child = _Child(
             process=process,
-            conn=parent_end,
+            inbox=inbox,
+            outbox=outbox,
             alive=alive_end,
             claims=claims,
             ready=loop.create_future(),
         )
         self._children.append(child)
-        loop.add_reader(parent_end.fileno(), self._on_readable, child)
+        loop.add_reader(inbox.fileno(), self._on_readable, child)
         return child
 
     def _on_readable(self, child: _Child) -> None:
         try:
-            message = child.conn.recv()
+            message = child.inbox.recv()
         except (EOFError, OSError):
             self._on_child_exit(child)
             return
@@ -314,7 +323,7 @@ class ProcessPool:
     def _on_child_exit(self, child: _Child) -> None:
         self._forget(child)
         self._stop_watching(child)
-        child.conn.close()
+        self._close_pipes(child)
         child.process.join(_CHILD_EXIT_TIMEOUT)
         child.alive.close()
         reason = _exit_reason(child.process)
@@ -404,8 +413,13 @@ class ProcessPool:
 
     def _forget(self, child: _Child) -> None:
         loop = asyncio.get_running_loop()
-        if not child.conn.closed:
-            loop.remove_reader(child.conn.fileno())
+        if not child.inbox.closed:
+            loop.remove_reader(child.inbox.fileno())
+
+    @staticmethod
+    def _close_pipes(child: _Child) -> None:
+        child.inbox.close()
+        child.outbox.close()
 
     @staticmethod
     def _signal(child: _Child, signum: int) -> None:
