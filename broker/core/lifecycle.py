@@ -140,6 +140,10 @@ class Lifecycle:
         record.attempts += 1
         record.worker_id = session.worker_id
         self._set_phase(record, Phase.LEASED)
+        if not session.leases:
+            # Idle workers are not pinged, so a quiet one is not silent: its liveness clock
+            # starts when it gets work (WorkerSessions._check_liveness).
+            session.last_seen = self.clock.monotonic()
         lease = self.leases.mint(record, session)
         limit_ms = record.spec.time_limit_ms
         if limit_ms:

@@ -42,6 +42,8 @@ class Session:
         self.credit = 0
         self.leases: dict[str, Lease] = {}
         self.connected_at = connected_at
+        # The last message from the worker, or when it got work after an idle spell (idle
+        # workers are not pinged: see WorkerSessions._check_liveness).
         self.last_seen = now
         self.draining = False
         # Closed: the stream ended; leases wait for the grace period, then are requeued.

@@ -209,15 +209,23 @@ class WorkerSessions:
         )
 
     def _arm_liveness(self, session: Session) -> None:
-        deadline = session.last_seen + self._ping_timeout
+        # An idle session is looked at again a ping timeout from now, when it may hold work.
+        start = session.last_seen if session.leases else self._lifecycle.clock.monotonic()
+        deadline = start + self._ping_timeout
         session.liveness_timer = self._lifecycle.timers.schedule(
             deadline, lambda: self._check_liveness(session)
         )
 
     def _check_liveness(self, session: Session) -> None:
+        """Drop a worker that holds tasks and has sent nothing for a whole ping timeout.
+
+        Only workers holding tasks are pinged (the service's pinger), so only they are judged
+        by silence; a dead idle worker is noticed by gRPC's keepalive on its connection.
+        """
         if session.closed:
             return
-        if self._lifecycle.clock.monotonic() - session.last_seen >= self._ping_timeout:
+        silent = self._lifecycle.clock.monotonic() - session.last_seen
+        if session.leases and silent >= self._ping_timeout:
             session.outbox.drop = f"no message for {self._ping_timeout:g} s"
             self.close(session, "ping timeout")
         else:

@@ -35,6 +35,32 @@ SERVICE_NAMES = (
 )
 
 
+def keepalive_options(config: BrokerConfig) -> list[tuple[str, int]]:
+    """Keepalive: HTTP/2 pings from gRPC itself on every connection.
+
+    A peer that stops answering them for ``ping_timeout`` (a dead host, a cut network, a frozen
+    process) loses its connection, so its streams end and a worker's leases are requeued after
+    the grace period.
+
+    These pings are sent and answered inside gRPC's C core, without waking Python at either
+    end, so an idle worker costs the broker almost nothing. Pinging 100 idle workers from
+    Python every 2 s took ~2% of a core here; these take ~0.3%. Python-level pings remain for
+    workers holding tasks (see WorkerService), where a live connection is not enough: their
+    event loop must be alive too.
+    """
+    interval_ms = max(1, round(config.ping_interval * 1000))
+    # Answer due within the rest of the ping timeout (at least one interval).
+    answer_ms = max(interval_ms, round((config.ping_timeout - config.ping_interval) * 1000))
+    return [
+        ("grpc.keepalive_time_ms", interval_ms),
+        ("grpc.keepalive_timeout_ms", answer_ms),
+        # Newer gRPC cores wait this long for any ping's answer, keepalive or not (default 60 s).
+        ("grpc.http2.ping_timeout_ms", answer_ms),
+        # By default gRPC stops pinging a connection after two pings with no data in between.
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
 class BrokerServer:
     """One broker: the core, its runtime and the grpc.aio server, on the running loop.
 
@@ -63,6 +89,7 @@ class BrokerServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
+                *keepalive_options(config),
             ]
         )
         client_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)

@@ -52,7 +52,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         outgoing.put_nowait(self._welcome(session, kept))
         self._runtime.attach(session.session_id, outgoing)
         reader = asyncio.create_task(self._read(context, session, outgoing))
-        pinger = asyncio.create_task(self._ping(outgoing))
+        pinger = asyncio.create_task(self._ping(session, outgoing))
         end = StreamEnd(None, "stream ended")
         try:
             self._runtime.changed()
@@ -150,10 +150,19 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         else:
             raise InvalidArgument("WorkerMessage has no kind set")
 
-    async def _ping(self, outgoing: Outgoing) -> None:
+    async def _ping(self, session: WorkerSession, outgoing: Outgoing) -> None:
+        """Ping a worker that holds tasks and has been quiet for a ping interval.
+
+        A worker holding tasks must show that its event loop is alive, or its tasks are
+        requeued (the core's liveness check). An idle one is left alone: gRPC's keepalive
+        (server.keepalive_options) already notices a dead host or a cut network without
+        waking Python, and a busy one that reports is alive by definition.
+        """
         interval = self._core.config.ping_interval
+        clock = self._core.clock
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 await asyncio.sleep(interval)
-                nonce = random.getrandbits(63)
-                outgoing.put_nowait(worker_pb2.BrokerMessage(ping=worker_pb2.Ping(nonce=nonce)))
+                if session.leases and clock.monotonic() - session.last_seen >= interval:
+                    nonce = random.getrandbits(63)
+                    outgoing.put_nowait(worker_pb2.BrokerMessage(ping=worker_pb2.Ping(nonce=nonce)))

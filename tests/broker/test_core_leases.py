@@ -81,6 +81,24 @@ def test_a_silent_worker_is_dropped_after_the_ping_timeout_and_its_task_requeued
     assert core.get(task_id).phase is Phase.QUEUED
 
 
+def test_an_idle_worker_is_not_judged_by_silence_until_it_gets_work() -> None:
+    # Idle workers are not pinged (gRPC keepalive watches their connection), so their silence
+    # means nothing; once one holds a task its silence counts from the assignment.
+    core, clock = make_broker()
+    session = connect(core, "idle")
+    advance(core, clock, 60)
+    assert not session.closed
+    task_id = core.submit(spec()).task_id
+    grant(core, session, 1)
+    assert taken(session)
+    advance(core, clock, 5)
+    assert not session.closed
+    advance(core, clock, 7)  # a whole ping timeout (6 s) since the assignment
+    assert session.closed
+    advance(core, clock, 2.5)
+    assert core.get(task_id).phase is Phase.QUEUED
+
+
 def test_a_hung_time_limited_task_is_cancelled_and_fails_at_its_lease_deadline() -> None:
     core, clock = make_broker()
     task_id = core.submit(spec(time_limit_ms=2000)).task_id
