@@ -58,6 +58,10 @@ def keepalive_options(config: BrokerConfig) -> list[tuple[str, int]]:
         ("grpc.http2.ping_timeout_ms", answer_ms),
         # By default gRPC stops pinging a connection after two pings with no data in between.
         ("grpc.http2.max_pings_without_data", 0),
+        # Clients' own keepalive pings (every 2 min from ours, client/transport.py) on a session
+        # stream that carries nothing for a while: gRPC's default policy (5 min) counts them as
+        # abuse and ends the connection with "too_many_pings". Accept one every 10 s.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
 
 
