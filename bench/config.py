@@ -12,6 +12,9 @@ class BenchConfig:
     Attributes:
         runs: repetitions of every measurement; figures are the median with min-max spread.
         throughput_tasks: no-op tasks per end-to-end throughput run (the issue's N).
+        throughput_warmup_tasks: no-op tasks run through each freshly started system before its
+            first throughput run, unmeasured, on both systems alike (pool children warm, first
+            connections made, code paths taken once), so every measured run is a steady one.
         enqueue_one_by_one: `delay()` calls per one-by-one enqueue run.
         enqueue_batch: tasks per batch-submit run.
         round_trips: sequential `add.delay(1, 2).get()` calls per latency run.
@@ -32,6 +35,7 @@ class BenchConfig:
 
     runs: int = 3
     throughput_tasks: int = 20_000
+    throughput_warmup_tasks: int = 2_000
     enqueue_one_by_one: int = 3_000
     enqueue_batch: int = 20_000
     round_trips: int = 1_000
@@ -52,6 +56,7 @@ class BenchConfig:
         return cls(
             runs=1,
             throughput_tasks=2_000,
+            throughput_warmup_tasks=200,
             enqueue_one_by_one=300,
             enqueue_batch=2_000,
             round_trips=100,

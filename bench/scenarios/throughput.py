@@ -27,7 +27,8 @@ class Throughput:
         return [Variant(f"pool={pool}", Deployment(pool=pool)) for pool in POOLS]
 
     def prepare(self, system: System, variant: Variant, config: BenchConfig) -> None:
-        pass
+        if config.throughput_warmup_tasks:
+            run_batch(system, config.throughput_warmup_tasks)
 
     def measure(self, system: System, variant: Variant, config: BenchConfig) -> dict[str, float]:
         return run_batch(system, config.throughput_tasks)
