@@ -234,10 +234,7 @@ class Transport:
         except Exception:
             stream.unwatch(spec.task_id)
             raise
-        if watch is not None and not (reply.watching and reply.submit.task_id == spec.task_id):
-            stream.unwatch(spec.task_id)
-            watch = None
-        return codec.submitted(reply.submit, watch)
+        return _submitted(stream, spec, reply, watch)
 
     def _on_session(
         self, stream: CallStream, call: client_pb2.SessionCall, method: str, wait: float = 0.0
@@ -442,10 +439,7 @@ class AsyncTransport:
         except Exception:
             stream.unwatch(spec.task_id)
             raise
-        if watch is not None and not (reply.watching and reply.submit.task_id == spec.task_id):
-            stream.unwatch(spec.task_id)
-            watch = None
-        return codec.submitted(reply.submit, watch)
+        return _submitted(stream, spec, reply, watch)
 
     async def _on_session(
         self, stream: AsyncCallStream, call: client_pb2.SessionCall, method: str, wait: float = 0.0
@@ -513,6 +507,22 @@ def _fits_session(info: ServerInfo | None, request: Message) -> bool:
         return False
     limit = info.max_message_bytes
     return limit == 0 or request.ByteSize() + _SESSION_FRAME_BYTES <= limit
+
+
+def _submitted(
+    stream: CallStream | AsyncCallStream,
+    spec: SubmitSpec,
+    reply: client_pb2.SessionReply,
+    watch: ResultWatch | AsyncResultWatch | None,
+) -> Submitted:
+    """A submit's answer on the session, with the watch kept only if the broker watches too.
+
+    It may have answered with another task's id, or be watching too many already.
+    """
+    if watch is not None and not (reply.watching and reply.submit.task_id == spec.task_id):
+        stream.unwatch(spec.task_id)
+        watch = None
+    return codec.submitted(reply.submit, watch)
 
 
 def _watchable(spec: SubmitSpec) -> bool:

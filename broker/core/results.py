@@ -75,8 +75,8 @@ class ResultStore:
 
     def store(self, record: TaskRecord, now: float, ttl: float) -> None:
         """Keep a just-finished record for ``ttl`` s from ``now`` (monotonic); wake its waiters."""
+        # Not held now: a task finishes once, and a revived dead letter was discarded first.
         task_id = record.task_id
-        self.discard(task_id)  # finished again (a revived dead letter): it goes to the back
         queue = self._by_ttl.get(ttl)
         if queue is None:
             queue = self._by_ttl[ttl] = OrderedDict()
@@ -150,10 +150,11 @@ class ResultStore:
 
     def _oldest_finished(self) -> str:
         """The id finished longest ago: the oldest entry of one of the (few) TTL queues."""
-        heads = (
-            (expires_at - ttl, task_id)
-            for ttl, queue in self._by_ttl.items()
-            if queue
-            for task_id, expires_at in (next(iter(queue.items())),)
-        )
-        return min(heads)[1]
+        oldest: tuple[float, str] | None = None
+        for ttl, queue in self._by_ttl.items():
+            if queue:
+                task_id, expires_at = next(iter(queue.items()))
+                if oldest is None or expires_at - ttl < oldest[0]:
+                    oldest = (expires_at - ttl, task_id)
+        assert oldest is not None  # only called while the store holds more than its bound
+        return oldest[1]

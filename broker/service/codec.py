@@ -285,6 +285,7 @@ def write_assignment(message: worker_pb2.Assignment, assignment: Assignment) -> 
 
 
 M = TypeVar("M", bound=Message)
+P = TypeVar("P", bound=Message)
 T = TypeVar("T")
 
 # Bytes a repeated or oneof message field adds around its body: a tag and a length varint.
@@ -298,8 +299,12 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
     rejections go in as many messages as keep each under ``max_message_bytes``.
     """
     budget = max_message_bytes - 2 * _FIELD_OVERHEAD  # the BrokerMessage and Assignments frames
-    messages = _in_parts(
-        outbox.assignments, write_assignment, budget, lambda message: message.assignments.tasks
+    messages = in_parts(
+        outbox.assignments,
+        write_assignment,
+        budget,
+        worker_pb2.BrokerMessage,
+        lambda message: message.assignments.tasks,
     )
     for cancel in outbox.cancels:
         messages.append(
@@ -311,28 +316,36 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
         )
     # A report naming many unknown leases gets as many rejections, each with its reason: larger
     # than the report, so they may need several messages too.
-    messages += _in_parts(
-        outbox.rejections, _write_rejection, budget, lambda message: message.rejections.rejections
+    messages += in_parts(
+        outbox.rejections,
+        _write_rejection,
+        budget,
+        worker_pb2.BrokerMessage,
+        lambda message: message.rejections.rejections,
     )
     if outbox.drain is not None:
         messages.append(worker_pb2.BrokerMessage(drain=worker_pb2.Drain(reason=outbox.drain)))
     return messages
 
 
-def _in_parts(
+def in_parts(
     items: Sequence[T],
     write: Callable[[M, T], None],
     budget: int,
-    field: Callable[[worker_pb2.BrokerMessage], RepeatedCompositeFieldContainer[M]],
-) -> list[worker_pb2.BrokerMessage]:
-    """As many BrokerMessages as it takes to carry ``items`` in their repeated ``field``."""
-    messages: list[worker_pb2.BrokerMessage] = []
+    new_part: Callable[[], P],
+    field: Callable[[P], RepeatedCompositeFieldContainer[M]],
+) -> list[P]:
+    """The ``new_part()`` messages that carry ``items`` in ``field``, each within ``budget``.
+
+    As many as it takes; see :func:`fill_within` for how each is filled.
+    """
+    parts: list[P] = []
     done = 0
     while done < len(items):
-        message = worker_pb2.BrokerMessage()
-        done = fill_within(field(message), items, done, write, budget)
-        messages.append(message)
-    return messages
+        part = new_part()
+        done = fill_within(field(part), items, done, write, budget)
+        parts.append(part)
+    return parts
 
 
 def _write_rejection(message: worker_pb2.LeaseRejection, rejection: tuple[str, str]) -> None:

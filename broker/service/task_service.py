@@ -198,13 +198,9 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
                 message.Clear()
                 codec.write_unknown(message, task_id)
 
-        pushes: list[client_pb2.ReadyResults] = []
-        done = 0
-        while done < len(task_ids):
-            push = client_pb2.ReadyResults()
-            done = codec.fill_within(push.results, task_ids, done, write_pushable, budget)
-            pushes.append(push)
-        return pushes
+        return codec.in_parts(
+            task_ids, write_pushable, budget, client_pb2.ReadyResults, lambda push: push.results
+        )
 
     def _fitting_results(self, task_ids: list[str]) -> client_pb2.GetResultsResponse:
         """The results of ``task_ids`` in order, stopping before the message limit.
