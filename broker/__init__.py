@@ -5,6 +5,13 @@ Run it with ``python -m broker serve``; test against it with :mod:`broker.testin
 
 from __future__ import annotations
 
+import os
+
+# Before any module of ours imports grpc (why: broker/grpc_stack.py).
+from broker.grpc_stack import LEGACY_TCP_EXPERIMENTS
+
+os.environ.setdefault("GRPC_EXPERIMENTS", LEGACY_TCP_EXPERIMENTS)
+
 from broker.config import BrokerConfig
 
 __version__ = "0.1.0"

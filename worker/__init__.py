@@ -5,6 +5,12 @@ Programmatic use mirrors the CLI: load a registry, build a pool, run a `Worker`.
 
 from __future__ import annotations
 
+# Before any module of ours imports grpc: gRPC's faster socket layer (why, how much and the
+# opt-out: broker/grpc_stack.py). A GRPC_EXPERIMENTS already set wins.
+import os
+
+os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
+
 from worker.config import WorkerConfig
 from worker.jobs import Job, Outcome, OutcomeState
 from worker.runner import Worker

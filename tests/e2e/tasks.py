@@ -41,6 +41,13 @@ def pid() -> int:
 
 
 @app.task
+def fan_out(count: int) -> list[str]:
+    """Submit `count` adds from inside a task (a pool child forked from the worker's fork
+    server, whose gRPC was imported but never used) and return their ids."""
+    return [add.delay(index, index).id for index in range(count)]
+
+
+@app.task
 def fail(message: str) -> None:
     raise ValueError(message)
 

@@ -39,6 +39,12 @@ def test_default_process_pool_runs_tasks_in_several_child_processes(
     assert len(pids) == 2
 
 
+def test_a_task_in_a_pool_child_can_submit_tasks(app: Celeriac, start_worker: StartWorker) -> None:
+    start_worker("--concurrency", "2")
+    ids = tasks.fan_out.delay(5).get(timeout=20)
+    assert [AsyncResult(task_id, app=app).get(timeout=20) for task_id in ids] == [0, 2, 4, 6, 8]
+
+
 @pytest.mark.parametrize("pool", ["thread", "async", "solo"])
 def test_every_pool_runs_sync_and_async_tasks(
     app: Celeriac, start_worker: StartWorker, pool: str
