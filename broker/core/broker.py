@@ -18,7 +18,6 @@ from broker.core.events import EventKind, EventSink
 from broker.core.ids import TaskIds
 from broker.core.lifecycle import Lifecycle
 from broker.core.model import (
-    Cancel,
     QueueStats,
     RevokeOutcome,
     SubmitResult,
@@ -284,7 +283,7 @@ class Broker:
         if lease is None:
             return RevokeOutcome.REVOKED
         # The worker learns through a Cancel; its late report on the lease is rejected.
-        lease.session.outbox.cancels.append(Cancel([lease.lease_id], terminate, reason))
+        lease.session.outbox.cancel(lease.lease_id, terminate, reason)
         return RevokeOutcome.CANCEL_SENT
 
     def _select_dead(self, task_ids: Sequence[str], *, all: bool, queue: str) -> list[TaskRecord]:

@@ -16,7 +16,7 @@ from broker.clock import Clock
 from broker.core.deadletters import DeadLetters
 from broker.core.events import EventKind, EventSink, TaskEvent
 from broker.core.leases import Lease, LeaseTable
-from broker.core.model import Cancel, Payload, Phase, TaskError, TaskRecord, TaskState
+from broker.core.model import Payload, Phase, TaskError, TaskRecord, TaskState
 from broker.core.queues import ReadyQueue
 from broker.core.results import ResultStore
 from broker.core.sessions import Session
@@ -283,7 +283,7 @@ class Lifecycle:
         lease.deadline = None
         record = lease.record
         session = lease.session
-        session.outbox.cancels.append(_terminate(lease.lease_id))
+        session.outbox.cancel(lease.lease_id, terminate=True, reason="time limit exceeded")
         limit = record.spec.time_limit_ms
         error = TaskError("TimeLimitExceeded", f"hard time limit ({limit} ms) exceeded", "", True)
         logger.warning("lease deadline passed id=%s lease=%s", record.task_id, lease.lease_id)
@@ -322,7 +322,3 @@ class Lifecycle:
     def _emit(self, kind: EventKind, record: TaskRecord, detail: str = "") -> None:
         if self.sink is not None:
             self.sink(TaskEvent(kind, record.task_id, self.clock.time(), detail))
-
-
-def _terminate(lease_id: str) -> Cancel:
-    return Cancel([lease_id], terminate=True, reason="time limit exceeded")

@@ -30,6 +30,17 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self.assignments or self.cancels or self.rejections or self.drain or self.drop)
 
+    def cancel(self, lease_id: str, terminate: bool, reason: str) -> None:
+        """Queue a lease's cancel, in the previous Cancel when terminate and reason match.
+
+        A revoke of many running tasks then costs one message per session, not one per lease.
+        """
+        last = self.cancels[-1] if self.cancels else None
+        if last is not None and last.terminate == terminate and last.reason == reason:
+            last.lease_ids.append(lease_id)
+        else:
+            self.cancels.append(Cancel([lease_id], terminate, reason))
+
 
 class Session:
     """A worker's stream as the core sees it."""

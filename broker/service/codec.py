@@ -14,6 +14,7 @@ from broker.core.model import (
     DEFAULT_QUEUE,
     NO_HEADERS,
     Assignment,
+    Cancel,
     Hello,
     LeaseExtension,
     Outcome,
@@ -307,13 +308,7 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
         lambda message: message.assignments.tasks,
     )
     for cancel in outbox.cancels:
-        messages.append(
-            worker_pb2.BrokerMessage(
-                cancel=worker_pb2.Cancel(
-                    lease_ids=cancel.lease_ids, terminate=cancel.terminate, reason=cancel.reason
-                )
-            )
-        )
+        messages += _cancel_parts(cancel, budget)
     # A report naming many unknown leases gets as many rejections, each with its reason: larger
     # than the report, so they may need several messages too.
     messages += in_parts(
@@ -326,6 +321,30 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
     if outbox.drain is not None:
         messages.append(worker_pb2.BrokerMessage(drain=worker_pb2.Drain(reason=outbox.drain)))
     return messages
+
+
+def _cancel_parts(cancel: Cancel, budget: int) -> list[worker_pb2.BrokerMessage]:
+    """One Cancel message per run of lease ids that fits ``budget`` (a big revoke needs several).
+
+    Lease ids are the broker's own ASCII ids, so their length is their size on the wire.
+    """
+    room = budget - len(cancel.reason.encode()) - _FIELD_OVERHEAD  # reason, terminate, frame
+    runs: list[list[str]] = [[]]
+    used = 0
+    for lease_id in cancel.lease_ids:
+        cost = len(lease_id) + _FIELD_OVERHEAD
+        if runs[-1] and used + cost > room:
+            runs.append([])
+            used = 0
+        runs[-1].append(lease_id)
+        used += cost
+    terminate, reason = cancel.terminate, cancel.reason
+    return [
+        worker_pb2.BrokerMessage(
+            cancel=worker_pb2.Cancel(lease_ids=run, terminate=terminate, reason=reason)
+        )
+        for run in runs
+    ]
 
 
 def in_parts(

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from broker.core.model import Assignment, Payload, TaskError, TaskRecord, TaskSpec, TaskState
+from broker.core.model import (
+    Assignment,
+    Cancel,
+    Payload,
+    TaskError,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+)
 from broker.core.sessions import Outbox
 from broker.service import codec
 from celeriac.v1 import tasks_pb2, worker_pb2
@@ -123,3 +131,15 @@ def test_an_outbox_splits_assignments_and_rejections_by_size() -> None:
     ]
     assert assigned == [r.task_id for r in records]
     assert rejected == [f"bogus-{index}" for index in range(50)]
+
+
+def test_a_cancel_of_many_leases_splits_by_size_and_keeps_its_kind() -> None:
+    outbox = Outbox()
+    lease_ids = [f"lease-{index:04d}" for index in range(200)]
+    outbox.cancels = [Cancel(lease_ids, terminate=True, reason="revoked by the operator")]
+    messages = codec.outbox_to_pb(outbox, max_message_bytes=500)
+    assert len(messages) > 1
+    assert all(message.ByteSize() <= 500 for message in messages)
+    assert [i for m in messages for i in m.cancel.lease_ids] == lease_ids
+    reason = "revoked by the operator"
+    assert all(m.cancel.terminate and m.cancel.reason == reason for m in messages)

@@ -68,6 +68,21 @@ def test_revoked_queued_tasks_never_run_and_depths_stay_right() -> None:
     assert core.get(ids[0]).state is TaskState.REVOKED  # type: ignore[union-attr]
 
 
+def test_revoking_running_tasks_sends_each_session_one_cancel_per_kind() -> None:
+    core, _ = make_broker()
+    ids = [core.submit(spec()).task_id for _ in range(5)]
+    first, second = connect(core, "a", credit=3), connect(core, "b", credit=2)
+    leases = {a.record.task_id: a.lease_id for s in (first, second) for a in taken(s)}
+    assert core.revoke(ids[:4], terminate=True, reason="stop") == [RevokeOutcome.CANCEL_SENT] * 4
+    core.revoke(ids[4:], terminate=False, reason="stop")
+    by_session = {
+        s.hello.worker_id: [(c.lease_ids, c.terminate) for c in s.take_outbox().cancels]
+        for s in (first, second)
+    }
+    assert by_session["a"] == [([leases[i] for i in ids[:3]], True)]
+    assert by_session["b"] == [([leases[ids[3]]], True), ([leases[ids[4]]], False)]
+
+
 def test_a_revoked_task_stays_revoked_when_workers_come_and_go() -> None:
     core, clock = make_broker()
     task_id = core.submit(spec()).task_id

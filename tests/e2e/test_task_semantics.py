@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client import AsyncResult, Celeriac
+from client import AsyncResult, Celeriac, group
 from client.errors import RemoteTaskError, TaskRevokedError
 from tests.e2e import tasks
 from tests.support import ROOT, BrokerProcess, WorkerProcess
@@ -113,6 +113,21 @@ def test_revoke_with_terminate_kills_a_running_task(
     result.revoke(terminate=True)
     with pytest.raises(TaskRevokedError):
         result.get(timeout=20)
+    assert tasks.add.delay(1, 2).get(timeout=20) == 3
+
+
+def test_revoking_a_group_kills_all_its_running_tasks_through_one_cancel(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    worker = start_worker("--concurrency", "3")
+    running = group(tasks.wait_for_release.s(str(tmp_path / "never")) for _ in range(3))
+    result = running.apply_async()
+    for member in result.results:
+        worker.wait_for_line(f"RUNNING {member.id}")
+    assert result.revoke(terminate=True) == ["cancel-sent"] * 3
+    for member in result.results:
+        with pytest.raises(TaskRevokedError):
+            member.get(timeout=20)
     assert tasks.add.delay(1, 2).get(timeout=20) == 3
 
 
