@@ -45,3 +45,16 @@ def test_quick_throughput_run_reports_every_pool(tmp_path: Path) -> None:
         )
         assert figures["completed"]["runs"] == [TASKS]
         assert figures["tasks/s"]["median"] > 0
+
+
+def test_the_transport_floor_runs_through_a_pool_child() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.transport_floor", "--child", "--trips", "50"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.startswith("child=True") and "p50" in completed.stdout
