@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, overload
 
 from client.canvas import Signature
+from client.chunks import group_chunks
 from client.config import ClientConfig
 from client.errors import ContentTypeRefused, InvalidTaskSpec
 from client.options import (
@@ -160,16 +161,14 @@ class Celeriac:
     def send_group(self, signatures: Iterable[Signature]) -> GroupResult:
         """Send signatures in batches (one ``SubmitMany`` per chunk); see ``client.group``."""
         specs = self._group_specs(signatures)
-        size = self._batch_size(self.transport.server_info())
-        chunks = (specs[start : start + size] for start in range(0, len(specs), size))
+        chunks = self._chunks(specs, self.transport.server_info())
         submitted = self.transport.submit_chunks(chunks)
         return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
 
     async def asend_group(self, signatures: Iterable[Signature]) -> GroupResult:
         """Like :meth:`send_group`, without blocking the event loop."""
         specs = self._group_specs(signatures)
-        size = self._batch_size(await self.aio_transport.server_info())
-        chunks = (specs[start : start + size] for start in range(0, len(specs), size))
+        chunks = self._chunks(specs, await self.aio_transport.server_info())
         submitted = await self.aio_transport.submit_chunks(chunks)
         return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
 
@@ -313,10 +312,11 @@ class Celeriac:
             now=now,
         )
 
-    def _batch_size(self, info: ServerInfo) -> int:
-        return max(
-            1, min(self._conf.group_chunk_size, info.max_batch or self._conf.group_chunk_size)
-        )
+    def _chunks(self, specs: list[SubmitSpec], info: ServerInfo) -> Iterator[Sequence[SubmitSpec]]:
+        """The group's SubmitMany chunks, within the broker's batch and message limits."""
+        configured = self._conf.group_chunk_size
+        count = max(1, min(configured, info.max_batch or configured))
+        return group_chunks(specs, count, info.max_message_bytes)
 
 
 def _shared_options_key(signature: Signature) -> _OptionsKey | None:

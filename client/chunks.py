@@ -6,14 +6,58 @@ accepted all or nothing; when one fails, the error must say which tasks the brok
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from client.records import ResolvedOptions, SubmitSpec
 
 T = TypeVar("T")
 
 # SubmitMany calls a group keeps open at once: two let the client encode one chunk while the
 # broker accepts the other; a third keeps the broker busy while an answer travels back.
 SUBMIT_WINDOW = 3
+# Bytes a task takes in a SubmitMany besides its argument body, id and text options: the
+# numeric and time fields at their largest, and the framing of the task and its arguments.
+_TASK_FIXED_BYTES = 128
+# Room for the request's own framing within the broker's message limit.
+_REQUEST_FRAME_BYTES = 1024
+
+
+def group_chunks(
+    specs: Sequence[SubmitSpec], count: int, max_message_bytes: int
+) -> Iterator[Sequence[SubmitSpec]]:
+    """The SubmitMany chunks of a group: at most ``count`` tasks, and small enough to send.
+
+    The broker refuses a whole call whose message is over its limit, so a group of large tasks
+    (a thousand 20 kB arguments make 20 MB) is cut by size as well as by count. The size is an
+    upper bound, not an encoding: encoding twice would cost the batch path most of its speed. A
+    task too large for any message still travels, alone, and the broker's refusal names it.
+    ``max_message_bytes`` 0 (a broker that does not say) cuts by count only.
+    """
+    budget = max_message_bytes - _REQUEST_FRAME_BYTES if max_message_bytes > 0 else 0
+    options_bytes: dict[int, int] = {}  # by id(): the specs keep their options alive
+    start = used = 0
+    for index, spec in enumerate(specs):
+        cost = len(spec.args.body) + len(spec.task_id)
+        if budget:
+            shared = options_bytes.get(id(spec.options))
+            if shared is None:
+                shared = options_bytes[id(spec.options)] = _options_bytes(spec.options)
+            cost += shared
+        if index > start and (index - start == count or (budget and used + cost > budget)):
+            yield specs[start:index]
+            start, used = index, 0
+        used += cost
+    if start < len(specs):
+        yield specs[start:]
+
+
+def _options_bytes(options: ResolvedOptions) -> int:
+    """An upper bound on what a task's options add to it on the wire (each task carries them)."""
+    text = (options.name, options.queue, options.idempotency_key, options.content_type)
+    headers = sum(len(k.encode()) + len(v.encode()) + 8 for k, v in options.headers.items())
+    return sum(len(t.encode()) for t in text) + headers + _TASK_FIXED_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,16 @@ def test_chunks_in_flight_answer_in_group_order(app: Celeriac) -> None:
     assert [r.state for r in result.results] == ["PENDING"] * 9
 
 
+def test_a_group_larger_than_one_message_goes_in_several_chunks(broker: RunningBroker) -> None:
+    # Ten tasks of 600 kB: each is within the 1 MiB payload limit, together over the 4 MiB
+    # message limit, which refused the whole chunk before chunks were cut by size too.
+    with Celeriac("big-groups", broker=broker.address) as client_app:
+        signatures = (Signature(client_app, "tasks.echo", ("x" * 600_000,)) for _ in range(10))
+        result = group(signatures).apply_async(queue=IDLE)
+        assert [r.state for r in result.results] == ["PENDING"] * 10
+        assert len({r.id for r in result.results}) == 10
+
+
 def test_a_failed_chunk_names_the_tasks_accepted_and_not(app: Celeriac) -> None:
     ids = [f"chunks-{uuid.uuid4()}" for _ in range(6)]
     signatures = [
