@@ -22,6 +22,15 @@ SUBMIT_WINDOW = 3
 _TASK_FIXED_BYTES = 128
 # Room for the request's own framing within the broker's message limit.
 _REQUEST_FRAME_BYTES = 1024
+# Task ids per Revoke or Forget call: ~400 kB of ids, far under any message limit a broker
+# sets (a 120k-task group revoked in one call was over the default 4 MiB).
+IDS_PER_CALL = 10_000
+
+
+def id_slices(task_ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``task_ids`` in the slices one Revoke or Forget call carries, in order."""
+    for start in range(0, len(task_ids), IDS_PER_CALL):
+        yield task_ids[start : start + IDS_PER_CALL]
 
 
 def group_chunks(

@@ -44,6 +44,11 @@ REVOKE_OUTCOMES = {
 }
 
 
+def revoke_outcomes(reply: client_pb2.RevokeResponse) -> list[str]:
+    """One outcome name per revoked id, in request order."""
+    return [REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
+
+
 def ms(seconds: float | None) -> int:
     """Seconds to whole milliseconds for a uint32 field, rounding up so 0.0001 s is not 'unset'."""
     if not seconds or seconds <= 0:

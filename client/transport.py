@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from celeriac.v1 import client_pb2, client_pb2_grpc
 from client import codec, states
 from client.call_stream import AsyncCallStream, AsyncResultWatch, CallStream, ResultWatch
-from client.chunks import SUBMIT_WINDOW, ChunkCall, chunk_failure
+from client.chunks import SUBMIT_WINDOW, ChunkCall, chunk_failure, id_slices
 from client.config import ClientConfig
 from client.errors import BrokerUnavailable, TaskNotFound
 from client.records import (
@@ -186,12 +186,19 @@ class Transport:
 
     def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         """Revoke tasks; returns one outcome per id (``revoked``, ``cancel-sent``, ...)."""
+        parts = id_slices(task_ids)
+        return [name for part in parts for name in self._revoke(part, terminate, reason)]
+
+    def _revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         request = client_pb2.RevokeRequest(task_ids=task_ids, terminate=terminate, reason=reason)
         reply = self._invoke("Revoke", lambda stub, t: stub.Revoke(request, timeout=t))
-        return [codec.REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
+        return codec.revoke_outcomes(reply)
 
     def forget(self, task_ids: Sequence[str]) -> int:
         """Drop stored results; returns how many existed."""
+        return sum(self._forget(part) for part in id_slices(task_ids))
+
+    def _forget(self, task_ids: Sequence[str]) -> int:
         request = client_pb2.ForgetRequest(task_ids=task_ids)
         return self._invoke("Forget", lambda stub, t: stub.Forget(request, timeout=t)).forgotten
 
@@ -392,12 +399,19 @@ class AsyncTransport:
 
     async def revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         """Revoke tasks; returns one outcome per id."""
+        parts = id_slices(task_ids)
+        return [name for part in parts for name in await self._revoke(part, terminate, reason)]
+
+    async def _revoke(self, task_ids: Sequence[str], terminate: bool, reason: str) -> list[str]:
         request = client_pb2.RevokeRequest(task_ids=task_ids, terminate=terminate, reason=reason)
         reply = await self._invoke("Revoke", lambda s, t: s.Revoke(request, timeout=t))
-        return [codec.REVOKE_OUTCOMES.get(outcome, "unknown") for outcome in reply.outcomes]
+        return codec.revoke_outcomes(reply)
 
     async def forget(self, task_ids: Sequence[str]) -> int:
         """Drop stored results; returns how many existed."""
+        return sum([await self._forget(part) for part in id_slices(task_ids)])
+
+    async def _forget(self, task_ids: Sequence[str]) -> int:
         request = client_pb2.ForgetRequest(task_ids=task_ids)
         return (await self._invoke("Forget", lambda s, t: s.Forget(request, timeout=t))).forgotten
 

@@ -53,6 +53,22 @@ def test_a_group_larger_than_one_message_goes_in_several_chunks(broker: RunningB
         assert len({r.id for r in result.results}) == 10
 
 
+def test_revoke_and_forget_of_more_ids_than_one_message_holds(broker: RunningBroker) -> None:
+    # 120k ids are ~4.6 MB in one request, over the broker's 4 MiB limit: they go in slices.
+    ids = [str(uuid.uuid4()) for _ in range(120_000)]
+    with Celeriac("many-ids", broker=broker.address) as client_app:
+        assert client_app.control.revoke(ids) == ["unknown"] * len(ids)
+        assert client_app.transport.forget(ids) == 0
+
+        async def main() -> list[str]:
+            outcomes = await client_app.aio_transport.revoke(ids, False, "")
+            assert await client_app.aio_transport.forget(ids) == 0
+            await client_app.aclose()
+            return outcomes
+
+        assert asyncio.run(main()) == ["unknown"] * len(ids)
+
+
 def test_a_failed_chunk_names_the_tasks_accepted_and_not(app: Celeriac) -> None:
     ids = [f"chunks-{uuid.uuid4()}" for _ in range(6)]
     signatures = [
