@@ -42,7 +42,12 @@ _WELCOME_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
 # The broker bounds what it sends by its own limit (Welcome.max_message_bytes, which may be above
 # gRPC's default 4 MiB); a lower limit here would end the session on a large assignment.
-_CHANNEL_OPTIONS = (("grpc.max_receive_message_length", -1),)
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),
+    # No bandwidth probing, a fixed 1 MiB stream window (why: broker/service/server.py).
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 1 << 20),
+)
 
 
 def _version() -> str:

@@ -65,6 +65,15 @@ def keepalive_options(config: BrokerConfig) -> list[tuple[str, int]]:
     ]
 
 
+# gRPC sizes each stream's flow-control window by probing the bandwidth-delay product with extra
+# HTTP/2 pings while data flows. On a round trip of small messages those pings cost 40-80 µs
+# of p50 here (A/B, 4 rounds each, same minutes; throughput unchanged). A fixed 1 MiB window
+# stands in for the tuning: a group chunk or a result batch is not held back by it unless the
+# link's bandwidth-delay product is over 1 MiB (8 ms at 1 Gbit/s). The worker and the client
+# set the same on their channels.
+FLOW_CONTROL_OPTIONS = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1 << 20))
+
+
 class BrokerServer:
     """One broker: the core, its runtime and the grpc.aio server, on the running loop.
 
@@ -94,6 +103,7 @@ class BrokerServer:
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 *keepalive_options(config),
+                *FLOW_CONTROL_OPTIONS,
             ]
         )
         client_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
