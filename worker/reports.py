@@ -207,6 +207,13 @@ class ReportBuffer:
         else:
             self._scheduled = loop.call_soon(self._fire)
 
+    def flush_now(self) -> None:
+        """Flush at once instead of on the next loop turn: nothing more is coming this turn."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        self._flush()
+
     def _fire(self) -> None:
         self._scheduled = None
         self._flush()

@@ -369,6 +369,10 @@ class Worker:
         )
         self._buffer.add_outcome(outcome, credit=0)
         self._top_up()
+        if not self._running:
+            # The last running task: no other outcome can join this Report, so it goes now
+            # rather than a loop turn later (a lone task's round trip is one turn shorter).
+            self._buffer.flush_now()
         if self._draining and self._session is not None:
             self._close_when_idle(self._session)
 

@@ -139,7 +139,12 @@ class ProcessPool:
         """Queue the job for the next free child; the future resolves with its outcome."""
         entry = _Entry(job, asyncio.get_running_loop().create_future())
         self._pending.append(entry)
-        self._schedule_dispatch()
+        if len(self._pending) == 1 and not self._dispatch_due and self._has_free_child():
+            # A lone job and an idle child: send it now rather than a loop turn later. Jobs
+            # submitted after it in this turn still travel together (the deferred dispatch).
+            self._dispatch()
+        else:
+            self._schedule_dispatch()
         return entry.future
 
     def terminate(self, lease_id: str, reason: str) -> bool:
@@ -214,6 +219,9 @@ class ProcessPool:
             share = math.ceil(len(self._pending) / (len(free) + 1))
             batch = self._take_batch(min(size, share))
             self._send(child, batch)
+
+    def _has_free_child(self) -> bool:
+        return any(self._is_free(child) for child in self._children)
 
     @staticmethod
     def _is_idle(child: _Child) -> bool:
