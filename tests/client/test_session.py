@@ -189,3 +189,18 @@ def test_asyncio_group_results_larger_than_one_message_arrive_in_several(app: Ce
         return values
 
     assert asyncio.run(main()) == ["x" * 15_000] * 10
+
+
+def test_a_result_watch_wakes_every_waiter_and_stays_open_after_delivery() -> None:
+    watch = ResultWatch("task-1")
+    assert not watch.wait(0.01)  # nothing delivered yet
+    woke: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woke.append(watch.wait(10))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    watch.deliver(None)
+    for waiter in waiters:
+        waiter.join(10)
+    assert woke == [True, True, True]
+    assert watch.wait(0) and watch.wait(0)  # later waits return at once
+    watch.deliver(None)  # a second delivery (the stream ending afterwards) is harmless
