@@ -8,8 +8,7 @@ each see their own value, and each asyncio task copies the context it was create
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -80,24 +79,30 @@ _reporter: contextvars.ContextVar[TaskReporter | None] = contextvars.ContextVar(
 )
 
 
-@contextmanager
-def executing(request: Request, reporter: TaskReporter) -> Iterator[None]:
+class executing:  # lower case like contextlib.suppress: it reads as `with executing(...)`
     """Make ``request`` and ``reporter`` the current task's context until the block ends.
 
     Args:
         request: The delivery being executed.
         reporter: Receives ``update_state`` and ``heartbeat`` calls made by the task.
 
-    Yields:
-        Nothing; the context is restored when the block exits, even on error.
+    The context is restored when the block exits, even on error. A class rather than a
+    ``@contextmanager`` generator: it wraps every task the worker runs, and costs half as much.
     """
-    request_token = _request.set(request)
-    reporter_token = _reporter.set(reporter)
-    try:
-        yield
-    finally:
-        _reporter.reset(reporter_token)
-        _request.reset(request_token)
+
+    __slots__ = ("_reporter", "_reporter_token", "_request", "_request_token")
+
+    def __init__(self, request: Request, reporter: TaskReporter) -> None:
+        self._request = request
+        self._reporter = reporter
+
+    def __enter__(self) -> None:
+        self._request_token = _request.set(self._request)
+        self._reporter_token = _reporter.set(self._reporter)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _reporter.reset(self._reporter_token)
+        _request.reset(self._request_token)
 
 
 def current_request() -> Request | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import threading
 import time
@@ -89,6 +90,16 @@ def child_main(
         runner.run(batch)
 
 
+def send(conn: Connection, message: object) -> None:
+    """Send a message over a pool pipe (the parent's batches, the child's outcomes and events).
+
+    Plain pickle: ``Connection.send`` pickles with multiprocessing's ForkingPickler, whose extra
+    reducers (for sockets, connections and the like) none of these messages needs, and which
+    costs ~2 µs more per message. ``Connection.recv`` reads either.
+    """
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
 class _BatchRunner:
     """Runs batches in order and sends their outcomes in as few messages as latency allows."""
 
@@ -133,11 +144,11 @@ class _BatchRunner:
 
     def _send_event(self, event: TaskEvent) -> None:
         self._flush()  # the parent sees outcomes and events in the order they happened
-        self._conn.send(("event", event))
+        send(self._conn, ("event", event))
 
     def _flush(self) -> None:
         if self._done:
-            self._conn.send(("done", self._done, self._busy))
+            send(self._conn, ("done", self._done, self._busy))
             self._done = []
             self._busy = 0.0
 
@@ -146,10 +157,11 @@ def _run(
     job: Job, tasks: Mapping[str, Task], sink: EventSink, settings: ExecutionSettings
 ) -> Outcome:
     """Run one job with SIGALRM armed for its soft time limit, and always disarm it."""
+    if not job.soft_time_limit:
+        return execute(job, tasks, sink, settings)  # no alarm to arm or disarm
     outcome: Outcome | None = None
     try:
-        if job.soft_time_limit:
-            signal.setitimer(signal.ITIMER_REAL, job.soft_time_limit)
+        signal.setitimer(signal.ITIMER_REAL, job.soft_time_limit)
         try:
             outcome = execute(job, tasks, sink, settings)
         finally:

@@ -39,7 +39,7 @@ from worker.errors import NotStarted, WorkerError
 from worker.execution import lost_outcome, revoked_outcome, time_limit_outcome
 from worker.jobs import Job, Outcome
 from worker.pools.base import PoolContext
-from worker.pools.child import child_main
+from worker.pools.child import child_main, send
 from worker.pools.handoff import Claims
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class ProcessPool:
             child.claims.queued(seq)
             numbered.append((seq, entry))
         try:
-            child.outbox.send([(seq, entry.job) for seq, entry in numbered])
+            send(child.outbox, [(seq, entry.job) for seq, entry in numbered])
         except OSError as exc:  # it died while idle and its EOF is not read yet
             logger.warning("child process %s is gone: %s", child.process.pid, exc)
             child.gone = True
