@@ -3,11 +3,12 @@
 Whatever happens during one turn of the event loop (tasks started, outcomes, heartbeats,
 custom states, returned leases, credit) is collected here and flushed as ONE Report on the
 next turn: a lone task still goes out at once (flush when idle, never wait to fill a batch),
-and a burst of completions shares a message. While the worker is busy (`busy()`: it holds
-prefetched tasks that wait for a slot, so more outcomes are moments away) the flush waits up to
-`busy_delay` (2 ms) or until `busy_batch` outcomes are in: under a stream of tiny tasks one
-Report then carries tens of outcomes instead of one or two, and gRPC's per-message cost (most
-of the worker's CPU per task) is paid once for all of them.
+and a burst of completions shares a message. When the last running task finishes, the worker
+flushes in the same turn (`flush_now`): nothing else can join that Report. While the worker
+is busy (`busy()`: it holds prefetched tasks that wait for a slot, so more outcomes are moments
+away) the flush waits up to `busy_delay` (2 ms) or until `busy_batch` outcomes are in: under a
+stream of tiny tasks one Report then carries tens of outcomes instead of one or two, and gRPC's
+per-message cost (most of the worker's CPU per task) is paid once for all of them.
 
 A started ack is the one item that never hurries a flush: alone, it waits up to
 `STARTED_DELAY` (5 ms) for its task's outcome. A short task's start and end then travel in one
