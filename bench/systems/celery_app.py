@@ -6,11 +6,12 @@ URL from BENCH_REDIS_URL; the harness builds its own app per Redis server with `
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -31,6 +32,19 @@ def noop() -> None:
 def add(x: int, y: int) -> int:
     """The round-trip probe."""
     return x + y
+
+
+@signals.after_setup_logger.connect
+def _quiet_per_task_logs(**_: Any) -> None:
+    """Keep Celery's worker from logging every task, as Celeriac's does not.
+
+    The harness starts both workers at ``--loglevel info`` (it waits for their "ready" lines).
+    At INFO, Celery writes two lines per task (received, succeeded); Celeriac logs per task at
+    DEBUG only. Celery's own default level, WARNING, prints neither, so turning them off
+    compares the queues, not log formatting.
+    """
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def make_app(url: str) -> CeleryBench:
