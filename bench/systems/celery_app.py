@@ -34,7 +34,6 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-@signals.after_setup_logger.connect
 def _quiet_per_task_logs(**_: Any) -> None:
     """Keep Celery's worker from logging every task, as Celeriac's does not.
 
@@ -45,6 +44,9 @@ def _quiet_per_task_logs(**_: Any) -> None:
     """
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+signals.after_setup_logger.connect(_quiet_per_task_logs)
 
 
 def make_app(url: str) -> CeleryBench:
