@@ -1,7 +1,9 @@
-"""Group submission in chunks: how many calls stay in flight, and what a failed chunk means.
+"""Batch calls in pieces: group chunks, id slices, calls in flight, what a failed chunk means.
 
-A group goes to the broker as one ``SubmitMany`` per chunk, several at once. Each chunk is
-accepted all or nothing; when one fails, the error must say which tasks the broker holds.
+A group goes to the broker as one ``SubmitMany`` per chunk, several at once; a chunk is cut by
+count and by size, so that no call is over the broker's message limit. Each chunk is accepted
+all or nothing; when one fails, the error must say which tasks the broker holds. Revoke and
+forget of many ids go in slices for the same reason.
 """
 
 from __future__ import annotations
