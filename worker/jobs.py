@@ -1,7 +1,11 @@
 """Plain data the worker passes around: jobs in, outcomes and task events out.
 
 These dataclasses are what every part of the worker speaks; protobuf types stop in `codec`.
-They are picklable, because the process pool sends them over a pipe to its children.
+`Payload`, `Job` and `Outcome` are built for every task on the hot path, so they are slotted and
+not frozen: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``,
+which makes a `Job` three times as dear to build (3.4 against 1 µs). Treat them as read-only all
+the same; `dataclasses.replace` makes a changed copy. The process pool sends jobs and outcomes to
+its children as tuples (`worker.pools.wire`); the rest are picklable as they are.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Payload:
     """Encoded bytes and the content type that says how to decode them."""
 
@@ -20,7 +24,7 @@ class Payload:
     body: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Job:
     """One task attempt to execute, under the broker's lease.
 
@@ -67,7 +71,7 @@ class TaskErrorInfo:
     retryable: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """The end of one attempt.
 

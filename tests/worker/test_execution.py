@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -92,7 +93,7 @@ def test_non_serialisable_result_fails_clearly() -> None:
 def test_pickled_arguments_are_refused_unless_allowed() -> None:
     body = serialization.encode_args((1, 2), {}, serialization.PICKLE, allow_pickle=True)
     pickled = job("add")
-    pickled = Job(**{**pickled.__dict__, "args": Payload(serialization.PICKLE, body)})
+    pickled = dataclasses.replace(pickled, args=Payload(serialization.PICKLE, body))
     refused = run(pickled)
     assert refused.error is not None and refused.error.type == "client.errors.ContentTypeRefused"
     allowed = execute(pickled, TASKS, lambda e: None, ExecutionSettings("w", allow_pickle=True))

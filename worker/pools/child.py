@@ -1,9 +1,10 @@
 """The main loop of a process-pool child: receive a batch of jobs, run them, send back outcomes.
 
-Messages from the parent are batches: lists of `(seq, Job)`, run in order, each only if the
+Messages from the parent are batches: lists of `(seq, job)`, run in order, each only if the
 child can claim it (`handoff.Claims`: the parent may have withdrawn it). Messages to the parent
 are tuples: ("ready", pid), ("event", TaskEvent), ("failed", message), and
-("done", [(seq, Outcome), ...], busy) where busy is the seconds spent running those jobs.
+("done", [(seq, outcome), ...], busy) where busy is the seconds spent running those jobs. Jobs
+and outcomes travel as plain tuples (`worker.pools.wire`).
 Outcomes are gathered for up to `FLUSH_INTERVAL` and sent at the end of every batch; they go out
 at once before a job of a task not yet seen to finish within that interval, so a long task never
 holds back the outcomes of the short ones before it.
@@ -35,6 +36,7 @@ from worker.errors import TaskModuleError
 from worker.execution import EventSink, ExecutionSettings, execute, failure
 from worker.jobs import Job, Outcome, TaskEvent
 from worker.pools.handoff import Claims
+from worker.pools.wire import JobWire, OutcomeWire, job_from_wire, outcome_to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def child_main(
     runner = _BatchRunner(outbox, claims, registry.tasks, settings)
     while True:
         try:
-            batch: list[tuple[int, Job]] = inbox.recv()
+            batch: list[tuple[int, JobWire]] = inbox.recv()
         except (EOFError, OSError):
             return
         runner.run(batch)
@@ -116,12 +118,13 @@ class _BatchRunner:
         self._settings = settings
         # Task names whose last run took under FLUSH_INTERVAL: their outcomes may wait for them.
         self._quick: set[str] = set()
-        self._done: list[tuple[int, Outcome]] = []
+        self._done: list[tuple[int, OutcomeWire]] = []
         self._busy = 0.0
         self._first_done = 0.0
 
-    def run(self, batch: list[tuple[int, Job]]) -> None:
-        for seq, job in batch:
+    def run(self, batch: list[tuple[int, JobWire]]) -> None:
+        for seq, wire in batch:
+            job = job_from_wire(wire)
             if self._done and (
                 job.name not in self._quick
                 or time.perf_counter() - self._first_done >= FLUSH_INTERVAL
@@ -138,7 +141,7 @@ class _BatchRunner:
                 self._quick.discard(job.name)
             if not self._done:
                 self._first_done = ended
-            self._done.append((seq, outcome))
+            self._done.append((seq, outcome_to_wire(outcome)))
             self._busy += ended - began
         self._flush()
 

@@ -41,6 +41,7 @@ from worker.jobs import Job, Outcome
 from worker.pools.base import PoolContext
 from worker.pools.child import child_main, send
 from worker.pools.handoff import Claims
+from worker.pools.wire import OutcomeWire, job_to_wire, outcome_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class ProcessPool:
             child.claims.queued(seq)
             numbered.append((seq, entry))
         try:
-            send(child.outbox, [(seq, entry.job) for seq, entry in numbered])
+            send(child.outbox, [(seq, job_to_wire(entry.job)) for seq, entry in numbered])
         except OSError as exc:  # it died while idle and its EOF is not read yet
             logger.warning("child process %s is gone: %s", child.process.pid, exc)
             child.gone = True
@@ -314,13 +315,15 @@ class ProcessPool:
         elif kind == "failed" and not child.ready.done():
             child.ready.set_exception(WorkerError(message[1]))
 
-    def _on_outcomes(self, child: _Child, outcomes: list[tuple[int, Outcome]], busy: float) -> None:
+    def _on_outcomes(
+        self, child: _Child, outcomes: list[tuple[int, OutcomeWire]], busy: float
+    ) -> None:
         child.reports += 1
-        for seq, outcome in outcomes:
+        for seq, wire in outcomes:
             entry = child.jobs.pop(seq, None)
             child.kill_outcomes.pop(seq, None)  # it ended before the kill: its own outcome wins
             if entry is not None and not entry.future.done():
-                entry.future.set_result(outcome)
+                entry.future.set_result(outcome_from_wire(wire))
         per_job = busy / len(outcomes)
         old = self._job_seconds
         self._job_seconds = per_job if old is None else old + _SMOOTHING * (per_job - old)
