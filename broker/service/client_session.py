@@ -109,7 +109,15 @@ class ClientSession:
             self._held.add(task)
             task.add_done_callback(self._held.discard)
             return
-        await self._send(await self._reply(call, kind))
+        reply = await self._reply(call, kind)
+        if kind == "submit" and self._service.flush_now():
+            # The task went straight to a worker: its assignment is on the round trip's
+            # critical path and this answer is not, so the worker's stream writes first (one
+            # loop turn). Paired A/B, six runs: round trip -50 us median. A submit that queued
+            # nothing is answered at once, so the answer to a task that had already finished
+            # still comes before its pushed result.
+            await asyncio.sleep(0)
+        await self._send(reply)
 
     async def _answer_later(self, call: client_pb2.SessionCall) -> None:
         reply = await self._reply(call, "get_result")

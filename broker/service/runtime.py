@@ -72,16 +72,26 @@ class Runtime:
             self._flush_pending = True
             self._loop.call_soon(self._flush)
 
+    def flush_now(self) -> bool:
+        """Run the pending flush in this turn instead of at the end of it.
+
+        Returns:
+            Whether it queued anything to a stream.
+        """
+        return self._flush() > 0 if self._flush_pending else False
+
     def close(self) -> None:
         """Cancel the loop timer (the server is gone)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
+        """Queue every session's outbox to its stream; returns how many messages it queued."""
         # Runs as a bare loop callback: an exception here would skip every later session and
         # leave the timer unarmed, so each step is guarded and logged instead.
         self._flush_pending = False
+        queued = 0
         try:
             outboxes = self.broker.take_outboxes()
         except Exception:
@@ -100,9 +110,11 @@ class Runtime:
                 continue
             for message in messages:
                 outgoing.put_nowait(message)
+            queued += len(messages)
             if outbox.drop is not None:
                 outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, outbox.drop))
         self._arm_timer()
+        return queued
 
     def _arm_timer(self) -> None:
         deadline = self.broker.next_deadline()

@@ -157,6 +157,14 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         self._runtime.changed()
         return codec.submit_response(result)
 
+    def flush_now(self) -> bool:
+        """Queue what the last calls produced (assignments above all) to the streams now.
+
+        Returns:
+            Whether anything was queued.
+        """
+        return self._runtime.flush_now()
+
     def result_is_ready(self, request: client_pb2.GetResultRequest) -> bool:
         """Whether :meth:`get_result` would answer without holding the call."""
         if request.wait_ms == 0:
