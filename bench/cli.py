@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from bench import bar, report
+from bench import bar, report, wakeups
 from bench.config import BenchConfig
 from bench.runner import Runner, SystemFactory
 from bench.scenarios import SCENARIOS
@@ -87,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(args)
     systems = factories(args.compare)
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
+    # Measured before and after: a VM's wake cost drifts, and every latency here sits on it.
+    wakeups_before = wakeups.describe()
     try:
         results = Runner(systems, config, interrupted).run(scenarios)
     except KeyboardInterrupt:
         logger.warning("interrupted; every started process has been stopped")
         return RET_INTERRUPTED
     document = report.build(results, list(systems), config, args.quick)
+    document["meta"]["wakeups"] = {"before": wakeups_before, "after": wakeups.describe()}
     document["bar"] = bar.check(document)
     path = report.write(document, args.out)
     print(report.table(document))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import wakeups
 from bench.config import BenchConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -114,6 +115,12 @@ def table(document: dict[str, Any]) -> str:
         f"\n{meta['date']}  {meta['machine']['cores']} cores  {meta['machine']['cpu']}  "
         f"median (min-max) of {meta['runs']} run(s); cpu % is of one core"
     )
+    if "wakeups" in meta:
+        before, after = meta["wakeups"]["before"], meta["wakeups"]["after"]
+        lines.append(
+            f"{wakeups.summary(before)}; after the runs "
+            f"{after['pipe round trip us']:.0f} us (python -m bench.wakeups)"
+        )
     return "\n".join(lines)
 
 

@@ -34,6 +34,9 @@ def test_quick_throughput_run_reports_every_pool(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "latest.json").read_text())
     assert document["meta"]["systems"] == ["celeriac"]
     assert document["meta"]["machine"]["cores"] >= 1
+    for moment in ("before", "after"):
+        assert document["meta"]["wakeups"][moment]["pipe round trip us"] > 0
+    assert "process wake-up round trip" in completed.stdout
     variants = document["scenarios"]["throughput"]
     assert set(variants) == {"pool=process", "pool=thread", "pool=async"}
     for outcome in variants.values():
@@ -58,3 +61,16 @@ def test_the_transport_floor_runs_through_a_pool_child() -> None:
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.startswith("child=True") and "p50" in completed.stdout
+
+
+def test_the_wake_up_probe_reports_a_round_trip() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.wakeups"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.startswith("process wake-up round trip")
