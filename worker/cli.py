@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from worker import loader, pools
+from worker.collector import tune_collector
 from worker.config import DEFAULT_BROKER, POOLS, WorkerConfig, split_names, worker_id
 from worker.errors import SessionRefused, WorkerError
 from worker.execution import ExecutionSettings
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerError as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
+    tune_collector()
     try:
         return asyncio.run(_serve(config, registry))
     except SessionRefused as exc:

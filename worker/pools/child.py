@@ -32,6 +32,7 @@ from types import FrameType
 from client.errors import SoftTimeLimitExceeded
 from client.task import Task
 from worker import loader
+from worker.collector import tune_collector
 from worker.errors import TaskModuleError
 from worker.execution import EventSink, ExecutionSettings, execute, failure
 from worker.jobs import Job, Outcome, TaskEvent
@@ -81,6 +82,7 @@ def child_main(
     except TaskModuleError as exc:
         outbox.send(("failed", str(exc)))
         return
+    tune_collector()
     outbox.send(("ready", os.getpid()))
 
     runner = _BatchRunner(outbox, claims, registry.tasks, settings)
