@@ -71,3 +71,10 @@ def test_malformed_args_bodies_are_refused(body: bytes) -> None:
 def test_keyword_names_must_be_strings() -> None:
     with pytest.raises(SerializationError, match="int"):
         encode_args((), {1: "x"})  # type: ignore[dict-item]
+
+
+def test_json_bodies_are_utf8_with_or_without_a_bom() -> None:
+    assert decode('["é"]'.encode(), JSON) == ["é"]
+    assert decode(b"\xef\xbb\xbf[1]", JSON) == [1]
+    with pytest.raises(SerializationError, match="not valid JSON"):
+        decode(b"\xff[1]", JSON)
