@@ -35,12 +35,18 @@ def pipe_round_trip_us(pings: int = _PINGS) -> float:
     """Median microseconds for a small message to go to a forked child and back over pipes.
 
     The child sleeps in ``read`` between pings, as a worker does between tasks, so every ping
-    wakes it and every answer wakes us.
+    wakes it and every answer wakes us. With two CPUs or more the two processes are pinned to
+    different ones, as the scheduler mostly places a round trip's processes on a busy machine;
+    left to itself it sometimes puts both on one CPU, where a wake costs a few microseconds, and
+    the figure would jump between runs.
     """
+    cpus = sorted(os.sched_getaffinity(0))
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: echo until the parent closes its end
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, {cpus[1]})
         os.close(to_child_w)
         os.close(to_parent_r)
         while data := os.read(to_child_r, 4096):
@@ -48,6 +54,8 @@ def pipe_round_trip_us(pings: int = _PINGS) -> float:
         os._exit(0)
     os.close(to_child_r)
     os.close(to_parent_w)
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[0]})
     samples = []
     try:
         for _ in range(pings):
@@ -56,6 +64,7 @@ def pipe_round_trip_us(pings: int = _PINGS) -> float:
             os.read(to_parent_r, 4096)
             samples.append(time.perf_counter_ns() - started)
     finally:
+        os.sched_setaffinity(0, cpus)
         os.close(to_child_w)
         os.close(to_parent_r)
         os.waitpid(pid, 0)
@@ -80,7 +89,7 @@ def describe() -> dict[str, Any]:
 
 def summary(wakeups: dict[str, Any]) -> str:
     """One line for the report's footer."""
-    line = f"process wake-up round trip {wakeups['pipe round trip us']:.0f} us"
+    line = f"process wake-up round trip across CPUs {wakeups['pipe round trip us']:.0f} us"
     if wakeups.get("guest_halt_poll_ns") is not None:
         line += f" (cpuidle {wakeups['cpuidle driver']}, guest_halt_poll_ns "
         line += f"{wakeups['guest_halt_poll_ns']})"

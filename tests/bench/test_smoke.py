@@ -36,7 +36,7 @@ def test_quick_throughput_run_reports_every_pool(tmp_path: Path) -> None:
     assert document["meta"]["machine"]["cores"] >= 1
     for moment in ("before", "after"):
         assert document["meta"]["wakeups"][moment]["pipe round trip us"] > 0
-    assert "process wake-up round trip" in completed.stdout
+    assert "process wake-up round trip across CPUs" in completed.stdout
     variants = document["scenarios"]["throughput"]
     assert set(variants) == {"pool=process", "pool=thread", "pool=async"}
     for outcome in variants.values():
@@ -73,4 +73,4 @@ def test_the_wake_up_probe_reports_a_round_trip() -> None:
         timeout=50,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.startswith("process wake-up round trip")
+    assert completed.stdout.startswith("process wake-up round trip across CPUs")
