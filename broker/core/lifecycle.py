@@ -279,7 +279,14 @@ class Lifecycle:
         self.finish(record, TaskState.FAILURE, error=error, kind=EventKind.EXPIRED)
 
     def _on_deadline(self, lease: Lease) -> None:
-        """A time-limited lease outlived its limit plus margin: the worker is hung."""
+        """A time-limited lease outlived its limit plus margin: the worker is hung.
+
+        The worker's own hard limit kills the task and reports a final TimeLimitExceeded, as
+        Celery's does. Reaching this backstop means the worker did not even do that: the
+        broker cannot tell a hung task from a hung or cut-off worker, so it treats the attempt
+        like one on a lost worker, cancelling it and running the task again while its
+        ``max_retries`` last (the client sends 3 unless told otherwise), then failing it.
+        """
         lease.deadline = None
         record = lease.record
         session = lease.session
