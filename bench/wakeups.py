@@ -7,10 +7,10 @@ each crossing wakes a process that was asleep. On bare metal that costs a few mi
 virtual machine whose idle vCPUs halt at once, the wake is an inter-processor interrupt that
 the hypervisor has to deliver to a halted vCPU, and it can cost tens of microseconds: on the
 2-core KVM guests these benchmarks run on, with the guest's cpuidle ``haltpoll`` driver at
-``guest_halt_poll_ns=0``, a pipe ping-pong between two processes took 60-80 µs per round trip,
-9 µs with both pinned to one CPU, and 11 µs with ``guest_halt_poll_ns=200000`` (the guest polls
-for up to 200 µs before it halts). The same setting took 0.3-0.45 ms off Celeriac's
-``add.delay(1, 2).get()`` round trip (p50 1.67-1.75 -> 1.21-1.43 ms, alternating runs).
+``guest_halt_poll_ns=0``, a pipe ping-pong between two processes took 48-80 µs per round trip,
+9 µs with both pinned to one CPU, and 6-11 µs with ``guest_halt_poll_ns=200000`` (the guest polls
+for up to 200 µs before it halts). The same setting took 0.05-0.45 ms off Celeriac's
+``add.delay(1, 2).get()`` round trip p50 (five alternating pairs of runs, bench/README.md).
 
 So every report records this figure and the machine's halt-polling setting beside its
 latencies: round trips from two runs compare only when their wake costs do. The harness never
@@ -82,6 +82,7 @@ def describe() -> dict[str, Any]:
     """The wake cost and what sets it: cpuidle driver and guest halt polling, where present."""
     return {
         "pipe round trip us": round(pipe_round_trip_us(), 1),
+        "cpus": len(os.sched_getaffinity(0)),
         "cpuidle driver": _read(CPUIDLE_DRIVER),
         "guest_halt_poll_ns": _read(HALT_POLL),
     }
@@ -89,7 +90,8 @@ def describe() -> dict[str, Any]:
 
 def summary(wakeups: dict[str, Any]) -> str:
     """One line for the report's footer."""
-    line = f"process wake-up round trip across CPUs {wakeups['pipe round trip us']:.0f} us"
+    where = "across CPUs" if wakeups.get("cpus", 2) > 1 else "on one CPU"
+    line = f"process wake-up round trip {where} {wakeups['pipe round trip us']:.0f} us"
     if wakeups.get("guest_halt_poll_ns") is not None:
         line += f" (cpuidle {wakeups['cpuidle driver']}, guest_halt_poll_ns "
         line += f"{wakeups['guest_halt_poll_ns']})"

@@ -4,7 +4,8 @@ These dataclasses are what every part of the worker speaks; protobuf types stop 
 `Payload`, `Job` and `Outcome` are built for every task on the hot path, so they are slotted and
 not frozen: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``,
 which makes a `Job` three times as dear to build (3.4 against 1 µs). Treat them as read-only all
-the same; `dataclasses.replace` makes a changed copy. The process pool sends jobs and outcomes to
+the same (`dataclasses.replace` makes a changed copy); being mutable, they are not hashable, nor
+is a frozen event that holds a `Payload`. The process pool sends jobs and outcomes to
 its children as tuples (`worker.pools.wire`); the rest are picklable as they are.
 """
 

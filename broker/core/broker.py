@@ -2,7 +2,8 @@
 
 Each public method is one core operation. It validates, applies transitions through the
 :class:`~broker.core.lifecycle.Lifecycle`, then dispatches ready tasks to credit; what sessions
-must receive accumulates in their outboxes, which the service flushes once per loop turn.
+must receive accumulates in their outboxes, which the service flushes at the end of the loop turn
+(or at once, see broker.service.runtime).
 """
 
 from __future__ import annotations

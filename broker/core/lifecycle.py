@@ -282,10 +282,12 @@ class Lifecycle:
         """A time-limited lease outlived its limit plus margin: the worker is hung.
 
         The worker's own hard limit kills the task and reports a final TimeLimitExceeded, as
-        Celery's does. Reaching this backstop means the worker did not even do that: the
-        broker cannot tell a hung task from a hung or cut-off worker, so it treats the attempt
-        like one on a lost worker, cancelling it and running the task again while its
-        ``max_retries`` last (the client sends 3 unless told otherwise), then failing it.
+        Celery's does. Reaching this backstop means the worker did not even do that, and the
+        broker cannot tell a hung task from a hung or cut-off worker. So it cancels the attempt
+        and gives the task another chance, as a RETRY counted against ``max_retries`` (the
+        client sends 3 unless told otherwise), to whichever worker has credit first. With no
+        retries left, or no limit at all (``max_retries=None``), it fails for good: a task
+        that may hang must not be retried forever.
         """
         lease.deadline = None
         record = lease.record

@@ -1,7 +1,8 @@
 """Worker sessions: one per connected stream, with credit, held leases and an outbox.
 
 The core writes what a session must receive (assignments, cancels, rejections, drain) into its
-outbox; the service flushes each outbox as one message per kind per event-loop turn.
+outbox; the service flushes each outbox as one message per kind, at the end of the event-loop
+turn (or at once, see broker.service.runtime).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Glue between the core and the event loop: outbox flushing and the single loop timer.
 
-Every adapter calls :meth:`Runtime.changed` after a core operation. Once per event-loop turn the
-runtime writes each session's outbox to its stream as one message per kind (never waiting to
-fill a batch) and re-arms one loop timer at the core's next deadline.
+Every adapter calls :meth:`Runtime.changed` after a core operation. At the end of that event-loop
+turn the runtime writes each session's outbox to its stream as one message per kind (never
+waiting to fill a batch) and re-arms one loop timer at the core's next deadline. A caller whose
+result is on a critical path (a new task's assignment, ahead of the submit's answer) flushes at
+once with :meth:`Runtime.flush_now`.
 """
 
 from __future__ import annotations
@@ -70,15 +72,20 @@ class Runtime:
         """Schedule one flush for this loop turn (cheap to call after every operation)."""
         if not self._flush_pending:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush_if_pending)
 
     def flush_now(self) -> bool:
-        """Run the pending flush in this turn instead of at the end of it.
+        """Run the pending flush now instead of at the end of this turn.
 
         Returns:
             Whether it queued anything to a stream.
         """
         return self._flush() > 0 if self._flush_pending else False
+
+    def _flush_if_pending(self) -> None:
+        # The end-of-turn callback: nothing to do when flush_now() already ran the flush.
+        if self._flush_pending:
+            self._flush()
 
     def close(self) -> None:
         """Cancel the loop timer (the server is gone)."""

@@ -93,7 +93,9 @@ class Payload(_message.Message):
     "application/x-python-pickle" is refused unless both sides enable it.
     """
     body: _builtins.bytes
-    """The encoded value. For task arguments, JSON bodies are a two-item array [args, kwargs]."""
+    """The encoded value. JSON bodies are UTF-8 (RFC 8259; a leading BOM is tolerated); for task
+    arguments they are a two-item array [args, kwargs].
+    """
     def __init__(
         self,
         *,

@@ -76,5 +76,6 @@ def test_keyword_names_must_be_strings() -> None:
 def test_json_bodies_are_utf8_with_or_without_a_bom() -> None:
     assert decode('["é"]'.encode(), JSON) == ["é"]
     assert decode(b"\xef\xbb\xbf[1]", JSON) == [1]
-    with pytest.raises(SerializationError, match="not valid JSON"):
-        decode(b"\xff[1]", JSON)
+    for not_utf8 in (b"\xff[1]", "[1]".encode("utf-16")):
+        with pytest.raises(SerializationError, match="not valid JSON"):
+            decode(not_utf8, JSON)

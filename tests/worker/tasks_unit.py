@@ -19,6 +19,14 @@ def add(x: int, y: int) -> int:
 
 
 @app.task
+def collector_settings() -> list[int]:
+    """The young-generation threshold and the frozen object count where the task runs."""
+    import gc
+
+    return [gc.get_threshold()[0], gc.get_freeze_count()]
+
+
+@app.task
 def pid() -> int:
     return os.getpid()
 

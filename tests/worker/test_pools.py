@@ -13,6 +13,7 @@ import pytest
 from client import serialization
 from tests.worker import tasks_unit
 from worker import pools
+from worker.collector import YOUNG_THRESHOLD
 from worker.execution import ExecutionSettings
 from worker.jobs import Job, Outcome, OutcomeState, Payload, TaskEvent
 
@@ -89,6 +90,16 @@ def test_process_pool_runs_tasks_in_separate_children() -> None:
         assert len(set(pids)) == 2 and os.getpid() not in pids
 
     with_pool("process", 2, body)
+
+
+def test_process_children_freeze_start_up_objects_and_collect_less_often() -> None:
+    async def body(pool: pools.Pool, events: list[TaskEvent]) -> None:
+        settings = value(await pool.submit(job("collector_settings")))
+        assert isinstance(settings, list)
+        threshold, frozen = settings
+        assert threshold == YOUNG_THRESHOLD and frozen > 1000
+
+    with_pool("process", 1, body)
 
 
 def test_a_child_killed_with_sigkill_fails_only_its_task_and_is_replaced(tmp_path: Path) -> None:

@@ -65,6 +65,14 @@ def test_outcomes_keep_every_field() -> None:
         ),
         Outcome("lease", OutcomeState.REVOKED),
     ]
+    # Between them the outcomes set every field (and every error field) to something other
+    # than its default, so a field the wire forgot would show.
+    bare, bare_error = Outcome("", OutcomeState.SUCCESS), TaskErrorInfo("", "")
+    for field in dataclasses.fields(Outcome):
+        assert any(getattr(o, field.name) != getattr(bare, field.name) for o in outcomes), field
+    errors = [o.error for o in outcomes if o.error is not None]
+    for field in dataclasses.fields(TaskErrorInfo):
+        assert any(getattr(e, field.name) != getattr(bare_error, field.name) for e in errors)
     for outcome in outcomes:
         back = outcome_from_wire(_through_pipe(outcome_to_wire(outcome)))  # type: ignore[arg-type]
         assert back == outcome

@@ -37,7 +37,7 @@ from worker.errors import TaskModuleError
 from worker.execution import EventSink, ExecutionSettings, execute, failure
 from worker.jobs import Job, Outcome, TaskEvent
 from worker.pools.handoff import Claims
-from worker.pools.wire import JobWire, OutcomeWire, job_from_wire, outcome_to_wire
+from worker.pools.wire import JobWire, OutcomeWire, job_from_wire, name_of, outcome_to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +126,14 @@ class _BatchRunner:
 
     def run(self, batch: list[tuple[int, JobWire]]) -> None:
         for seq, wire in batch:
-            job = job_from_wire(wire)
+            name = name_of(wire)
             if self._done and (
-                job.name not in self._quick
-                or time.perf_counter() - self._first_done >= FLUSH_INTERVAL
+                name not in self._quick or time.perf_counter() - self._first_done >= FLUSH_INTERVAL
             ):
                 self._flush()
             if not self._claims.claim(seq):
                 continue  # withdrawn by the parent: revoked, or given to another child
+            job = job_from_wire(wire)
             began = time.perf_counter()
             outcome = _run(job, self._tasks, self._send_event, self._settings)
             ended = time.perf_counter()

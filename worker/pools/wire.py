@@ -75,6 +75,11 @@ def job_to_wire(job: Job) -> JobWire:
     )
 
 
+def name_of(wire: JobWire) -> str:
+    """The task name of a flattened job, without rebuilding it."""
+    return wire[2]
+
+
 def job_from_wire(wire: JobWire) -> Job:
     """The `Job` that `job_to_wire` flattened."""
     return Job(wire[0], wire[1], wire[2], Payload(wire[3], wire[4]), *wire[5:])
