@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import Sequence
 
 from broker import admin_cli
+from broker.collector import thaw_periodically, tune_collector
 from broker.config import BrokerConfig
 from broker.service.server import serve
 
@@ -65,22 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return RET_USAGE
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    tune_garbage_collector()
-    asyncio.run(serve(config))
+    tune_collector()
+    asyncio.run(_serve_daemon(config))
     return RET_OK
 
 
-# Allocations between young-generation collections (CPython's default is 700).
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_garbage_collector() -> None:
-    """Collect cyclic garbage less often: the broker allocates several objects per task.
-
-    With CPython's defaults a batch submit spends about a quarter of its time in the cycle
-    collector, which walks young objects every 700 allocations. Task records rarely form
-    cycles, so collecting every 50,000 allocations costs little memory. Objects alive at
-    start-up (modules, gRPC) are frozen so that full collections skip them.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
+async def _serve_daemon(config: BrokerConfig) -> None:
+    """Serve, with the collector's hourly full pass running beside (see broker.collector)."""
+    thaw = asyncio.create_task(thaw_periodically())
+    try:
+        await serve(config)
+    finally:
+        thaw.cancel()
