@@ -26,6 +26,21 @@ LISTENING = re.compile(r"listening on (\S+)")
 START_TIMEOUT = 30.0
 
 
+def run_python(*args: str, timeout: float = 50.0) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with ``args`` in the project root and return what it printed.
+
+    For code that must run in a fresh process: process-wide settings, or a command's output.
+    """
+    return subprocess.run(
+        [sys.executable, *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class LoggedProcess:
     """A child process whose combined output is collected line by line."""
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests.support import ROOT
+from tests.support import run_python
 
 PROBE = """
 import gc
@@ -36,14 +33,7 @@ print("frozen again", gc.get_freeze_count() > 0)
 
 
 def test_long_lived_objects_are_frozen_and_cycles_among_them_still_go_once_thawed() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    completed = run_python("-c", PROBE)
     lines = completed.stdout.splitlines()
     assert lines == [
         "thresholds True",

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests.support import ROOT
+from tests.support import run_python
 from worker.collector import YOUNG_THRESHOLD
 
 PROBE = """
@@ -19,12 +16,5 @@ print(before[1:] == after[1:], after[0], gc.get_freeze_count() > 1000)
 
 
 def test_everything_alive_is_frozen_and_young_collections_are_rarer() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert completed.stdout.split() == ["True", str(YOUNG_THRESHOLD), "True"]
+    completed = run_python("-c", PROBE)
+    assert completed.stdout.split() == ["True", str(YOUNG_THRESHOLD), "True"], completed.stderr
