@@ -36,17 +36,22 @@ class ManagedProcess:
     """A child process in its own session whose combined output is collected line by line."""
 
     def __init__(
-        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        root: Path = ROOT,
     ) -> None:
+        """Start ``args`` in ``root`` (a checkout of this project), which leads the import path."""
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p
+            p for p in (str(root), full_env.get("PYTHONPATH", "")) if p
         )
         self.name = name
         self.args = list(args)
         self.process = subprocess.Popen(
             self.args,
-            cwd=ROOT,
+            cwd=root,
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -67,10 +72,14 @@ class ManagedProcess:
 
     @classmethod
     def python(
-        cls, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+        cls,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        root: Path = ROOT,
     ) -> ManagedProcess:
-        """Run `python ARGS` with this interpreter (the project's venv)."""
-        return cls(name, [sys.executable, *args], env)
+        """Run `python ARGS` with this interpreter (the project's venv), in ``root``."""
+        return cls(name, [sys.executable, *args], env, root)
 
     @property
     def pid(self) -> int:

@@ -51,3 +51,10 @@ def test_the_wake_up_probe_reports_a_round_trip() -> None:
     completed = run_python("-m", "bench.wakeups")
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.startswith("process wake-up round trip")
+
+
+def test_the_paired_comparison_runs_two_systems_side_by_side() -> None:
+    root = str(Path(__file__).resolve().parents[2])
+    completed = run_python("-m", "bench.paired", root, root, "--blocks", "2", "--trips", "5")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.startswith("A p50") and "B-A" in completed.stdout
