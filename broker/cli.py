@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--ping-interval", type=float, help="seconds between pings")
     serve_parser.add_argument("--ping-timeout", type=float, help="seconds without a message")
     serve_parser.add_argument("--shutdown-grace", type=float, help="seconds to finish calls")
+    serve_parser.add_argument(
+        "--gc-thaw-interval", type=float, help="seconds between full garbage collections"
+    )
     admin_cli.add_commands(commands)
     return parser
 
@@ -60,9 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ping_interval=args.ping_interval,
             ping_timeout=args.ping_timeout,
             shutdown_grace=args.shutdown_grace,
+            gc_thaw_interval=args.gc_thaw_interval,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return RET_USAGE
+    if config.gc_thaw_interval <= 0:
+        print("error: the gc thaw interval must be a positive number of seconds", file=sys.stderr)
         return RET_USAGE
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     tune_collector()
@@ -72,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve_daemon(config: BrokerConfig) -> None:
     """Serve, with the collector's hourly full pass running beside (see broker.collector)."""
-    thaw = asyncio.create_task(thaw_periodically())
+    thaw = asyncio.create_task(thaw_periodically(config.gc_thaw_interval))
     try:
         await serve(config)
     finally:

@@ -14,10 +14,11 @@ So the broker
   young ones, so a middle pass scans at most ~100,000 objects (~20 ms);
 - freezes everything alive after every middle or full pass: frozen objects are never scanned
   again, and are still freed by reference counting the moment nothing refers to them;
-- once an hour, thaws and collects everything, because a frozen object that later becomes part
-  of a reference cycle (gRPC and asyncio objects can) is only found by such a pass. That one
-  pause is what a full pass costs (~0.45 s with a million tasks queued, milliseconds when the
-  broker holds little), once an hour instead of a pause of that order every few minutes.
+- once an hour (``--gc-thaw-interval``), thaws and collects everything, because a frozen object
+  that later becomes part of a reference cycle (gRPC and asyncio objects can) is only found by
+  such a pass. That one pause is what a full pass costs (~0.45 s with a million tasks queued,
+  milliseconds when the broker holds little), once an hour instead of a pause of that order
+  every few minutes.
 
 Process-wide, so only the daemon's entry point (`python -m broker serve`) applies it; a broker
 embedded in tests or in another program leaves the host's collector alone.
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 YOUNG_THRESHOLD = 50_000
 # Young collections between middle-generation ones (CPython's default is 10).
 MIDDLE_THRESHOLD = 2
-# Seconds between full collections of everything, frozen objects included.
-THAW_INTERVAL = 3600.0
 
 
 def tune_collector() -> None:
@@ -74,7 +73,7 @@ def thaw_and_collect() -> int:
     return found
 
 
-async def thaw_periodically(interval: float = THAW_INTERVAL) -> None:
+async def thaw_periodically(interval: float) -> None:
     """Run :func:`thaw_and_collect` every ``interval`` seconds until cancelled."""
     while True:
         await asyncio.sleep(interval)

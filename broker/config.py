@@ -67,6 +67,9 @@ class BrokerConfig:
     max_dead_letters: int = 100_000
     # On SIGTERM, in-flight calls get this long to finish before the server closes.
     shutdown_grace: float = 5.0
+    # The daemon freezes long-lived objects out of the cycle collector's way and collects
+    # everything this often (one pause in proportion to what it holds; see broker.collector).
+    gc_thaw_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerConfig:

@@ -61,6 +61,41 @@ def test_serve_answers_health_and_exits_cleanly_on_sigterm(
     assert process.wait(TIMEOUT) == 0
 
 
+def test_the_daemon_thaws_and_collects_everything_at_its_interval() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker", "serve", "--port", "0", "--gc-thaw-interval", "0.2"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr is not None
+        lines = iter(process.stderr.readline, "")
+        assert any("full garbage collection:" in line for line in lines)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(TIMEOUT)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_a_thaw_interval_that_is_not_positive_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve", "--gc-thaw-interval", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "thaw interval" in result.stderr
+
+
 def test_admin_cli_reports_an_unreachable_broker() -> None:
     result = _admin("127.0.0.1:1", "workers", check=False)
     assert result.returncode == 3
