@@ -12,8 +12,9 @@ blocks of a pair saw the same machine.
 What it can and cannot tell:
 - Only the broker and the worker come from the two checkouts; the client is this process's.
 - The two systems are not quite equal even with identical code (which CPU each process sleeps
-  on, for one): identical checkouts have differed by up to ±60 µs. Run both orders (A B, then
-  B A) a few times and take the median of the sign-corrected differences.
+  on, for one): identical checkouts have differed by up to ±60 µs, and the system started
+  second came out faster in 5 of 6 runs of one comparison. Run both orders (A B, then B A) a
+  few times and take the median of the sign-corrected differences.
 """
 
 from __future__ import annotations
