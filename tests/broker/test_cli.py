@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -21,27 +22,34 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-def daemon() -> Iterator[tuple[subprocess.Popen[str], str]]:
+@contextlib.contextmanager
+def _serving(*flags: str) -> Iterator[subprocess.Popen[str]]:
+    """`python -m broker serve --port 0 FLAGS`, killed on the way out if still running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "broker", "serve", "--port", "0", "--shutdown-grace", "1"],
+        [sys.executable, "-m", "broker", "serve", "--port", "0", *flags],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert process.stderr is not None
-        first = process.stderr.readline()
-        match = re.search(r"listening on (\S+)", first)
-        assert match, f"unexpected first line: {first!r}"
-        yield process, match.group(1)
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(TIMEOUT)
         if process.stderr is not None:
             process.stderr.close()
+
+
+@pytest.fixture
+def daemon() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with _serving("--shutdown-grace", "1") as process:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        match = re.search(r"listening on (\S+)", first)
+        assert match, f"unexpected first line: {first!r}"
+        yield process, match.group(1)
 
 
 def test_serve_answers_health_and_exits_cleanly_on_sigterm(
@@ -62,25 +70,12 @@ def test_serve_answers_health_and_exits_cleanly_on_sigterm(
 
 
 def test_the_daemon_thaws_and_collects_everything_at_its_interval() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "broker", "serve", "--port", "0", "--gc-thaw-interval", "0.2"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
+    with _serving("--gc-thaw-interval", "0.2") as process:
         assert process.stderr is not None
         lines = iter(process.stderr.readline, "")
         assert any("full garbage collection:" in line for line in lines)
         process.send_signal(signal.SIGTERM)
         assert process.wait(TIMEOUT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(TIMEOUT)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def test_a_thaw_interval_that_is_not_positive_is_refused() -> None:
