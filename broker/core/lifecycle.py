@@ -80,7 +80,7 @@ class Lifecycle:
             and not in_use(name)
         ]
         for name in idle:
-            del self.queues[name]
+            self.queues.pop(name).release()
             self.dirty_queues.discard(name)
             self._scheduled.pop(name, None)
             self._leased.pop(name, None)

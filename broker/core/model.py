@@ -102,7 +102,7 @@ class TaskRecord:
         "lease_id",
         "phase",
         "progress",
-        "queue_seq",
+        "queue_entry",
         "redeliveries",
         "result",
         "retries",
@@ -131,7 +131,8 @@ class TaskRecord:
         self.due: float | None = None
         self.lease_id = ""
         self.dead_lettered = False
-        self.queue_seq = 0
+        # Whether a ready queue holds this record (broker.core.queues says how).
+        self.queue_entry = 0
 
     @property
     def ready(self) -> bool:
