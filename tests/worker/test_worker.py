@@ -21,6 +21,7 @@ from tests.support import ROOT, WorkerProcess
 from worker import Worker, WorkerConfig, loader, pools
 from worker.cli import EXIT_COLD_SHUTDOWN, EXIT_USAGE
 from worker.codec import ReportBatch
+from worker.collector import YOUNG_THRESHOLD
 from worker.execution import ExecutionSettings
 from worker.jobs import Outcome, OutcomeState, TaskEvent
 from worker.reports import STARTED_DELAY, ReportBuffer
@@ -258,3 +259,15 @@ def test_children_exit_when_the_worker_is_killed_with_sigkill(
         while not process_gone(child):  # the task alone would keep it alive for 30 s
             assert time.monotonic() < deadline, f"child {child} outlived its worker"
             time.sleep(0.01)
+
+
+def test_the_worker_process_freezes_its_imports_and_collects_young_objects_less_often(
+    broker: RunningBroker, app: Celeriac
+) -> None:
+    # The thread pool runs tasks in the worker's own process: what the task sees is what
+    # `python -m worker` set up for itself before serving (the pool children are covered in
+    # test_pools).
+    with worker_process(broker.address, "--pool", "thread", "--concurrency", "1"):
+        threshold, frozen = app.send_task(f"{MODULE}.collector_settings").get(timeout=20)
+    assert threshold == YOUNG_THRESHOLD
+    assert frozen > 1000
