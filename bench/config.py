@@ -25,7 +25,7 @@ class BenchConfig:
             fill is the slowest step of the harness and its figure moved <0.1% between runs.
         memory_results: finished tasks whose stored results' RSS growth is measured.
         celery_fill_limit: deepest queue filled on Celery; its one-publish-per-task path
-            (~2,600/s) would take minutes for a million.
+            (~1,000-1,400 tasks/s measured here) would take a quarter of an hour for a million.
         scaling_workers: connected worker counts (lightweight in-protocol workers).
         scaling_depths: tasks queued in an unconsumed queue while scaling is measured.
         scaling_tasks: tasks per throughput measurement in the scaling scenario.

@@ -4,8 +4,8 @@ Workers: 1, 10 and 100 lightweight in-protocol workers (`bench.fake_workers`, Ce
 busy (throughput, latency) and idle (the broker's CPU while they sit connected with nothing to do,
 measured in its own variant so the idle window does not dilute the busy CPU figures).
 Depth: a backlog in a queue nobody consumes, while a real worker serves the default queue;
-enqueue into the deep queue and the default queue's throughput and latency must not move as the
-backlog grows.
+enqueue into the deep queue (fire and forget) and the default queue's throughput and latency
+must not move as the backlog grows.
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ class Scaling:
     def prepare(self, system: System, variant: Variant, config: BenchConfig) -> None:
         if variant.label.startswith("depth="):
             check_fill(system, variant.size, config)
-            fill(system, variant.size, queue=BACKLOG_QUEUE)
+            # Fire and forget: a Celery client that sends a task subscribes to its result, and
+            # unread subscription replies from the fill would be parsed in the timed runs.
+            fill(system, variant.size, queue=BACKLOG_QUEUE, ignore_result=True)
+            if config.throughput_warmup_tasks:
+                run_batch(system, config.throughput_warmup_tasks)
 
     def measure(self, system: System, variant: Variant, config: BenchConfig) -> dict[str, float]:
         figures: dict[str, float] = {}
@@ -64,7 +68,7 @@ class Scaling:
             return {"idle broker cpu %": idle_broker_cpu(system, config.idle_window_s)}
         if variant.label.startswith("depth="):
             started = time.perf_counter()
-            system.submit_batch(config.scaling_tasks, queue=BACKLOG_QUEUE)
+            system.submit_batch(config.scaling_tasks, queue=BACKLOG_QUEUE, ignore_result=True)
             figures["deep enqueue tasks/s"] = config.scaling_tasks / (time.perf_counter() - started)
         figures.update(run_batch(system, config.scaling_tasks))
         latency = round_trips(system, config.scaling_round_trips, config.warmup_round_trips)

@@ -27,6 +27,9 @@ class Deployment:
         workers: real worker processes; 0 runs the broker alone (enqueue, memory).
         fake_workers: lightweight in-protocol workers in one extra process (Celeriac only).
         queues: queues the workers consume.
+        prefetch: tasks a worker may hold beyond those it runs; None keeps each system's
+            default (Celery: 4 per slot; Celeriac: adaptive, up to 500). Celery's is set as
+            its per-slot multiplier, ``prefetch // concurrency``.
     """
 
     pool: str = "process"
@@ -34,6 +37,7 @@ class Deployment:
     workers: int = 1
     fake_workers: int = 0
     queues: Sequence[str] = field(default_factory=lambda: ("default",))
+    prefetch: int | None = None
 
 
 class Pending(Protocol):
@@ -57,11 +61,28 @@ class System(Protocol):
     def stop(self) -> None:
         """Stop every process this system started (safe to call twice, or after a failed start)."""
 
-    def submit_one(self) -> None:
-        """Submit one no-op task the way users do one at a time (`noop.delay()`)."""
+    def start_workers(self, deployment: Deployment) -> None:
+        """Start ``deployment.workers`` more real workers; return once they can take tasks."""
 
-    def submit_batch(self, count: int, queue: str | None = None) -> Pending:
-        """Submit `count` no-op tasks through the batch path (`group(...).apply_async()`)."""
+    def stop_workers(self) -> None:
+        """Stop every worker (a warm shutdown), leaving the broker running."""
+
+    def ready_count(self) -> int:
+        """Tasks waiting in the default queue for a worker to take them."""
+
+    def submit_one(self, ignore_result: bool = False) -> None:
+        """Submit one no-op task the way users do one at a time (`noop.delay()`).
+
+        With ``ignore_result`` the way fire-and-forget users do: no result is stored or awaited.
+        """
+
+    def submit_batch(
+        self, count: int, queue: str | None = None, ignore_result: bool = False
+    ) -> Pending:
+        """Submit `count` no-op tasks through the batch path (`group(...).apply_async()`).
+
+        With ``ignore_result`` the tasks store no result and nobody can wait for one.
+        """
 
     def round_trip(self) -> None:
         """`add.delay(1, 2).get()`, checking the answer."""

@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 LISTENING = r"listening on (\S+)"
 ROUND_TRIP_TIMEOUT = 30.0
 ADMIN_TIMEOUT = 30.0
+DEFAULT_QUEUE = "default"
 
 
 class CeleriacSystem:
@@ -27,6 +28,8 @@ class CeleriacSystem:
         self.broker: ManagedProcess | None = None
         self.workers: list[ManagedProcess] = []
         self.address = ""
+        # Admin calls (queue depths, purges) share one channel for the system's life.
+        self.admin: grpc.Channel | None = None
         self.bench: Any = None
         self.noop: Any = None
 
@@ -40,8 +43,8 @@ class CeleriacSystem:
         self.bench = make_app(self.address)
         # The asyncio pool runs `async def` tasks on its loop; that is how its users write them.
         self.noop = self.bench.async_noop if deployment.pool == "async" else self.bench.noop
-        for index in range(deployment.workers):
-            self._start_worker(index, deployment)
+        self.admin = grpc.insecure_channel(self.address)
+        self.start_workers(deployment)
         if deployment.fake_workers:
             fakes = ManagedProcess.python(
                 "fake-workers",
@@ -57,7 +60,25 @@ class CeleriacSystem:
         if self.workers:
             self.round_trip()
 
+    def start_workers(self, deployment: Deployment) -> None:
+        for _ in range(deployment.workers):
+            self._start_worker(len(self.workers), deployment)
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+
+    def ready_count(self) -> int:
+        for queue in self._queues():
+            if queue.name == DEFAULT_QUEUE:
+                return queue.ready
+        return 0
+
     def _start_worker(self, index: int, deployment: Deployment) -> None:
+        prefetch = []
+        if deployment.prefetch is not None:
+            prefetch = ["--prefetch-max", str(deployment.prefetch)]
         worker = ManagedProcess.python(
             f"worker-{index}",
             [
@@ -68,6 +89,7 @@ class CeleriacSystem:
                 "--concurrency", str(deployment.concurrency),
                 "--queues", ",".join(deployment.queues),
                 "--loglevel", "info",
+                *prefetch,
             ],
             env={"CELERIAC_BROKER": self.address},
         )  # fmt: skip
@@ -75,9 +97,10 @@ class CeleriacSystem:
         worker.wait_for_line(r"worker ready")
 
     def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.workers = []
+        self.stop_workers()
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = None
         if self.bench is not None:
             self.bench.app.close()
             self.bench = None
@@ -85,13 +108,20 @@ class CeleriacSystem:
             self.broker.stop()
             self.broker = None
 
-    def submit_one(self) -> None:
-        self.noop.delay()
+    def submit_one(self, ignore_result: bool = False) -> None:
+        if ignore_result:
+            self.noop.apply_async(ignore_result=True)
+        else:
+            self.noop.delay()
 
-    def submit_batch(self, count: int, queue: str | None = None) -> Pending:
+    def submit_batch(
+        self, count: int, queue: str | None = None, ignore_result: bool = False
+    ) -> Pending:
         from client import group
 
-        options = {"queue": queue} if queue else {}
+        options: dict[str, object] = {"queue": queue} if queue else {}
+        if ignore_result:
+            options["ignore_result"] = True
         result: Pending = group(self.noop.s() for _ in range(count)).apply_async(**options)
         return result
 
@@ -101,13 +131,18 @@ class CeleriacSystem:
             raise AssertionError(f"add(1, 2) returned {answer!r}")
 
     def purge(self) -> None:
-        with grpc.insecure_channel(self.address) as channel:
-            admin = admin_pb2_grpc.AdminServiceStub(channel)
-            queues = admin.ListQueues(admin_pb2.ListQueuesRequest(), timeout=ADMIN_TIMEOUT)
-            for queue in queues.queues:
-                admin.PurgeQueue(
-                    admin_pb2.PurgeQueueRequest(queue=queue.name), timeout=ADMIN_TIMEOUT
-                )
+        for queue in self._queues():
+            self._admin().PurgeQueue(
+                admin_pb2.PurgeQueueRequest(queue=queue.name), timeout=ADMIN_TIMEOUT
+            )
+
+    def _admin(self) -> admin_pb2_grpc.AdminServiceStub:
+        assert self.admin is not None
+        return admin_pb2_grpc.AdminServiceStub(self.admin)
+
+    def _queues(self) -> list[admin_pb2.QueueInfo]:
+        reply = self._admin().ListQueues(admin_pb2.ListQueuesRequest(), timeout=ADMIN_TIMEOUT)
+        return list(reply.queues)
 
     def roles(self) -> dict[str, list[int]]:
         assert self.broker is not None

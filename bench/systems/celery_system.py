@@ -28,6 +28,8 @@ class CelerySystem:
         self.redis: RedisServer | None = None
         self.workers: list[ManagedProcess] = []
         self.bench: Any = None
+        # A Redis connection kept for polling the queue's length (opened on first use).
+        self.depths: Any = None
 
     def start(self, deployment: Deployment) -> None:
         if deployment.fake_workers:
@@ -38,8 +40,19 @@ class CelerySystem:
 
         self.redis = RedisServer()
         self.bench = make_app(self.redis.url)
+        self.start_workers(deployment)
+        if self.workers:
+            self.round_trip()
+
+    def start_workers(self, deployment: Deployment) -> None:
+        assert self.redis is not None
         queues = ",".join(QUEUES.get(queue, queue) for queue in deployment.queues)
-        for index in range(deployment.workers):
+        prefetch = []
+        if deployment.prefetch is not None:
+            multiplier = max(1, deployment.prefetch // deployment.concurrency)
+            prefetch = ["--prefetch-multiplier", str(multiplier)]
+        for _ in range(deployment.workers):
+            index = len(self.workers)
             worker = ManagedProcess.python(
                 f"celery-worker-{index}",
                 [
@@ -51,18 +64,32 @@ class CelerySystem:
                     "--loglevel", "info",
                     # Events the benchmark does not use; turning them off only helps Celery.
                     "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    *prefetch,
                 ],
                 env={"BENCH_REDIS_URL": self.redis.url},
             )  # fmt: skip
             self.workers.append(worker)
             worker.wait_for_line(r"\bready\.")
-        if self.workers:
-            self.round_trip()
 
-    def stop(self) -> None:
+    def stop_workers(self) -> None:
         for worker in self.workers:
             worker.stop()
         self.workers = []
+
+    def ready_count(self) -> int:
+        import redis
+
+        assert self.redis is not None
+        if self.depths is None:
+            self.depths = redis.Redis.from_url(self.redis.url)
+        # Kombu's Redis transport keeps a queue as a list named after it (no priorities set).
+        return int(self.depths.llen(QUEUES["default"]))
+
+    def stop(self) -> None:
+        self.stop_workers()
+        if self.depths is not None:
+            self.depths.close()
+            self.depths = None
         if self.bench is not None:
             self.bench.app.close()
             self.bench = None
@@ -70,13 +97,20 @@ class CelerySystem:
             self.redis.stop()
             self.redis = None
 
-    def submit_one(self) -> None:
-        self.bench.noop.delay()
+    def submit_one(self, ignore_result: bool = False) -> None:
+        if ignore_result:
+            self.bench.noop.apply_async(ignore_result=True)
+        else:
+            self.bench.noop.delay()
 
-    def submit_batch(self, count: int, queue: str | None = None) -> Pending:
+    def submit_batch(
+        self, count: int, queue: str | None = None, ignore_result: bool = False
+    ) -> Pending:
         from celery import group
 
-        options = {"queue": QUEUES.get(queue, queue)} if queue else {}
+        options: dict[str, object] = {"queue": QUEUES.get(queue, queue)} if queue else {}
+        if ignore_result:
+            options["ignore_result"] = True
         result: Pending = group(self.bench.noop.s() for _ in range(count)).apply_async(**options)
         return result
 
