@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # A task name and its call options (name, type, value): signatures with equal keys share options.
 _OptionsKey = tuple[str, frozenset[tuple[str, type, Any]]]
+_NO_OPTIONS: frozenset[tuple[str, type, Any]] = frozenset()
 
 
 class Celeriac:
@@ -321,6 +322,8 @@ class Celeriac:
 
 def _shared_options_key(signature: Signature) -> _OptionsKey | None:
     """What makes signatures resolve alike, or None when this one must resolve on its own."""
+    if not signature.options:  # the usual group: `task.s(...)` for every member
+        return signature.name, _NO_OPTIONS
     if "task_id" in signature.options:
         return None  # one id per task, so nothing to share
     try:
