@@ -11,6 +11,13 @@ def record(task_id: str, priority: int = 0) -> TaskRecord:
     return TaskRecord(task_id, spec(task_id=task_id, priority=priority))
 
 
+def filled(*records: TaskRecord) -> ReadyQueue:
+    queue = ReadyQueue("q")
+    for each in records:
+        queue.push(each)
+    return queue
+
+
 def popped(queue: ReadyQueue) -> list[str]:
     ids = []
     while (next_record := queue.pop()) is not None:
@@ -36,10 +43,8 @@ def test_a_redelivery_goes_to_the_front_of_its_lane() -> None:
 
 
 def test_a_discarded_task_leaves_the_depth_at_once_and_is_skipped_later() -> None:
-    queue = ReadyQueue("q")
     a, b, c = record("a"), record("b"), record("c")
-    for each in (a, b, c):
-        queue.push(each)
+    queue = filled(a, b, c)
     queue.discard(b)
     queue.discard(b)  # twice is once
     assert len(queue) == 2
@@ -50,10 +55,8 @@ def test_a_discarded_task_leaves_the_depth_at_once_and_is_skipped_later() -> Non
 def test_a_discarded_task_queued_again_is_delivered_once_at_its_new_place() -> None:
     # No broker flow does this today (a task removed while queued stays finished); the queue
     # must still never hand out its stale entry as well as the new one.
-    queue = ReadyQueue("q")
     a, b, c = record("a"), record("b"), record("c")
-    for each in (a, b, c):
-        queue.push(each)
+    queue = filled(a, b, c)
     queue.discard(a)
     queue.push(a)
     assert len(queue) == 3
@@ -62,10 +65,8 @@ def test_a_discarded_task_queued_again_is_delivered_once_at_its_new_place() -> N
 
 
 def test_drain_returns_the_live_tasks_most_urgent_first_and_empties_every_lane() -> None:
-    queue = ReadyQueue("q")
     a, b, c = record("a", 1), record("b", 7), record("c", 1)
-    for each in (a, b, c):
-        queue.push(each)
+    queue = filled(a, b, c)
     queue.discard(c)
     assert [each.task_id for each in queue.drain()] == ["b", "a"]
     assert len(queue) == 0
