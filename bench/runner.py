@@ -7,6 +7,7 @@ slow drift of the machine (another engineer's tests, thermal state) falls on bot
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,9 @@ def measure_once(
     scenario: Scenario, system: System, variant: Variant, config: BenchConfig
 ) -> dict[str, float]:
     """One run with the CPU of every role metered around it."""
+    # The harness is every system's client, in one process: what the last run left behind
+    # (tens of thousands of result handles) must be collected now, not inside this run.
+    gc.collect()
     meter = CpuMeter(system.roles())
     meter.start()
     figures = scenario.measure(system, variant, config)
