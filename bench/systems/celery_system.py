@@ -28,8 +28,8 @@ class CelerySystem:
         self.redis: RedisServer | None = None
         self.workers: list[ManagedProcess] = []
         self.bench: Any = None
-        # A Redis connection kept for polling the queue's length (opened on first use).
-        self.depths: Any = None
+        # The harness's own Redis connection, for queue lengths and purges (opened on first use).
+        self.connection: Any = None
 
     def start(self, deployment: Deployment) -> None:
         if deployment.fake_workers:
@@ -77,19 +77,22 @@ class CelerySystem:
         self.workers = []
 
     def ready_count(self) -> int:
+        # Kombu's Redis transport keeps a queue as a list named after it (no priorities set).
+        return int(self._redis().llen(QUEUES["default"]))
+
+    def _redis(self) -> Any:
         import redis
 
         assert self.redis is not None
-        if self.depths is None:
-            self.depths = redis.Redis.from_url(self.redis.url)
-        # Kombu's Redis transport keeps a queue as a list named after it (no priorities set).
-        return int(self.depths.llen(QUEUES["default"]))
+        if self.connection is None:
+            self.connection = redis.Redis.from_url(self.redis.url)
+        return self.connection
 
     def stop(self) -> None:
         self.stop_workers()
-        if self.depths is not None:
-            self.depths.close()
-            self.depths = None
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
         if self.bench is not None:
             self.bench.app.close()
             self.bench = None
@@ -120,11 +123,7 @@ class CelerySystem:
             raise AssertionError(f"add(1, 2) returned {answer!r}")
 
     def purge(self) -> None:
-        import redis
-
-        assert self.redis is not None
-        with redis.Redis.from_url(self.redis.url) as connection:
-            connection.flushall()
+        self._redis().flushall()
 
     def roles(self) -> dict[str, list[int]]:
         assert self.redis is not None
