@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -54,6 +55,22 @@ class Runtime:
         """Raise ShuttingDown once a graceful shutdown has begun."""
         if self.shutting_down:
             raise ShuttingDown("the broker is shutting down")
+
+    async def durable(self) -> None:
+        """Return once every change the core has made so far is recorded.
+
+        Handlers await this before they answer anything that acknowledges a change (a submit, a
+        revoke, a purge): acknowledged means recorded. Without a journal (``--memory-only``) it
+        returns at once.
+        """
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop once every change made so far is recorded.
+
+        For acknowledgements written to a stream (a worker's outcome acks) rather than
+        returned from a handler. Without a journal it runs ``callback`` at once.
+        """
+        callback()
 
     def attach(self, session_id: str, outgoing: Outgoing) -> None:
         """Route ``session_id``'s outbox to ``outgoing``."""
