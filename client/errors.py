@@ -131,8 +131,11 @@ class TimeLimitExceeded(CeleriacError):
     """The task ran past its hard time limit and was killed."""
 
 
-class TaskExpired(CeleriacError):
-    """The task reached its ``expires`` time before it could run, so it never ran."""
+class TaskExpired(TaskRevokedError):
+    """The task reached its ``expires`` time before it could run, so it never ran.
+
+    Its state is REVOKED, as in Celery; ``except TaskRevokedError`` catches it too.
+    """
 
 
 def _describe(exc: BaseException | None) -> str:

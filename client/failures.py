@@ -1,23 +1,30 @@
 """Turning a task's remote error back into an exception a caller can catch.
 
 A builtin exception type (``builtins.ZeroDivisionError``, or a bare ``KeyError``) is rebuilt as
-that type, so ``except ZeroDivisionError:`` works across the wire like it does in Celery. Any
-other type becomes :class:`~client.errors.RemoteTaskError`: importing arbitrary modules named by
-a remote peer to rebuild their exceptions would let the peer choose what code runs here. The time
-limits that Celeriac itself enforces come back as Celeriac's own classes, so
-``except TimeLimitExceeded:`` around ``get()`` works as it does in Celery; the worker names them
-``client.errors.X``, the broker (a lease past its limit) by the bare name.
+that type, so ``except ZeroDivisionError:`` works across the wire like it does in Celery. So is
+a type of the caller's own code, ``myapp.errors.PaymentDeclined``, when its module is already
+imported in the calling process (a producer that imports its tasks module usually has their
+exceptions too), and the class is an ``Exception`` that takes a message. A module that is not
+imported yet stays unimported: importing modules named by a remote peer would let the peer
+choose what code runs here. Celery imports them; that is the one difference. Anything else
+becomes :class:`~client.errors.RemoteTaskError`. The time limits that Celeriac itself enforces
+come back as Celeriac's own classes, so ``except TimeLimitExceeded:`` around ``get()`` works as
+it does in Celery; the worker names them ``client.errors.X``, the broker (a lease past its limit)
+by the bare name. An expired task is REVOKED and comes back as
+:class:`~client.errors.TaskExpired`, a :class:`~client.errors.TaskRevokedError`.
 Either way the worker's traceback is attached as a note, so it prints with the local one.
 """
 
 from __future__ import annotations
 
 import builtins
+import sys
 
 from client.errors import (
     CeleriacError,
     RemoteTaskError,
     SoftTimeLimitExceeded,
+    TaskExpired,
     TaskRevokedError,
     TimeLimitExceeded,
 )
@@ -44,6 +51,7 @@ def rebuild_exception(error: RemoteError) -> BaseException:
     exception = (
         _builtin_exception(error)
         or _celeriac_exception(error)
+        or _imported_exception(error)
         or RemoteTaskError(error.type_name, error.message, error.traceback)
     )
     if error.traceback:
@@ -54,13 +62,38 @@ def rebuild_exception(error: RemoteError) -> BaseException:
 def revoked_exception(task_id: str, error: RemoteError | None) -> TaskRevokedError:
     """Return the exception for a revoked task, with the broker's reason when there is one."""
     reason = error.message if error and error.message not in ("", "revoked") else ""
-    return TaskRevokedError(f"task {task_id} was revoked{': ' + reason if reason else ''}")
+    kind = TaskExpired if error and error.type_name.endswith("TaskExpired") else TaskRevokedError
+    return kind(f"task {task_id} was revoked{': ' + reason if reason else ''}")
 
 
 def _celeriac_exception(error: RemoteError) -> BaseException | None:
     module, _, name = error.type_name.rpartition(".")
     kind = _CELERIAC_ERRORS.get(name) if module in {"", "client.errors"} else None
     return kind(error.message) if kind else None
+
+
+def _imported_exception(error: RemoteError) -> BaseException | None:
+    """The remote type rebuilt from a module this process has imported already, if any."""
+    # The module is the longest dotted prefix already imported ("pkg.mod" of "pkg.mod.Cls.Inner").
+    parts = error.type_name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is not None:
+            break
+    else:
+        return None
+    kind: object = module
+    for name in parts[cut:]:
+        kind = getattr(kind, name, None)
+    if (
+        not (isinstance(kind, type) and issubclass(kind, Exception))
+        or kind.__name__ in _NEVER_REBUILT
+    ):
+        return None
+    try:
+        return kind(error.message)
+    except Exception:  # a constructor that needs more than a message
+        return None
 
 
 def _builtin_exception(error: RemoteError) -> BaseException | None:

@@ -299,7 +299,12 @@ def _prepare(
         error_expired = TaskExpired(
             f"task {job.name}[{job.task_id}] expired at {job.expires.isoformat()}"
         )
-        return failure(job.lease_id, error_expired, retryable=False)
+        # REVOKED, as the broker records a task that expires in its queue (and as Celery does).
+        return Outcome(
+            lease_id=job.lease_id,
+            state=OutcomeState.REVOKED,
+            error=describe(error_expired, retryable=False),
+        )
     try:
         args, kwargs = serialization.decode_args(
             job.args.body, job.args.content_type, allow_pickle=settings.allow_pickle

@@ -274,9 +274,14 @@ class Lifecycle:
             self.expire(record)
 
     def expire(self, record: TaskRecord) -> None:
-        """Finish a task whose ``expires`` passed before it ran; it never runs."""
+        """Finish a task whose ``expires`` passed before it ran; it never runs.
+
+        It ends REVOKED, as in Celery (an expired task is a revoke the producer asked for in
+        advance), with error type ``TaskExpired`` saying why; not dead-lettered, since nothing
+        failed.
+        """
         error = TaskError("TaskExpired", f"task expired at {record.spec.expires} before it ran")
-        self.finish(record, TaskState.FAILURE, error=error, kind=EventKind.EXPIRED)
+        self.finish(record, TaskState.REVOKED, error=error, kind=EventKind.EXPIRED)
 
     def _on_deadline(self, lease: Lease) -> None:
         """A time-limited lease outlived its limit plus margin: the worker is hung.

@@ -68,7 +68,7 @@ def test_eta_and_countdown_wait_in_the_timer_heap() -> None:
     assert [a.record.task_id for a in taken(session)] == [later]
 
 
-def test_expired_tasks_never_run_and_say_why() -> None:
+def test_expired_tasks_never_run_end_revoked_and_say_why() -> None:
     core, clock = make_broker()
     dead_on_arrival = core.submit(spec(expires=clock.time() - 1)).task_id
     queued = core.submit(spec(expires=clock.time() + 10)).task_id
@@ -78,8 +78,9 @@ def test_expired_tasks_never_run_and_say_why() -> None:
     assert taken(session) == []
     for task_id in (dead_on_arrival, queued, scheduled):
         record = core.get(task_id)
-        assert record is not None and record.state is TaskState.FAILURE
+        assert record is not None and record.state is TaskState.REVOKED
         assert record.error is not None and record.error.type == "TaskExpired"
+        assert not record.dead_lettered
     assert core.queue_stats()[0].ready == 0
     assert core.queue_stats()[0].scheduled == 0
 

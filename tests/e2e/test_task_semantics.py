@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from client import AsyncResult, Celeriac, group
-from client.errors import RemoteTaskError, TaskRevokedError
+from client.errors import TaskExpired, TaskRevokedError
 from tests.e2e import tasks
 from tests.support import ROOT, BrokerProcess, WorkerProcess
 
@@ -66,11 +66,13 @@ def test_countdown_waits_at_the_broker_not_in_the_worker(
     assert result.date_done is not None and result.date_done >= submitted + timedelta(seconds=0.5)
 
 
-def test_a_task_that_expires_while_queued_never_runs(app: Celeriac) -> None:
+def test_a_task_that_expires_while_queued_never_runs_and_is_revoked(app: Celeriac) -> None:
     result = tasks.add.apply_async((1, 1), queue="nobody", expires=0.2)
-    with pytest.raises(RemoteTaskError, match=r"TaskExpired|expired"):
+    with pytest.raises(TaskExpired, match="expired"):
         result.get(timeout=20)
-    assert result.state == "FAILURE"
+    assert result.state == "REVOKED"
+    with pytest.raises(TaskRevokedError):  # what Celery code catches
+        result.get(timeout=1)
 
 
 def test_hard_time_limit_kills_only_that_task_and_the_worker_goes_on(

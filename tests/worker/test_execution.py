@@ -100,10 +100,10 @@ def test_pickled_arguments_are_refused_unless_allowed() -> None:
     assert allowed.state is OutcomeState.SUCCESS
 
 
-def test_expired_job_fails_without_running() -> None:
+def test_an_expired_job_is_revoked_without_running() -> None:
     now = datetime(2030, 1, 1, tzinfo=UTC)
     outcome = run(job("add", 1, 1, expires=now - timedelta(seconds=1)), now=now)
-    assert outcome.state is OutcomeState.FAILURE and outcome.error is not None
+    assert outcome.state is OutcomeState.REVOKED and outcome.error is not None
     assert outcome.error.type == "client.errors.TaskExpired"
     assert (
         run(job("add", 1, 1, expires=now + timedelta(seconds=1)), now=now).state
