@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from client import AsyncResult, Celeriac, group
-from client.errors import RemoteTaskError, SerializationError
+from client.errors import NotRegistered, SerializationError
 from tests.e2e import tasks
 from tests.support import ROOT, BrokerProcess, WorkerProcess
 
@@ -73,7 +73,7 @@ def test_unknown_task_name_fails_that_task_and_the_worker_carries_on(
 ) -> None:
     start_worker()
     unknown = app.send_task("tests.e2e.tasks.no_such_task", args=(1,))
-    with pytest.raises(RemoteTaskError, match="no_such_task"):
+    with pytest.raises(NotRegistered, match="no_such_task"):  # as in Celery
         unknown.get(timeout=20)
     assert tasks.add.delay(1, 1).get(timeout=20) == 2
 
