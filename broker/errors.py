@@ -19,6 +19,16 @@ class BrokerError(Exception):
 
     reason: ClassVar[str] = "BROKER_ERROR"
 
+    def __init__(self, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        # Facts a program can read without parsing the message (the limit, the current value),
+        # sent as the ErrorInfo's metadata; google.rpc.ErrorInfo holds strings only.
+        self.metadata: dict[str, str] = {key: str(value) for key, value in metadata.items()}
+
+    def prefixed(self, prefix: str) -> BrokerError:
+        """The same refusal with ``prefix`` in front of its message (e.g. a batch index)."""
+        return type(self)(f"{prefix}{self}", **self.metadata)
+
 
 class InvalidArgument(BrokerError):
     """A request is malformed: empty name, priority out of range, unknown content type, ..."""
@@ -32,16 +42,64 @@ class NotFound(BrokerError):
     reason = "NOT_FOUND"
 
 
-class QueueFull(BrokerError):
+class InvalidName(InvalidArgument):
+    """A task or queue name is too long or holds characters a log or terminal could misread."""
+
+    reason = "INVALID_NAME"
+
+
+class MalformedMessage(InvalidArgument):
+    """The request's bytes do not decode as the message the method expects."""
+
+    reason = "MALFORMED_MESSAGE"
+
+
+class LimitExceeded(BrokerError):
+    """A configured resource limit refuses the request; the message names the limit."""
+
+    reason = "LIMIT_EXCEEDED"
+
+
+class QueueFull(LimitExceeded):
     """The broker holds as many unfinished tasks as it is configured to accept."""
 
     reason = "QUEUE_FULL"
 
 
-class PayloadTooLarge(BrokerError):
+class PayloadTooLarge(LimitExceeded):
     """A payload (or the headers of a task) is larger than the configured limit."""
 
     reason = "PAYLOAD_TOO_LARGE"
+
+
+class MessageTooLarge(LimitExceeded):
+    """An answer would be larger than gRPC's message limit (ask for less at a time)."""
+
+    reason = "MESSAGE_TOO_LARGE"
+
+
+class HeldBytesExceeded(LimitExceeded):
+    """Queued payloads and stored results together reached the broker's high-water mark."""
+
+    reason = "HELD_BYTES_EXCEEDED"
+
+
+class HeldCallsExceeded(LimitExceeded):
+    """A stream or peer holds as many waiting GetResult calls (or their bytes) as allowed."""
+
+    reason = "HELD_CALLS_EXCEEDED"
+
+
+class QueuesExceeded(LimitExceeded):
+    """The broker knows as many queues as it is configured to hold."""
+
+    reason = "QUEUES_EXCEEDED"
+
+
+class SessionsExceeded(LimitExceeded):
+    """A peer address has as many open sessions (client or worker) as allowed."""
+
+    reason = "SESSIONS_EXCEEDED"
 
 
 class StaleLease(BrokerError):

@@ -355,5 +355,8 @@ def _checked(
     if reply is None:
         raise error_from_status(*(ending or _CLOSED_BY_BROKER), method, target)
     if reply.WhichOneof("reply") == "error":
-        raise error_from_number(reply.error.code, reply.error.message, method, target)
+        error = reply.error
+        raise error_from_number(
+            error.code, error.message, method, target, reason=error.reason, metadata=error.metadata
+        )
     return reply

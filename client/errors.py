@@ -5,18 +5,30 @@ Celery finds the names it expects. Several classes also derive from the builtin 
 programmer would reach for first (``TimeoutError``, ``TypeError``, ``ValueError``), so an
 ``except TimeoutError:`` written without knowing Celeriac still works.
 
-The table that maps gRPC status codes onto this tree lives in ``client.transport``, the only
-module that talks to gRPC.
+The table that maps the broker's reasons and gRPC status codes onto this tree lives in
+``client.status``.
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 
 
 class CeleriacError(Exception):
-    """Base class of every error raised by the Celeriac client."""
+    """Base class of every error raised by the Celeriac client.
+
+    Attributes:
+        reason: The broker's stable name for a refusal (google.rpc.ErrorInfo's reason, e.g.
+            ``"QUEUE_FULL"``; see the list in proto/celeriac/v1/client.proto), or ``""`` for an
+            error that did not come from the broker with one.
+        metadata: The refusal's facts from the broker (``"limit"``, ``"max"``, ``"value"``).
+    """
+
+    reason: str = ""
+    metadata: Mapping[str, str] = MappingProxyType({})
 
 
 class ConfigurationError(CeleriacError, ValueError):
@@ -51,11 +63,19 @@ class InvalidTaskSpec(CeleriacError, ValueError):
     """A task's options are invalid (negative countdown, priority out of range, ...)."""
 
 
-class QueueFull(CeleriacError):
+class LimitExceeded(CeleriacError):
+    """The broker refused the call because one of its resource limits is reached.
+
+    ``reason`` says which (``HELD_BYTES_EXCEEDED``, ``HELD_CALLS_EXCEEDED``,
+    ``QUEUES_EXCEEDED``, ``SESSIONS_EXCEEDED``, ...) and ``metadata`` the limit's value.
+    """
+
+
+class QueueFull(LimitExceeded):
     """The broker refused the task because its queue is at capacity."""
 
 
-class PayloadTooLarge(CeleriacError):
+class PayloadTooLarge(LimitExceeded):
     """The broker refused the task because its encoded arguments exceed the broker's limit."""
 
 

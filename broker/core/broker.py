@@ -112,7 +112,7 @@ class Broker:
             try:
                 validate_spec(spec, self._limits)
             except BrokerError as error:
-                raise type(error)(f"tasks[{index}]: {error}") from None
+                raise error.prefixed(f"tasks[{index}]: ") from None
         self._check_capacity(len(specs))
         results = []
         for spec in specs:
@@ -260,7 +260,10 @@ class Broker:
         if self.lifecycle.unfinished + count > self.config.max_queued:
             raise QueueFull(
                 f"queue full: the broker holds {self.lifecycle.unfinished} unfinished tasks "
-                f"(max_queued={self.config.max_queued})"
+                f"(max_queued={self.config.max_queued})",
+                limit="max_queued",
+                max=self.config.max_queued,
+                value=self.lifecycle.unfinished,
             )
 
     def _accept(self, spec: TaskSpec) -> SubmitResult:

@@ -84,7 +84,11 @@ def _check_payload(spec: TaskSpec, limits: Limits) -> None:
         if len(args.body) > limits.max_payload_bytes:
             raise PayloadTooLarge(
                 f"arguments are {len(args.body)} bytes; the broker accepts at most "
-                f"{limits.max_payload_bytes} (pass a reference to large data instead)"
+                f"{limits.max_payload_bytes} (max_payload_bytes; pass a reference to large data "
+                "instead)",
+                limit="max_payload_bytes",
+                max=limits.max_payload_bytes,
+                value=len(args.body),
             )
     if not spec.headers:
         return
@@ -92,5 +96,8 @@ def _check_payload(spec: TaskSpec, limits: Limits) -> None:
     if header_bytes > limits.max_payload_bytes:
         raise PayloadTooLarge(
             f"headers are {header_bytes} bytes; "
-            f"the broker accepts at most {limits.max_payload_bytes}"
+            f"the broker accepts at most {limits.max_payload_bytes} (max_payload_bytes)",
+            limit="max_payload_bytes",
+            max=limits.max_payload_bytes,
+            value=header_bytes,
         )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from broker.core.results import Waiter
-from broker.errors import BrokerError, InvalidArgument, QueueFull
+from broker.errors import BrokerError, HeldCallsExceeded, InvalidArgument, MessageTooLarge
 from broker.service.status import status_for, status_number
 from celeriac.v1 import client_pb2
 
@@ -100,8 +100,10 @@ class ClientSession:
         kind = call.WhichOneof("call")
         if kind == "get_result" and not self._service.result_is_ready(call.get_result):
             if len(self._held) >= MAX_HELD_CALLS:
-                error = QueueFull(
-                    f"session full: more than {MAX_HELD_CALLS} held GetResult calls on one stream"
+                error = HeldCallsExceeded(
+                    f"session full: more than {MAX_HELD_CALLS} held GetResult calls on one stream",
+                    limit="held_calls_per_stream",
+                    max=MAX_HELD_CALLS,
                 )
                 await self._send(_error_reply(call.call_id, error))
                 return
@@ -141,8 +143,12 @@ class ClientSession:
             return _error_reply(call_id, error)
         except Exception:
             logger.exception("unexpected error answering a session call")
-            internal = grpc.StatusCode.INTERNAL
-            return _error_message(call_id, internal, "internal broker error (logged)")
+            internal = client_pb2.CallError(
+                code=status_number(grpc.StatusCode.INTERNAL),
+                message="internal broker error (logged)",
+                reason="INTERNAL",
+            )
+            return client_pb2.SessionReply(call_id=call_id, error=internal)
 
     def _watch(self, task_id: str) -> bool:
         """Push ``task_id``'s result once it is ready; False when the stream has too many."""
@@ -182,12 +188,14 @@ class ClientSession:
         size = reply.ByteSize()
         if size <= self._max_message_bytes:
             return reply
-        return _error_message(
-            reply.call_id,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        error = MessageTooLarge(
             f"the answer ({size} bytes) is over the broker's message limit "
-            f"({self._max_message_bytes} bytes)",
+            f"(max_message_bytes={self._max_message_bytes})",
+            limit="max_message_bytes",
+            max=self._max_message_bytes,
+            value=size,
         )
+        return _error_reply(reply.call_id, error)
 
     async def _send(self, reply: client_pb2.SessionReply) -> None:
         async with self._write_lock:
@@ -195,9 +203,10 @@ class ClientSession:
 
 
 def _error_reply(call_id: int, error: BrokerError) -> client_pb2.SessionReply:
-    return _error_message(call_id, status_for(error), str(error))
-
-
-def _error_message(call_id: int, code: grpc.StatusCode, message: str) -> client_pb2.SessionReply:
-    error = client_pb2.CallError(code=status_number(code), message=message)
-    return client_pb2.SessionReply(call_id=call_id, error=error)
+    message = client_pb2.CallError(
+        code=status_number(status_for(error)),
+        message=str(error),
+        reason=error.reason,
+        metadata=error.metadata,
+    )
+    return client_pb2.SessionReply(call_id=call_id, error=message)

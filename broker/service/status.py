@@ -1,21 +1,31 @@
-"""The ONE table from broker errors to gRPC status codes, and the decorator that applies it."""
+"""The ONE table from broker errors to gRPC status codes, and the decorator that applies it.
+
+Every refusal also carries a google.rpc.ErrorInfo as a google.rpc.Status detail (the
+``grpc-status-details-bin`` trailer, gRPC's rich error model): ``reason`` is the error's stable
+UPPER_SNAKE name (:attr:`broker.errors.BrokerError.reason`), ``domain`` is :data:`DOMAIN` and
+``metadata`` holds the facts of the refusal (the limit, the current value). Programs match the
+reason, never the message text; calls on a Session stream carry the same reason in CallError.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc.error_details_pb2 import ErrorInfo
+from google.rpc.status_pb2 import Status
+from grpc_status import rpc_status
 
 from broker.errors import (
     BrokerError,
     InvalidArgument,
+    LimitExceeded,
     NotFound,
-    PayloadTooLarge,
     ProtocolViolation,
-    QueueFull,
     ShuttingDown,
     StaleLease,
 )
@@ -25,12 +35,15 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: dict[type[BrokerError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
-    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # Every limit (queue full, payload too large, held bytes, held calls, queues, sessions).
+    LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StaleLease: grpc.StatusCode.FAILED_PRECONDITION,
     ProtocolViolation: grpc.StatusCode.FAILED_PRECONDITION,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
 }
+
+# ErrorInfo.domain: who defines the reasons (one name for every Celeriac broker).
+DOMAIN = "celeriac.dev"
 
 Self = TypeVar("Self")
 Request = TypeVar("Request")
@@ -55,6 +68,28 @@ def status_number(code: grpc.StatusCode) -> int:
     return number
 
 
+def error_info(error: BrokerError) -> ErrorInfo:
+    """The ErrorInfo that tells a program which refusal ``error`` is."""
+    return ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+
+
+def rich_status(error: BrokerError) -> grpc.Status:
+    """``error`` as a gRPC status whose trailers carry its ErrorInfo (via grpcio-status)."""
+    detail = any_pb2.Any()
+    detail.Pack(error_info(error))
+    message = Status(code=status_number(status_for(error)), message=str(error), details=[detail])
+    status: grpc.Status = rpc_status.to_status(message)
+    return status
+
+
+async def abort_with(
+    context: grpc.aio.ServicerContext[Request, Response], error: BrokerError
+) -> NoReturn:
+    """End the call with ``error``'s code, message and ErrorInfo."""
+    status = rich_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
 def translate_errors(
     method: Handler[Self, Request, Response],
 ) -> Handler[Self, Request, Response]:
@@ -67,7 +102,7 @@ def translate_errors(
         try:
             return await method(self, request, context)
         except BrokerError as error:
-            await context.abort(status_for(error), str(error))
+            await abort_with(context, error)
         except Exception:
             logger.exception("unexpected error in %s", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal broker error (logged)")

@@ -20,7 +20,7 @@ from broker.core.sessions import Session as WorkerSession
 from broker.errors import BrokerError, InvalidArgument, ProtocolViolation
 from broker.service import codec
 from broker.service.runtime import Outgoing, Runtime, StreamEnd
-from broker.service.status import status_for
+from broker.service.status import abort_with, status_for
 from celeriac.v1 import worker_pb2, worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         try:
             session, kept = await self._open(context)
         except BrokerError as error:
-            await context.abort(status_for(error), str(error))
+            await abort_with(context, error)
         if session is None:
             return
         outgoing: Outgoing = asyncio.Queue()

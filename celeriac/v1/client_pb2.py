@@ -25,15 +25,19 @@ _sym_db = _symbol_database.Default()
 from celeriac.v1 import tasks_pb2 as celeriac_dot_v1_dot_tasks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65leriac/v1/client.proto\x12\x0b\x63\x65leriac.v1\x1a\x17\x63\x65leriac/v1/tasks.proto\"4\n\rSubmitRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.celeriac.v1.TaskSpec\"Y\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.celeriac.v1.TaskState\"9\n\x11SubmitManyRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.celeriac.v1.TaskSpec\"B\n\x12SubmitManyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.celeriac.v1.SubmitResponse\"4\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"<\n\x11GetResultResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.celeriac.v1.TaskResult\"6\n\x11GetResultsRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"O\n\x12GetResultsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.TaskResult\x12\x0f\n\x07omitted\x18\x02 \x01(\r\"D\n\rRevokeRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x11\n\tterminate\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\">\n\x0eRevokeResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0e\x32\x1a.celeriac.v1.RevokeOutcome\"!\n\rForgetRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"#\n\x0e\x46orgetResponse\x12\x11\n\tforgotten\x18\x01 \x01(\r\"\x13\n\x11ServerInfoRequest\"\xbf\x01\n\x12ServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\x04\x12\x11\n\tmax_batch\x18\x05 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\r\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\x04\"\x98\x01\n\x0bSessionCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12,\n\x06submit\x18\x02 \x01(\x0b\x32\x1a.celeriac.v1.SubmitRequestH\x00\x12\x33\n\nget_result\x18\x03 \x01(\x0b\x32\x1d.celeriac.v1.GetResultRequestH\x00\x12\r\n\x05watch\x18\x04 \x01(\x08\x42\x06\n\x04\x63\x61ll\"\xf4\x01\n\x0cSessionReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x06submit\x18\x02 \x01(\x0b\x32\x1b.celeriac.v1.SubmitResponseH\x00\x12\x34\n\nget_result\x18\x03 \x01(\x0b\x32\x1e.celeriac.v1.GetResultResponseH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.celeriac.v1.CallErrorH\x00\x12*\n\x05ready\x18\x05 \x01(\x0b\x32\x19.celeriac.v1.ReadyResultsH\x00\x12\x10\n\x08watching\x18\x06 \x01(\x08\x42\x07\n\x05reply\"8\n\x0cReadyResults\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.TaskResult\"*\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*\xac\x01\n\rRevokeOutcome\x12\x1e\n\x1aREVOKE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16REVOKE_OUTCOME_REVOKED\x10\x01\x12\x1e\n\x1aREVOKE_OUTCOME_CANCEL_SENT\x10\x02\x12#\n\x1fREVOKE_OUTCOME_ALREADY_FINISHED\x10\x03\x12\x1a\n\x16REVOKE_OUTCOME_UNKNOWN\x10\x04\x32\xd3\x04\n\x0bTaskService\x12\x41\n\x06Submit\x12\x1a.celeriac.v1.SubmitRequest\x1a\x1b.celeriac.v1.SubmitResponse\x12M\n\nSubmitMany\x12\x1e.celeriac.v1.SubmitManyRequest\x1a\x1f.celeriac.v1.SubmitManyResponse\x12J\n\tGetResult\x12\x1d.celeriac.v1.GetResultRequest\x1a\x1e.celeriac.v1.GetResultResponse\x12M\n\nGetResults\x12\x1e.celeriac.v1.GetResultsRequest\x1a\x1f.celeriac.v1.GetResultsResponse\x12\x41\n\x06Revoke\x12\x1a.celeriac.v1.RevokeRequest\x1a\x1b.celeriac.v1.RevokeResponse\x12\x41\n\x06\x46orget\x12\x1a.celeriac.v1.ForgetRequest\x1a\x1b.celeriac.v1.ForgetResponse\x12M\n\nServerInfo\x12\x1e.celeriac.v1.ServerInfoRequest\x1a\x1f.celeriac.v1.ServerInfoResponse\x12\x42\n\x07Session\x12\x18.celeriac.v1.SessionCall\x1a\x19.celeriac.v1.SessionReply(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65leriac/v1/client.proto\x12\x0b\x63\x65leriac.v1\x1a\x17\x63\x65leriac/v1/tasks.proto\"4\n\rSubmitRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.celeriac.v1.TaskSpec\"Y\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.celeriac.v1.TaskState\"9\n\x11SubmitManyRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.celeriac.v1.TaskSpec\"B\n\x12SubmitManyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.celeriac.v1.SubmitResponse\"4\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"<\n\x11GetResultResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.celeriac.v1.TaskResult\"6\n\x11GetResultsRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"O\n\x12GetResultsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.TaskResult\x12\x0f\n\x07omitted\x18\x02 \x01(\r\"D\n\rRevokeRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x11\n\tterminate\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\">\n\x0eRevokeResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0e\x32\x1a.celeriac.v1.RevokeOutcome\"!\n\rForgetRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"#\n\x0e\x46orgetResponse\x12\x11\n\tforgotten\x18\x01 \x01(\r\"\x13\n\x11ServerInfoRequest\"\xae\x02\n\x12ServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\x04\x12\x11\n\tmax_batch\x18\x05 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\r\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\x04\x12=\n\x07refused\x18\t \x03(\x0b\x32,.celeriac.v1.ServerInfoResponse.RefusedEntry\x1a.\n\x0cRefusedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x98\x01\n\x0bSessionCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12,\n\x06submit\x18\x02 \x01(\x0b\x32\x1a.celeriac.v1.SubmitRequestH\x00\x12\x33\n\nget_result\x18\x03 \x01(\x0b\x32\x1d.celeriac.v1.GetResultRequestH\x00\x12\r\n\x05watch\x18\x04 \x01(\x08\x42\x06\n\x04\x63\x61ll\"\xf4\x01\n\x0cSessionReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x06submit\x18\x02 \x01(\x0b\x32\x1b.celeriac.v1.SubmitResponseH\x00\x12\x34\n\nget_result\x18\x03 \x01(\x0b\x32\x1e.celeriac.v1.GetResultResponseH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.celeriac.v1.CallErrorH\x00\x12*\n\x05ready\x18\x05 \x01(\x0b\x32\x19.celeriac.v1.ReadyResultsH\x00\x12\x10\n\x08watching\x18\x06 \x01(\x08\x42\x07\n\x05reply\"8\n\x0cReadyResults\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.TaskResult\"\xa3\x01\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x08metadata\x18\x04 \x03(\x0b\x32$.celeriac.v1.CallError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xac\x01\n\rRevokeOutcome\x12\x1e\n\x1aREVOKE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16REVOKE_OUTCOME_REVOKED\x10\x01\x12\x1e\n\x1aREVOKE_OUTCOME_CANCEL_SENT\x10\x02\x12#\n\x1fREVOKE_OUTCOME_ALREADY_FINISHED\x10\x03\x12\x1a\n\x16REVOKE_OUTCOME_UNKNOWN\x10\x04\x32\xd3\x04\n\x0bTaskService\x12\x41\n\x06Submit\x12\x1a.celeriac.v1.SubmitRequest\x1a\x1b.celeriac.v1.SubmitResponse\x12M\n\nSubmitMany\x12\x1e.celeriac.v1.SubmitManyRequest\x1a\x1f.celeriac.v1.SubmitManyResponse\x12J\n\tGetResult\x12\x1d.celeriac.v1.GetResultRequest\x1a\x1e.celeriac.v1.GetResultResponse\x12M\n\nGetResults\x12\x1e.celeriac.v1.GetResultsRequest\x1a\x1f.celeriac.v1.GetResultsResponse\x12\x41\n\x06Revoke\x12\x1a.celeriac.v1.RevokeRequest\x1a\x1b.celeriac.v1.RevokeResponse\x12\x41\n\x06\x46orget\x12\x1a.celeriac.v1.ForgetRequest\x1a\x1b.celeriac.v1.ForgetResponse\x12M\n\nServerInfo\x12\x1e.celeriac.v1.ServerInfoRequest\x1a\x1f.celeriac.v1.ServerInfoResponse\x12\x42\n\x07Session\x12\x18.celeriac.v1.SessionCall\x1a\x19.celeriac.v1.SessionReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'celeriac.v1.client_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REVOKEOUTCOME']._serialized_start=1517
-  _globals['_REVOKEOUTCOME']._serialized_end=1689
+  _globals['_SERVERINFORESPONSE_REFUSEDENTRY']._loaded_options = None
+  _globals['_SERVERINFORESPONSE_REFUSEDENTRY']._serialized_options = b'8\001'
+  _globals['_CALLERROR_METADATAENTRY']._loaded_options = None
+  _globals['_CALLERROR_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_REVOKEOUTCOME']._serialized_start=1750
+  _globals['_REVOKEOUTCOME']._serialized_end=1922
   _globals['_SUBMITREQUEST']._serialized_start=66
   _globals['_SUBMITREQUEST']._serialized_end=118
   _globals['_SUBMITRESPONSE']._serialized_start=120
@@ -61,15 +65,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVERINFOREQUEST']._serialized_start=797
   _globals['_SERVERINFOREQUEST']._serialized_end=816
   _globals['_SERVERINFORESPONSE']._serialized_start=819
-  _globals['_SERVERINFORESPONSE']._serialized_end=1010
-  _globals['_SESSIONCALL']._serialized_start=1013
-  _globals['_SESSIONCALL']._serialized_end=1165
-  _globals['_SESSIONREPLY']._serialized_start=1168
-  _globals['_SESSIONREPLY']._serialized_end=1412
-  _globals['_READYRESULTS']._serialized_start=1414
-  _globals['_READYRESULTS']._serialized_end=1470
-  _globals['_CALLERROR']._serialized_start=1472
-  _globals['_CALLERROR']._serialized_end=1514
-  _globals['_TASKSERVICE']._serialized_start=1692
-  _globals['_TASKSERVICE']._serialized_end=2287
+  _globals['_SERVERINFORESPONSE']._serialized_end=1121
+  _globals['_SERVERINFORESPONSE_REFUSEDENTRY']._serialized_start=1075
+  _globals['_SERVERINFORESPONSE_REFUSEDENTRY']._serialized_end=1121
+  _globals['_SESSIONCALL']._serialized_start=1124
+  _globals['_SESSIONCALL']._serialized_end=1276
+  _globals['_SESSIONREPLY']._serialized_start=1279
+  _globals['_SESSIONREPLY']._serialized_end=1523
+  _globals['_READYRESULTS']._serialized_start=1525
+  _globals['_READYRESULTS']._serialized_end=1581
+  _globals['_CALLERROR']._serialized_start=1584
+  _globals['_CALLERROR']._serialized_end=1747
+  _globals['_CALLERROR_METADATAENTRY']._serialized_start=1700
+  _globals['_CALLERROR_METADATAENTRY']._serialized_end=1747
+  _globals['_TASKSERVICE']._serialized_start=1925
+  _globals['_TASKSERVICE']._serialized_end=2520
 # @@protoc_insertion_point(module_scope)

@@ -29,9 +29,36 @@ GRPC_VERSION: str
 class TaskServiceStub:
     """Errors are gRPC status codes:
       INVALID_ARGUMENT   malformed spec (empty name, priority out of range, bad content type, ...)
-      RESOURCE_EXHAUSTED queue full or payload over the broker's limit
+                         or request bytes that do not decode
+      RESOURCE_EXHAUSTED a limit: queue full, payload over the broker's limit, held bytes, ...
       NOT_FOUND          unknown task id (GetResult only)
       UNAVAILABLE        the broker is shutting down
+
+    Every refusal from the broker also carries a google.rpc.ErrorInfo as a detail of its
+    google.rpc.Status (the `grpc-status-details-bin` trailer; grpcio-status's
+    rpc_status.from_call and its counterparts in other languages decode it), with domain
+    "celeriac.dev" and a stable reason to match instead of the message text. Metadata holds the
+    facts of the refusal where there are some: "limit" (the configuration field's name), "max"
+    (its value) and "value" (what the request would have reached). Reasons:
+      INVALID_ARGUMENT     a field is missing, malformed or out of range    (INVALID_ARGUMENT)
+      INVALID_NAME         a task or queue name is too long, or holds control, format (bidi)
+                           or other non-printable characters               (INVALID_ARGUMENT)
+      MALFORMED_MESSAGE    the request's bytes do not decode               (INVALID_ARGUMENT)
+      NOT_FOUND            unknown task id                                 (NOT_FOUND)
+      QUEUE_FULL           max_queued unfinished tasks are held             (RESOURCE_EXHAUSTED)
+      PAYLOAD_TOO_LARGE    arguments or headers over max_payload_bytes     (RESOURCE_EXHAUSTED)
+      MESSAGE_TOO_LARGE    an answer over max_message_bytes                (RESOURCE_EXHAUSTED)
+      HELD_BYTES_EXCEEDED  queued payloads + stored results at max_held_bytes (RESOURCE_EXHAUSTED)
+      HELD_CALLS_EXCEEDED  held GetResult calls (or their bytes) per stream or per peer at their
+                           limit                                           (RESOURCE_EXHAUSTED)
+      QUEUES_EXCEEDED      max_queues queues are known                     (RESOURCE_EXHAUSTED)
+      SESSIONS_EXCEEDED    the peer address has max_sessions_per_peer open sessions
+                                                                           (RESOURCE_EXHAUSTED)
+      STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
+      PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
+      SHUTTING_DOWN        the broker is stopping                          (UNAVAILABLE)
+      INTERNAL             a broker bug (logged at the broker)             (INTERNAL)
+    New reasons may be added within v1; a client treats an unknown reason by its status code.
     """
 
     @_typing.overload
@@ -66,9 +93,36 @@ class TaskServiceStub:
 class TaskServiceAsyncStub(TaskServiceStub):
     """Errors are gRPC status codes:
       INVALID_ARGUMENT   malformed spec (empty name, priority out of range, bad content type, ...)
-      RESOURCE_EXHAUSTED queue full or payload over the broker's limit
+                         or request bytes that do not decode
+      RESOURCE_EXHAUSTED a limit: queue full, payload over the broker's limit, held bytes, ...
       NOT_FOUND          unknown task id (GetResult only)
       UNAVAILABLE        the broker is shutting down
+
+    Every refusal from the broker also carries a google.rpc.ErrorInfo as a detail of its
+    google.rpc.Status (the `grpc-status-details-bin` trailer; grpcio-status's
+    rpc_status.from_call and its counterparts in other languages decode it), with domain
+    "celeriac.dev" and a stable reason to match instead of the message text. Metadata holds the
+    facts of the refusal where there are some: "limit" (the configuration field's name), "max"
+    (its value) and "value" (what the request would have reached). Reasons:
+      INVALID_ARGUMENT     a field is missing, malformed or out of range    (INVALID_ARGUMENT)
+      INVALID_NAME         a task or queue name is too long, or holds control, format (bidi)
+                           or other non-printable characters               (INVALID_ARGUMENT)
+      MALFORMED_MESSAGE    the request's bytes do not decode               (INVALID_ARGUMENT)
+      NOT_FOUND            unknown task id                                 (NOT_FOUND)
+      QUEUE_FULL           max_queued unfinished tasks are held             (RESOURCE_EXHAUSTED)
+      PAYLOAD_TOO_LARGE    arguments or headers over max_payload_bytes     (RESOURCE_EXHAUSTED)
+      MESSAGE_TOO_LARGE    an answer over max_message_bytes                (RESOURCE_EXHAUSTED)
+      HELD_BYTES_EXCEEDED  queued payloads + stored results at max_held_bytes (RESOURCE_EXHAUSTED)
+      HELD_CALLS_EXCEEDED  held GetResult calls (or their bytes) per stream or per peer at their
+                           limit                                           (RESOURCE_EXHAUSTED)
+      QUEUES_EXCEEDED      max_queues queues are known                     (RESOURCE_EXHAUSTED)
+      SESSIONS_EXCEEDED    the peer address has max_sessions_per_peer open sessions
+                                                                           (RESOURCE_EXHAUSTED)
+      STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
+      PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
+      SHUTTING_DOWN        the broker is stopping                          (UNAVAILABLE)
+      INTERNAL             a broker bug (logged at the broker)             (INTERNAL)
+    New reasons may be added within v1; a client treats an unknown reason by its status code.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -99,9 +153,36 @@ class TaskServiceAsyncStub(TaskServiceStub):
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """Errors are gRPC status codes:
       INVALID_ARGUMENT   malformed spec (empty name, priority out of range, bad content type, ...)
-      RESOURCE_EXHAUSTED queue full or payload over the broker's limit
+                         or request bytes that do not decode
+      RESOURCE_EXHAUSTED a limit: queue full, payload over the broker's limit, held bytes, ...
       NOT_FOUND          unknown task id (GetResult only)
       UNAVAILABLE        the broker is shutting down
+
+    Every refusal from the broker also carries a google.rpc.ErrorInfo as a detail of its
+    google.rpc.Status (the `grpc-status-details-bin` trailer; grpcio-status's
+    rpc_status.from_call and its counterparts in other languages decode it), with domain
+    "celeriac.dev" and a stable reason to match instead of the message text. Metadata holds the
+    facts of the refusal where there are some: "limit" (the configuration field's name), "max"
+    (its value) and "value" (what the request would have reached). Reasons:
+      INVALID_ARGUMENT     a field is missing, malformed or out of range    (INVALID_ARGUMENT)
+      INVALID_NAME         a task or queue name is too long, or holds control, format (bidi)
+                           or other non-printable characters               (INVALID_ARGUMENT)
+      MALFORMED_MESSAGE    the request's bytes do not decode               (INVALID_ARGUMENT)
+      NOT_FOUND            unknown task id                                 (NOT_FOUND)
+      QUEUE_FULL           max_queued unfinished tasks are held             (RESOURCE_EXHAUSTED)
+      PAYLOAD_TOO_LARGE    arguments or headers over max_payload_bytes     (RESOURCE_EXHAUSTED)
+      MESSAGE_TOO_LARGE    an answer over max_message_bytes                (RESOURCE_EXHAUSTED)
+      HELD_BYTES_EXCEEDED  queued payloads + stored results at max_held_bytes (RESOURCE_EXHAUSTED)
+      HELD_CALLS_EXCEEDED  held GetResult calls (or their bytes) per stream or per peer at their
+                           limit                                           (RESOURCE_EXHAUSTED)
+      QUEUES_EXCEEDED      max_queues queues are known                     (RESOURCE_EXHAUSTED)
+      SESSIONS_EXCEEDED    the peer address has max_sessions_per_peer open sessions
+                                                                           (RESOURCE_EXHAUSTED)
+      STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
+      PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
+      SHUTTING_DOWN        the broker is stopping                          (UNAVAILABLE)
+      INTERNAL             a broker bug (logged at the broker)             (INTERNAL)
+    New reasons may be added within v1; a client treats an unknown reason by its status code.
     """
 
     @_abc_1.abstractmethod

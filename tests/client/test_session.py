@@ -94,8 +94,12 @@ def test_ignored_and_scheduled_results_are_not_watched(app: Celeriac) -> None:
 def test_a_payload_over_the_broker_limit_fails_alone_on_the_session(app: Celeriac) -> None:
     app.send_task("tasks.add", args=(1, 1), queue=HELD)
     stream = stream_of(app)
-    with pytest.raises(PayloadTooLarge, match="bytes"):
+    with pytest.raises(PayloadTooLarge, match="bytes") as raised:
         app.send_task("tasks.add", args=("x" * 30_000,), queue=HELD)
+    # The session's CallError carries the same typed reason and facts as a unary refusal.
+    assert raised.value.reason == "PAYLOAD_TOO_LARGE"
+    assert raised.value.metadata["limit"] == "max_payload_bytes"
+    assert raised.value.metadata["max"] == "20000"
     assert app.send_task("tasks.add", args=(4, 4)).get(timeout=10) == 8
     assert stream_of(app) is stream and not stream.broken
 

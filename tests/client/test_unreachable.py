@@ -13,6 +13,7 @@ from client.errors import (
     BrokerUnavailable,
     CeleriacError,
     InvalidTaskSpec,
+    LimitExceeded,
     PayloadTooLarge,
     QueueFull,
     TaskNotFound,
@@ -61,24 +62,32 @@ def test_the_asyncio_flavour_fails_the_same_way(app: Celeriac) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "details", "expected"),
+    ("code", "reason", "expected"),
     [
-        (grpc.StatusCode.UNAVAILABLE, "shutting down", BrokerUnavailable),
+        (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", BrokerUnavailable),
+        (grpc.StatusCode.UNAVAILABLE, "", BrokerUnavailable),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "", BrokerUnavailable),
-        (grpc.StatusCode.INVALID_ARGUMENT, "priority 12 out of range", InvalidTaskSpec),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, "queue default is full", QueueFull),
-        (
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "arguments are 9000 bytes; at most 10",
-            PayloadTooLarge,
-        ),
-        (grpc.StatusCode.NOT_FOUND, "no task x", TaskNotFound),
-        (grpc.StatusCode.INTERNAL, "bug", CeleriacError),
+        (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NAME", InvalidTaskSpec),
+        (grpc.StatusCode.INVALID_ARGUMENT, "", InvalidTaskSpec),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUEUE_FULL", QueueFull),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE", PayloadTooLarge),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "HELD_BYTES_EXCEEDED", LimitExceeded),
+        # gRPC's own message size limit carries no reason.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "", PayloadTooLarge),
+        # A reason this client does not know yet falls back to its status code.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "SOMETHING_NEW", PayloadTooLarge),
+        (grpc.StatusCode.NOT_FOUND, "NOT_FOUND", TaskNotFound),
+        (grpc.StatusCode.INTERNAL, "", CeleriacError),
     ],
 )
-def test_status_codes_map_onto_the_error_tree_and_keep_the_details(
-    code: grpc.StatusCode, details: str, expected: type[Exception]
+def test_reasons_then_status_codes_map_onto_the_error_tree_and_keep_the_details(
+    code: grpc.StatusCode, reason: str, expected: type[Exception]
 ) -> None:
-    error = error_from_status(code, details, "Submit", "h:1")
+    # The message text says "full" for every case: only the reason may pick the class.
+    details = "something is full"
+    error = error_from_status(code, details, "Submit", "h:1", reason=reason, metadata={"max": "1"})
     assert type(error) is expected
     assert "Submit" in str(error) and "h:1" in str(error) and details in str(error)
+    assert isinstance(error, CeleriacError)
+    assert error.reason == reason
+    assert dict(error.metadata) == ({"max": "1"} if reason else {})

@@ -106,5 +106,7 @@ def test_a_group_is_submitted_in_batches_and_its_results_collected_together(
 
 
 def test_oversize_arguments_are_refused_by_the_broker_as_payload_too_large(app: Celeriac) -> None:
-    with pytest.raises(PayloadTooLarge, match="bytes"):
+    with pytest.raises(PayloadTooLarge, match="bytes") as raised:
         app.send_task("tasks.add", args=("x" * 20_000,), queue=IDLE)
+    assert raised.value.reason == "PAYLOAD_TOO_LARGE"
+    assert raised.value.metadata["limit"] == "max_payload_bytes"
