@@ -18,6 +18,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._core = runtime.broker
+        self.refusals = runtime.refusals
 
     @translate_errors
     async def ListQueues(

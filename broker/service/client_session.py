@@ -26,6 +26,7 @@ import grpc
 
 from broker.core.results import Waiter
 from broker.errors import BrokerError, HeldCallsExceeded, InvalidArgument, MessageTooLarge
+from broker.service.decoding import decoded
 from broker.service.status import status_for, status_number
 from celeriac.v1 import client_pb2
 
@@ -80,8 +81,7 @@ class ClientSession:
                 call = await self._context.read()
                 if call is _EOF:
                     break
-                assert isinstance(call, client_pb2.SessionCall)
-                await self._answer(call)
+                await self._answer(decoded(call, client_pb2.SessionCall))
             # A client that has no more calls may still be waiting for held answers.
             if self._held:
                 await asyncio.gather(*self._held)
@@ -105,7 +105,7 @@ class ClientSession:
                     limit="held_calls_per_stream",
                     max=MAX_HELD_CALLS,
                 )
-                await self._send(_error_reply(call.call_id, error))
+                await self._send(self._refused(call.call_id, error))
                 return
             task = asyncio.create_task(self._answer_later(call))
             self._held.add(task)
@@ -140,7 +140,7 @@ class ClientSession:
                 return self._fitting(client_pb2.SessionReply(call_id=call_id, get_result=answer))
             raise InvalidArgument("SessionCall has no call set (expected submit or get_result)")
         except BrokerError as error:
-            return _error_reply(call_id, error)
+            return self._refused(call_id, error)
         except Exception:
             logger.exception("unexpected error answering a session call")
             internal = client_pb2.CallError(
@@ -195,7 +195,11 @@ class ClientSession:
             max=self._max_message_bytes,
             value=size,
         )
-        return _error_reply(reply.call_id, error)
+        return self._refused(reply.call_id, error)
+
+    def _refused(self, call_id: int, error: BrokerError) -> client_pb2.SessionReply:
+        self._service.refusals.record(error, "TaskService.Session")
+        return _error_reply(call_id, error)
 
     async def _send(self, reply: client_pb2.SessionReply) -> None:
         async with self._write_lock:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import grpc
 
 from broker.core.broker import Broker
-from broker.errors import ShuttingDown
+from broker.errors import BrokerError, ShuttingDown
 from broker.service import codec
+from broker.service.refusals import Refusals
 from celeriac.v1 import worker_pb2
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class StreamEnd:
 
     code: grpc.StatusCode | None = None
     details: str = ""
+    # The refusal that ends the stream, sent with its ErrorInfo.
+    error: BrokerError | None = None
 
 
 Outgoing = asyncio.Queue[worker_pb2.BrokerMessage | StreamEnd]
@@ -50,6 +53,7 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self.shutting_down = False
+        self.refusals = Refusals()
 
     def check_accepting(self) -> None:
         """Raise ShuttingDown once a graceful shutdown has begun."""

@@ -14,6 +14,7 @@ from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
 from broker.service.admin_service import AdminService
+from broker.service.decoding import add_service
 from broker.service.runtime import Runtime
 from broker.service.task_service import TaskService
 from broker.service.worker_service import WorkerService
@@ -106,9 +107,25 @@ class BrokerServer:
                 *FLOW_CONTROL_OPTIONS,
             ]
         )
-        client_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
-        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(runtime), server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(runtime), server)
+        refusals = runtime.refusals
+        add_service(
+            server,
+            client_pb2_grpc.add_TaskServiceServicer_to_server,
+            TaskService(runtime),
+            refusals,
+        )
+        add_service(
+            server,
+            worker_pb2_grpc.add_WorkerServiceServicer_to_server,
+            WorkerService(runtime),
+            refusals,
+        )
+        add_service(
+            server,
+            admin_pb2_grpc.add_AdminServiceServicer_to_server,
+            AdminService(runtime),
+            refusals,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

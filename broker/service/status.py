@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -29,6 +29,7 @@ from broker.errors import (
     ShuttingDown,
     StaleLease,
 )
+from broker.service.refusals import Refusals
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,17 @@ STATUS_BY_ERROR: dict[type[BrokerError], grpc.StatusCode] = {
 # ErrorInfo.domain: who defines the reasons (one name for every Celeriac broker).
 DOMAIN = "celeriac.dev"
 
-Self = TypeVar("Self")
+
+class Refusing(Protocol):
+    """A servicer that counts what it refuses."""
+
+    @property
+    def refusals(self) -> Refusals:
+        """Where refusals are counted and logged."""
+        ...
+
+
+Self = TypeVar("Self", bound=Refusing)
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[
@@ -102,6 +113,7 @@ def translate_errors(
         try:
             return await method(self, request, context)
         except BrokerError as error:
+            self.refusals.record(error, method.__qualname__)
             await abort_with(context, error)
         except Exception:
             logger.exception("unexpected error in %s", method.__qualname__)

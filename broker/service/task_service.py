@@ -16,11 +16,11 @@ import grpc
 import broker as broker_package
 from broker.core.model import TaskRecord
 from broker.core.results import Waiter
-from broker.errors import NotFound
+from broker.errors import BrokerError, NotFound
 from broker.service import codec
 from broker.service.client_session import ClientSession
 from broker.service.runtime import Runtime
-from broker.service.status import translate_errors
+from broker.service.status import abort_with, translate_errors
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
 
 FEATURES = (
@@ -52,6 +52,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._core = runtime.broker
+        self.refusals = runtime.refusals
         self._started = time.monotonic()
 
     @translate_errors
@@ -136,6 +137,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             max_wait_ms=int(config.max_wait * 1000),
             uptime_seconds=time.monotonic() - self._started,
             max_message_bytes=config.max_message_bytes,
+            refused=self.refusals.counts,
         )
 
     async def Session(  # type: ignore[override]
@@ -144,7 +146,11 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: grpc.aio.ServicerContext[client_pb2.SessionCall, client_pb2.SessionReply],
     ) -> None:
         """Serve Submit and GetResult calls multiplexed on one stream until the client ends it."""
-        await ClientSession(self, context, self._core.config.max_message_bytes).serve()
+        try:
+            await ClientSession(self, context, self._core.config.max_message_bytes).serve()
+        except BrokerError as error:  # the stream itself is refused (undecodable bytes)
+            self.refusals.record(error, "TaskService.Session")
+            await abort_with(context, error)
 
     def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
         """Accept one task (the body of Submit, unary or on a session).

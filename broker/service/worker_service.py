@@ -19,6 +19,7 @@ import broker as broker_package
 from broker.core.sessions import Session as WorkerSession
 from broker.errors import BrokerError, InvalidArgument, ProtocolViolation
 from broker.service import codec
+from broker.service.decoding import decoded
 from broker.service.runtime import Outgoing, Runtime, StreamEnd
 from broker.service.status import abort_with, status_for
 from celeriac.v1 import worker_pb2, worker_pb2_grpc
@@ -37,6 +38,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._core = runtime.broker
+        self.refusals = runtime.refusals
 
     async def Session(  # type: ignore[override]
         self, request_iterator: object, context: Context
@@ -45,6 +47,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         try:
             session, kept = await self._open(context)
         except BrokerError as error:
+            self.refusals.record(error, "WorkerService.Session")
             await abort_with(context, error)
         if session is None:
             return
@@ -68,6 +71,8 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             self._runtime.detach(session.session_id)
             self._core.workers.close(session, end.details)
             self._runtime.changed()
+        if end.error is not None:
+            await abort_with(context, end.error)
         if end.code is not None:
             await context.abort(end.code, end.details)
 
@@ -82,7 +87,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             ) from None
         if first is _EOF:
             return None, []
-        assert isinstance(first, worker_pb2.WorkerMessage)
+        first = decoded(first, worker_pb2.WorkerMessage)
         if first.WhichOneof("kind") != "hello":
             raise ProtocolViolation("the first message of a session must be a Hello")
         self._runtime.check_accepting()
@@ -125,12 +130,11 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 if message is _EOF:
                     outgoing.put_nowait(StreamEnd(None, "worker closed the stream"))
                     return
-                assert isinstance(message, worker_pb2.WorkerMessage)
-                self._apply(session, message)
+                self._apply(session, decoded(message, worker_pb2.WorkerMessage))
                 self._runtime.changed()
         except BrokerError as error:
-            logger.warning("worker session %s: %s", session.session_id, error)
-            outgoing.put_nowait(StreamEnd(status_for(error), str(error)))
+            self.refusals.record(error, f"worker session {session.session_id}")
+            outgoing.put_nowait(StreamEnd(status_for(error), str(error), error))
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError:
