@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, ClassVar, overload
 
 from client.canvas import Signature
 from client.chunks import group_chunks
@@ -24,10 +23,13 @@ from client.options import (
 from client.records import EncodedValue, ResolvedOptions, ServerInfo, SubmitSpec
 from client.result import AsyncResult, GroupResult
 from client.serialization import decode
-from client.task import Task, TaskOptions
+from client.task import Task, TaskOptions, check_task_options, class_defaults
 from client.transport import AsyncTransport, Transport
 
 logger = logging.getLogger(__name__)
+
+# Inside the class, ``Task`` names the app's base task class (``app.Task``, as in Celery).
+_Task = Task
 
 # A task name and its call options (name, type, value): signatures with equal keys share options.
 _OptionsKey = tuple[str, frozenset[tuple[str, type, Any]]]
@@ -53,6 +55,9 @@ class Celeriac:
         tasks: Registered tasks, name to :class:`~client.task.Task`.
         control: Remote control of tasks (``app.control.revoke(ids)``).
     """
+
+    # The default base class of this app's tasks; ``class MyTask(app.Task)`` as in Celery.
+    Task: ClassVar[type[_Task]] = _Task
 
     def __init__(self, main: str | None = None, broker: str | None = None, **config: Any) -> None:
         self.main = main
@@ -82,39 +87,39 @@ class Celeriac:
         self._conf = config
 
     @overload
-    def task(self, function: Callable[..., Any], /) -> Task: ...
+    def task(self, function: Callable[..., Any], /) -> _Task: ...
 
     @overload
     def task(
         self, function: None = None, /, *, name: str | None = None, **options: Any
-    ) -> Callable[[Callable[..., Any]], Task]: ...
+    ) -> Callable[[Callable[..., Any]], _Task]: ...
 
     def task(
         self, function: Callable[..., Any] | None = None, /, *, name: str | None = None,
         **options: Any,
-    ) -> Task | Callable[[Callable[..., Any]], Task]:  # fmt: skip
+    ) -> _Task | Callable[[Callable[..., Any]], _Task]:  # fmt: skip
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., **options)``.
 
         Args:
             function: The function, when used bare.
             name: The task's name; ``module.function`` by default.
             **options: :class:`~client.task.TaskOptions` fields (``bind``, ``max_retries``,
-                ``autoretry_for``, ``queue``, ``time_limit``, ...).
+                ``autoretry_for``, ``queue``, ``time_limit``, ...), and ``base``: a
+                :class:`~client.task.Task` subclass to build the task from (class-based tasks
+                with hooks, as in Celery).
 
         Raises:
             InvalidTaskSpec: An option is unknown or invalid.
         """
-        known = {field.name for field in dataclasses.fields(TaskOptions)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise InvalidTaskSpec(
-                f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        task_options = TaskOptions(**options)
+        check_task_options(options)
+        base = options.pop("base", None) or self.Task
+        if not (isinstance(base, type) and issubclass(base, Task)):
+            raise InvalidTaskSpec(f"base must be a subclass of client.Task, got {base!r}")
+        task_options = TaskOptions(**{**class_defaults(base), **options})
 
-        def register(fn: Callable[..., Any]) -> Task:
+        def register(fn: Callable[..., Any]) -> _Task:
             module = self.main if fn.__module__ == "__main__" and self.main else fn.__module__
-            task = Task(self, name or f"{module}.{fn.__qualname__}", fn, task_options)
+            task = base(self, name or f"{module}.{fn.__qualname__}", fn, task_options)
             self.tasks[task.name] = task
             return task
 

@@ -67,19 +67,47 @@ class CallOptions:
     def parse(cls, options: Mapping[str, Any]) -> CallOptions:
         """Build call options from keyword arguments, naming any unknown ones.
 
+        Celery's publishing options are taken where they mean something here: ``routing_key``
+        is the queue name (what it is with Redis and the default direct exchange; ``queue``
+        wins when both are given), and ``retry``/``retry_policy`` are accepted because every
+        send already retries the connection until the app's ``connect_timeout``. Options
+        Celeriac does not offer are refused by name, with the reason.
+
         Raises:
-            InvalidTaskSpec: An option name is unknown.
+            InvalidTaskSpec: An option name is unknown or not supported.
         """
         if not options:
             return NO_CALL_OPTIONS
-        unknown = sorted(set(options) - _CALL_OPTION_NAMES)
+        refused = sorted(set(options) & set(UNSUPPORTED_CALL_OPTIONS))
+        if refused:
+            name = refused[0]
+            raise InvalidTaskSpec(
+                f"option {name!r} is not supported: {UNSUPPORTED_CALL_OPTIONS[name]}"
+            )
+        unknown = sorted(set(options) - _CALL_OPTION_NAMES - _CELERY_PUBLISH_OPTIONS)
         if unknown:
-            known = ", ".join(sorted(_CALL_OPTION_NAMES))
+            known = ", ".join(sorted(_CALL_OPTION_NAMES | _CELERY_PUBLISH_OPTIONS))
             raise InvalidTaskSpec(f"unknown task option(s) {', '.join(unknown)}; known: {known}")
-        return cls(**{name: value for name, value in options.items() if value is not None})
+        values = {k: v for k, v in options.items() if v is not None and k in _CALL_OPTION_NAMES}
+        routing_key = options.get("routing_key")
+        if routing_key is not None and "queue" not in values:
+            values["queue"] = routing_key
+        return cls(**values)
 
 
 _CALL_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(CallOptions))
+# Celery's apply_async options that mean something here without a field of their own.
+_CELERY_PUBLISH_OPTIONS = frozenset({"routing_key", "retry", "retry_policy"})
+# Celery's apply_async options Celeriac does not offer, and why: refused, never ignored.
+UNSUPPORTED_CALL_OPTIONS = {
+    "link": "callbacks are not supported yet; call the next task from this one",
+    "link_error": "error callbacks are not supported yet; use a class-based task's on_failure",
+    "exchange": "Celeriac has no exchanges: it routes by queue (pass queue= or routing_key=)",
+    "shadow": "renaming a task in logs is not supported",
+    "add_to_parent": "results do not track their children",
+    "producer": "Celeriac sends through the app's own connection",
+    "connection": "Celeriac sends through the app's own connection",
+}
 # A call without options is the common case; the instance is frozen, so one can be shared.
 NO_CALL_OPTIONS = CallOptions()
 # What a task sent by name (not registered here) runs with.

@@ -7,8 +7,9 @@ import inspect
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from traceback import format_exception
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from client.context import (
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from client.app import Celeriac
     from client.canvas import Signature
     from client.result import AsyncResult
+
+# The methods a Task subclass may override to hear about each attempt (Celery's names).
+_HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
 
 # Priorities run from 0 (the default, least urgent) to 9 (most urgent): higher always runs first.
 MIN_PRIORITY = 0
@@ -57,6 +61,14 @@ class TaskOptions:
         expires: Seconds after submission when the task may no longer start.
         result_ttl: Seconds the result is kept after the task finishes (broker default if None).
         serializer: Content type (or ``"json"``/``"pickle"``) for arguments and the result.
+        acks_late: Accepted for Celery code. Every Celeriac task is acknowledged only once it
+            ran (its lease ends with the outcome), which is Celery's ``acks_late=True``; with
+            ``False`` (Celery's default) a task is still acknowledged late, never lost.
+        track_started: Accepted for Celery code; STARTED is always tracked.
+        throws: Expected exception types: the task still fails with them, but the worker logs
+            one INFO line without a traceback instead of an ERROR with one, as Celery does.
+        retry_kwargs: For ``autoretry_for`` retries, as in Celery: ``max_retries`` overrides
+            the task's, ``countdown`` replaces the backoff delay.
     """
 
     queue: str | None = None
@@ -75,8 +87,20 @@ class TaskOptions:
     expires: float | None = None
     result_ttl: float | None = None
     serializer: str = JSON
+    acks_late: bool = True
+    track_started: bool = True
+    throws: tuple[type[BaseException], ...] = ()
+    retry_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.retry_kwargs) - {"max_retries", "countdown"})
+        if unknown:
+            raise InvalidTaskSpec(
+                f"retry_kwargs accepts max_retries and countdown, got {', '.join(unknown)}"
+            )
+        countdown = self.retry_kwargs.get("countdown")
+        if countdown is not None and countdown < 0:
+            raise InvalidTaskSpec(f"retry_kwargs countdown must be >= 0 seconds, got {countdown}")
         if self.priority is not None:
             check_priority(self.priority)
         if self.max_retries is not None and self.max_retries < 0:
@@ -97,6 +121,44 @@ class TaskOptions:
             raise InvalidTaskSpec(str(exc)) from None
 
 
+# Celery task options Celeriac does not offer yet, and why: refused by name, never ignored.
+UNSUPPORTED_TASK_OPTIONS = {
+    "rate_limit": "rate limits are not supported yet; Celeriac's will be global, held by the "
+    "broker across all workers (Celery's are per worker)",
+    "typing": "argument checking at call time is not supported",
+    "reject_on_worker_lost": "a task whose worker is lost is always redelivered (at least once), "
+    "up to the broker's max_deliveries",
+}
+
+OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
+
+
+def check_task_options(options: Mapping[str, Any]) -> None:
+    """Refuse unknown or unsupported ``@app.task`` options, naming each and why.
+
+    Raises:
+        InvalidTaskSpec: An option is unknown or not supported.
+    """
+    refused = sorted(set(options) & set(UNSUPPORTED_TASK_OPTIONS))
+    if refused:
+        name = refused[0]
+        raise InvalidTaskSpec(
+            f"task option {name!r} is not supported: {UNSUPPORTED_TASK_OPTIONS[name]}"
+        )
+    unknown = sorted(set(options) - OPTION_NAMES - {"base"})
+    if unknown:
+        known = ", ".join(sorted(OPTION_NAMES | {"base"}))
+        raise InvalidTaskSpec(f"unknown task option(s) {', '.join(unknown)}; known: {known}")
+
+
+def class_defaults(base: type[Task]) -> dict[str, Any]:
+    """The options a Task subclass sets as class attributes (``max_retries = 5``), as in Celery."""
+    defaults: dict[str, Any] = {}
+    for cls in reversed(base.__mro__[: base.__mro__.index(Task)]):
+        defaults.update({k: v for k, v in vars(cls).items() if k in OPTION_NAMES})
+    return defaults
+
+
 def check_priority(priority: object) -> int:
     """Return ``priority`` if it is an int in 0..9 (9 runs first), else raise InvalidTaskSpec."""
     if (
@@ -111,8 +173,33 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+class ExceptionInfo:
+    """What Celery's hooks receive as ``einfo``: the exception and its formatted traceback."""
+
+    __slots__ = ("exception", "tb", "traceback", "type")
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
+        self.type = type(exception)
+        self.tb = exception.__traceback__
+        self.traceback = "".join(format_exception(exception))
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
 class Task:
     """A function registered with an app, callable locally and sendable to workers.
+
+    Subclass it for Celery's class-based tasks: ``@app.task(base=DatabaseTask)`` builds the task
+    from the subclass, whose class attributes (``max_retries = 5``, ``autoretry_for = (...)``)
+    are option defaults that the decorator's arguments override, and whose hooks the worker
+    calls after each attempt, in the process that ran it, while ``self.request`` still
+    describes it: ``on_success(retval, task_id, args, kwargs)``,
+    ``on_failure(exc, task_id, args, kwargs, einfo)``,
+    ``on_retry(exc, task_id, args, kwargs, einfo)`` and
+    ``after_return(status, retval, task_id, args, kwargs, einfo)``. A hook that raises is
+    logged and changes nothing about the outcome.
 
     Attributes:
         name: The registered name, ``module.function`` by default.
@@ -129,6 +216,34 @@ class Task:
         self.run = run
         self.options = options
         functools.update_wrapper(self, run)  # keeps __doc__, __module__, __wrapped__ for tools
+        # Checked once here so that plain tasks pay nothing per run for hooks they lack.
+        self.has_hooks = any(
+            getattr(type(self), hook) is not getattr(Task, hook) for hook in _HOOKS
+        )
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called by the worker after the task returned (Celery's hook); override it."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
+        """Called by the worker after the task failed for good (Celery's hook); override it."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
+        """Called by the worker when the task will be retried (Celery's hook); override it."""
+
+    def after_return(  # noqa: PLR0917 - Celery's signature
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: Any,
+        kwargs: Any,
+        einfo: ExceptionInfo | None,
+    ) -> None:
+        """Called by the worker after every attempt, after the other hooks; override it."""
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"

@@ -10,6 +10,11 @@ calls `execute` (or `execute_async` for coroutines on the worker's own loop) and
   after `task.retry_delay_for(retries)` (backoff, cap and jitter come from the task options).
 * The retry limit is `retry(max_retries=)`, else the caller's per-call limit, else the task's
   `max_retries` (None retries forever). Once reached, the original exception is the failure.
+  For `autoretry_for` retries, the task's `retry_kwargs` may set `max_retries` and `countdown`.
+
+After each attempt, in the process that ran it: a failure is logged (ERROR with the traceback,
+or one INFO line for the task's expected `throws` types), then the hooks of a class-based task
+run (`on_success`, `on_failure`, `on_retry`, `after_return`) with its request still current.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from client.errors import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from client.task import Task
+from client.task import ExceptionInfo, Task
 from worker.errors import WorkerLostError
 from worker.jobs import (
     Heartbeat,
@@ -133,8 +138,11 @@ def execute(
             if inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
         except (Exception, SystemExit) as exc:
-            return decide_failure(job, prepared.task, exc)
-    return _success(job, prepared.task, value, settings)
+            return _after_attempt(job, prepared, decide_failure(job, prepared.task, exc), exc)
+        outcome = _success(job, prepared.task, value, settings)
+        if prepared.task.has_hooks:
+            _run_hooks(job, prepared, outcome, value, None)
+    return outcome
 
 
 async def execute_async(
@@ -175,8 +183,11 @@ async def execute_async(
                 if inspect.isawaitable(value):
                     value = await value
         except (Exception, SystemExit) as exc:
-            return decide_failure(job, prepared.task, exc)
-    return _success(job, prepared.task, value, settings)
+            return _after_attempt(job, prepared, decide_failure(job, prepared.task, exc), exc)
+        outcome = _success(job, prepared.task, value, settings)
+        if prepared.task.has_hooks:
+            _run_hooks(job, prepared, outcome, value, None)
+    return outcome
 
 
 def decide_failure(job: Job, task: Task, exc: BaseException) -> Outcome:
@@ -210,13 +221,16 @@ def decide_failure(job: Job, task: Task, exc: BaseException) -> Outcome:
         )
     non_retryable = isinstance(exc, options.dont_autoretry_for)
     if options.autoretry_for and isinstance(exc, options.autoretry_for) and not non_retryable:
-        limit = _retry_limit(job, task)
+        limit = options.retry_kwargs.get("max_retries", _retry_limit(job, task))
         if not _exhausted(job, limit):
+            countdown = options.retry_kwargs.get("countdown")
             return Outcome(
                 lease_id=job.lease_id,
                 state=OutcomeState.RETRY,
                 error=describe(exc),
-                retry_countdown=task.retry_delay_for(job.retries),
+                retry_countdown=task.retry_delay_for(job.retries)
+                if countdown is None
+                else countdown,
                 max_retries=limit,
             )
     return failure(job.lease_id, exc, retryable=not non_retryable)
@@ -312,6 +326,43 @@ def _prepare(
     except Exception as exc:  # SerializationError or ContentTypeRefused
         return failure(job.lease_id, exc, retryable=False)
     return _Call(task, args, kwargs)
+
+
+def _after_attempt(job: Job, call: _Call, outcome: Outcome, exc: BaseException) -> Outcome:
+    """Log a failure and run the task's hooks for an attempt that raised; returns ``outcome``."""
+    if outcome.state is OutcomeState.FAILURE:
+        cause = exc.exc if isinstance(exc, Retry) and exc.exc is not None else exc
+        if isinstance(cause, call.task.options.throws):
+            logger.info("task %s[%s] raised expected: %r", job.name, job.task_id, cause)
+        else:
+            logger.error(
+                "task %s[%s] raised unexpected: %r", job.name, job.task_id, cause, exc_info=cause
+            )
+    if call.task.has_hooks:
+        _run_hooks(job, call, outcome, None, exc)
+    return outcome
+
+
+def _run_hooks(
+    job: Job, call: _Call, outcome: Outcome, value: object, exc: BaseException | None
+) -> None:
+    """Call a class-based task's hooks for this attempt; a hook that raises is only logged."""
+    task, task_id, args, kwargs = call.task, job.task_id, call.args, call.kwargs
+    if isinstance(exc, Retry) and exc.exc is not None:
+        exc = exc.exc  # the hooks see why the task retried, as in Celery
+    einfo = ExceptionInfo(exc) if exc is not None else None
+    state = outcome.state
+    try:
+        if state is OutcomeState.SUCCESS:
+            task.on_success(value, task_id, args, kwargs)
+        elif exc is not None and einfo is not None and state is OutcomeState.RETRY:
+            task.on_retry(exc, task_id, args, kwargs, einfo)
+        elif exc is not None and einfo is not None and state is OutcomeState.FAILURE:
+            task.on_failure(exc, task_id, args, kwargs, einfo)
+        retval = value if state is OutcomeState.SUCCESS else exc
+        task.after_return(state.value, retval, task_id, args, kwargs, einfo)
+    except Exception:  # the user's hook: the task's outcome stands whatever it does
+        logger.exception("a hook of task %s[%s] failed", job.name, task_id)
 
 
 def _invoke(call: _Call) -> object:

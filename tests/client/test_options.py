@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from client import Celeriac
+from client import Celeriac, Task
 from client.errors import ContentTypeRefused, InvalidTaskSpec, SerializationError
 from client.serialization import PICKLE
 
@@ -168,3 +168,52 @@ def test_a_task_expiry_is_counted_from_each_call() -> None:
     before_second = datetime.now(UTC)
     second = app.build_spec("expiring", (), {}, {}).options.expires
     assert second is not None and second >= before_second + timedelta(seconds=60) >= first
+
+
+def test_celery_publishing_options_route_by_queue_or_are_refused_by_name() -> None:
+    app = make_app()
+    assert app.build_spec("t", (), {}, {"routing_key": "math"}).options.queue == "math"
+    both = {"routing_key": "math", "queue": "io"}
+    assert app.build_spec("t", (), {}, both).options.queue == "io"
+    retrying = {"retry": True, "retry_policy": {"max_retries": 3}}
+    assert app.build_spec("t", (), {}, retrying).options.queue == "default"
+    for name, why in [("link", "callbacks"), ("exchange", "routes by queue")]:
+        with pytest.raises(InvalidTaskSpec, match=f"option '{name}' is not supported: .*{why}"):
+            app.build_spec("t", (), {}, {name: "x"})
+
+
+def test_celery_task_options_are_accepted_or_refused_with_the_reason() -> None:
+    app = make_app()
+
+    @app.task(acks_late=True, track_started=True, throws=(KeyError,), retry_kwargs={"countdown": 1})
+    def celery_style() -> None: ...
+
+    assert celery_style.options.throws == (KeyError,)
+    with pytest.raises(InvalidTaskSpec, match=r"'rate_limit' is not supported: .*global"):
+        app.task(rate_limit="10/m")
+    with pytest.raises(InvalidTaskSpec, match="retry_kwargs accepts max_retries and countdown"):
+        app.task(retry_kwargs={"interval": 3})
+
+
+def test_a_base_class_gives_option_defaults_that_the_decorator_overrides() -> None:
+    app = make_app()
+
+    assert app.Task is Task  # Celery's spelling; mypy needs the import
+
+    class Patient(Task):
+        max_retries = 7
+        queue = "slow"
+        autoretry_for = (OSError,)
+
+    class MorePatient(Patient):
+        max_retries = 9
+
+    @app.task(base=MorePatient, queue="io")
+    def fetch() -> None: ...
+
+    assert isinstance(fetch, Patient)
+    assert (fetch.options.max_retries, fetch.options.queue) == (9, "io")
+    assert fetch.options.autoretry_for == (OSError,)
+    assert app.build_spec(fetch.name, (), {}, {}).options.queue == "io"
+    with pytest.raises(InvalidTaskSpec, match=r"base must be a subclass of client\.Task"):
+        app.task(base=object)

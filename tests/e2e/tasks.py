@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from client import Celeriac
+from client import Celeriac, Task
 from client.errors import SoftTimeLimitExceeded
 
 app = Celeriac("e2e", broker=os.environ.get("CELERIAC_BROKER", "127.0.0.1:7475"))
@@ -150,3 +150,16 @@ def try_lock(lock_path: str) -> str:
 def sized_result(size: int) -> str:
     """A result of `size` characters (over the broker's payload limit, in the limit tests)."""
     return "x" * size
+
+
+class Audited(Task):
+    """A class-based task whose failure hook writes what it saw to the task's ``audit`` file."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        line = f"{task_id}|{exc!r}|{os.getpid()}|{self.request.id}"
+        Path(kwargs["audit"]).write_text(line)
+
+
+@app.task(base=Audited)
+def audited_divide(x: float, y: float, audit: str) -> float:
+    return x / y

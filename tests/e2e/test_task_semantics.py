@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -258,3 +259,21 @@ def test_the_routing_table_sends_a_task_to_its_queue(
     assert result.queue == "routed"
     start_worker("--queues", "routed")
     assert result.get(timeout=20) == "via the routing table"
+
+
+def test_a_class_based_task_hook_runs_in_the_worker_process(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    start_worker()
+    audit = tmp_path / "audit.txt"
+    result = tasks.audited_divide.delay(1, 0, audit=str(audit))
+    with pytest.raises(ZeroDivisionError):
+        result.get(timeout=20)
+    # The hook ran before the outcome was sent, so the file is there once get() has raised.
+    task_id, error, pid, request = audit.read_text().split("|")
+    assert (task_id, error, request) == (
+        result.id,
+        "ZeroDivisionError('division by zero')",
+        result.id,
+    )
+    assert int(pid) != os.getpid()

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from client import Celeriac
+from client import Celeriac, Task
 from client.errors import SoftTimeLimitExceeded
 
 app = Celeriac("worker-unit", broker="127.0.0.1:1")
@@ -132,3 +132,58 @@ def reports_big(self, size: int) -> str:  # type: ignore[no-untyped-def]
     self.update_state(state="PROGRESS", meta={"m": "m" * size})
     self.heartbeat(progress="p" * size, extend=10)
     return "ok"
+
+
+class Expected(Exception):
+    """A failure the task declares as expected (``throws``)."""
+
+
+class Recording(Task):
+    """A class-based task whose hooks record what they saw, in the process that ran them."""
+
+    calls: list[tuple[str, ...]] = []
+    max_retries = 1  # a class attribute is an option default, as in Celery
+
+    def on_success(self, retval: object, task_id: str, args: object, kwargs: object) -> None:
+        self.calls.append(("on_success", repr(retval), task_id, self.request.id))
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        self.calls.append(("on_failure", repr(exc), task_id, einfo.traceback))
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        self.calls.append(("on_retry", repr(exc), task_id))
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        self.calls.append(("after_return", status, repr(retval)))
+
+
+@app.task(base=Recording)
+def hooked(x: int) -> int:
+    if x < 0:
+        raise ValueError("negative")
+    return x * 2
+
+
+@app.task(base=Recording, autoretry_for=(KeyError,), retry_kwargs={"countdown": 7})
+def hooked_retrying() -> None:
+    raise KeyError("again")
+
+
+class BrokenHooks(Task):
+    def on_success(self, retval: object, task_id: str, args: object, kwargs: object) -> None:
+        raise RuntimeError("a hook that breaks")
+
+
+@app.task(base=BrokenHooks)
+def broken_hooks() -> str:
+    return "fine"
+
+
+@app.task(throws=(Expected,))
+def fails_as_expected() -> None:
+    raise Expected("card declined")
+
+
+@app.task(autoretry_for=(KeyError,), retry_kwargs={"max_retries": 1, "countdown": 3})
+def retries_per_kwargs() -> None:
+    raise KeyError("missing")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from client import serialization
 from client.task import Task
@@ -177,3 +180,54 @@ def test_decide_failure_of_a_plain_error_without_autoretry_is_failure() -> None:
     task: Task = TASKS[PREFIX + "add"]
     outcome = decide_failure(job("add"), task, RuntimeError("x"))
     assert outcome.state is OutcomeState.FAILURE
+
+
+def test_class_based_hooks_see_each_outcome_with_the_request_current() -> None:
+    tasks_unit.Recording.calls.clear()
+    assert run(job("hooked", 4)).state is OutcomeState.SUCCESS
+    assert tasks_unit.Recording.calls == [
+        ("on_success", "8", "task-1", "task-1"),
+        ("after_return", "SUCCESS", "8"),
+    ]
+    tasks_unit.Recording.calls.clear()
+    failed = run(job("hooked", -1, retries=1))  # max_retries = 1 on the class: no retry left
+    assert failed.state is OutcomeState.FAILURE
+    name, exc, task_id, traceback = tasks_unit.Recording.calls[0]
+    assert (name, exc, task_id) == ("on_failure", "ValueError('negative')", "task-1")
+    assert "raise ValueError" in traceback
+    assert tasks_unit.Recording.calls[1] == ("after_return", "FAILURE", "ValueError('negative')")
+
+
+def test_on_retry_runs_for_an_autoretry_and_retry_kwargs_set_its_countdown() -> None:
+    tasks_unit.Recording.calls.clear()
+    outcome = run(job("hooked_retrying"))
+    assert outcome.state is OutcomeState.RETRY and outcome.retry_countdown == 7
+    assert [call[0] for call in tasks_unit.Recording.calls] == ["on_retry", "after_return"]
+
+
+def test_retry_kwargs_max_retries_bound_the_autoretries() -> None:
+    first = run(job("retries_per_kwargs"))
+    assert (first.state, first.retry_countdown, first.max_retries) == (OutcomeState.RETRY, 3, 1)
+    assert run(job("retries_per_kwargs", retries=1)).state is OutcomeState.FAILURE
+
+
+def test_a_hook_that_raises_is_logged_and_the_outcome_stands(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcome = run(job("broken_hooks"))
+    assert outcome.state is OutcomeState.SUCCESS
+    assert outcome.result == Payload(serialization.JSON, b'"fine"')
+    assert "a hook of task" in caplog.text and "a hook that breaks" in caplog.text
+
+
+def test_expected_errors_are_logged_in_one_line_and_others_with_their_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.execution")
+    assert run(job("fails_as_expected")).state is OutcomeState.FAILURE
+    assert run(job("fail", "boom")).state is OutcomeState.FAILURE
+    expected, unexpected = [r for r in caplog.records if r.name == "worker.execution"]
+    assert expected.levelno == logging.INFO and expected.exc_info is None
+    assert "raised expected: Expected('card declined')" in expected.getMessage()
+    assert unexpected.levelno == logging.ERROR and unexpected.exc_info is not None
+    assert "raised unexpected: ValueError('boom')" in unexpected.getMessage()
