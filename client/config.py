@@ -42,6 +42,9 @@ class ClientConfig:
         result_chunk_wait: Longest single server-side wait, in seconds, while ``get()`` waits;
             a longer ``get()`` repeats the wait. The broker caps it too (60 s).
         group_chunk_size: Largest number of tasks per batch submit or batch result call.
+        task_always_eager: ``delay()`` and ``apply_async()`` run the task here and now instead
+            of sending it (Celery's setting, for tests; see :mod:`client.eager`).
+        task_eager_propagates: An eagerly run task's failure is raised at once.
     """
 
     broker: str = DEFAULT_BROKER
@@ -54,6 +57,8 @@ class ClientConfig:
     task_serializer: str = JSON
     result_chunk_wait: float = 30.0
     group_chunk_size: int = 1000
+    task_always_eager: bool = False
+    task_eager_propagates: bool = False
 
     def __post_init__(self) -> None:
         parse_broker_address(self.broker)  # fail at construction, not at the first call

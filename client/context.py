@@ -32,6 +32,8 @@ class Request:
         time_limit: Hard limit in seconds for this attempt, if any.
         soft_time_limit: Soft limit in seconds for this attempt, if any.
         max_retries: The caller's per-call ``max_retries`` override, if any.
+        called_directly: The task was called like a function (``add(1, 2)``).
+        is_eager: The task runs eagerly (``apply()`` or ``task_always_eager``).
     """
 
     id: str
@@ -49,6 +51,8 @@ class Request:
     max_retries: int | None = None
     # True when the task was called like a function (``add(1, 2)``) rather than by a worker.
     called_directly: bool = False
+    # True when the task runs through ``apply()`` or ``task_always_eager`` (client.eager).
+    is_eager: bool = False
 
 
 class TaskReporter(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,7 +27,10 @@ from client.serialization import JSON, content_type_for
 if TYPE_CHECKING:
     from client.app import Celeriac
     from client.canvas import Signature
+    from client.eager import EagerResult
     from client.result import AsyncResult
+
+logger = logging.getLogger(__name__)
 
 # The methods a Task subclass may override to hear about each attempt (Celery's names).
 _HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
@@ -221,6 +225,40 @@ class Task:
             getattr(type(self), hook) is not getattr(Task, hook) for hook in _HOOKS
         )
 
+    def run_hooks(  # noqa: PLR0917 - one attempt's facts, as the hooks take them
+        self,
+        state: str,
+        value: object,
+        exc: BaseException | None,
+        task_id: str,
+        args: Any,
+        kwargs: Any,
+    ) -> None:
+        """Call this task's hooks for one attempt that ended in ``state``; a raising hook is logged.
+
+        Args:
+            state: ``SUCCESS``, ``FAILURE`` or ``RETRY``.
+            value: The return value (SUCCESS).
+            exc: Why it failed or retries (the exception a ``Retry`` carries, not the Retry).
+            task_id: The task's id.
+            args: Its positional arguments.
+            kwargs: Its keyword arguments.
+        """
+        if not self.has_hooks:
+            return
+        einfo = ExceptionInfo(exc) if exc is not None else None
+        try:
+            if state == "SUCCESS":
+                self.on_success(value, task_id, args, kwargs)
+            elif exc is not None and einfo is not None and state == "RETRY":
+                self.on_retry(exc, task_id, args, kwargs, einfo)
+            elif exc is not None and einfo is not None and state == "FAILURE":
+                self.on_failure(exc, task_id, args, kwargs, einfo)
+            retval = value if state == "SUCCESS" else exc
+            self.after_return(state, retval, task_id, args, kwargs, einfo)
+        except Exception:  # the user's hook: the task's outcome stands whatever it does
+            logger.exception("a hook of task %s[%s] failed", self.name, task_id)
+
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Called by the worker after the task returned (Celery's hook); override it."""
 
@@ -269,6 +307,39 @@ class Task:
             coroutine: Awaitable[Any] = self.run(*args, **kwargs)
             return await coroutine
 
+    def apply(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        retries: int = 0,
+        throw: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> EagerResult:
+        """Run the task here and now, with its retries and hooks, as Celery's ``apply`` does.
+
+        No broker is involved (see :mod:`client.eager`). Other ``apply_async`` options are
+        accepted and have no effect, since nothing is queued.
+
+        Returns:
+            An already finished result; ``get()`` returns the value or raises the failure.
+        """
+        from client.eager import apply
+
+        return apply(
+            self,
+            args,
+            kwargs,
+            task_id=task_id,
+            retries=retries,
+            throw=throw,
+            headers=headers,
+            max_retries=max_retries,
+        )
+
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send the task to a worker with these arguments; shortcut for ``apply_async``.
 
@@ -306,6 +377,8 @@ class Task:
             SerializationError: An argument cannot be encoded; nothing was sent.
             BrokerUnavailable: The broker could not be reached in time.
         """
+        if self.app.conf.task_always_eager:
+            return self._apply_eagerly(args, kwargs, options)
         return self.app.send_task(self.name, args, kwargs, **options)
 
     async def aapply_async(
@@ -315,7 +388,24 @@ class Task:
         **options: Any,
     ) -> AsyncResult:
         """Like :meth:`apply_async`, for callers inside an event loop."""
+        if self.app.conf.task_always_eager:
+            return self._apply_eagerly(args, kwargs, options)
         return await self.app.asend_task(self.name, args, kwargs, **options)
+
+    def _apply_eagerly(
+        self,
+        args: tuple[Any, ...] | list[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> EagerResult:
+        """``task_always_eager``: the call's options are checked as if sent, then it runs here."""
+        from client.options import CallOptions, resolve_options
+
+        call = CallOptions.parse(options)
+        resolve_options(self.name, call, task=self.options, config=self.app.conf)
+        return self.apply(
+            args, kwargs, task_id=call.task_id, headers=call.headers, max_retries=call.max_retries
+        )
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """Return a signature: this task with (partial) arguments, to send later or in a group."""

@@ -38,7 +38,7 @@ from client.errors import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from client.task import ExceptionInfo, Task
+from client.task import Task
 from worker.errors import WorkerLostError
 from worker.jobs import (
     Heartbeat,
@@ -346,23 +346,10 @@ def _after_attempt(job: Job, call: _Call, outcome: Outcome, exc: BaseException) 
 def _run_hooks(
     job: Job, call: _Call, outcome: Outcome, value: object, exc: BaseException | None
 ) -> None:
-    """Call a class-based task's hooks for this attempt; a hook that raises is only logged."""
-    task, task_id, args, kwargs = call.task, job.task_id, call.args, call.kwargs
     if isinstance(exc, Retry) and exc.exc is not None:
         exc = exc.exc  # the hooks see why the task retried, as in Celery
-    einfo = ExceptionInfo(exc) if exc is not None else None
-    state = outcome.state
-    try:
-        if state is OutcomeState.SUCCESS:
-            task.on_success(value, task_id, args, kwargs)
-        elif exc is not None and einfo is not None and state is OutcomeState.RETRY:
-            task.on_retry(exc, task_id, args, kwargs, einfo)
-        elif exc is not None and einfo is not None and state is OutcomeState.FAILURE:
-            task.on_failure(exc, task_id, args, kwargs, einfo)
-        retval = value if state is OutcomeState.SUCCESS else exc
-        task.after_return(state.value, retval, task_id, args, kwargs, einfo)
-    except Exception:  # the user's hook: the task's outcome stands whatever it does
-        logger.exception("a hook of task %s[%s] failed", job.name, task_id)
+    state = outcome.state.value
+    call.task.run_hooks(state, value, exc, job.task_id, call.args, call.kwargs)
 
 
 def _invoke(call: _Call) -> object:
