@@ -9,20 +9,24 @@ from typing import Any
 
 import grpc
 
+from celeriac.address import DEFAULT_ADDRESS, Address, parse_address
+from celeriac.cli import usage_error
+from celeriac.settings import InvalidSetting, is_address
 from celeriac.v1 import admin_pb2, admin_pb2_grpc
 
 RET_OK = 0
 RET_ERROR = 1
 RET_UNAVAILABLE = 3
-DEFAULT_BROKER = "127.0.0.1:7475"
 CALL_TIMEOUT = 10.0
+ENV_BROKER = "CELERIAC_BROKER"
 
 
 def add_commands(commands: Any) -> None:
     """Register the admin sub-commands on the CLI's sub-parser collection."""
-    default = os.environ.get("CELERIAC_BROKER", DEFAULT_BROKER)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--broker", default=default, help=f"broker address (default {default})")
+    common.add_argument(
+        "--broker", help=f"broker address (default: $CELERIAC_BROKER, else {DEFAULT_ADDRESS})"
+    )
     commands.add_parser("queues", parents=[common], help="list queues and their depths")
     commands.add_parser("workers", parents=[common], help="list connected workers")
     dead = commands.add_parser("dead", parents=[common], help="list, requeue or purge dead letters")
@@ -30,22 +34,42 @@ def add_commands(commands: Any) -> None:
     dead.add_argument("task_ids", nargs="*", help="ids to requeue or purge")
     dead.add_argument("--all", action="store_true", help="every dead letter (of --queue)")
     dead.add_argument("--queue", default="", help="only this queue")
-    dead.add_argument("--limit", type=int, default=0, help="list at most this many")
+    dead.add_argument("--limit", type=int, default=0, help="list at most this many (0: all)")
     purge = commands.add_parser("purge", parents=[common], help="drop every ready task of a queue")
     purge.add_argument("queue")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one admin command; returns the exit code."""
-    address = args.broker.removeprefix("grpc://")
     try:
-        with grpc.insecure_channel(address) as channel:
+        address = _broker_address(args.broker)
+    except InvalidSetting as error:
+        return usage_error(error)
+    if args.command == "dead" and args.limit < 0:
+        return usage_error(f"--limit {args.limit} must not be negative")
+    try:
+        with grpc.insecure_channel(address.target) as channel:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             return _dispatch(stub, args)
     except grpc.RpcError as error:
         code = error.code()
         print(f"error: {code.name}: {error.details()}", file=sys.stderr)
         return RET_UNAVAILABLE if code == grpc.StatusCode.UNAVAILABLE else RET_ERROR
+
+
+def _broker_address(flag: str | None) -> Address:
+    """The address from --broker, else CELERIAC_BROKER, else the default; errors name the source.
+
+    A blank variable counts as unset, as it does for the worker and the client.
+    """
+    if flag is not None:
+        label, text = "--broker", flag
+    else:
+        label, text = f"{ENV_BROKER}=", os.environ.get(ENV_BROKER, "").strip() or DEFAULT_ADDRESS
+    problem = is_address(text, None)
+    if problem is not None:
+        raise InvalidSetting.about(label, text, problem)
+    return parse_address(text)
 
 
 def _dispatch(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,22 +12,32 @@ from collections.abc import Sequence
 from broker import admin_cli
 from broker.collector import thaw_periodically, tune_collector
 from broker.config import BrokerConfig
-from broker.service.server import serve
+from broker.service.server import CannotListen, serve
+from celeriac.cli import (
+    EXIT_USAGE,
+    OneLineParser,
+    add_log_level,
+    add_version,
+    flag_values,
+    usage_error,
+)
+from celeriac.settings import InvalidSetting
 
 RET_OK = 0
-RET_USAGE = 2
+RET_USAGE = EXIT_USAGE
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="python -m broker", description="Celeriac broker")
+    parser = OneLineParser(prog="python -m broker", description="Celeriac broker")
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the broker daemon")
     serve_parser.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to bind; 0 picks a free one")
-    serve_parser.add_argument("--log-level", help="debug, info, warning or error")
+    add_log_level(serve_parser, default="info")
     serve_parser.add_argument("--max-payload-bytes", type=int, help="largest task argument")
     serve_parser.add_argument("--max-message-bytes", type=int, help="largest gRPC message")
     serve_parser.add_argument("--result-ttl", type=float, help="seconds results are kept")
@@ -49,31 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
         return admin_cli.run(args)
+    values, labels = flag_values(args, (field.name for field in dataclasses.fields(BrokerConfig)))
     try:
-        config = BrokerConfig.from_env().replace(
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            max_payload_bytes=args.max_payload_bytes,
-            max_message_bytes=args.max_message_bytes,
-            result_ttl=args.result_ttl,
-            max_results=args.max_results,
-            max_queued=args.max_queued,
-            lease_grace=args.lease_grace,
-            ping_interval=args.ping_interval,
-            ping_timeout=args.ping_timeout,
-            shutdown_grace=args.shutdown_grace,
-            gc_thaw_interval=args.gc_thaw_interval,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return RET_USAGE
-    if config.gc_thaw_interval <= 0:
-        print("error: the gc thaw interval must be a positive number of seconds", file=sys.stderr)
-        return RET_USAGE
+        config = BrokerConfig.from_env(values=values, labels=labels)
+    except InvalidSetting as error:
+        return usage_error(error)
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     tune_collector()
-    asyncio.run(_serve_daemon(config))
+    try:
+        asyncio.run(_serve_daemon(config))
+    except CannotListen as error:
+        return usage_error(error)
     return RET_OK
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
 
+from celeriac.settings import InvalidSetting
+
 
 class CeleriacError(Exception):
     """Base class of every error raised by the Celeriac client.
@@ -31,7 +33,7 @@ class CeleriacError(Exception):
     metadata: Mapping[str, str] = MappingProxyType({})
 
 
-class ConfigurationError(CeleriacError, ValueError):
+class ConfigurationError(CeleriacError, InvalidSetting):
     """A configuration value (broker address, timeout, route) is malformed."""
 
 

@@ -43,9 +43,13 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    (out_dir / PACKAGE / "__init__.py").write_text(INIT_TEXT)
     for package in (out_dir / "celeriac", out_dir / PACKAGE):
-        (package / "__init__.py").write_text(INIT_TEXT)
         (package / "py.typed").write_text("")
+    # The celeriac package also holds hand-written shared modules: its __init__ is theirs.
+    parent_init = out_dir / "celeriac" / "__init__.py"
+    if not parent_init.exists():
+        parent_init.write_text(INIT_TEXT)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,13 @@ LISTENING = re.compile(r"listening on (\S+)")
 START_TIMEOUT = 30.0
 
 
-def run_python(*args: str, timeout: float = 50.0) -> subprocess.CompletedProcess[str]:
+def run_python(
+    *args: str, timeout: float = 50.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run this interpreter with ``args`` in the project root and return what it printed.
 
     For code that must run in a fresh process: process-wide settings, or a command's output.
+    ``env`` adds to (or overrides) this process's environment.
     """
     return subprocess.run(
         [sys.executable, *args],
@@ -38,6 +41,7 @@ def run_python(*args: str, timeout: float = 50.0) -> subprocess.CompletedProcess
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **env} if env is not None else None,
     )
 
 

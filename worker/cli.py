@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
+from celeriac.cli import OneLineParser, add_log_level, add_version, flag_values, usage_error
+from celeriac.settings import split_names
 from worker import loader, pools
 from worker.collector import tune_collector
-from worker.config import DEFAULT_BROKER, POOLS, WorkerConfig, split_names, worker_id
+from worker.config import DEFAULT_BROKER, POOLS, WorkerConfig, worker_id
 from worker.errors import SessionRefused, WorkerError
 from worker.execution import ExecutionSettings
 from worker.runner import Worker
@@ -25,13 +28,14 @@ EXIT_FAILED = 4
 
 def build_parser() -> argparse.ArgumentParser:
     """The worker's command-line flags (Celery's names where Celery has them)."""
-    parser = argparse.ArgumentParser(prog="python -m worker", description="Run Celeriac tasks.")
+    parser = OneLineParser(prog="python -m worker", description="Run Celeriac tasks.")
+    add_version(parser)
     parser.add_argument("--tasks", "-A", required=True, help="task module(s), comma-separated")
     parser.add_argument("--broker", "-b", help=f"broker address (default {DEFAULT_BROKER})")
     parser.add_argument("--concurrency", "-c", type=int, help="tasks run at once (default: CPUs)")
     parser.add_argument("--pool", "-P", choices=POOLS, help="execution pool (default: process)")
     parser.add_argument("--queues", "-Q", help="queues to consume, comma-separated")
-    parser.add_argument("--loglevel", "-l", help="logging level (default: info)")
+    add_log_level(parser, default="info")
     parser.add_argument("--hostname", "-n", help="worker id (default: celeriac@HOST:PID)")
     parser.add_argument("--time-limit", type=float, help="default hard time limit (s)")
     parser.add_argument("--soft-time-limit", type=float, help="default soft time limit (s)")
@@ -56,26 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    args.tasks = split_names(args.tasks)
+    args.queues = split_names(args.queues) if args.queues is not None else None
+    fields = [field.name for field in dataclasses.fields(WorkerConfig)]
+    flags = flag_values(args, fields, renames={"loglevel": "log_level"})
     try:
-        config = WorkerConfig.from_env(
-            tasks=split_names(args.tasks),
-            broker=args.broker,
-            concurrency=args.concurrency,
-            pool=args.pool,
-            queues=split_names(args.queues) if args.queues else None,
-            loglevel=args.loglevel.upper() if args.loglevel else None,
-            hostname=args.hostname,
-            time_limit=args.time_limit,
-            soft_time_limit=args.soft_time_limit,
-            shutdown_grace=args.shutdown_grace,
-            allow_pickle=args.allow_pickle,
-            prefetch_max=args.prefetch_max,
-            prefetch_window=args.prefetch_window,
-            prefetch_hold=args.prefetch_hold,
-        )
+        config = WorkerConfig.from_env(flags=flags)
     except ValueError as exc:
-        print(f"python -m worker: error: {exc}")
-        return EXIT_USAGE
+        return usage_error(exc)
     logging.basicConfig(
         level=config.loglevel.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

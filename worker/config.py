@@ -1,20 +1,35 @@
 """Worker settings: one frozen dataclass with its defaults, read from CELERIAC_* variables.
 
 Precedence, highest first: command-line flags (`cli`), environment variables (`from_env`),
-the task module's app (for the broker address only), then the defaults below.
+the task module's app (for the broker address only), then the defaults below. Every value is
+checked when the config is built (`celeriac.settings`), so a bad one is refused at start.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from celeriac.address import DEFAULT_ADDRESS, parse_address
+from celeriac.settings import (
+    at_least,
+    computed_setting,
+    is_address,
+    is_log_level,
+    load,
+    not_empty,
+    not_negative,
+    one_of,
+    positive,
+    setting,
+    validate,
+)
 from worker.errors import ConfigurationError
 
-DEFAULT_BROKER = "127.0.0.1:7475"
+DEFAULT_BROKER = DEFAULT_ADDRESS
+ENV_PREFIX = "CELERIAC_WORKER_"
 POOLS = ("process", "thread", "async", "solo")
 
 
@@ -29,7 +44,7 @@ class WorkerConfig:
 
     Attributes:
         tasks: Modules to import for task declarations (e.g. "proj.tasks").
-        broker: Broker address ("host:port" or "grpc://host:port"); None means "from the task
+        broker: Broker address (the forms of `celeriac.address`); None means "from the task
             module's app, else 127.0.0.1:7475".
         concurrency: Number of tasks run at once (child processes, threads or coroutines).
         pool: "process" (default, child processes), "thread", "async" or "solo".
@@ -59,57 +74,44 @@ class WorkerConfig:
             prefetching until one of its running tasks finishes.
     """
 
-    tasks: tuple[str, ...] = ()
-    broker: str | None = None
-    concurrency: int = dataclasses.field(default_factory=_cpu_count)
-    pool: str = "process"
-    queues: tuple[str, ...] = ("default",)
-    hostname: str | None = None
-    loglevel: str = "INFO"
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    shutdown_grace: float = 30.0
+    tasks: tuple[str, ...] = setting((), env="")
+    broker: str | None = setting(None, is_address, env="CELERIAC_BROKER")
+    concurrency: int = computed_setting(_cpu_count, at_least(1))
+    pool: str = setting("process", one_of(*POOLS))
+    queues: tuple[str, ...] = setting(("default",), not_empty)
+    hostname: str | None = setting(None, not_empty)
+    loglevel: str = setting("INFO", is_log_level, env="CELERIAC_LOGLEVEL")
+    time_limit: float | None = setting(None, positive)
+    soft_time_limit: float | None = setting(None, positive)
+    shutdown_grace: float = setting(30.0, not_negative)
     allow_pickle: bool = False
-    reconnect_initial: float = 0.1
-    reconnect_max: float = 5.0
-    prefetch_max: int = 500
-    prefetch_window: float = 0.1
-    prefetch_hold: float = 1.0
+    reconnect_initial: float = setting(0.1, positive)
+    reconnect_max: float = setting(5.0, positive)
+    prefetch_max: int = setting(500, not_negative)
+    prefetch_window: float = setting(0.1, not_negative)
+    prefetch_hold: float = setting(1.0, positive)
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.pool not in POOLS:
-            raise ConfigurationError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
-        if self.prefetch_hold <= 0:
-            raise ConfigurationError(f"prefetch_hold must be positive, got {self.prefetch_hold}")
-        if not self.queues:
-            raise ConfigurationError("at least one queue is needed")
-        for name, value in (
-            ("time_limit", self.time_limit),
-            ("soft_time_limit", self.soft_time_limit),
-            ("shutdown_grace", self.shutdown_grace),
-            ("prefetch_max", self.prefetch_max),
-            ("prefetch_window", self.prefetch_window),
-        ):
-            if value is not None and value < 0:
-                raise ConfigurationError(f"{name} must not be negative, got {value}")
+        validate(self, ConfigurationError)
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        flags: tuple[Mapping[str, object], Mapping[str, str]] | None = None,
+        **overrides: object,
     ) -> WorkerConfig:
         """Build a config from CELERIAC_* variables, then apply explicit overrides.
 
-        Variables: CELERIAC_BROKER, CELERIAC_WORKER_CONCURRENCY, CELERIAC_WORKER_POOL,
-        CELERIAC_WORKER_QUEUES (comma-separated), CELERIAC_WORKER_HOSTNAME, CELERIAC_LOGLEVEL,
-        CELERIAC_WORKER_TIME_LIMIT, CELERIAC_WORKER_SOFT_TIME_LIMIT,
-        CELERIAC_WORKER_SHUTDOWN_GRACE, CELERIAC_WORKER_ALLOW_PICKLE (1/true/yes),
-        CELERIAC_WORKER_PREFETCH_MAX, CELERIAC_WORKER_PREFETCH_WINDOW,
-        CELERIAC_WORKER_PREFETCH_HOLD.
+        Variables: CELERIAC_BROKER, CELERIAC_LOGLEVEL, and CELERIAC_WORKER_<FIELD> for the
+        others (CELERIAC_WORKER_CONCURRENCY, CELERIAC_WORKER_QUEUES=a,b,
+        CELERIAC_WORKER_ALLOW_PICKLE=1 ...).
 
         Args:
             environ: The environment to read; os.environ by default.
+            flags: Values given as flags and how each was spelled (`celeriac.cli.flag_values`),
+                so that an error names the flag; they win over the environment.
             **overrides: Field values that win over the environment (None values are ignored).
 
         Returns:
@@ -118,32 +120,15 @@ class WorkerConfig:
         Raises:
             ConfigurationError: A variable or override has an invalid value.
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        readers: dict[str, tuple[str, Callable[[str], object]]] = {
-            "broker": ("CELERIAC_BROKER", str),
-            "concurrency": ("CELERIAC_WORKER_CONCURRENCY", int),
-            "pool": ("CELERIAC_WORKER_POOL", str),
-            "queues": ("CELERIAC_WORKER_QUEUES", split_names),
-            "hostname": ("CELERIAC_WORKER_HOSTNAME", str),
-            "loglevel": ("CELERIAC_LOGLEVEL", str),
-            "time_limit": ("CELERIAC_WORKER_TIME_LIMIT", float),
-            "soft_time_limit": ("CELERIAC_WORKER_SOFT_TIME_LIMIT", float),
-            "shutdown_grace": ("CELERIAC_WORKER_SHUTDOWN_GRACE", float),
-            "allow_pickle": ("CELERIAC_WORKER_ALLOW_PICKLE", _parse_bool),
-            "prefetch_max": ("CELERIAC_WORKER_PREFETCH_MAX", int),
-            "prefetch_window": ("CELERIAC_WORKER_PREFETCH_WINDOW", float),
-            "prefetch_hold": ("CELERIAC_WORKER_PREFETCH_HOLD", float),
-        }
-        for field_name, (variable, parse) in readers.items():
-            raw = env.get(variable)
-            if raw:
-                try:
-                    values[field_name] = parse(raw)
-                except ValueError as exc:
-                    raise ConfigurationError(f"{variable}={raw!r}: {exc}") from exc
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        values, labels = flags or ({}, {})
+        return load(
+            cls,
+            environ,
+            prefix=ENV_PREFIX,
+            values={**values, **overrides},
+            labels=labels,
+            error=ConfigurationError,
+        )
 
 
 def worker_id(config: WorkerConfig) -> str:
@@ -151,28 +136,13 @@ def worker_id(config: WorkerConfig) -> str:
     return config.hostname or f"celeriac@{socket.gethostname()}:{os.getpid()}"
 
 
-def split_names(text: str) -> tuple[str, ...]:
-    """Split "a, b,c" into ("a", "b", "c"), dropping empty items."""
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
 def grpc_target(address: str) -> str:
-    """Turn a broker address ("host:port" or "grpc://host:port") into a gRPC target.
+    """The ``host:port`` gRPC target of a broker address (see `celeriac.address`).
 
     Raises:
-        ConfigurationError: The address has no port.
+        ConfigurationError: The address is in none of the accepted forms.
     """
-    target = address.removeprefix("grpc://").rstrip("/")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigurationError(f"broker address must be host:port, got {address!r}")
-    return target
+    try:
+        return parse_address(address).target
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import grpc
 
+from celeriac.settings import InvalidSetting
+
 
 class WorkerError(Exception):
     """Root of every error the worker raises itself."""
@@ -18,7 +20,7 @@ class TaskModuleError(WorkerError):
     """A `--tasks` module could not be imported, or declares no tasks."""
 
 
-class ConfigurationError(WorkerError, ValueError):
+class ConfigurationError(WorkerError, InvalidSetting):
     """A setting (flag or CELERIAC_* variable) has an invalid value."""
 
 

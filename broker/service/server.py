@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +20,7 @@ from broker.service.decoding import add_service
 from broker.service.runtime import Runtime
 from broker.service.task_service import TaskService
 from broker.service.worker_service import WorkerService
+from celeriac.address import bracketed
 from celeriac.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -130,9 +133,8 @@ class BrokerServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        host = config.host
-        bind_host = f"[{host}]" if ":" in host else host
-        port = server.add_insecure_port(f"{bind_host}:{config.port}")
+        bind_host = bracketed(config.host.removeprefix("[").removesuffix("]"))
+        port = _bind(server, bind_host, config.port)
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -158,6 +160,43 @@ class BrokerServer:
         runtime.close()
         self._server = None
         logger.info("celeriac broker stopped")
+
+
+class CannotListen(RuntimeError):
+    """The broker cannot bind its address (the port is taken, or the host is not this machine's)."""
+
+
+def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Bind ``host:port`` and return the port bound, or raise CannotListen naming the address.
+
+    The address is tried with a plain socket first: gRPC's own failure is a generic
+    RuntimeError, after its C core logged lines of its own to stderr.
+    """
+    address = f"{host}:{port}"
+    if port != 0:
+        _probe(host.removeprefix("[").removesuffix("]"), port, address)
+    try:
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        raise CannotListen(f"cannot listen on {address}") from None
+
+
+def _probe(host: str, port: int, address: str) -> None:
+    try:
+        candidates = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as error:
+        raise CannotListen(f"cannot listen on {address}: {error.strerror}") from None
+    for family, kind, proto, _, sockaddr in candidates:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a port left in TIME_WAIT by an earlier broker is free to use.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                reason = "the port is in use" if error.errno == errno.EADDRINUSE else error.strerror
+                raise CannotListen(f"cannot listen on {address}: {reason}") from None
 
 
 async def serve(config: BrokerConfig) -> None:

@@ -88,7 +88,7 @@ def _near_limit_args() -> tasks_pb2.Payload:
 
 
 def test_a_session_that_never_says_hello_is_ended() -> None:
-    config = FAST.replace(ping_timeout=0.3)
+    config = FAST.replace(ping_interval=0.1, ping_timeout=0.3)
     with running_broker(config) as running, grpc.insecure_channel(running.address) as channel:
         silent: queue.Queue[worker_pb2.WorkerMessage | None] = queue.Queue()
         call = worker_pb2_grpc.WorkerServiceStub(channel).Session(iter(silent.get, None))

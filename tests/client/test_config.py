@@ -5,29 +5,8 @@ from __future__ import annotations
 import pytest
 
 from client import Celeriac, ClientConfig
-from client.config import parse_broker_address
 from client.errors import ConfigurationError
 from client.serialization import JSON, PICKLE
-
-
-@pytest.mark.parametrize(
-    ("address", "target"),
-    [
-        ("localhost:7475", "localhost:7475"),
-        ("grpc://10.0.0.1:9000", "10.0.0.1:9000"),
-        ("grpc://broker.internal:80/", "broker.internal:80"),
-        ("broker", "broker:7475"),
-        ("[::1]:7000", "[::1]:7000"),
-    ],
-)
-def test_accepted_broker_address_forms(address: str, target: str) -> None:
-    assert parse_broker_address(address) == target
-
-
-@pytest.mark.parametrize("address", ["http://h:1", "h:port", "h:99999", "", "a:1:2"])
-def test_malformed_broker_addresses_are_refused_with_the_address_named(address: str) -> None:
-    with pytest.raises(ConfigurationError, match="broker address"):
-        parse_broker_address(address)
 
 
 def test_environment_overrides_defaults_and_arguments_override_environment() -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -114,7 +115,7 @@ def test_credit_accounting_follows_assignments_and_sessions() -> None:
 class InProcessWorker:
     """A thread-pool `Worker` on its own loop in a background thread."""
 
-    def __init__(self, address: str, concurrency: int = 2, **settings: object) -> None:
+    def __init__(self, address: str, concurrency: int = 2, **settings: Any) -> None:
         config = WorkerConfig.from_env(
             {}, tasks=(MODULE,), broker=address, concurrency=concurrency, pool="thread", **settings
         )

@@ -1,0 +1,75 @@
+"""What every Celeriac command line shares: one-line errors, the log-level flag, ``--version``.
+
+Every usage mistake (an unknown flag, a value of the wrong type, a setting out of range) ends
+the program with one line, ``error: ...``, on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from importlib import metadata
+from typing import NoReturn
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: message`` and exit with status 2."""
+        self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
+def usage_error(message: object) -> int:
+    """Print a one-line ``error: ...`` to stderr and return the usage exit status (2)."""
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level`` (also spelled ``--loglevel``, ``-l``), stored as ``log_level``."""
+    parser.add_argument(
+        "--log-level",
+        "--loglevel",
+        "-l",
+        dest="log_level",
+        help=f"debug, info, warning, error or critical (default {default})",
+    )
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: print the installed package's version and exit."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+
+
+def version() -> str:
+    """The installed celeriac distribution's version ("unknown" when run from a bare tree)."""
+    try:
+        return metadata.version("celeriac")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def flag_values(
+    args: argparse.Namespace, fields: Iterable[str], renames: dict[str, str] | None = None
+) -> tuple[dict[str, object], dict[str, str]]:
+    """The config values given as flags, and how each was spelled (``{"port": "--port"}``).
+
+    Args:
+        args: The parsed flags.
+        fields: Config field names; a flag whose ``dest`` is a field name sets it.
+        renames: Config field -> flag ``dest`` where they differ.
+    """
+    renames = renames or {}
+    values: dict[str, object] = {}
+    labels: dict[str, str] = {}
+    for field in fields:
+        dest = renames.get(field, field)
+        value = getattr(args, dest, None)
+        if value is not None:
+            values[field] = value
+            labels[field] = "--" + dest.replace("_", "-")
+    return values, labels
