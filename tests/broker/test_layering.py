@@ -35,12 +35,14 @@ def test_the_broker_never_imports_client_or_worker() -> None:
 
 
 def test_grpc_stays_in_the_service_layer_and_the_clis() -> None:
+    # The hand-written celeriac modules (address parser, settings checks) are plain Python that
+    # the configuration shares with the worker and client; the generated celeriac.v1 is not.
     allowed = {"service", "cli.py", "admin_cli.py", "testing.py"}
     for path in BROKER.rglob("*.py"):
         if path.relative_to(BROKER).parts[0] in allowed:
             continue
         for name in _imports(path):
-            assert not name.startswith(("grpc", "celeriac")), (path, name)
+            assert not name.startswith(("grpc", "celeriac.v1")), (path, name)
 
 
 def test_a_queued_small_task_costs_under_one_kib() -> None:
