@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, overload
 
+from client import signals
 from client.canvas import Signature
 from client.chunks import group_chunks
 from client.config import ClientConfig
@@ -20,6 +21,7 @@ from client.options import (
     encode_spec,
     resolve_options,
 )
+from client.publishing import after_publish, before_publish
 from client.records import EncodedValue, ResolvedOptions, ServerInfo, SubmitSpec
 from client.result import AsyncResult, GroupResult
 from client.serialization import decode
@@ -150,8 +152,10 @@ class Celeriac:
             QueueFull: The queue is at capacity.
             PayloadTooLarge: The encoded arguments exceed the broker's limit.
         """
-        spec = self.build_spec(name, args, kwargs, options)
-        return AsyncResult.submitted(self.transport.submit([spec])[0], self)
+        spec = before_publish(self.build_spec(name, args, kwargs, options), args, kwargs)
+        result = AsyncResult.submitted(self.transport.submit([spec])[0], self)
+        after_publish(spec, args, kwargs)
+        return result
 
     async def asend_task(
         self,
@@ -161,21 +165,27 @@ class Celeriac:
         **options: Any,
     ) -> AsyncResult:
         """Like :meth:`send_task`, without blocking the event loop."""
-        spec = self.build_spec(name, args, kwargs, options)
-        return AsyncResult.submitted((await self.aio_transport.submit([spec]))[0], self)
+        spec = before_publish(self.build_spec(name, args, kwargs, options), args, kwargs)
+        result = AsyncResult.submitted((await self.aio_transport.submit([spec]))[0], self)
+        after_publish(spec, args, kwargs)
+        return result
 
     def send_group(self, signatures: Iterable[Signature]) -> GroupResult:
         """Send signatures in batches (one ``SubmitMany`` per chunk); see ``client.group``."""
+        signatures = list(signatures)
         specs = self._group_specs(signatures)
         chunks = self._chunks(specs, self.transport.server_info())
         submitted = self.transport.submit_chunks(chunks)
+        _after_group_publish(signatures, specs)
         return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
 
     async def asend_group(self, signatures: Iterable[Signature]) -> GroupResult:
         """Like :meth:`send_group`, without blocking the event loop."""
+        signatures = list(signatures)
         specs = self._group_specs(signatures)
         chunks = self._chunks(specs, await self.aio_transport.server_info())
         submitted = await self.aio_transport.submit_chunks(chunks)
+        _after_group_publish(signatures, specs)
         return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
@@ -282,7 +292,7 @@ class Celeriac:
     ) -> None:
         await self.aclose()
 
-    def _group_specs(self, signatures: Iterable[Signature]) -> list[SubmitSpec]:
+    def _group_specs(self, signatures: Sequence[Signature]) -> list[SubmitSpec]:
         # Encode everything first: a bad argument anywhere fails before anything is sent.
         # Signatures of one task with equal options (the usual group) share one resolution.
         now = datetime.now(UTC)
@@ -304,6 +314,11 @@ class Celeriac:
             specs.append(
                 encode_spec(options, signature.args, signature.kwargs, allow_pickle=allow_pickle)
             )
+        if signals.before_task_publish.receivers:
+            specs = [
+                before_publish(spec, s.args, s.kwargs)
+                for spec, s in zip(specs, signatures, strict=True)
+            ]
         return specs
 
     def _resolve(
@@ -360,3 +375,9 @@ class Control:
         """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         return self._app.transport.revoke(ids, terminate, reason) if ids else []
+
+
+def _after_group_publish(signatures: Sequence[Signature], specs: Sequence[SubmitSpec]) -> None:
+    if signals.after_task_publish.receivers:
+        for signature, spec in zip(signatures, specs, strict=True):
+            after_publish(spec, signature.args, signature.kwargs)

@@ -2,11 +2,12 @@
 
 ``add.apply((1, 2))`` runs the task like Celery's ``Task.apply``: with a request (bound tasks
 see ``self.request``, with ``is_eager`` true), its retries (``self.retry()`` and
-``autoretry_for`` run the task again at once, with no countdown, up to its ``max_retries``)
-and its class-based hooks, and returns an :class:`EagerResult` holding the value or the
-exception. With ``task_always_eager=True`` on the app, ``delay()`` and ``apply_async()`` do the
-same, which is how Celery users test task code without a broker; ``task_eager_propagates=True``
-(or ``apply(throw=True)``) raises a failure at once instead of storing it.
+``autoretry_for`` run the task again at once, with no countdown, up to its ``max_retries``),
+its class-based hooks and the task signals, and returns an :class:`EagerResult` holding the
+value or the exception. With ``task_always_eager=True`` on the app, ``delay()`` and
+``apply_async()`` do the same, which is how Celery users test task code without a broker;
+``task_eager_propagates=True`` (or ``apply(throw=True)``) raises a failure at once instead of
+storing it.
 
 Arguments are not serialized on the way in, as in Celery: eager mode tests the task's logic,
 not the wire. ``send_task`` by name always goes to the broker, as in Celery.
@@ -186,22 +187,25 @@ def apply(
             is_eager=True,
         )
         with executing(request, DirectCallReporter()):
+            task.before_attempt(task_id, call_args, call_kwargs)
             try:
                 value = _run(task, call_args, call_kwargs)
             except (Exception, SystemExit) as exc:
                 limit = _retry_limit(task, exc, max_retries)
                 if limit is not False and (limit is None or retries < limit):
-                    task.run_hooks(states.RETRY, None, _cause(exc), task_id, call_args, call_kwargs)
+                    task.after_attempt(
+                        states.RETRY, None, _cause(exc), task_id, call_args, call_kwargs
+                    )
                     retries += 1
                     continue
                 failure = _cause(exc)
-                task.run_hooks(states.FAILURE, None, failure, task_id, call_args, call_kwargs)
+                task.after_attempt(states.FAILURE, None, failure, task_id, call_args, call_kwargs)
                 if throw:
                     raise failure from None
                 return EagerResult(
                     task, task_id, states.FAILURE, None, retries=retries, error=failure
                 )
-            task.run_hooks(states.SUCCESS, value, None, task_id, call_args, call_kwargs)
+            task.after_attempt(states.SUCCESS, value, None, task_id, call_args, call_kwargs)
         return EagerResult(task, task_id, states.SUCCESS, value, retries=retries)
 
 

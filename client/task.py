@@ -13,6 +13,7 @@ from datetime import datetime
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from client import signals
 from client.context import (
     DirectCallReporter,
     Request,
@@ -225,7 +226,14 @@ class Task:
             getattr(type(self), hook) is not getattr(Task, hook) for hook in _HOOKS
         )
 
-    def run_hooks(  # noqa: PLR0917 - one attempt's facts, as the hooks take them
+    def before_attempt(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Announce an attempt about to run (``task_prerun``); the worker and eager mode call it."""
+        if signals.task_prerun.receivers:
+            signals.task_prerun.send(
+                sender=self, task_id=task_id, task=self, args=args, kwargs=kwargs
+            )
+
+    def after_attempt(  # noqa: PLR0917 - one attempt's facts, as the hooks take them
         self,
         state: str,
         value: object,
@@ -234,7 +242,11 @@ class Task:
         args: Any,
         kwargs: Any,
     ) -> None:
-        """Call this task's hooks for one attempt that ended in ``state``; a raising hook is logged.
+        """Run the hooks and send the signals for one attempt that ended in ``state``.
+
+        In Celery's order: ``on_success`` / ``on_retry`` / ``on_failure``, then the matching
+        signal, then ``after_return``, then ``task_postrun``. A raising hook is logged (a
+        raising receiver too, by the signal); the task's outcome stands either way.
 
         Args:
             state: ``SUCCESS``, ``FAILURE`` or ``RETRY``.
@@ -244,9 +256,10 @@ class Task:
             args: Its positional arguments.
             kwargs: Its keyword arguments.
         """
-        if not self.has_hooks:
+        if not self.has_hooks and not signals.any_task_receivers():
             return
         einfo = ExceptionInfo(exc) if exc is not None else None
+        retval = value if state == "SUCCESS" else exc
         try:
             if state == "SUCCESS":
                 self.on_success(value, task_id, args, kwargs)
@@ -254,10 +267,36 @@ class Task:
                 self.on_retry(exc, task_id, args, kwargs, einfo)
             elif exc is not None and einfo is not None and state == "FAILURE":
                 self.on_failure(exc, task_id, args, kwargs, einfo)
-            retval = value if state == "SUCCESS" else exc
-            self.after_return(state, retval, task_id, args, kwargs, einfo)
         except Exception:  # the user's hook: the task's outcome stands whatever it does
             logger.exception("a hook of task %s[%s] failed", self.name, task_id)
+        if state == "SUCCESS":
+            signals.task_success.send(sender=self, result=value)
+        elif state == "RETRY":
+            request = current_request()
+            signals.task_retry.send(sender=self, request=request, reason=exc, einfo=einfo)
+        elif state == "FAILURE":
+            signals.task_failure.send(
+                sender=self,
+                task_id=task_id,
+                exception=exc,
+                args=args,
+                kwargs=kwargs,
+                traceback=exc.__traceback__ if exc is not None else None,
+                einfo=einfo,
+            )
+        try:
+            self.after_return(state, retval, task_id, args, kwargs, einfo)
+        except Exception:
+            logger.exception("a hook of task %s[%s] failed", self.name, task_id)
+        signals.task_postrun.send(
+            sender=self,
+            task_id=task_id,
+            task=self,
+            args=args,
+            kwargs=kwargs,
+            retval=retval,
+            state=state,
+        )
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Called by the worker after the task returned (Celery's hook); override it."""

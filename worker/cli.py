@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from celeriac.cli import OneLineParser, add_log_level, add_version, flag_values, usage_error
 from celeriac.settings import split_names
+from client import signals
 from worker import loader, pools
 from worker.collector import tune_collector
 from worker.config import DEFAULT_BROKER, POOLS, WorkerConfig, worker_id
@@ -106,5 +107,6 @@ async def _serve(config: WorkerConfig, registry: loader.Registry) -> int:
     pool = pools.create(config.pool, config.concurrency, context)
     worker = Worker(config, registry, pool, address)
     warm = await worker.run(handle_signals=True)
+    signals.worker_shutdown.send(sender=worker)
     logger.info("worker stopped id=%s", worker.worker_id)
     return EXIT_OK if warm else EXIT_COLD_SHUTDOWN

@@ -12,9 +12,10 @@ calls `execute` (or `execute_async` for coroutines on the worker's own loop) and
   `max_retries` (None retries forever). Once reached, the original exception is the failure.
   For `autoretry_for` retries, the task's `retry_kwargs` may set `max_retries` and `countdown`.
 
-After each attempt, in the process that ran it: a failure is logged (ERROR with the traceback,
-or one INFO line for the task's expected `throws` types), then the hooks of a class-based task
-run (`on_success`, `on_failure`, `on_retry`, `after_return`) with its request still current.
+Around each attempt, in the process that runs it and with its request current: `task_prerun`
+before; after, a failure is logged (ERROR with the traceback, or one INFO line for the task's
+expected `throws` types), then `Task.after_attempt` runs a class-based task's hooks and sends
+the task signals (client.signals).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def execute(
     if isinstance(prepared, Outcome):
         return prepared
     with executing(_request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
+        prepared.task.before_attempt(job.task_id, prepared.args, prepared.kwargs)
         try:
             value = _invoke(prepared)
             if inspect.isawaitable(value):
@@ -140,8 +142,7 @@ def execute(
         except (Exception, SystemExit) as exc:
             return _after_attempt(job, prepared, decide_failure(job, prepared.task, exc), exc)
         outcome = _success(job, prepared.task, value, settings)
-        if prepared.task.has_hooks:
-            _run_hooks(job, prepared, outcome, value, None)
+        _run_hooks(job, prepared, outcome, value, None)
     return outcome
 
 
@@ -175,6 +176,7 @@ async def execute_async(
     if isinstance(prepared, Outcome):
         return prepared
     with executing(_request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
+        prepared.task.before_attempt(job.task_id, prepared.args, prepared.kwargs)
         try:
             if inspect.iscoroutinefunction(prepared.task.run):
                 value = await _invoke(prepared)  # type: ignore[misc]
@@ -185,8 +187,7 @@ async def execute_async(
         except (Exception, SystemExit) as exc:
             return _after_attempt(job, prepared, decide_failure(job, prepared.task, exc), exc)
         outcome = _success(job, prepared.task, value, settings)
-        if prepared.task.has_hooks:
-            _run_hooks(job, prepared, outcome, value, None)
+        _run_hooks(job, prepared, outcome, value, None)
     return outcome
 
 
@@ -338,8 +339,7 @@ def _after_attempt(job: Job, call: _Call, outcome: Outcome, exc: BaseException) 
             logger.error(
                 "task %s[%s] raised unexpected: %r", job.name, job.task_id, cause, exc_info=cause
             )
-    if call.task.has_hooks:
-        _run_hooks(job, call, outcome, None, exc)
+    _run_hooks(job, call, outcome, None, exc)
     return outcome
 
 
@@ -349,7 +349,7 @@ def _run_hooks(
     if isinstance(exc, Retry) and exc.exc is not None:
         exc = exc.exc  # the hooks see why the task retried, as in Celery
     state = outcome.state.value
-    call.task.run_hooks(state, value, exc, job.task_id, call.args, call.kwargs)
+    call.task.after_attempt(state, value, exc, job.task_id, call.args, call.kwargs)
 
 
 def _invoke(call: _Call) -> object:

@@ -23,6 +23,7 @@ from importlib import metadata
 
 import grpc
 
+from client import signals
 from worker import codec
 from worker.config import WorkerConfig, grpc_target, worker_id
 from worker.errors import BrokerUnavailable, NotStarted, WorkerError
@@ -236,6 +237,8 @@ class Worker:
             queues,
         )
         logger.debug("session=%s broker_version=%s", welcome.session_id, welcome.broker_version)
+        if not self._welcomed_once:
+            signals.worker_ready.send(sender=self)
         self._welcomed_once = True
         self._flush()
 

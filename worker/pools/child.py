@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from types import FrameType
 
+from client import signals
 from client.errors import SoftTimeLimitExceeded
 from client.task import Task
 from worker import loader
@@ -82,6 +83,7 @@ def child_main(
     except TaskModuleError as exc:
         outbox.send(("failed", str(exc)))
         return
+    signals.worker_process_init.send(sender=None)
     tune_collector()
     outbox.send(("ready", os.getpid()))
 
