@@ -126,8 +126,7 @@ def _dead(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> in
         print(f"{len(answer.dead_letters)} of {answer.total} dead letter(s)")
         return RET_OK
     if not args.task_ids and not args.all:
-        print("error: give task ids or --all", file=sys.stderr)
-        return RET_ERROR
+        return usage_error(f"dead {args.action} needs task ids or --all")
     if args.action == "requeue":
         requeue = admin_pb2.RequeueDeadLettersRequest(
             task_ids=args.task_ids, all=args.all, queue=args.queue

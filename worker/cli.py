@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m worker", description="Run Celeriac tasks.")
     add_version(parser)
     parser.add_argument("--tasks", "-A", required=True, help="task module(s), comma-separated")
-    parser.add_argument("--broker", "-b", help=f"broker address (default {DEFAULT_BROKER})")
+    parser.add_argument(
+        "--broker",
+        "-b",
+        help=f"host[:port], grpc://, grpcs:// or [ipv6]:port (default {DEFAULT_BROKER})",
+    )
     parser.add_argument("--concurrency", "-c", type=int, help="tasks run at once (default: CPUs)")
     parser.add_argument("--pool", "-P", choices=POOLS, help="execution pool (default: process)")
     parser.add_argument("--queues", "-Q", help="queues to consume, comma-separated")

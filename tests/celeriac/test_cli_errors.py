@@ -56,6 +56,7 @@ CASES: list[tuple[tuple[str, ...], dict[str, str], str]] = [
     (("-m", "broker", "queues", "--broker", "h:99999"), {}, "--broker h:99999 has the port"),
     (("-m", "broker", "workers"), {"CELERIAC_BROKER": "[::1"}, "CELERIAC_BROKER=[::1 is not"),
     (("-m", "broker", "dead", "list", "--limit", "-1"), {}, "--limit -1 must not be negative"),
+    (("-m", "broker", "dead", "requeue"), {}, "dead requeue needs task ids or --all"),
 ]
 
 
