@@ -18,6 +18,7 @@ from client.app import Celeriac
 from client.canvas import Signature, group
 from client.config import ClientConfig
 from client.result import AsyncResult, GroupResult
+from client.shared import shared_task
 from client.task import Task, TaskOptions
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "TaskOptions",
     "errors",
     "group",
+    "shared_task",
     "states",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -9,9 +10,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, overload
 
-from client import signals
+from client import shared, signals
 from client.canvas import Signature
 from client.chunks import group_chunks
+from client.conf import AppConf, settings_of
 from client.config import ClientConfig
 from client.errors import ContentTypeRefused, InvalidTaskSpec
 from client.options import (
@@ -73,20 +75,71 @@ class Celeriac:
         self._plain_options: dict[
             str, tuple[TaskOptions | None, ClientConfig, ResolvedOptions]
         ] = {}
+        shared.app_created(self)  # the shared tasks declared so far are this app's too
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={self._conf.broker}>"
 
     @property
-    def conf(self) -> ClientConfig:
-        """The app's configuration."""
+    def config(self) -> ClientConfig:
+        """The app's configuration, as one frozen, checked :class:`ClientConfig`."""
         return self._conf
 
-    @conf.setter
-    def conf(self, config: ClientConfig) -> None:
+    @config.setter
+    def config(self, config: ClientConfig) -> None:
         # Open connections were made with the old settings; the next call reconnects.
         self.close()
         self._conf = config
+
+    @property
+    def conf(self) -> AppConf:
+        """Celery's ``app.conf``: read settings, ``update(...)`` them, or assign one.
+
+        See :mod:`client.conf`; Celery's setting names work too (``task_default_queue``).
+        """
+        return AppConf(self)
+
+    @conf.setter
+    def conf(self, config: ClientConfig | AppConf) -> None:
+        self.config = config._app.config if isinstance(config, AppConf) else config
+
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import ``<package>.tasks`` of each package, as Celery's method does (now, not lazily).
+
+        A package without that module is skipped; a package that does not exist, or a tasks
+        module that fails to import, raises.
+
+        Args:
+            packages: Package names, or a callable returning them (Django's installed apps).
+            related_name: The module to import in each package.
+            force: Accepted for Celery code (discovery is never deferred here).
+        """
+        names = packages() if callable(packages) else packages or ()
+        for package in names:
+            module = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+
+    def config_from_object(self, source: object, namespace: str | None = None) -> None:
+        """Load settings from a module, an object or a dotted path, as Celery's method does.
+
+        ``app.config_from_object("proj.celeryconfig")`` reads its lowercase settings;
+        ``app.config_from_object("django.conf:settings", namespace="CELERY")`` reads
+        ``CELERY_BROKER_URL`` and the like. See :mod:`client.conf` for what is mapped,
+        skipped with a warning, or refused.
+
+        Raises:
+            ConfigurationError: The source cannot be loaded, or a setting is unknown or invalid.
+        """
+        self.conf.update(settings_of(source, namespace))
 
     @overload
     def task(self, function: Callable[..., Any], /) -> _Task: ...

@@ -174,7 +174,7 @@ def apply(
     call_args = tuple(args or ())
     call_kwargs = dict(kwargs or {})
     if throw is None:
-        throw = task.app.conf.task_eager_propagates
+        throw = task.app.config.task_eager_propagates
     while True:
         request = Request(
             id=task_id,

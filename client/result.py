@@ -165,7 +165,7 @@ class AsyncResult:
             TaskNotFound: The broker does not know this id.
             BrokerUnavailable: The broker could not be reached.
         """
-        deadline = Deadline(timeout, self.app.conf.result_chunk_wait)
+        deadline = Deadline(timeout, self.app.config.result_chunk_wait)
         while True:
             record = self._fetch(deadline.next_wait())
             if record.ready:
@@ -203,7 +203,7 @@ class AsyncResult:
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> Any:
         """Like :meth:`get`; awaiting it lets other coroutines run while the broker holds it."""
-        deadline = Deadline(timeout, self.app.conf.result_chunk_wait)
+        deadline = Deadline(timeout, self.app.config.result_chunk_wait)
         while True:
             record = await self._afetch(deadline.next_wait())
             if record.ready:
@@ -350,7 +350,7 @@ class GroupResult:
         return self._app().transport
 
     def _deadline(self, timeout: float | None) -> Deadline:
-        chunk = self.app.conf.result_chunk_wait if self.app else 1.0
+        chunk = self.app.config.result_chunk_wait if self.app else 1.0
         return Deadline(timeout, chunk)
 
     def _pending(self) -> list[str]:
@@ -367,7 +367,7 @@ class GroupResult:
         results = self.results
         while self._settled < len(results) and results[self._settled]._final is not None:
             self._settled += 1
-        size = self._app().conf.group_chunk_size if self._settled < len(results) else 0
+        size = self._app().config.group_chunk_size if self._settled < len(results) else 0
         chunk: dict[str, list[AsyncResult]] = {}
         for index in range(self._settled, len(results)):
             if len(chunk) >= size:
@@ -379,7 +379,7 @@ class GroupResult:
 
     def _refresh(self) -> None:
         pending = [result for result in self.results if result._final is None]
-        size = self._app().conf.group_chunk_size if pending else 1
+        size = self._app().config.group_chunk_size if pending else 1
         for start in range(0, len(pending), size):
             asked = _by_id(pending[start : start + size])
             self._absorb(asked, self._transport().get_results(list(asked), 0.0))

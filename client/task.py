@@ -416,7 +416,7 @@ class Task:
             SerializationError: An argument cannot be encoded; nothing was sent.
             BrokerUnavailable: The broker could not be reached in time.
         """
-        if self.app.conf.task_always_eager:
+        if self.app.config.task_always_eager:
             return self._apply_eagerly(args, kwargs, options)
         return self.app.send_task(self.name, args, kwargs, **options)
 
@@ -427,7 +427,7 @@ class Task:
         **options: Any,
     ) -> AsyncResult:
         """Like :meth:`apply_async`, for callers inside an event loop."""
-        if self.app.conf.task_always_eager:
+        if self.app.config.task_always_eager:
             return self._apply_eagerly(args, kwargs, options)
         return await self.app.asend_task(self.name, args, kwargs, **options)
 
@@ -441,7 +441,7 @@ class Task:
         from client.options import CallOptions, resolve_options
 
         call = CallOptions.parse(options)
-        resolve_options(self.name, call, task=self.options, config=self.app.conf)
+        resolve_options(self.name, call, task=self.options, config=self.app.config)
         return self.apply(
             args, kwargs, task_id=call.task_id, headers=call.headers, max_retries=call.max_retries
         )

@@ -2,7 +2,9 @@
 
 Like Celery, the current directory is put on `sys.path` first, so `--tasks proj.tasks` works
 from a project's root without installing it. Every `client.Celeriac` instance found at the top
-level of a module contributes its `tasks`; the registry is their union.
+level of a module contributes its `tasks`; the registry is their union. A module with no app of
+its own (shared tasks, or a Django-style `proj.celery` whose app autodiscovers them) uses the
+apps its import created.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from client import shared
 from client.app import Celeriac
 from client.task import Task
 from worker.errors import TaskModuleError
@@ -60,7 +63,14 @@ def load(modules: Sequence[str]) -> Registry:
             raise TaskModuleError(f"cannot import task module {name!r}: {exc!r}") from exc
         found = [value for value in vars(module).values() if isinstance(value, Celeriac)]
         if not found:
-            raise TaskModuleError(f"task module {name!r} defines no Celeriac app")
+            # A module of shared tasks (@shared_task) that imports the project's app through
+            # another module: every app the import created holds its tasks.
+            found = shared.live_apps()
+        if not found:
+            raise TaskModuleError(
+                f"task module {name!r} defines no Celeriac app, and importing it created none "
+                "(a module of @shared_task tasks must import the module that creates the app)"
+            )
         for app in found:
             if not any(app is known for known in apps):
                 apps.append(app)

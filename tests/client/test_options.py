@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -148,7 +147,7 @@ def test_pickle_needs_the_app_to_allow_it() -> None:
 def test_calls_without_options_follow_a_new_configuration_and_re_registered_tasks() -> None:
     app = make_app(default_queue="first")
     assert app.build_spec("t", (), {}, {}).options.queue == "first"
-    app.conf = dataclasses.replace(app.conf, default_queue="second")
+    app.conf.update(default_queue="second")
     assert app.build_spec("t", (), {}, {}).options.queue == "second"
 
     @app.task(name="t", queue="declared")

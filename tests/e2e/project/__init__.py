@@ -1,0 +1,1 @@
+"""A Celery-shaped project: `celery.py` creates the app and autodiscovers its packages' tasks."""

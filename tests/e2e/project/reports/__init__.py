@@ -1,0 +1,1 @@
+"""A reusable package of the project: it declares shared tasks and never imports the app."""
