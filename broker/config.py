@@ -27,6 +27,7 @@ from celeriac.settings import (
 )
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 DAY = 24 * 3600.0
 ENV_PREFIX = "CELERIAC_BROKER_"
 
@@ -56,6 +57,24 @@ class BrokerConfig:
     # Unfinished tasks (queued, scheduled or running) the broker accepts before it answers
     # RESOURCE_EXHAUSTED "queue full" rather than growing until the OS kills it.
     max_queued: int = setting(10_000_000, at_least(1))
+    # High-water mark of payload bytes held: queued tasks' arguments plus stored results,
+    # progress and error texts. Past it, submits are refused (RESOURCE_EXHAUSTED,
+    # HELD_BYTES_EXCEEDED) until results expire, are read and forgotten, or tasks finish; a
+    # worker's results are always stored, since refusing them would lose finished work. 1 GiB
+    # keeps a broker on a small VM (2-4 GiB) clear of the OOM killer, Python's own overhead
+    # per task included (max_queued bounds that); raise it on a bigger machine.
+    max_held_bytes: int = setting(1 * GIB, at_least(1))
+    # Distinct queue names known at once (each costs ~8 KiB); idle queues are released first.
+    # Deployments use a handful; a client making names up per request must not grow the broker.
+    max_queues: int = setting(10_000, at_least(1))
+    # GetResult calls held waiting on one Session stream, and on all calls and streams from
+    # one peer address. Each costs a task and a waiter (~2 KiB); the answer of a result read
+    # by many waiters is one shared encoded copy, so they cost no result bytes each.
+    max_held_calls_per_stream: int = setting(10_000, at_least(1))
+    max_held_calls_per_peer: int = setting(50_000, at_least(1))
+    # Open sessions (client Session streams plus worker sessions) from one peer address. Many
+    # workers and client processes on one host share its address: keep it well above them.
+    max_sessions_per_peer: int = setting(1_000, at_least(1))
     # Specs in one SubmitMany: big enough for throughput, small enough to validate in one go.
     max_batch: int = setting(10_000, at_least(1))
     # Workers are pinged this often and dropped after missing pings this long: a dead host is

@@ -29,9 +29,15 @@ from broker.core.model import (
 )
 from broker.core.results import Waiter
 from broker.core.sessions import Outbox, Session
-from broker.core.validation import Limits, validate_spec
+from broker.core.validation import Limits, payload_bytes, validate_spec
 from broker.core.workers import WorkerSessions
-from broker.errors import BrokerError, InvalidArgument, QueueFull
+from broker.errors import (
+    BrokerError,
+    HeldBytesExceeded,
+    InvalidArgument,
+    QueueFull,
+    QueuesExceeded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +97,9 @@ class Broker:
         existing = self._existing(spec)
         if existing is not None:
             return existing
-        self._check_capacity(1)
+        self._check_capacity(1, payload_bytes(spec))
+        if spec.queue not in self.lifecycle.queues:
+            self._open_queues({spec.queue})
         result = self._accept(spec)
         self._dispatcher.pump()
         self._sweep_idle_queues()
@@ -113,7 +121,11 @@ class Broker:
                 validate_spec(spec, self._limits)
             except BrokerError as error:
                 raise error.prefixed(f"tasks[{index}]: ") from None
-        self._check_capacity(len(specs))
+        self._check_capacity(len(specs), sum(payload_bytes(spec) for spec in specs))
+        known = self.lifecycle.queues
+        new_queues = {spec.queue for spec in specs if spec.queue not in known}
+        if new_queues:
+            self._open_queues(new_queues)
         results = []
         for spec in specs:
             # Only a spec naming its id or an idempotency key can match a known task.
@@ -211,7 +223,7 @@ class Broker:
     def requeue_dead_letters(self, task_ids: Sequence[str], *, all: bool, queue: str) -> int:
         """Put dead letters back in their queues as fresh tasks; returns how many."""
         records = self._select_dead(task_ids, all=all, queue=queue)
-        self._check_capacity(len(records))
+        self._check_capacity(len(records), 0)  # a dead letter's arguments are held already
         for record in records:
             self.lifecycle.revive(record)
         self._dispatcher.pump()
@@ -256,7 +268,39 @@ class Broker:
             return None
         return SubmitResult(record.task_id, False, record.state)
 
-    def _check_capacity(self, count: int) -> None:
+    def _open_queues(self, names: set[str]) -> None:
+        """Create the queues ``names`` (all unknown) unless that would pass ``max_queues``.
+
+        Created at submit, even for a task that waits for its eta, so that the limit counts
+        every name a task holds.
+        """
+        queues = self.lifecycle.queues
+        limit = self.config.max_queues
+        if len(queues) + len(names) > limit:
+            consumed = self._dispatcher.consumer_count
+            self.lifecycle.release_idle_queues(lambda name: consumed(name) > 0)
+            if len(queues) + len(names) > limit:
+                raise QueuesExceeded(
+                    f"too many queues: the broker knows {len(queues)} queues with tasks or "
+                    f"consumers and this would add {len(names)} (max_queues={limit})",
+                    limit="max_queues",
+                    max=limit,
+                    value=len(queues) + len(names),
+                )
+        for name in names:
+            self.lifecycle.queue(name)
+
+    def _check_capacity(self, count: int, size: int) -> None:
+        held = self.lifecycle.held_bytes
+        if held + size > self.config.max_held_bytes and size:
+            raise HeldBytesExceeded(
+                f"broker full: it holds {held} bytes of arguments and results, and "
+                f"{size} more would pass max_held_bytes={self.config.max_held_bytes} (retry "
+                "once results are read and forgotten or expire)",
+                limit="max_held_bytes",
+                max=self.config.max_held_bytes,
+                value=held + size,
+            )
         if self.lifecycle.unfinished + count > self.config.max_queued:
             raise QueueFull(
                 f"queue full: the broker holds {self.lifecycle.unfinished} unfinished tasks "

@@ -53,6 +53,8 @@ class Lifecycle:
         # Queues that gained ready tasks since the dispatcher last looked.
         self.dirty_queues: set[str] = set()
         self.unfinished = 0
+        # Payload bytes held: arguments, results, progress and error texts of every record.
+        self.held_bytes = 0
         self._scheduled: Counter[str] = Counter()
         self._leased: Counter[str] = Counter()
 
@@ -86,6 +88,16 @@ class Lifecycle:
             self._leased.pop(name, None)
         return len(idle)
 
+    def recount(self, record: TaskRecord) -> None:
+        """Bring ``held_bytes`` up to date after ``record``'s payloads changed."""
+        size = _payload_size(record)
+        self.held_bytes += size - record.held_bytes
+        record.held_bytes = size
+
+    def _uncount(self, record: TaskRecord) -> None:
+        self.held_bytes -= record.held_bytes
+        record.held_bytes = 0
+
     def scheduled_in(self, queue: str) -> int:
         """Tasks of ``queue`` waiting for an eta or retry backoff."""
         return self._scheduled[queue]
@@ -104,6 +116,8 @@ class Lifecycle:
         """Take a new task in: queue it, or schedule it when its eta is in the future."""
         self.tasks[record.task_id] = record
         self.unfinished += 1
+        if record.args is not None:
+            self.recount(record)
         spec = record.spec
         if self.sink is not None:
             self._emit(EventKind.ACCEPTED, record, spec.name)
@@ -164,6 +178,7 @@ class Lifecycle:
         record.state = TaskState.STARTED
         record.custom_state = state
         record.result = meta
+        self.recount(record)
         self._emit(EventKind.STARTED, record, state)
 
     def retry(self, lease: Lease, error: TaskError | None, due: float) -> None:
@@ -175,6 +190,7 @@ class Lifecycle:
         record.error = error
         record.custom_state = ""
         record.result = None  # the meta of a custom state belonged to the failed attempt
+        self.recount(record)
         if due <= self.clock.time():
             self.enqueue(record, EventKind.RETRIED)  # no backoff: straight back to its queue
         else:
@@ -198,6 +214,7 @@ class Lifecycle:
         record.state = TaskState.RETRY if record.retries else TaskState.PENDING
         record.custom_state = ""
         record.result = None  # the meta of a custom state belonged to the lost attempt
+        self.recount(record)
         self.enqueue(record, EventKind.REQUEUED, front=True)
         logger.info("task requeued id=%s reason=%s", record.task_id, reason)
 
@@ -230,6 +247,7 @@ class Lifecycle:
         record.error = error
         record.date_done = self.clock.time()
         record.due = None
+        self.recount(record)
         self._emit(kind, record, state.value)
         ttl = record.spec.result_ttl_ms / 1000 if record.spec.result_ttl_ms else self.result_ttl
         if dead_letter:
@@ -250,6 +268,7 @@ class Lifecycle:
         record.error = None
         record.progress = None
         record.date_done = None
+        self.recount(record)
         self.enqueue(record, EventKind.QUEUED)
 
     def forget(self, task_id: str) -> bool:
@@ -260,6 +279,7 @@ class Lifecycle:
         self.results.discard(task_id)
         self.dead_letters.remove(task_id)
         del self.tasks[task_id]
+        self._uncount(record)
         self._emit(EventKind.FORGOTTEN, record)
         return True
 
@@ -311,11 +331,13 @@ class Lifecycle:
         record = self.tasks.get(task_id)
         if record is not None and record.ready and not record.dead_lettered:
             del self.tasks[task_id]
+            self._uncount(record)
 
     def _dead_letter_expired(self, task_id: str) -> None:
         record = self.dead_letters.remove(task_id)
         if record is not None:
             record.args = None  # it can no longer be requeued
+            self.recount(record)
         if not self.results.holds(task_id):
             self._drop_finished(task_id)
 
@@ -336,3 +358,14 @@ class Lifecycle:
     def _emit(self, kind: EventKind, record: TaskRecord, detail: str = "") -> None:
         if self.sink is not None:
             self.sink(TaskEvent(kind, record.task_id, self.clock.time(), detail))
+
+
+def _payload_size(record: TaskRecord) -> int:
+    size = 0
+    for payload in (record.args, record.result, record.progress):
+        if payload is not None:
+            size += len(payload.body)
+    error = record.error
+    if error is not None:
+        size += len(error.message) + len(error.traceback)
+    return size

@@ -99,6 +99,7 @@ class TaskRecord:
         "dead_lettered",
         "due",
         "error",
+        "held_bytes",
         "lease_id",
         "phase",
         "progress",
@@ -133,6 +134,8 @@ class TaskRecord:
         self.dead_lettered = False
         # Whether a ready queue holds this record (broker.core.queues says how).
         self.queue_entry = 0
+        # The payload bytes this record adds to Lifecycle.held_bytes (see Lifecycle.recount).
+        self.held_bytes = 0
 
     @property
     def ready(self) -> bool:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from broker.core.model import TaskSpec
-from broker.errors import InvalidArgument, PayloadTooLarge
+from broker.errors import InvalidArgument, InvalidName, PayloadTooLarge
 
 # JSON is what every client speaks; pickle is passed through for Python-only deployments that
 # opt in on both sides. The broker never decodes either.
@@ -50,17 +50,39 @@ def validate_spec(spec: TaskSpec, limits: Limits) -> None:
     _check_payload(spec, limits)
 
 
+def check_name(name: str, what: str) -> None:
+    """Raise unless ``name`` is 1-255 printable characters.
+
+    Names end up in logs and terminals (the broker's, the worker's, an operator's), so they may
+    hold no control characters (NUL, newline, ESC), no format characters such as the bidi
+    overrides that reverse how a line reads, and no other non-printable ones.
+
+    Raises:
+        InvalidName: ``name`` is empty, too long or not printable.
+    """
+    if not name:
+        raise InvalidName(f"{what} is required")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(
+            f"{what} is longer than {MAX_NAME_LENGTH} characters",
+            limit="max_name_length",
+            max=MAX_NAME_LENGTH,
+            value=len(name),
+        )
+    if not name.isprintable():
+        raise InvalidName(
+            f"{what} {name[:100]!r} holds control, format (bidi) or other non-printable characters"
+        )
+
+
 def _check_identity(spec: TaskSpec) -> None:
-    if not spec.name:
-        raise InvalidArgument("task name is required")
-    if len(spec.name) > MAX_NAME_LENGTH:
-        raise InvalidArgument(f"task name is longer than {MAX_NAME_LENGTH} characters")
+    check_name(spec.name, "task name")
     if len(spec.task_id) > MAX_TASK_ID_LENGTH:
         raise InvalidArgument(f"task_id is longer than {MAX_TASK_ID_LENGTH} characters")
     if not spec.task_id.isprintable():
         raise InvalidArgument("task_id must be printable text")
     if not _valid_queue_name(spec.queue):
-        raise InvalidArgument(
+        raise InvalidName(
             f"queue name {spec.queue[:140]!r} must be 1-128 characters of A-Z a-z 0-9 _ . : -"
         )
     if len(spec.idempotency_key) > MAX_KEY_LENGTH:
@@ -101,3 +123,8 @@ def _check_payload(spec: TaskSpec, limits: Limits) -> None:
             max=limits.max_payload_bytes,
             value=header_bytes,
         )
+
+
+def payload_bytes(spec: TaskSpec) -> int:
+    """The bytes of ``spec``'s arguments, as counted against the broker's held bytes."""
+    return len(spec.args.body) if spec.args is not None else 0

@@ -24,8 +24,8 @@ from broker.core.model import (
     TaskState,
 )
 from broker.core.sessions import Session
-from broker.core.validation import QUEUE_NAME
-from broker.errors import InvalidArgument, NotFound
+from broker.core.validation import QUEUE_NAME, check_name
+from broker.errors import InvalidArgument, InvalidName, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,12 @@ class WorkerSessions:
 
     def open(self, hello: Hello) -> tuple[Session, list[str]]:
         """Start a session; returns it and the held leases it kept from an earlier session."""
-        if not hello.worker_id:
-            raise InvalidArgument("Hello.worker_id is required")
+        check_name(hello.worker_id, "Hello.worker_id")
         for queue in hello.queues:
             if not QUEUE_NAME.fullmatch(queue):
-                raise InvalidArgument(f"invalid queue name {queue[:140]!r} in Hello.queues")
+                raise InvalidName(f"invalid queue name {queue[:140]!r} in Hello.queues")
+        for name in hello.task_names:
+            check_name(name, "a name in Hello.task_names")
         clock = self._lifecycle.clock
         session = Session(uuid.uuid4().hex, hello, clock.time(), clock.monotonic())
         kept = self._reclaim(session, hello.held_lease_ids)
@@ -167,6 +168,7 @@ class WorkerSessions:
     def _extend(self, lease: Lease, extension: LeaseExtension) -> None:
         if extension.progress is not None:
             lease.record.progress = extension.progress
+            self._lifecycle.recount(lease.record)
         if lease.deadline is not None and extension.extend_ms:
             wanted = self._lifecycle.clock.monotonic() + extension.extend_ms / 1000
             if wanted > lease.deadline.deadline:

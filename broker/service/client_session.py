@@ -20,25 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 
 from broker.core.results import Waiter
 from broker.errors import BrokerError, HeldCallsExceeded, InvalidArgument, MessageTooLarge
+from broker.service import codec
 from broker.service.decoding import decoded
+from broker.service.peers import PeerLimits
+from broker.service.shared_results import SharedResult, encoded_size
 from broker.service.status import status_for, status_number
 from celeriac.v1 import client_pb2
 
 if TYPE_CHECKING:
+    from broker.config import BrokerConfig
     from broker.service.task_service import TaskService
 
 logger = logging.getLogger(__name__)
-
-# Held GetResult calls one stream may have open at once. Each costs a task and a waiter; a
-# client that opens more is answered RESOURCE_EXHAUSTED for the extra calls (its earlier calls
-# and every other client are unaffected).
-MAX_HELD_CALLS = 10_000
 
 # Tasks one stream may watch at once (see SessionCall.watch). Each costs a waiter at the broker
 # until its task finishes; past this many, submits are answered with watching=false and the
@@ -57,17 +57,28 @@ Context = grpc.aio.ServicerContext[client_pb2.SessionCall, client_pb2.SessionRep
 class ClientSession:
     """Serves one client's session stream until the client ends it or goes away.
 
+    Held GetResult calls are limited per stream (``max_held_calls_per_stream``) and per peer
+    (``max_held_calls_per_peer``); a client that opens more is answered RESOURCE_EXHAUSTED for
+    the extra calls (its earlier calls and every other client are unaffected). A finished
+    task's answer is one encoded copy shared by every call reading it (see shared_results).
+
     Args:
         service: Where the calls are carried out (the same methods as the unary calls).
         context: The stream.
-        max_message_bytes: gRPC's message limit; a larger answer becomes a CallError, since
-            sending it would end the whole stream.
+        config: The limits; ``max_message_bytes`` is gRPC's message limit, and a larger answer
+            becomes a CallError, since sending it would end the whole stream.
+        peers: The per-peer counters.
     """
 
-    def __init__(self, service: TaskService, context: Context, max_message_bytes: int) -> None:
+    def __init__(
+        self, service: TaskService, context: Context, config: BrokerConfig, peers: PeerLimits
+    ) -> None:
         self._service = service
         self._context = context
-        self._max_message_bytes = max_message_bytes
+        self._max_message_bytes = config.max_message_bytes
+        self._max_held_calls = config.max_held_calls_per_stream
+        self._peers = peers
+        self._peer = context.peer()
         self._write_lock = asyncio.Lock()
         self._held: set[asyncio.Task[None]] = set()
         self._watches: dict[str, Waiter] = {}
@@ -99,20 +110,17 @@ class ClientSession:
     async def _answer(self, call: client_pb2.SessionCall) -> None:
         kind = call.WhichOneof("call")
         if kind == "get_result" and not self._service.result_is_ready(call.get_result):
-            if len(self._held) >= MAX_HELD_CALLS:
-                error = HeldCallsExceeded(
-                    f"session full: more than {MAX_HELD_CALLS} held GetResult calls on one stream",
-                    limit="held_calls_per_stream",
-                    max=MAX_HELD_CALLS,
-                )
+            try:
+                self._hold(call)
+            except BrokerError as error:
                 await self._send(self._refused(call.call_id, error))
-                return
-            task = asyncio.create_task(self._answer_later(call))
-            self._held.add(task)
-            task.add_done_callback(self._held.discard)
             return
         reply = await self._reply(call, kind)
-        if reply.submit.created and self._service.flush_now():
+        if (
+            isinstance(reply, client_pb2.SessionReply)
+            and reply.submit.created
+            and self._service.flush_now()
+        ):
             # A new task that went straight to a worker: its assignment is on the round
             # trip's critical path and this answer is not, so the worker's stream writes first
             # (one loop turn; paired A/B, six runs: round trip -50 µs median). Only a new task:
@@ -121,14 +129,36 @@ class ClientSession:
             await asyncio.sleep(0)
         await self._send(reply)
 
+    def _hold(self, call: client_pb2.SessionCall) -> None:
+        """Answer ``call`` once its task is ready, in a task of its own.
+
+        Raises:
+            HeldCallsExceeded: This stream or its peer holds as many calls as allowed.
+        """
+        if len(self._held) >= self._max_held_calls:
+            raise HeldCallsExceeded(
+                f"session full: {len(self._held)} GetResult calls are held on this stream "
+                f"(max_held_calls_per_stream={self._max_held_calls})",
+                limit="max_held_calls_per_stream",
+                max=self._max_held_calls,
+                value=len(self._held) + 1,
+            )
+        address = self._peers.take_call(self._peer)
+        task = asyncio.create_task(self._answer_later(call))
+        self._held.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._held.discard(task)
+            self._peers.release_call(address)
+
+        task.add_done_callback(done)
+
     async def _answer_later(self, call: client_pb2.SessionCall) -> None:
         reply = await self._reply(call, "get_result")
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await self._send(reply)  # the stream may have ended while this call was held
 
-    async def _reply(
-        self, call: client_pb2.SessionCall, kind: str | None
-    ) -> client_pb2.SessionReply:
+    async def _reply(self, call: client_pb2.SessionCall, kind: str | None) -> Reply:
         call_id = call.call_id
         try:
             if kind == "submit":
@@ -136,8 +166,12 @@ class ClientSession:
                 watching = call.watch and self._watch(submitted.task_id)
                 return client_pb2.SessionReply(call_id=call_id, submit=submitted, watching=watching)
             if kind == "get_result":
-                answer = await self._service.get_result(call.get_result)
-                return self._fitting(client_pb2.SessionReply(call_id=call_id, get_result=answer))
+                record = await self._service.get_result(call.get_result)
+                if record.ready:  # encoded when it is sent, once for every reader
+                    return SharedAnswer(self._service.shared_results.of(record), call_id)
+                answer = client_pb2.GetResultResponse(result=codec.result_to_pb(record))
+                reply = client_pb2.SessionReply(call_id=call_id, get_result=answer)
+                return self._fitting(reply, call_id)
             raise InvalidArgument("SessionCall has no call set (expected submit or get_result)")
         except BrokerError as error:
             return self._refused(call_id, error)
@@ -184,8 +218,9 @@ class ClientSession:
     def _push_budget(self) -> int:
         return self._max_message_bytes - _PUSH_FRAME_BYTES
 
-    def _fitting(self, reply: client_pb2.SessionReply) -> client_pb2.SessionReply:
-        size = reply.ByteSize()
+    def _fitting(self, reply: client_pb2.SessionReply, call_id: int) -> client_pb2.SessionReply:
+        """``reply`` (a message or pre-encoded), or a CallError if it is over the message limit."""
+        size = encoded_size(reply)
         if size <= self._max_message_bytes:
             return reply
         error = MessageTooLarge(
@@ -195,15 +230,29 @@ class ClientSession:
             max=self._max_message_bytes,
             value=size,
         )
-        return self._refused(reply.call_id, error)
+        return self._refused(call_id, error)
 
     def _refused(self, call_id: int, error: BrokerError) -> client_pb2.SessionReply:
         self._service.refusals.record(error, "TaskService.Session")
         return _error_reply(call_id, error)
 
-    async def _send(self, reply: client_pb2.SessionReply) -> None:
+    async def _send(self, reply: Reply) -> None:
         async with self._write_lock:
+            if isinstance(reply, SharedAnswer):
+                # Encoded under the lock: one answer's bytes at a time, however many wait.
+                reply = self._fitting(reply.shared.session_reply(reply.call_id), reply.call_id)
             await self._context.write(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedAnswer:
+    """A GetResult answer of a finished task, to be encoded when it is sent."""
+
+    shared: SharedResult
+    call_id: int
+
+
+Reply = client_pb2.SessionReply | SharedAnswer
 
 
 def _error_reply(call_id: int, error: BrokerError) -> client_pb2.SessionReply:

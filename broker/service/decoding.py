@@ -1,5 +1,7 @@
 """Services registered so that undecodable request bytes are answered INVALID_ARGUMENT.
 
+(And so that answers a handler encoded itself, as bytes, are sent as they are.)
+
 gRPC decodes every request with the generated ``X.FromString`` before any handler runs; a decode
 error there ends the call with UNKNOWN and logs a traceback, once per message. Here each
 deserializer is wrapped so that it cannot raise: bytes that do not decode become a
@@ -98,9 +100,18 @@ def _safe(
         except Exception as error:  # protobuf raises DecodeError, and others for odd bytes
             return Malformed(method, printable(str(error) or type(error).__name__))
 
+    encode = handler.response_serializer
+    assert encode is not None
+
+    def encode_or_pass(message: object) -> bytes:
+        # Pre-encoded answers (broker.service.shared_results) go as they are.
+        return message if isinstance(message, bytes) else encode(message)
+
     behavior = handler.unary_unary
     if behavior is None:  # a stream: its handler checks what it reads (see decoded)
-        return handler._replace(request_deserializer=safe_decode)  # type: ignore[attr-defined,no-any-return]
+        return handler._replace(  # type: ignore[attr-defined,no-any-return]
+            request_deserializer=safe_decode, response_serializer=encode_or_pass
+        )
 
     async def unary(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> object:
         if isinstance(request, Malformed):
@@ -110,5 +121,5 @@ def _safe(
         return await behavior(request, context)  # type: ignore[arg-type]
 
     return handler._replace(  # type: ignore[attr-defined,no-any-return]
-        request_deserializer=safe_decode, unary_unary=unary
+        request_deserializer=safe_decode, response_serializer=encode_or_pass, unary_unary=unary
     )

@@ -19,6 +19,7 @@ import grpc
 from broker.core.broker import Broker
 from broker.errors import BrokerError, ShuttingDown
 from broker.service import codec
+from broker.service.peers import PeerLimits
 from broker.service.refusals import Refusals
 from celeriac.v1 import worker_pb2
 
@@ -54,6 +55,8 @@ class Runtime:
         self._timer_deadline: float | None = None
         self.shutting_down = False
         self.refusals = Refusals()
+        config = broker.config
+        self.peers = PeerLimits(config.max_sessions_per_peer, config.max_held_calls_per_peer)
 
     def check_accepting(self) -> None:
         """Raise ShuttingDown once a graceful shutdown has begun."""

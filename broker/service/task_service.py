@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import grpc
 
@@ -20,6 +21,7 @@ from broker.errors import BrokerError, NotFound
 from broker.service import codec
 from broker.service.client_session import ClientSession
 from broker.service.runtime import Runtime
+from broker.service.shared_results import SharedResults
 from broker.service.status import abort_with, translate_errors
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
 
@@ -53,6 +55,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         self._runtime = runtime
         self._core = runtime.broker
         self.refusals = runtime.refusals
+        self.shared_results = SharedResults()
         self._started = time.monotonic()
 
     @translate_errors
@@ -83,7 +86,10 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.GetResultRequest, client_pb2.GetResultResponse],
     ) -> client_pb2.GetResultResponse:
         """Read one result, holding the call up to wait_ms for it to be ready."""
-        return await self.get_result(request)
+        record = await self.get_result(request, context.peer())
+        if record.ready:
+            return self.shared_results.of(record).unary()
+        return client_pb2.GetResultResponse(result=codec.result_to_pb(record))
 
     @translate_errors
     async def GetResults(
@@ -93,7 +99,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
     ) -> client_pb2.GetResultsResponse:
         """Read many results, holding the call up to wait_ms for all to be ready."""
         task_ids = list(request.task_ids)
-        await self._wait(task_ids, request.wait_ms)
+        await self._wait(task_ids, request.wait_ms, context.peer())
         return self._fitting_results(task_ids)
 
     @translate_errors
@@ -147,8 +153,9 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
     ) -> None:
         """Serve Submit and GetResult calls multiplexed on one stream until the client ends it."""
         try:
-            await ClientSession(self, context, self._core.config.max_message_bytes).serve()
-        except BrokerError as error:  # the stream itself is refused (undecodable bytes)
+            with self._runtime.peers.session(context.peer()):
+                await ClientSession(self, context, self._core.config, self._runtime.peers).serve()
+        except BrokerError as error:  # the stream is refused (too many, or undecodable bytes)
             self.refusals.record(error, "TaskService.Session")
             await abort_with(context, error)
 
@@ -179,20 +186,26 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         return record is None or record.ready
 
     async def get_result(
-        self, request: client_pb2.GetResultRequest
-    ) -> client_pb2.GetResultResponse:
-        """Read one result, holding up to wait_ms for it (the body of GetResult).
+        self, request: client_pb2.GetResultRequest, peer: str | None = None
+    ) -> TaskRecord:
+        """Read one record, holding up to wait_ms for it to be ready (the body of GetResult).
+
+        Args:
+            request: The call.
+            peer: The caller's address, whose held calls are counted; None when the caller
+                counted this call itself (a Session stream).
 
         Raises:
             NotFound: The broker does not know the task id, or forgot it while waiting.
+            HeldCallsExceeded: ``peer`` holds as many waiting calls as allowed.
         """
         if self._core.get(request.task_id) is None:
             raise NotFound(f"unknown task id {request.task_id[:300]!r}")
-        await self._wait([request.task_id], request.wait_ms)
+        await self._wait([request.task_id], request.wait_ms, peer)
         record = self._core.get(request.task_id)
         if record is None:  # forgotten or expired while we waited
             raise NotFound(f"unknown task id {request.task_id[:300]!r}")
-        return client_pb2.GetResultResponse(result=codec.result_to_pb(record))
+        return record
 
     def watch(self, task_id: str, callback: Callable[[], None]) -> Waiter | None:
         """Call ``callback`` once ``task_id`` is ready; None when it is ready (or unknown) now."""
@@ -235,7 +248,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         else:
             codec.write_result(message, record)
 
-    async def _wait(self, task_ids: list[str], wait_ms: int) -> None:
+    async def _wait(self, task_ids: list[str], wait_ms: int, peer: str | None) -> None:
         """Hold the call until every task is ready or the (capped) wait passes; no polling.
 
         If the caller disconnects, this coroutine is cancelled and the waiter is removed, so
@@ -253,11 +266,14 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         waiter = self._core.wait(task_ids, wake)
         if waiter is None:
             return
+        # A caller that counted the call itself (a Session stream) passes no peer.
+        held = self._runtime.peers.hold_call(peer) if peer is not None else nullcontext()
         try:
             # asyncio.timeout wakes this call one loop turn after the future is set, where
             # asyncio.wait_for would take two (its own waiter future sits in between).
-            async with asyncio.timeout(timeout):
-                await ready
+            with held:
+                async with asyncio.timeout(timeout):
+                    await ready
         except TimeoutError:
             pass
         finally:

@@ -17,7 +17,7 @@ import grpc
 
 import broker as broker_package
 from broker.core.sessions import Session as WorkerSession
-from broker.errors import BrokerError, InvalidArgument, ProtocolViolation
+from broker.errors import BrokerError, InvalidArgument, ProtocolViolation, SessionsExceeded
 from broker.service import codec
 from broker.service.decoding import decoded
 from broker.service.runtime import Outgoing, Runtime, StreamEnd
@@ -44,6 +44,15 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self, request_iterator: object, context: Context
     ) -> None:
         """Run one worker session until the stream ends."""
+        try:
+            sessions = self._runtime.peers.session(context.peer())
+            with sessions:
+                await self._serve(context)
+        except SessionsExceeded as error:
+            self.refusals.record(error, "WorkerService.Session")
+            await abort_with(context, error)
+
+    async def _serve(self, context: Context) -> None:
         try:
             session, kept = await self._open(context)
         except BrokerError as error:

@@ -11,7 +11,9 @@ from typing import Any, cast
 
 import grpc.aio
 
+from broker.config import BrokerConfig
 from broker.service.client_session import ClientSession
+from broker.service.peers import PeerLimits
 from celeriac.v1 import client_pb2
 
 
@@ -42,6 +44,9 @@ class _Stream:
         self._events = events
         self._calls: list[object] = [call, grpc.aio.EOF]  # type: ignore[attr-defined]
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
     async def read(self) -> object:
         return self._calls.pop(0)
 
@@ -54,7 +59,8 @@ def _serve(*, created: bool, assigned: bool) -> list[str]:
     call = client_pb2.SessionCall(call_id=1)
     call.submit.task.task_id = "t1"
     service, stream = _Service(events, created=created, assigned=assigned), _Stream(events, call)
-    session = ClientSession(cast(Any, service), cast(Any, stream), 1 << 20)
+    peers = PeerLimits(max_sessions=1, max_held_calls=1)
+    session = ClientSession(cast(Any, service), cast(Any, stream), BrokerConfig(), peers)
     asyncio.run(session.serve())
     return events
 
