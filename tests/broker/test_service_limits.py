@@ -17,6 +17,7 @@ from tests.broker.fake_worker import FakeWorker
 from tests.broker.helpers import submit, wait_for
 from tests.broker.test_client_session import RawSession
 from tests.broker.test_error_details import error_info
+from tests.support import run_python
 
 TIMEOUT = 5.0
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
@@ -144,7 +145,10 @@ def test_held_bytes_queues_and_names_refuse_over_the_wire(limited: RunningBroker
         }
 
 
-def test_the_environment_sets_the_new_limits() -> None:
+def test_the_environment_and_the_serve_flags_set_the_limits() -> None:
     environ = {"CELERIAC_BROKER_MAX_HELD_BYTES": "123", "CELERIAC_BROKER_MAX_QUEUES": "7"}
     config = BrokerConfig.from_env(environ)
     assert (config.max_held_bytes, config.max_queues) == (123, 7)
+    refused = run_python("-m", "broker", "serve", "--port", "0", "--max-sessions-per-peer", "0")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: --max-sessions-per-peer 0 must be at least 1"
