@@ -4,9 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install proto fmt lint typecheck test check demo bench bench-compare clean
+.PHONY: install proto proto-check contract-release fmt lint typecheck test check demo bench bench-compare clean
 
-check: lint typecheck test
+check: lint typecheck proto-check test
+
+# buf (lint and breaking-change checks of proto/) from the npm registry, pinned, in .tools/.
+BUF_VERSION := 1.75.0
+BUF         := .tools/node_modules/.bin/buf
+CONTRACT    := proto/contract/celeriac-v1.json
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +23,20 @@ install: $(STAMP)
 
 proto: $(STAMP)
 	$(PY) proto/generate.py
+
+$(BUF):
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
+	npm install --prefix .tools --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
+
+proto-check: $(BUF)
+	$(BUF) lint
+	$(BUF) breaking --against $(CONTRACT)
+
+# Record the contract as released: later changes are checked against it (proto/README.md).
+contract-release: $(BUF) $(STAMP)
+	$(BUF) build --exclude-source-info -o .tools/contract.json
+	$(PY) -c "import json,sys; d=json.load(open('.tools/contract.json')); \
+	open('$(CONTRACT)','w').write(json.dumps(d, indent=1, sort_keys=True) + '\n')"
 
 fmt: $(STAMP)
 	$(PY) -m ruff format .
@@ -44,4 +63,4 @@ bench-compare: $(STAMP)
 	$(PY) -m bench --compare
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache
