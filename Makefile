@@ -49,7 +49,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: $(STAMP)
+# The Node.js examples' pinned dependencies, for their end-to-end tests.
+NODE_EXAMPLES := examples/node/node_modules/.installed
+
+$(NODE_EXAMPLES): examples/node/package-lock.json
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
+	npm ci --prefix examples/node --no-audit --no-fund --silent
+	touch $@
+
+test: $(STAMP) $(NODE_EXAMPLES)
 	$(PY) -m pytest
 
 demo: $(STAMP)
