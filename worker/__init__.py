@@ -11,8 +11,12 @@ import os
 
 os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
 
-from worker.config import WorkerConfig
-from worker.jobs import Job, Outcome, OutcomeState
-from worker.runner import Worker
+from worker._shadowing import refuse_shadowed_packages
+
+refuse_shadowed_packages()  # before the imports below pull in `client`
+
+from worker.config import WorkerConfig  # noqa: E402 - after the check above
+from worker.jobs import Job, Outcome, OutcomeState  # noqa: E402
+from worker.runner import Worker  # noqa: E402
 
 __all__ = ["Job", "Outcome", "OutcomeState", "Worker", "WorkerConfig"]
