@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install proto proto-check contract-release fmt lint typecheck test check demo bench bench-compare clean
+.PHONY: install proto proto-check contract-release fmt lint typecheck test check fuzz demo bench bench-compare clean
 
 check: lint typecheck proto-check test
 
@@ -59,6 +59,11 @@ $(NODE_EXAMPLES): examples/node/package-lock.json
 
 test: $(STAMP) $(NODE_EXAMPLES)
 	$(PY) -m pytest
+
+# The property-based fuzz of every request, longer than in `make test` (FUZZ_EXAMPLES to change).
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(STAMP)
+	CELERIAC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/broker/test_fuzz.py -o timeout=0 -q
 
 demo: $(STAMP)
 	$(PY) examples/demo.py

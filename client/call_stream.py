@@ -25,20 +25,35 @@ import logging
 import queue
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 import grpc
 import grpc.aio
 
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
-from client.status import error_from_number, error_from_status
+from client.status import error_from_number, error_from_status, error_info
 
 logger = logging.getLogger(__name__)
 
-# Why a stream ended, as the code and message its calls fail with.
-_Ending = tuple[grpc.StatusCode, str]
 
-_CLOSED_BY_BROKER: _Ending = (grpc.StatusCode.UNAVAILABLE, "the broker ended the session stream")
+# Why a stream ended, as the code and message its calls fail with.
+class _Ending(NamedTuple):
+    """How a stream ended: its status, and the broker's reason when it sent one."""
+
+    code: grpc.StatusCode
+    details: str
+    reason: str = ""
+    metadata: Mapping[str, str] = MappingProxyType({})
+
+    def error(self, method: str, target: str) -> Exception:
+        return error_from_status(
+            self.code, self.details, method, target, reason=self.reason, metadata=self.metadata
+        )
+
+
+_CLOSED_BY_BROKER = _Ending(grpc.StatusCode.UNAVAILABLE, "the broker ended the session stream")
 
 
 class _Waiter:
@@ -173,7 +188,7 @@ class CallStream:
         call_id = next(self._call_ids)
         with self._lock:
             if self._ending is not None:
-                raise error_from_status(*self._ending, method, self._target)
+                raise self._ending.error(method, self._target)
             self._waiting[call_id] = waiter
         message.call_id = call_id
         self._outgoing.put(message)
@@ -218,7 +233,7 @@ class CallStream:
             ending = _ending_of(error)
         except Exception:  # the reader must fail the parked calls whatever happens
             logger.exception("reading the session stream failed")
-            ending = (grpc.StatusCode.UNKNOWN, "reading the session stream failed (logged)")
+            ending = _Ending(grpc.StatusCode.UNKNOWN, "reading the session stream failed (logged)")
         with self._lock:
             self._ending = ending
             waiting, self._waiting = self._waiting, {}
@@ -264,7 +279,7 @@ class AsyncCallStream:
     ) -> client_pb2.SessionReply:
         """Send one call and wait up to ``timeout`` seconds for its reply (see CallStream)."""
         if self._ending is not None:
-            raise error_from_status(*self._ending, method, self._target)
+            raise self._ending.error(method, self._target)
         call_id = next(self._call_ids)
         reply = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = reply
@@ -279,7 +294,7 @@ class AsyncCallStream:
             ) from None
         finally:
             self._waiting.pop(call_id, None)
-        if isinstance(answer, tuple):
+        if isinstance(answer, _Ending):
             return _checked(None, answer, method, self._target)
         return _checked(answer, None, method, self._target)
 
@@ -322,7 +337,7 @@ class AsyncCallStream:
         except grpc.aio.AioRpcError as error:
             ending = _ending_of(error)
         except asyncio.CancelledError:
-            ending = (grpc.StatusCode.CANCELLED, "the session stream was closed")
+            ending = _Ending(grpc.StatusCode.CANCELLED, "the session stream was closed")
         self._ending = ending
         waiting, self._waiting = self._waiting, {}
         for waiter in waiting.values():
@@ -344,8 +359,12 @@ def _readable(result: tasks_pb2.TaskResult | None) -> tasks_pb2.TaskResult | Non
 
 def _ending_of(error: grpc.RpcError) -> _Ending:
     if isinstance(error, (grpc.Call, grpc.aio.AioRpcError)):
-        return error.code(), error.details() or ""
-    return grpc.StatusCode.UNKNOWN, str(error)
+        info = error_info(error.trailing_metadata() or ())
+        ending = _Ending(error.code(), error.details() or "")
+        return (
+            ending if info is None else ending._replace(reason=info.reason, metadata=info.metadata)
+        )
+    return _Ending(grpc.StatusCode.UNKNOWN, str(error))
 
 
 def _checked(
@@ -353,7 +372,7 @@ def _checked(
 ) -> client_pb2.SessionReply:
     """The reply, or the error it (or the stream's end) stands for, raised."""
     if reply is None:
-        raise error_from_status(*(ending or _CLOSED_BY_BROKER), method, target)
+        raise (ending or _CLOSED_BY_BROKER).error(method, target)
     if reply.WhichOneof("reply") == "error":
         error = reply.error
         raise error_from_number(
