@@ -4,7 +4,6 @@ in-process broker, observed through the broker's AdminService (never through tim
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,10 +18,9 @@ from celeriac.v1 import admin_pb2, admin_pb2_grpc
 from client import Celeriac, group
 from client.canvas import Signature
 from tests.worker import tasks_unit
-from worker import Worker, WorkerConfig, loader, pools
-from worker.execution import ExecutionSettings
-from worker.jobs import Job, Payload, TaskEvent
+from worker.jobs import Job, Payload
 from worker.prefetch import CompletionRate, Prefetch
+from worker.testing import RunningWorker
 
 MODULE = "tests.worker.tasks_unit"
 ADD = f"{MODULE}.add"
@@ -112,29 +110,11 @@ def test_credit_accounting_follows_assignments_and_sessions() -> None:
 # -- real workers ----------------------------------------------------------------------------
 
 
-class InProcessWorker:
-    """A thread-pool `Worker` on its own loop in a background thread."""
+class InProcessWorker(RunningWorker):
+    """A thread-pool worker of the unit-test tasks that can tell the credit it granted."""
 
     def __init__(self, address: str, concurrency: int = 2, **settings: Any) -> None:
-        config = WorkerConfig.from_env(
-            {}, tasks=(MODULE,), broker=address, concurrency=concurrency, pool="thread", **settings
-        )
-        registry = loader.load(config.tasks)
-        self.loop = asyncio.new_event_loop()
-        context = pools.PoolContext(
-            modules=config.tasks,
-            tasks=registry.tasks,
-            settings=ExecutionSettings(config.hostname or "celeriac@test"),
-            on_event=self._forward,
-        )
-        pool = pools.create("thread", concurrency, context)
-        self.worker = Worker(config, registry, pool, address)
-        self.thread = threading.Thread(
-            target=self.loop.run_until_complete, args=(self.worker.run(),)
-        )
-
-    def _forward(self, event: TaskEvent) -> None:
-        self.worker.on_task_event(event)
+        super().__init__([MODULE], address, concurrency=concurrency, **settings)
 
     def granted(self) -> int:
         """The credit this worker believes the broker holds for it (read on its loop)."""
@@ -143,16 +123,6 @@ class InProcessWorker:
             return self.worker._prefetch.broker_credit
 
         return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
-
-    def __enter__(self) -> InProcessWorker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.worker.shutdown)
-        self.thread.join(20)
-        assert not self.thread.is_alive()
-        self.loop.close()
 
 
 class Admin:

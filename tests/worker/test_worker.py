@@ -7,7 +7,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,13 +17,13 @@ import pytest
 from broker.testing import RunningBroker, running_broker
 from client import Celeriac
 from tests.support import ROOT, WorkerProcess
-from worker import Worker, WorkerConfig, loader, pools
+from worker import WorkerConfig
 from worker.cli import EXIT_COLD_SHUTDOWN, EXIT_USAGE
 from worker.codec import ReportBatch
 from worker.collector import YOUNG_THRESHOLD
-from worker.execution import ExecutionSettings
-from worker.jobs import Outcome, OutcomeState, TaskEvent
+from worker.jobs import Outcome, OutcomeState
 from worker.reports import STARTED_DELAY, ReportBuffer
+from worker.testing import running_worker
 
 MODULE = "tests.worker.tasks_unit"
 
@@ -46,41 +45,8 @@ def wait_for_path(path: Path, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-class InProcessWorker:
-    """A `Worker` with a thread pool, running on its own loop in a background thread."""
-
-    def __init__(self, address: str, pool: str = "thread") -> None:
-        config = WorkerConfig(tasks=(MODULE,), broker=address, concurrency=2, pool=pool)
-        registry = loader.load(config.tasks)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        context = pools.PoolContext(
-            modules=config.tasks,
-            tasks=registry.tasks,
-            settings=ExecutionSettings("celeriac@test"),
-            on_event=self._forward,
-        )
-        self.worker = Worker(config, registry, pools.create(pool, 2, context), address)
-        self.thread = threading.Thread(
-            target=self.loop.run_until_complete, args=(self.worker.run(),)
-        )
-
-    def _forward(self, event: TaskEvent) -> None:
-        self.worker.on_task_event(event)  # the pool is built before the worker it reports to
-
-    def __enter__(self) -> InProcessWorker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.worker.shutdown)
-        self.thread.join(20)
-        assert not self.thread.is_alive()
-        self.loop.close()
-
-
 def test_in_process_worker_runs_tasks_and_reports_custom_states(app: Celeriac) -> None:
-    with InProcessWorker(app.conf.broker):
+    with running_worker([MODULE], app.conf.broker):
         assert app.send_task(f"{MODULE}.add", args=(2, 3)).get(timeout=20) == 5
         assert app.send_task(f"{MODULE}.async_add", args=(1, 1)).get(timeout=20) == 2
         assert app.send_task(f"{MODULE}.reports").get(timeout=20) == "ok"
@@ -89,7 +55,7 @@ def test_in_process_worker_runs_tasks_and_reports_custom_states(app: Celeriac) -
 
 
 def test_credit_bounds_what_the_worker_runs_and_many_tasks_all_finish(app: Celeriac) -> None:
-    with InProcessWorker(app.conf.broker):
+    with running_worker([MODULE], app.conf.broker):
         results = [app.send_task(f"{MODULE}.add", args=(i, i)) for i in range(50)]
         assert [r.get(timeout=30) for r in results] == [2 * i for i in range(50)]
 
