@@ -12,6 +12,9 @@ class BenchConfig:
     Attributes:
         runs: repetitions of every measurement; figures are the median with min-max spread.
         throughput_tasks: no-op tasks per end-to-end throughput run (the issue's N).
+        drain_tasks: no-op tasks queued for each drain run; None means throughput_tasks. The
+            quick run keeps it large enough that the metered window (the middle 80%) spans many
+            of the kernel's 10 ms CPU-accounting ticks: a window of a tick or two can read 0%.
         throughput_warmup_tasks: no-op tasks run through each freshly started system before its
             first throughput run, unmeasured, on both systems alike (pool children warm, first
             connections made, code paths taken once), so every measured run is a steady one.
@@ -35,6 +38,7 @@ class BenchConfig:
 
     runs: int = 3
     throughput_tasks: int = 20_000
+    drain_tasks: int | None = None
     throughput_warmup_tasks: int = 2_000
     enqueue_one_by_one: int = 3_000
     enqueue_batch: int = 20_000
@@ -56,6 +60,7 @@ class BenchConfig:
         return cls(
             runs=1,
             throughput_tasks=2_000,
+            drain_tasks=10_000,
             throughput_warmup_tasks=200,
             enqueue_one_by_one=300,
             enqueue_batch=2_000,

@@ -89,7 +89,8 @@ class Throughput:
 
     def measure(self, system: System, variant: Variant, config: BenchConfig) -> dict[str, float]:
         if _is_drain(variant):
-            return run_drain(system, config.throughput_tasks, variant.deployment.prefetch)
+            count = config.drain_tasks or config.throughput_tasks
+            return run_drain(system, count, variant.deployment.prefetch)
         return run_batch(system, config.throughput_tasks)
 
 
