@@ -41,6 +41,14 @@ class BrokerUnavailable(CeleriacError):
     """The broker could not be reached, or stopped answering, within the configured time."""
 
 
+class BrokerGone(BrokerUnavailable):
+    """The broker went away during a call: it is shutting down, or the connection broke.
+
+    A submit (its task id makes it safe to repeat) and a result read are sent once more, to the
+    broker that is back within ``connect_timeout``, before this reaches the caller.
+    """
+
+
 class TimeoutError(CeleriacError, builtins.TimeoutError):
     """A result was not ready within the ``timeout`` the caller gave."""
 

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from client.errors import (
+    BrokerGone,
     BrokerUnavailable,
     CeleriacError,
     InvalidTaskSpec,
@@ -43,13 +44,15 @@ REASON_ERRORS: dict[str, type[CeleriacError]] = {
     "HELD_CALLS_EXCEEDED": LimitExceeded,
     "QUEUES_EXCEEDED": LimitExceeded,
     "SESSIONS_EXCEEDED": LimitExceeded,
-    "SHUTTING_DOWN": BrokerUnavailable,
+    "SHUTTING_DOWN": BrokerGone,
 }
 
 # For errors without a reason. RESOURCE_EXHAUSTED without one comes from gRPC itself: a message
 # over its size limit. Unlisted codes map to the root of the tree.
 STATUS_ERRORS: dict[grpc.StatusCode, type[CeleriacError]] = {
-    grpc.StatusCode.UNAVAILABLE: BrokerUnavailable,
+    grpc.StatusCode.UNAVAILABLE: BrokerGone,
+    # The broker's gRPC server cancels a call that arrives while it shuts down.
+    grpc.StatusCode.CANCELLED: BrokerGone,
     grpc.StatusCode.DEADLINE_EXCEEDED: BrokerUnavailable,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidTaskSpec,
     grpc.StatusCode.OUT_OF_RANGE: InvalidTaskSpec,

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
@@ -29,7 +30,7 @@ from client import codec, states
 from client.call_stream import AsyncCallStream, AsyncResultWatch, CallStream, ResultWatch
 from client.chunks import SUBMIT_WINDOW, ChunkCall, chunk_failure, id_slices
 from client.config import ClientConfig
-from client.errors import BrokerUnavailable, TaskNotFound
+from client.errors import BrokerGone, BrokerUnavailable, TaskNotFound
 from client.records import (
     ResultRecord,
     ServerInfo,
@@ -89,17 +90,22 @@ class Transport:
         self._stream: CallStream | None = None
 
     def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
-        """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
+        """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several.
+
+        One spec is sent again if the broker went away meanwhile (see :func:`_once_more`).
+        """
         if len(specs) == 1:
             one = codec.submit_request(specs[0])
-            stream = self._session_for(one)
-            if stream is not None:
-                return [self._submit_on_session(stream, specs[0], one)]
-            reply = self._invoke("Submit", lambda stub, t: stub.Submit(one, timeout=t))
-            return [codec.submitted(reply)]
+            return [_once_more(lambda: self._submit_one(specs[0], one))]
         many = codec.submit_many_request(specs)
         replies = self._invoke("SubmitMany", lambda stub, t: stub.SubmitMany(many, timeout=t))
         return [codec.submitted(reply) for reply in replies.results]
+
+    def _submit_one(self, spec: SubmitSpec, request: client_pb2.SubmitRequest) -> Submitted:
+        stream = self._session_for(request)
+        if stream is not None:
+            return self._submit_on_session(stream, spec, request)
+        return codec.submitted(self._invoke("Submit", lambda s, t: s.Submit(request, timeout=t)))
 
     def submit_chunks(
         self, chunks: Iterable[Sequence[SubmitSpec]], in_flight: int = SUBMIT_WINDOW
@@ -148,25 +154,32 @@ class Transport:
             task_id: The task.
             wait: Longest wait for the task to be ready, in seconds.
             watch: The task's result watch from :meth:`submit`, if any: a pushed result is
-                read from there without a call.
+                read from there without a call. When its stream ended first, the rest of the
+                wait is held with GetResult on a new stream.
         """
         if isinstance(watch, ResultWatch):
-            if watch.wait(wait) and watch.result is not None:
+            started = time.monotonic()
+            if not watch.wait(wait):
+                wait = 0.0  # not ready yet: read the state as it is now
+            elif watch.result is not None:
                 return codec.result_record(watch.result)
-            wait = 0.0  # not ready yet (or the stream ended): read the state as it is now
+            else:
+                wait = max(0.0, wait - (time.monotonic() - started))
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
-            stream = self._session_for(request)
-            if stream is not None:
-                call = client_pb2.SessionCall(get_result=request)
-                reply = self._on_session(stream, call, "GetResult", wait).get_result
-            else:
-                reply = self._invoke(
-                    "GetResult", lambda s, t: s.GetResult(request, timeout=t), wait
-                )
+            reply = _once_more(lambda: self._get_result(request, wait))
         except TaskNotFound:
             return ResultRecord(task_id=task_id, state=states.UNKNOWN)
         return codec.result_record(reply.result)
+
+    def _get_result(
+        self, request: client_pb2.GetResultRequest, wait: float
+    ) -> client_pb2.GetResultResponse:
+        stream = self._session_for(request)
+        if stream is not None:
+            call = client_pb2.SessionCall(get_result=request)
+            return self._on_session(stream, call, "GetResult", wait).get_result
+        return self._invoke("GetResult", lambda s, t: s.GetResult(request, timeout=t), wait)
 
     def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
         """Read many results, held up to ``wait`` seconds until all are ready.
@@ -316,17 +329,23 @@ class AsyncTransport:
         self._info: ServerInfo | None = None
 
     async def submit(self, specs: Sequence[SubmitSpec]) -> list[Submitted]:
-        """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several."""
+        """Submit tasks: one ``Submit`` for one spec, one ``SubmitMany`` for several.
+
+        One spec is sent again if the broker went away meanwhile (see :func:`_once_more`).
+        """
         if len(specs) == 1:
             one = codec.submit_request(specs[0])
-            stream = await self._session_for(one)
-            if stream is not None:
-                return [await self._submit_on_session(stream, specs[0], one)]
-            reply = await self._invoke("Submit", lambda s, t: s.Submit(one, timeout=t))
-            return [codec.submitted(reply)]
+            return [await _once_more_async(lambda: self._submit_one(specs[0], one))]
         many = codec.submit_many_request(specs)
         replies = await self._invoke("SubmitMany", lambda s, t: s.SubmitMany(many, timeout=t))
         return [codec.submitted(reply) for reply in replies.results]
+
+    async def _submit_one(self, spec: SubmitSpec, request: client_pb2.SubmitRequest) -> Submitted:
+        stream = await self._session_for(request)
+        if stream is not None:
+            return await self._submit_on_session(stream, spec, request)
+        reply = await self._invoke("Submit", lambda s, t: s.Submit(request, timeout=t))
+        return codec.submitted(reply)
 
     async def submit_chunks(
         self, chunks: Iterable[Sequence[SubmitSpec]], in_flight: int = SUBMIT_WINDOW
@@ -368,22 +387,28 @@ class AsyncTransport:
         See :meth:`Transport.get_result`; only a watch made on this loop's stream is used.
         """
         if isinstance(watch, AsyncResultWatch) and watch.loop is asyncio.get_running_loop():
-            if await watch.wait(wait) and watch.result is not None:
+            started = time.monotonic()
+            if not await watch.wait(wait):
+                wait = 0.0  # not ready yet: read the state as it is now
+            elif watch.result is not None:
                 return codec.result_record(watch.result)
-            wait = 0.0  # not ready yet (or the stream ended): read the state as it is now
+            else:
+                wait = max(0.0, wait - (time.monotonic() - started))
         request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=codec.ms(wait))
         try:
-            stream = await self._session_for(request)
-            if stream is not None:
-                call = client_pb2.SessionCall(get_result=request)
-                reply = (await self._on_session(stream, call, "GetResult", wait)).get_result
-            else:
-                reply = await self._invoke(
-                    "GetResult", lambda s, t: s.GetResult(request, timeout=t), wait
-                )
+            reply = await _once_more_async(lambda: self._get_result(request, wait))
         except TaskNotFound:
             return ResultRecord(task_id=task_id, state=states.UNKNOWN)
         return codec.result_record(reply.result)
+
+    async def _get_result(
+        self, request: client_pb2.GetResultRequest, wait: float
+    ) -> client_pb2.GetResultResponse:
+        stream = await self._session_for(request)
+        if stream is not None:
+            call = client_pb2.SessionCall(get_result=request)
+            return (await self._on_session(stream, call, "GetResult", wait)).get_result
+        return await self._invoke("GetResult", lambda s, t: s.GetResult(request, timeout=t), wait)
 
     async def get_results(self, task_ids: Sequence[str], wait: float = 0.0) -> list[ResultRecord]:
         """Read many results, held up to ``wait`` seconds (see :meth:`Transport.get_results`)."""
@@ -513,6 +538,30 @@ class _LoopConnection:
         self.stub: client_pb2_grpc.TaskServiceAsyncStub = client_pb2_grpc.TaskServiceStub(channel)
         self.connected = False
         self.stream: AsyncCallStream | None = None
+
+
+def _once_more(send: Callable[[], R]) -> R:
+    """Run ``send``, and once more if the broker went away meanwhile.
+
+    A broker that shuts down answers held waits and new calls with UNAVAILABLE at once
+    (``BrokerGone``) rather than holding them. The second try opens a new connection, which
+    waits up to ``connect_timeout`` for the restarted broker; only calls that are safe to repeat
+    (a submit, whose task id the broker deduplicates, and a result read) go through here.
+    """
+    try:
+        return send()
+    except BrokerGone as error:
+        logger.info("%s; trying once more", error)
+        return send()
+
+
+async def _once_more_async(send: Callable[[], Awaitable[R]]) -> R:
+    """The asyncio twin of :func:`_once_more`."""
+    try:
+        return await send()
+    except BrokerGone as error:
+        logger.info("%s; trying once more", error)
+        return await send()
 
 
 def _fits_session(info: ServerInfo | None, request: Message) -> bool:

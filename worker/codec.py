@@ -39,6 +39,8 @@ class Welcome:
     kept_lease_ids: tuple[str, ...]
     broker_version: str
     limits: PayloadLimits = field(default_factory=PayloadLimits)
+    # The broker acknowledges outcomes (OutcomeAcks); False from brokers that predate acks.
+    acks_outcomes: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,14 @@ class Rejected:
     rejections: tuple[tuple[str, str], ...]
 
 
-BrokerEvent = Welcome | Assign | CancelJobs | Ping | Drain | Rejected
+@dataclass(frozen=True)
+class OutcomesTaken:
+    """The broker took the outcomes of these leases (applied and recorded, or rejected)."""
+
+    lease_ids: tuple[str, ...]
+
+
+BrokerEvent = Welcome | Assign | CancelJobs | Ping | Drain | Rejected | OutcomesTaken
 
 
 @dataclass
@@ -206,6 +215,7 @@ def decode(
             kept_lease_ids=tuple(w.kept_lease_ids),
             broker_version=w.broker_version,
             limits=PayloadLimits.from_welcome(w.max_payload_bytes, w.max_message_bytes),
+            acks_outcomes=w.acks_outcomes,
         )
     if kind == "assignments":
         return Assign(
@@ -220,6 +230,8 @@ def decode(
         return Drain(message.drain.reason)
     if kind == "rejections":
         return Rejected(tuple((r.lease_id, r.reason) for r in message.rejections.rejections))
+    if kind == "outcome_acks":
+        return OutcomesTaken(tuple(message.outcome_acks.lease_ids))
     return None
 
 

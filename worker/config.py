@@ -86,7 +86,7 @@ class WorkerConfig:
     shutdown_grace: float = setting(30.0, not_negative)
     allow_pickle: bool = False
     reconnect_initial: float = setting(0.1, positive)
-    reconnect_max: float = setting(5.0, positive)
+    reconnect_max: float = setting(2.0, positive)
     prefetch_max: int = setting(500, not_negative)
     prefetch_window: float = setting(0.1, not_negative)
     prefetch_hold: float = setting(1.0, positive)

@@ -8,6 +8,7 @@ reached or refuses the session, and the error recorded for a task whose child pr
 from __future__ import annotations
 
 import grpc
+import grpc.aio
 
 from celeriac.settings import InvalidSetting
 
@@ -72,8 +73,10 @@ def from_rpc_error(error: grpc.RpcError) -> WorkerError:
     Returns:
         `SessionRefused` for codes that retrying cannot fix, `BrokerUnavailable` otherwise.
     """
-    code = error.code() if isinstance(error, grpc.Call) else None
-    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    # An asyncio call's error is no grpc.Call; its str() is a multi-line dump, never logged.
+    call = isinstance(error, (grpc.Call, grpc.aio.AioRpcError))
+    code = error.code() if call else None
+    details = error.details() if call else str(error)
     name = code.name if code is not None else "UNKNOWN"
     if code in _REFUSING_CODES:
         return SessionRefused(f"broker refused the session: {name}: {details}")

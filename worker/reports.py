@@ -16,23 +16,34 @@ Report instead of two; on a lone round trip the second message cost the worker a
 CPU exactly while the task ran, and delayed the outcome behind its own write. A long task's
 STARTED state reaches the broker at most 5 ms late.
 
-The broker does not acknowledge reports, and a Report written just before the connection
-breaks may never arrive. So sent outcomes stay "unconfirmed" for a while: after a reconnect
-their leases go in `Hello.held_lease_ids`, and those the broker still holds (it never saw the
-outcome) are sent again. They are kept for `keep_sent_for` seconds: an outcome the broker did
-not receive means it received nothing after it either (the stream is ordered), so the broker
-gives the session up within its ping timeout, after which the outcome could not be accepted.
+A Report written just before the connection breaks may never arrive, so the worker keeps
+every outcome it sent until the broker acknowledges it (OutcomeAcks, sent once the outcome is
+recorded) or rejects its lease. After a reconnect their leases go in `Hello.held_lease_ids`, and
+those the broker still holds (it never took the outcome) are sent again; the rest are forgotten.
+At most `MAX_UNACKNOWLEDGED` are kept, the oldest dropped first with a warning, so a broker that
+stops acknowledging cannot grow the worker without bound. A broker that predates acks
+(`Welcome.acks_outcomes` false) gets today's older rule: sent outcomes are kept for
+`keep_sent_for` seconds, since an outcome it did not receive means it received nothing after it
+either (the stream is ordered), so it gives the session up within its ping timeout, after which
+the outcome could not be accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
 from worker.codec import ReportBatch
 from worker.jobs import Heartbeat, Outcome, StateUpdate, TaskEvent
 
+logger = logging.getLogger(__name__)
+
+# Sent outcomes kept at most until the broker acknowledges them. In-flight work bounds them
+# (concurrency plus prefetch) while the broker answers; this bounds a broker that does not.
+MAX_UNACKNOWLEDGED = 10_000
 # Until the broker's Welcome says how long its ping timeout is (its default is 6 s).
 DEFAULT_KEEP_SENT_FOR = 12.0
 # How long a busy worker lets outcomes gather, and how many make a Report worth sending now.
@@ -71,11 +82,14 @@ class ReportBuffer:
         self._withdraw = False
         # Sent outcomes by lease, with the loop time they were taken for sending ...
         self._unconfirmed: dict[str, tuple[float, Outcome]] = {}
-        # ... and the order they expire in. Not the dict's own order: a dict whose oldest
-        # entries keep being deleted scans past the deleted slots to find its first entry, which
-        # made every Report cost time proportional to the outcomes of the last 12 s.
+        # ... and, for a broker that does not acknowledge outcomes, the order they expire in.
+        # Not the dict's own order: a dict whose oldest entries keep being deleted scans past
+        # the deleted slots to find its first entry, which made every Report cost time
+        # proportional to the outcomes of the last 12 s.
         self._sent_order: deque[tuple[float, str]] = deque()
         self.keep_sent_for = DEFAULT_KEEP_SENT_FOR
+        # Set from each Welcome: whether this broker sends OutcomeAcks.
+        self.acks_outcomes = False
 
     def add_credit(self, slots: int) -> None:
         """Grant `slots` more credit."""
@@ -131,6 +145,12 @@ class ReportBuffer:
             *(lease for lease in self._unconfirmed if lease not in self._outcomes),
         ]
 
+    def acknowledge(self, lease_ids: Iterable[str]) -> None:
+        """The broker took these outcomes (recorded, or rejected): forget them."""
+        unconfirmed = self._unconfirmed
+        for lease_id in lease_ids:
+            unconfirmed.pop(lease_id, None)
+
     def resend_unconfirmed(self, kept_lease_ids: Collection[str]) -> int:
         """After a reconnect: send again the outcomes whose leases the broker kept.
 
@@ -177,6 +197,12 @@ class ReportBuffer:
         return batch
 
     def _remember_sent(self, outcomes: list[Outcome]) -> None:
+        if self.acks_outcomes:
+            for outcome in outcomes:
+                self._unconfirmed[outcome.lease_id] = (0.0, outcome)
+            if len(self._unconfirmed) > MAX_UNACKNOWLEDGED:
+                self._forget_oldest(len(self._unconfirmed) - MAX_UNACKNOWLEDGED)
+            return
         now = asyncio.get_running_loop().time()
         for outcome in outcomes:
             self._unconfirmed[outcome.lease_id] = (now, outcome)
@@ -188,6 +214,16 @@ class ReportBuffer:
             entry = self._unconfirmed.get(lease_id)
             if entry is not None and entry[0] == sent_at:  # not sent again since
                 del self._unconfirmed[lease_id]
+
+    def _forget_oldest(self, count: int) -> None:
+        for lease_id in list(itertools.islice(self._unconfirmed, count)):
+            del self._unconfirmed[lease_id]
+        logger.warning(
+            "forgot the %d oldest outcomes the broker has not acknowledged (at most %d are "
+            "kept); if it never received them, their tasks run again",
+            count,
+            MAX_UNACKNOWLEDGED,
+        )
 
     def _touch(self) -> None:
         """Flush on the next loop turn, or within BUSY_DELAY while more outcomes are coming."""

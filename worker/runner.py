@@ -13,7 +13,6 @@ the next session, which names their leases in `Hello.held_lease_ids`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -49,6 +48,25 @@ _CHANNEL_OPTIONS = (
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 1 << 20),
 )
+
+
+def _channel_options(config: WorkerConfig) -> tuple[tuple[str, int], ...]:
+    """The channel's options, with gRPC's reconnect backoff capped like the worker's own.
+
+    gRPC's default backoff grows to two minutes: a worker then found a restarted broker 30-50 s
+    late. Capped at `reconnect_max`, it reconnects within about that long (plus gRPC's 20%
+    jitter) of the broker listening again. The minimum is the time one connection attempt may
+    take (gRPC's "min reconnect backoff" is its connect timeout), so it is the cap as well: a
+    refused connection fails at once, and a slow link still gets time to connect.
+    """
+    initial_ms = max(1, round(config.reconnect_initial * 1000))
+    cap_ms = max(initial_ms, round(config.reconnect_max * 1000))
+    return (
+        *_CHANNEL_OPTIONS,
+        ("grpc.initial_reconnect_backoff_ms", initial_ms),
+        ("grpc.min_reconnect_backoff_ms", cap_ms),
+        ("grpc.max_reconnect_backoff_ms", cap_ms),
+    )
 
 
 def _version() -> str:
@@ -116,7 +134,8 @@ class Worker:
         if handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.shutdown)
-        channel = grpc.aio.insecure_channel(grpc_target(self.address), options=_CHANNEL_OPTIONS)
+        options = _channel_options(self.config)
+        channel = grpc.aio.insecure_channel(grpc_target(self.address), options=options)
         try:
             await self._keep_connected(channel)
         finally:
@@ -157,9 +176,25 @@ class Worker:
                 if self._session_welcomed:
                     delay = self.config.reconnect_initial
                 logger.warning("%s; reconnecting to %s in %.1fs", exc, self.address, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await self._pause(channel, delay)
             delay = min(delay * 2, self.config.reconnect_max)
+
+    async def _pause(self, channel: grpc.aio.Channel, delay: float) -> None:
+        """Wait `delay` seconds before the next session, or less when reconnecting.
+
+        When the connection itself is down, gRPC keeps trying to reconnect on its own schedule
+        (capped alike, see `_channel_options`), and the next session starts as soon as it is
+        back rather than when `delay` ends. A broker that answers but ends the session (one that
+        is shutting down) gets the whole delay. A shutdown ends the wait at once.
+        """
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._stopping.wait())]
+        if channel.get_state() is not grpc.ChannelConnectivity.READY:
+            waits.append(asyncio.ensure_future(channel.channel_ready()))
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def _run_session(self, channel: grpc.aio.Channel) -> None:
         """Run one session: returns after a warm shutdown, raises when the stream ends."""
@@ -218,6 +253,7 @@ class Worker:
             logger.info("dropping %d buffered tasks the broker gave to others", len(dropped))
         if welcome.ping_timeout > 0:
             self._buffer.keep_sent_for = 2 * welcome.ping_timeout
+        self._buffer.acks_outcomes = welcome.acks_outcomes
         resent = self._buffer.resend_unconfirmed(welcome.kept_lease_ids)
         if resent:
             logger.warning("sending %d outcomes again: the broker never received them", resent)
@@ -264,11 +300,14 @@ class Worker:
                 self._draining = True
                 self._return_buffered()
                 self._close_when_idle(session)
+            case codec.OutcomesTaken(lease_ids):
+                self._buffer.acknowledge(lease_ids)
             case codec.Rejected(rejections):
                 for lease_id, reason in rejections:
                     logger.warning(
                         "broker rejected lease=%s (%s); its report was dropped", lease_id, reason
                     )
+                self._buffer.acknowledge(lease_id for lease_id, _ in rejections)
             case codec.Welcome():
                 logger.warning("ignoring an unexpected second Welcome")
 

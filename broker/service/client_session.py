@@ -26,12 +26,19 @@ from typing import TYPE_CHECKING
 import grpc
 
 from broker.core.results import Waiter
-from broker.errors import BrokerError, HeldCallsExceeded, InvalidArgument, MessageTooLarge
+from broker.errors import (
+    BrokerError,
+    HeldCallsExceeded,
+    InvalidArgument,
+    MessageTooLarge,
+    ShuttingDown,
+)
 from broker.service import codec
 from broker.service.decoding import decoded
 from broker.service.peers import PeerLimits
+from broker.service.runtime import SHUTTING_DOWN
 from broker.service.shared_results import SharedResult, encoded_size
-from broker.service.status import status_for, status_number
+from broker.service.status import abort_with, status_for, status_number
 from celeriac.v1 import client_pb2
 
 if TYPE_CHECKING:
@@ -84,12 +91,32 @@ class ClientSession:
         self._watches: dict[str, Waiter] = {}
         self._ready: list[str] = []  # watched tasks that finished, waiting for the push
         self._pusher: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._reading = False
+        self._stopping = False
 
     async def serve(self) -> None:
-        """Answer calls until the client half-closes, then finish the held ones."""
+        """Answer calls until the client half-closes, then finish the held ones.
+
+        A graceful shutdown of the broker ends the stream with UNAVAILABLE (reason
+        SHUTTING_DOWN) once the held calls have been answered the same way: an idle client must
+        not hold the broker's exit up, and its next call goes to the restarted broker.
+        """
+        self._task = asyncio.current_task()
+        forget = self._service.on_shutdown(self._on_shutdown)
+        self._stopping = self._service.shutting_down
         try:
-            while True:
-                call = await self._context.read()
+            while not self._stopping:
+                self._reading = True
+                try:
+                    call = await self._context.read()
+                except asyncio.CancelledError:
+                    if not self._stopping:
+                        raise
+                    _uncancel()
+                    break
+                finally:
+                    self._reading = False
                 if call is _EOF:
                     break
                 await self._answer(decoded(call, client_pb2.SessionCall))
@@ -97,6 +124,7 @@ class ClientSession:
             if self._held:
                 await asyncio.gather(*self._held)
         finally:
+            forget()
             # The client went away (or the broker is stopping): held calls and watches have
             # nobody to answer, and their waiters must not outlive the stream.
             for task in self._held:
@@ -106,6 +134,15 @@ class ClientSession:
             self._watches.clear()
             if self._pusher is not None:
                 self._pusher.cancel()
+        if self._stopping:
+            await abort_with(self._context, ShuttingDown(SHUTTING_DOWN))
+
+    def _on_shutdown(self) -> None:
+        # Held calls wake by themselves (TaskService._wait listens too); a read blocked on an
+        # idle client is interrupted, while a call being answered finishes first.
+        self._stopping = True
+        if self._reading and self._task is not None:
+            self._task.cancel()
 
     async def _answer(self, call: client_pb2.SessionCall) -> None:
         kind = call.WhichOneof("call")
@@ -253,6 +290,13 @@ class SharedAnswer:
 
 
 Reply = client_pb2.SessionReply | SharedAnswer
+
+
+def _uncancel() -> None:
+    """Take back the cancel that interrupted a read, so later timeouts in this task still work."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def _error_reply(call_id: int, error: BrokerError) -> client_pb2.SessionReply:

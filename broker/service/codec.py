@@ -318,33 +318,48 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
         worker_pb2.BrokerMessage,
         lambda message: message.rejections.rejections,
     )
+    if outbox.outcome_acks:
+        messages += _outcome_ack_parts(outbox.outcome_acks, budget)
     if outbox.drain is not None:
         messages.append(worker_pb2.BrokerMessage(drain=worker_pb2.Drain(reason=outbox.drain)))
     return messages
 
 
 def _cancel_parts(cancel: Cancel, budget: int) -> list[worker_pb2.BrokerMessage]:
-    """One Cancel message per run of lease ids that fits ``budget`` (a big revoke needs several).
+    """One Cancel message per run of lease ids that fits ``budget`` (a big revoke needs several)."""
+    room = budget - len(cancel.reason.encode()) - _FIELD_OVERHEAD  # reason, terminate, frame
+    terminate, reason = cancel.terminate, cancel.reason
+    return [
+        worker_pb2.BrokerMessage(
+            cancel=worker_pb2.Cancel(lease_ids=run, terminate=terminate, reason=reason)
+        )
+        for run in _lease_id_runs(cancel.lease_ids, room)
+    ]
+
+
+def _outcome_ack_parts(lease_ids: list[str], budget: int) -> list[worker_pb2.BrokerMessage]:
+    """One OutcomeAcks message per run of lease ids that fits ``budget`` (usually one)."""
+    return [
+        worker_pb2.BrokerMessage(outcome_acks=worker_pb2.OutcomeAcks(lease_ids=run))
+        for run in _lease_id_runs(lease_ids, budget - _FIELD_OVERHEAD)
+    ]
+
+
+def _lease_id_runs(lease_ids: Sequence[str], room: int) -> list[list[str]]:
+    """``lease_ids`` cut into runs of at most ``room`` bytes on the wire.
 
     Lease ids are the broker's own ASCII ids, so their length is their size on the wire.
     """
-    room = budget - len(cancel.reason.encode()) - _FIELD_OVERHEAD  # reason, terminate, frame
     runs: list[list[str]] = [[]]
     used = 0
-    for lease_id in cancel.lease_ids:
+    for lease_id in lease_ids:
         cost = len(lease_id) + _FIELD_OVERHEAD
         if runs[-1] and used + cost > room:
             runs.append([])
             used = 0
         runs[-1].append(lease_id)
         used += cost
-    terminate, reason = cancel.terminate, cancel.reason
-    return [
-        worker_pb2.BrokerMessage(
-            cancel=worker_pb2.Cancel(lease_ids=run, terminate=terminate, reason=reason)
-        )
-        for run in runs
-    ]
+    return runs
 
 
 def in_parts(

@@ -25,6 +25,9 @@ from celeriac.v1 import worker_pb2
 
 logger = logging.getLogger(__name__)
 
+# What a refused call or an ended wait says during a graceful shutdown.
+SHUTTING_DOWN = "the broker is shutting down; ask again once it is back"
+
 # Timers fire this much after their deadline so that a loop clock that reads a hair early
 # never finds nothing due and spins.
 _TIMER_SLACK = 0.001
@@ -57,11 +60,49 @@ class Runtime:
         self.refusals = Refusals()
         config = broker.config
         self.peers = PeerLimits(config.max_sessions_per_peer, config.max_held_calls_per_peer)
+        self._shutdown_listeners: set[Callable[[], None]] = set()
+        self._streams_gone: asyncio.Event | None = None
 
     def check_accepting(self) -> None:
         """Raise ShuttingDown once a graceful shutdown has begun."""
         if self.shutting_down:
-            raise ShuttingDown("the broker is shutting down")
+            raise ShuttingDown(SHUTTING_DOWN)
+
+    def on_shutdown(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` when a graceful shutdown begins (held waits and client sessions).
+
+        Returns:
+            A function that forgets the callback (call it when the waiter is done).
+        """
+        self._shutdown_listeners.add(callback)
+        return lambda: self._shutdown_listeners.discard(callback)
+
+    def begin_shutdown(self) -> None:
+        """Refuse new work from now on, and wake everything that waits for a client."""
+        self.shutting_down = True
+        listeners, self._shutdown_listeners = self._shutdown_listeners, set()
+        for callback in listeners:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a shutdown callback failed")
+
+    async def wait_streams_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every worker stream to end; True when they all did."""
+        if not self._streams:
+            return True
+        self._streams_gone = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._streams_gone.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def end_streams(self, details: str) -> None:
+        """End every worker stream still served, with UNAVAILABLE and ``details``."""
+        for outgoing in self._streams.values():
+            outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, details))
 
     async def durable(self) -> None:
         """Return once every change the core has made so far is recorded.
@@ -86,6 +127,8 @@ class Runtime:
     def detach(self, session_id: str) -> None:
         """Stop routing to a stream that ended."""
         self._streams.pop(session_id, None)
+        if not self._streams and self._streams_gone is not None:
+            self._streams_gone.set()
 
     @property
     def stream_count(self) -> int:

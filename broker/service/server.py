@@ -69,6 +69,10 @@ def keepalive_options(config: BrokerConfig) -> list[tuple[str, int]]:
     ]
 
 
+# How long gRPC waits for handlers after the shutdown grace, once they have been told to end.
+_STOP_MARGIN = 1.0
+
+
 # gRPC sizes each stream's flow-control window by probing the bandwidth-delay product with extra
 # HTTP/2 pings while data flows. On a round trip of small messages those pings cost 40-80 µs
 # of p50 here (A/B, 4 rounds each, same minutes; throughput unchanged). A fixed 1 MiB window
@@ -144,21 +148,37 @@ class BrokerServer:
         return self.address
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop gracefully: NOT_SERVING, drain workers, refuse new work, finish in-flight calls.
+        """Stop gracefully; the grace only waits for tasks that workers are running.
+
+        At once: new calls and submits are refused with UNAVAILABLE (reason SHUTTING_DOWN),
+        held result waits are answered the same way and client session streams end, so
+        clients ask the restarted broker; health turns NOT_SERVING and workers are told to
+        drain. Outcomes that arrive meanwhile are applied. Once every worker stream has ended,
+        or the grace is over (those streams are then ended with UNAVAILABLE), the server stops.
 
         Args:
-            grace: Seconds in-flight calls may take; the configured shutdown grace when None.
+            grace: Seconds workers may take to finish; the configured shutdown grace when None.
         """
         if self._server is None or self.runtime is None:
             return
-        runtime = self.runtime
-        runtime.shutting_down = True
-        await self._health.enter_graceful_shutdown()
+        server, runtime, self._server = self._server, self.runtime, None
+        grace = self.config.shutdown_grace if grace is None else grace
+        runtime.begin_shutdown()
         runtime.broker.workers.drain("broker shutting down")
         runtime.changed()
-        await self._server.stop(self.config.shutdown_grace if grace is None else grace)
+        await self._health.enter_graceful_shutdown()
+        # gRPC refuses new calls and closes the listener at once; its own grace is a backstop
+        # behind ours, which ends the worker streams cleanly instead of cancelling handlers.
+        stopping = asyncio.ensure_future(server.stop(grace + _STOP_MARGIN))
+        if not await runtime.wait_streams_closed(grace):
+            logger.warning(
+                "shutdown grace (%.1f s) over: ending %d worker streams with unfinished tasks",
+                grace,
+                runtime.stream_count,
+            )
+            runtime.end_streams("the broker stopped before this worker finished")
+        await stopping
         runtime.close()
-        self._server = None
         logger.info("celeriac broker stopped")
 
 

@@ -159,6 +159,15 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             self.refusals.record(error, "TaskService.Session")
             await abort_with(context, error)
 
+    @property
+    def shutting_down(self) -> bool:
+        """Whether a graceful shutdown has begun."""
+        return self._runtime.shutting_down
+
+    def on_shutdown(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` when a graceful shutdown begins; returns its unregistering."""
+        return self._runtime.on_shutdown(callback)
+
     def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
         """Accept one task (the body of Submit, unary or on a session).
 
@@ -253,6 +262,10 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
 
         If the caller disconnects, this coroutine is cancelled and the waiter is removed, so
         nothing leaks.
+
+        Raises:
+            ShuttingDown: The broker began a graceful shutdown before the tasks were ready;
+                the caller asks again (the restarted broker holds the wait from there).
         """
         timeout = min(wait_ms / 1000, self._core.config.max_wait)
         if timeout <= 0:
@@ -268,13 +281,22 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             return
         # A caller that counted the call itself (a Session stream) passes no peer.
         held = self._runtime.peers.hold_call(peer) if peer is not None else nullcontext()
+        forget = self._runtime.on_shutdown(wake)
         try:
             # asyncio.timeout wakes this call one loop turn after the future is set, where
             # asyncio.wait_for would take two (its own waiter future sits in between).
             with held:
-                async with asyncio.timeout(timeout):
-                    await ready
+                if not self._runtime.shutting_down:
+                    async with asyncio.timeout(timeout):
+                        await ready
         except TimeoutError:
             pass
         finally:
             waiter.cancel()
+            forget()
+        if self._runtime.shutting_down and not self._all_ready(task_ids):
+            self._runtime.check_accepting()
+
+    def _all_ready(self, task_ids: list[str]) -> bool:
+        records = (self._core.get(task_id) for task_id in task_ids)
+        return all(record is None or record.ready for record in records)

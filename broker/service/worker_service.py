@@ -113,6 +113,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             broker_version=broker_package.__version__,
             max_payload_bytes=config.max_payload_bytes,
             max_message_bytes=config.max_message_bytes,
+            acks_outcomes=True,
         )
         return worker_pb2.BrokerMessage(welcome=welcome)
 
@@ -155,13 +156,31 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     def _apply(self, session: WorkerSession, message: worker_pb2.WorkerMessage) -> None:
         kind = message.WhichOneof("kind")
         if kind == "report":
-            self._core.workers.report(session, codec.report_from_pb(message.report))
+            report = codec.report_from_pb(message.report)
+            self._core.workers.report(session, report)
+            if report.outcomes:
+                self._ack_outcomes(session, [outcome.lease_id for outcome in report.outcomes])
         elif kind == "pong":
             self._core.workers.touch(session)
         elif kind == "hello":
             raise ProtocolViolation("Hello may only be sent once per session")
         else:
             raise InvalidArgument("WorkerMessage has no kind set")
+
+    def _ack_outcomes(self, session: WorkerSession, lease_ids: list[str]) -> None:
+        """Tell the worker it may forget these outcomes, once they are recorded.
+
+        Applied and rejected alike (a rejection went out already): either way sending one again
+        would change nothing. The acks join the session's outbox, so every Report taken in one
+        loop turn is answered by one OutcomeAcks message.
+        """
+
+        def acknowledge() -> None:
+            if not session.closed:
+                session.outbox.outcome_acks += lease_ids
+                self._runtime.changed()
+
+        self._runtime.when_durable(acknowledge)
 
     async def _ping(self, session: WorkerSession, outgoing: Outgoing) -> None:
         """Ping a worker that holds tasks and has been quiet for a ping interval.

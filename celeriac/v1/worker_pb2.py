@@ -26,7 +26,7 @@ from celeriac.v1 import tasks_pb2 as celeriac_dot_v1_dot_tasks__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65leriac/v1/worker.proto\x12\x0b\x63\x65leriac.v1\x1a\x17\x63\x65leriac/v1/tasks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n\rWorkerMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.celeriac.v1.HelloH\x00\x12%\n\x06report\x18\x02 \x01(\x0b\x32\x13.celeriac.v1.ReportH\x00\x12!\n\x04pong\x18\x03 \x01(\x0b\x32\x11.celeriac.v1.PongH\x00\x42\x06\n\x04kind\"\x94\x02\n\rBrokerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.celeriac.v1.WelcomeH\x00\x12/\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x18.celeriac.v1.AssignmentsH\x00\x12%\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x13.celeriac.v1.CancelH\x00\x12!\n\x04ping\x18\x04 \x01(\x0b\x32\x11.celeriac.v1.PingH\x00\x12#\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x12.celeriac.v1.DrainH\x00\x12\x32\n\nrejections\x18\x06 \x01(\x0b\x32\x1c.celeriac.v1.LeaseRejectionsH\x00\x42\x06\n\x04kind\"\xa9\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x12\n\ntask_names\x18\x05 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x16\n\x0eheld_lease_ids\x18\t \x03(\t\"\xb6\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10ping_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0fping_timeout_ms\x18\x03 \x01(\r\x12\x16\n\x0ekept_lease_ids\x18\x04 \x03(\t\x12\x16\n\x0e\x62roker_version\x18\x05 \x01(\t\x12\x19\n\x11max_payload_bytes\x18\x06 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\"\xf2\x01\n\x06Report\x12\x0e\n\x06\x63redit\x18\x01 \x01(\r\x12\x19\n\x11started_lease_ids\x18\x02 \x03(\t\x12&\n\x08outcomes\x18\x03 \x03(\x0b\x32\x14.celeriac.v1.Outcome\x12/\n\nextensions\x18\x04 \x03(\x0b\x32\x1b.celeriac.v1.LeaseExtension\x12/\n\rstate_updates\x18\x05 \x03(\x0b\x32\x18.celeriac.v1.StateUpdate\x12\x1a\n\x12returned_lease_ids\x18\x06 \x03(\t\x12\x17\n\x0fwithdraw_credit\x18\x07 \x01(\x08\"\x84\x02\n\x07Outcome\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.celeriac.v1.TaskState\x12$\n\x06result\x18\x03 \x01(\x0b\x32\x14.celeriac.v1.Payload\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.celeriac.v1.TaskError\x12\x1a\n\x12retry_countdown_ms\x18\x05 \x01(\r\x12-\n\tretry_eta\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0bmax_retries\x18\x07 \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_max_retries\"]\n\x0eLeaseExtension\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\textend_ms\x18\x02 \x01(\r\x12&\n\x08progress\x18\x03 \x01(\x0b\x32\x14.celeriac.v1.Payload\"R\n\x0bStateUpdate\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\"\n\x04meta\x18\x03 \x01(\x0b\x32\x14.celeriac.v1.Payload\"\x15\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\"5\n\x0b\x41ssignments\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.Assignment\"\xd5\x03\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0f\n\x07retries\x18\x04 \x01(\r\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\x12\"\n\x04\x61rgs\x18\x07 \x01(\x0b\x32\x14.celeriac.v1.Payload\x12\x35\n\x07headers\x18\x08 \x03(\x0b\x32$.celeriac.v1.Assignment.HeadersEntry\x12\'\n\x03\x65ta\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtime_limit_ms\x18\x0b \x01(\r\x12\x1a\n\x12soft_time_limit_ms\x18\x0c \x01(\r\x12\x15\n\rignore_result\x18\r \x01(\x08\x12\x10\n\x08priority\x18\x0e \x01(\r\x12\x18\n\x0bmax_retries\x18\x0f \x01(\rH\x00\x88\x01\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\">\n\x06\x43\x61ncel\x12\x11\n\tlease_ids\x18\x01 \x03(\t\x12\x11\n\tterminate\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"B\n\x0fLeaseRejections\x12/\n\nrejections\x18\x01 \x03(\x0b\x32\x1b.celeriac.v1.LeaseRejection\"2\n\x0eLeaseRejection\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2V\n\rWorkerService\x12\x45\n\x07Session\x12\x1a.celeriac.v1.WorkerMessage\x1a\x1a.celeriac.v1.BrokerMessage(\x01\x30\x01\x42}\n\x0f\x64\x65v.celeriac.v1B\x0bWorkerProtoP\x01Z*celeriac.dev/gen/go/celeriac/v1;celeriacv1\xa2\x02\x03\x43LX\xaa\x02\x0b\x43\x65leriac.V1\xca\x02\x0b\x43\x65leriac\\V1\xea\x02\x0c\x43\x65leriac::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65leriac/v1/worker.proto\x12\x0b\x63\x65leriac.v1\x1a\x17\x63\x65leriac/v1/tasks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n\rWorkerMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.celeriac.v1.HelloH\x00\x12%\n\x06report\x18\x02 \x01(\x0b\x32\x13.celeriac.v1.ReportH\x00\x12!\n\x04pong\x18\x03 \x01(\x0b\x32\x11.celeriac.v1.PongH\x00\x42\x06\n\x04kind\"\xc6\x02\n\rBrokerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.celeriac.v1.WelcomeH\x00\x12/\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x18.celeriac.v1.AssignmentsH\x00\x12%\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x13.celeriac.v1.CancelH\x00\x12!\n\x04ping\x18\x04 \x01(\x0b\x32\x11.celeriac.v1.PingH\x00\x12#\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x12.celeriac.v1.DrainH\x00\x12\x32\n\nrejections\x18\x06 \x01(\x0b\x32\x1c.celeriac.v1.LeaseRejectionsH\x00\x12\x30\n\x0coutcome_acks\x18\x07 \x01(\x0b\x32\x18.celeriac.v1.OutcomeAcksH\x00\x42\x06\n\x04kind\"\xa9\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x12\n\ntask_names\x18\x05 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x16\n\x0eheld_lease_ids\x18\t \x03(\t\"\xcd\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10ping_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0fping_timeout_ms\x18\x03 \x01(\r\x12\x16\n\x0ekept_lease_ids\x18\x04 \x03(\t\x12\x16\n\x0e\x62roker_version\x18\x05 \x01(\t\x12\x19\n\x11max_payload_bytes\x18\x06 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\x12\x15\n\racks_outcomes\x18\x08 \x01(\x08\"\xf2\x01\n\x06Report\x12\x0e\n\x06\x63redit\x18\x01 \x01(\r\x12\x19\n\x11started_lease_ids\x18\x02 \x03(\t\x12&\n\x08outcomes\x18\x03 \x03(\x0b\x32\x14.celeriac.v1.Outcome\x12/\n\nextensions\x18\x04 \x03(\x0b\x32\x1b.celeriac.v1.LeaseExtension\x12/\n\rstate_updates\x18\x05 \x03(\x0b\x32\x18.celeriac.v1.StateUpdate\x12\x1a\n\x12returned_lease_ids\x18\x06 \x03(\t\x12\x17\n\x0fwithdraw_credit\x18\x07 \x01(\x08\"\x84\x02\n\x07Outcome\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.celeriac.v1.TaskState\x12$\n\x06result\x18\x03 \x01(\x0b\x32\x14.celeriac.v1.Payload\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.celeriac.v1.TaskError\x12\x1a\n\x12retry_countdown_ms\x18\x05 \x01(\r\x12-\n\tretry_eta\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0bmax_retries\x18\x07 \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_max_retries\"]\n\x0eLeaseExtension\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\textend_ms\x18\x02 \x01(\r\x12&\n\x08progress\x18\x03 \x01(\x0b\x32\x14.celeriac.v1.Payload\"R\n\x0bStateUpdate\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\"\n\x04meta\x18\x03 \x01(\x0b\x32\x14.celeriac.v1.Payload\"\x15\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\"5\n\x0b\x41ssignments\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.Assignment\"\xd5\x03\n\nAssignment\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0f\n\x07retries\x18\x04 \x01(\r\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\x12\"\n\x04\x61rgs\x18\x07 \x01(\x0b\x32\x14.celeriac.v1.Payload\x12\x35\n\x07headers\x18\x08 \x03(\x0b\x32$.celeriac.v1.Assignment.HeadersEntry\x12\'\n\x03\x65ta\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtime_limit_ms\x18\x0b \x01(\r\x12\x1a\n\x12soft_time_limit_ms\x18\x0c \x01(\r\x12\x15\n\rignore_result\x18\r \x01(\x08\x12\x10\n\x08priority\x18\x0e \x01(\r\x12\x18\n\x0bmax_retries\x18\x0f \x01(\rH\x00\x88\x01\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\">\n\x06\x43\x61ncel\x12\x11\n\tlease_ids\x18\x01 \x03(\t\x12\x11\n\tterminate\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\" \n\x0bOutcomeAcks\x12\x11\n\tlease_ids\x18\x01 \x03(\t\"B\n\x0fLeaseRejections\x12/\n\nrejections\x18\x01 \x03(\x0b\x32\x1b.celeriac.v1.LeaseRejection\"2\n\x0eLeaseRejection\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2V\n\rWorkerService\x12\x45\n\x07Session\x12\x1a.celeriac.v1.WorkerMessage\x1a\x1a.celeriac.v1.BrokerMessage(\x01\x30\x01\x42}\n\x0f\x64\x65v.celeriac.v1B\x0bWorkerProtoP\x01Z*celeriac.dev/gen/go/celeriac/v1;celeriacv1\xa2\x02\x03\x43LX\xaa\x02\x0b\x43\x65leriac.V1\xca\x02\x0b\x43\x65leriac\\V1\xea\x02\x0c\x43\x65leriac::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,37 +39,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERMESSAGE']._serialized_start=100
   _globals['_WORKERMESSAGE']._serialized_end=234
   _globals['_BROKERMESSAGE']._serialized_start=237
-  _globals['_BROKERMESSAGE']._serialized_end=513
-  _globals['_HELLO']._serialized_start=516
-  _globals['_HELLO']._serialized_end=685
-  _globals['_WELCOME']._serialized_start=688
-  _globals['_WELCOME']._serialized_end=870
-  _globals['_REPORT']._serialized_start=873
-  _globals['_REPORT']._serialized_end=1115
-  _globals['_OUTCOME']._serialized_start=1118
-  _globals['_OUTCOME']._serialized_end=1378
-  _globals['_LEASEEXTENSION']._serialized_start=1380
-  _globals['_LEASEEXTENSION']._serialized_end=1473
-  _globals['_STATEUPDATE']._serialized_start=1475
-  _globals['_STATEUPDATE']._serialized_end=1557
-  _globals['_PONG']._serialized_start=1559
-  _globals['_PONG']._serialized_end=1580
-  _globals['_ASSIGNMENTS']._serialized_start=1582
-  _globals['_ASSIGNMENTS']._serialized_end=1635
-  _globals['_ASSIGNMENT']._serialized_start=1638
-  _globals['_ASSIGNMENT']._serialized_end=2107
-  _globals['_ASSIGNMENT_HEADERSENTRY']._serialized_start=2045
-  _globals['_ASSIGNMENT_HEADERSENTRY']._serialized_end=2091
-  _globals['_CANCEL']._serialized_start=2109
-  _globals['_CANCEL']._serialized_end=2171
-  _globals['_PING']._serialized_start=2173
-  _globals['_PING']._serialized_end=2194
-  _globals['_DRAIN']._serialized_start=2196
-  _globals['_DRAIN']._serialized_end=2219
-  _globals['_LEASEREJECTIONS']._serialized_start=2221
-  _globals['_LEASEREJECTIONS']._serialized_end=2287
-  _globals['_LEASEREJECTION']._serialized_start=2289
-  _globals['_LEASEREJECTION']._serialized_end=2339
-  _globals['_WORKERSERVICE']._serialized_start=2341
-  _globals['_WORKERSERVICE']._serialized_end=2427
+  _globals['_BROKERMESSAGE']._serialized_end=563
+  _globals['_HELLO']._serialized_start=566
+  _globals['_HELLO']._serialized_end=735
+  _globals['_WELCOME']._serialized_start=738
+  _globals['_WELCOME']._serialized_end=943
+  _globals['_REPORT']._serialized_start=946
+  _globals['_REPORT']._serialized_end=1188
+  _globals['_OUTCOME']._serialized_start=1191
+  _globals['_OUTCOME']._serialized_end=1451
+  _globals['_LEASEEXTENSION']._serialized_start=1453
+  _globals['_LEASEEXTENSION']._serialized_end=1546
+  _globals['_STATEUPDATE']._serialized_start=1548
+  _globals['_STATEUPDATE']._serialized_end=1630
+  _globals['_PONG']._serialized_start=1632
+  _globals['_PONG']._serialized_end=1653
+  _globals['_ASSIGNMENTS']._serialized_start=1655
+  _globals['_ASSIGNMENTS']._serialized_end=1708
+  _globals['_ASSIGNMENT']._serialized_start=1711
+  _globals['_ASSIGNMENT']._serialized_end=2180
+  _globals['_ASSIGNMENT_HEADERSENTRY']._serialized_start=2118
+  _globals['_ASSIGNMENT_HEADERSENTRY']._serialized_end=2164
+  _globals['_CANCEL']._serialized_start=2182
+  _globals['_CANCEL']._serialized_end=2244
+  _globals['_PING']._serialized_start=2246
+  _globals['_PING']._serialized_end=2267
+  _globals['_DRAIN']._serialized_start=2269
+  _globals['_DRAIN']._serialized_end=2292
+  _globals['_OUTCOMEACKS']._serialized_start=2294
+  _globals['_OUTCOMEACKS']._serialized_end=2326
+  _globals['_LEASEREJECTIONS']._serialized_start=2328
+  _globals['_LEASEREJECTIONS']._serialized_end=2394
+  _globals['_LEASEREJECTION']._serialized_start=2396
+  _globals['_LEASEREJECTION']._serialized_end=2446
+  _globals['_WORKERSERVICE']._serialized_start=2448
+  _globals['_WORKERSERVICE']._serialized_end=2534
 # @@protoc_insertion_point(module_scope)

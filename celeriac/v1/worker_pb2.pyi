@@ -72,6 +72,7 @@ class BrokerMessage(_message.Message):
     PING_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
+    OUTCOME_ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -84,6 +85,8 @@ class BrokerMessage(_message.Message):
     def drain(self) -> Global___Drain: ...
     @_builtins.property
     def rejections(self) -> Global___LeaseRejections: ...
+    @_builtins.property
+    def outcome_acks(self) -> Global___OutcomeAcks: ...
     def __init__(
         self,
         *,
@@ -93,12 +96,13 @@ class BrokerMessage(_message.Message):
         ping: Global___Ping | None = ...,
         drain: Global___Drain | None = ...,
         rejections: Global___LeaseRejections | None = ...,
+        outcome_acks: Global___OutcomeAcks | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "outcome_acks", b"outcome_acks", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "outcome_acks", b"outcome_acks", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "assignments", "cancel", "ping", "drain", "rejections"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "assignments", "cancel", "ping", "drain", "rejections", "outcome_acks"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -140,7 +144,10 @@ class Hello(_message.Message):
     @_builtins.property
     def held_lease_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Leases this worker still runs from an earlier session of the same worker_id (after a
-        reconnect). The broker keeps them with this session if it still holds them.
+        reconnect), and leases whose Outcome it sent without an OutcomeAcks naming them. The
+        broker keeps them with this session if it still holds them; the worker then sends those
+        outcomes again, and forgets the ones whose leases were not kept (already applied, or the
+        task moved on).
         """
 
     def __init__(
@@ -177,6 +184,7 @@ class Welcome(_message.Message):
     BROKER_VERSION_FIELD_NUMBER: _builtins.int
     MAX_PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    ACKS_OUTCOMES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Broker-minted id of this session."""
     ping_interval_ms: _builtins.int
@@ -194,6 +202,11 @@ class Welcome(_message.Message):
     """Largest message the broker accepts, in bytes (gRPC's limit). A larger WorkerMessage ends
     the session, so a worker splits its Reports to stay under it.
     """
+    acks_outcomes: _builtins.bool
+    """The broker acknowledges every Outcome it takes (BrokerMessage.outcome_acks), so the worker
+    keeps an outcome until then, across reconnects. False from brokers that predate acks: the
+    worker then keeps sent outcomes for a while only (twice the ping timeout).
+    """
     @_builtins.property
     def kept_lease_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Leases from Hello.held_lease_ids the broker kept for this session."""
@@ -208,10 +221,11 @@ class Welcome(_message.Message):
         broker_version: _builtins.str = ...,
         max_payload_bytes: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
+        acks_outcomes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_version", b"broker_version", "kept_lease_ids", b"kept_lease_ids", "max_message_bytes", b"max_message_bytes", "max_payload_bytes", b"max_payload_bytes", "ping_interval_ms", b"ping_interval_ms", "ping_timeout_ms", b"ping_timeout_ms", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks_outcomes", b"acks_outcomes", "broker_version", b"broker_version", "kept_lease_ids", b"kept_lease_ids", "max_message_bytes", b"max_message_bytes", "max_payload_bytes", b"max_payload_bytes", "ping_interval_ms", b"ping_interval_ms", "ping_timeout_ms", b"ping_timeout_ms", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -595,6 +609,31 @@ class Drain(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Drain: _TypeAlias = Drain  # noqa: Y015
+
+@_typing.final
+class OutcomeAcks(_message.Message):
+    """Outcomes the broker has taken, by lease: each was applied and recorded (after the journal
+    write, when the broker keeps one), or rejected (a LeaseRejection says so). Either way the
+    worker may forget it. Sent batched, at most one message per session per broker loop turn.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lease_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        lease_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_ids", b"lease_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutcomeAcks: _TypeAlias = OutcomeAcks  # noqa: Y015
 
 @_typing.final
 class LeaseRejections(_message.Message):

@@ -37,6 +37,8 @@ class FakeWorker:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.error: grpc.RpcError | None = None
+        # OutcomeAcks messages skipped while waiting for something else, in arrival order.
+        self.outcome_acks: list[worker_pb2.OutcomeAcks] = []
         self.welcome = self.expect("welcome").welcome
 
     def _requests(self) -> Iterator[worker_pb2.WorkerMessage]:
@@ -61,7 +63,7 @@ class FakeWorker:
         self.report(credit=count)
 
     def expect(self, kind: str, timeout: float = WAIT) -> worker_pb2.BrokerMessage:
-        """The next message of ``kind`` (pings are answered and skipped)."""
+        """The next message of ``kind`` (pings are answered and skipped, outcome acks skipped)."""
         while True:
             item = self._incoming.get(timeout=timeout)
             if item is None or isinstance(item, grpc.RpcError):
@@ -71,6 +73,9 @@ class FakeWorker:
                 self.send(worker_pb2.WorkerMessage(pong=worker_pb2.Pong(nonce=item.ping.nonce)))
                 if kind != "ping":
                     continue
+            if item.WhichOneof("kind") == "outcome_acks" and kind != "outcome_acks":
+                self.outcome_acks.append(item.outcome_acks)
+                continue
             if item.WhichOneof("kind") != kind:
                 raise AssertionError(f"expected {kind}, got {item}")
             return item

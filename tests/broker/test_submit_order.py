@@ -7,6 +7,7 @@ one drives `ClientSession` with a stand-in service and stream that record what h
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 import grpc.aio
@@ -28,6 +29,11 @@ class _Service:
     def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
         self._events.append("submit")
         return client_pb2.SubmitResponse(task_id=request.task.task_id, created=self._created)
+
+    shutting_down = False
+
+    def on_shutdown(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return lambda: None
 
     def flush_now(self) -> bool:
         self._events.append("flush")

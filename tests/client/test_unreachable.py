@@ -10,6 +10,7 @@ import pytest
 
 from client import AsyncResult, Celeriac
 from client.errors import (
+    BrokerGone,
     BrokerUnavailable,
     CeleriacError,
     InvalidTaskSpec,
@@ -64,8 +65,8 @@ def test_the_asyncio_flavour_fails_the_same_way(app: Celeriac) -> None:
 @pytest.mark.parametrize(
     ("code", "reason", "expected"),
     [
-        (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", BrokerUnavailable),
-        (grpc.StatusCode.UNAVAILABLE, "", BrokerUnavailable),
+        (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", BrokerGone),
+        (grpc.StatusCode.UNAVAILABLE, "", BrokerGone),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "", BrokerUnavailable),
         (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NAME", InvalidTaskSpec),
         (grpc.StatusCode.INVALID_ARGUMENT, "", InvalidTaskSpec),

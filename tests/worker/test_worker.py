@@ -22,7 +22,7 @@ from worker.cli import EXIT_COLD_SHUTDOWN, EXIT_USAGE
 from worker.codec import ReportBatch
 from worker.collector import YOUNG_THRESHOLD
 from worker.jobs import Outcome, OutcomeState
-from worker.reports import STARTED_DELAY, ReportBuffer
+from worker.reports import MAX_UNACKNOWLEDGED, STARTED_DELAY, ReportBuffer
 from worker.testing import running_worker
 
 MODULE = "tests.worker.tasks_unit"
@@ -147,6 +147,44 @@ def test_sent_outcomes_the_broker_still_holds_are_sent_again_after_a_reconnect()
     assert held == ["applied", "lost"]
     assert resent == ["lost"]
     assert remembered == []
+
+
+def test_with_acks_a_sent_outcome_is_kept_until_the_broker_takes_it_however_long() -> None:
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        buffer = ReportBuffer(lambda: None)
+        buffer.acks_outcomes = True
+        buffer.keep_sent_for = 0.0  # what would forget it at once without acks
+        for lease in ("lost", "acked", "rejected"):
+            buffer.add_outcome(Outcome(lease, OutcomeState.SUCCESS), credit=0)
+        buffer.take()
+        buffer.add_outcome(Outcome("later", OutcomeState.SUCCESS), credit=0)
+        buffer.take()  # a later Report: without acks, this forgot the older outcomes
+        buffer.acknowledge(["acked", "later"])
+        buffer.acknowledge(["rejected"])  # what the worker does with a LeaseRejection
+        held = buffer.pending_outcome_leases()
+        buffer.resend_unconfirmed(kept_lease_ids=["lost"])
+        again = buffer.take()
+        assert again is not None and again.outcomes is not None
+        return held, [o.lease_id for o in again.outcomes], buffer.pending_outcome_leases()
+
+    held, resent, pending = asyncio.run(main())
+    assert held == ["lost"]
+    assert resent == ["lost"]
+    assert pending == ["lost"]  # sent again, and kept again until acknowledged
+
+
+def test_unacknowledged_outcomes_are_bounded() -> None:
+    async def main() -> list[str]:
+        buffer = ReportBuffer(lambda: None)
+        buffer.acks_outcomes = True
+        for index in range(MAX_UNACKNOWLEDGED + 2):
+            buffer.add_outcome(Outcome(f"lease-{index}", OutcomeState.SUCCESS), credit=0)
+        buffer.take()
+        return buffer.pending_outcome_leases()
+
+    pending = asyncio.run(main())
+    assert len(pending) == MAX_UNACKNOWLEDGED
+    assert pending[0] == "lease-2"  # the oldest went first
 
 
 def test_config_reads_the_environment_and_overrides_win() -> None:
