@@ -45,9 +45,10 @@ class Welcome:
 
 @dataclass(frozen=True)
 class Assign:
-    """New jobs to run."""
+    """New jobs to run, and the leases of outcomes the broker took (see `OutcomesTaken`)."""
 
     jobs: tuple[Job, ...]
+    outcomes_taken: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,10 @@ def decode(
             acks_outcomes=w.acks_outcomes,
         )
     if kind == "assignments":
+        assignments = message.assignments
         return Assign(
-            tuple(job_from_assignment(a, max_payload_bytes) for a in message.assignments.tasks)
+            tuple(job_from_assignment(a, max_payload_bytes) for a in assignments.tasks),
+            tuple(assignments.outcome_acks),
         )
     if kind == "cancel":
         c = message.cancel

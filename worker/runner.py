@@ -284,7 +284,9 @@ class Worker:
 
     def _dispatch(self, session: Session, event: codec.BrokerEvent) -> None:
         match event:
-            case codec.Assign(jobs):
+            case codec.Assign(jobs, outcomes_taken):
+                if outcomes_taken:
+                    self._buffer.acknowledge(outcomes_taken)
                 self._assigned(jobs)
             case codec.Ping(nonce):
                 session.send(codec.pong(nonce))

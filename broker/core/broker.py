@@ -178,11 +178,15 @@ class Broker:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def take_outboxes(self) -> list[tuple[Session, Outbox]]:
-        """Collect what every session must be sent now (one batch per session)."""
+    def take_outboxes(self, acks_due: bool = False) -> list[tuple[Session, Outbox]]:
+        """Collect what every session must be sent now (one batch per session).
+
+        Args:
+            acks_due: Also take outboxes that hold nothing but outcome acks.
+        """
         ready = []
         for session in self.workers.sessions.values():
-            if session.outbox:
+            if session.outbox or (acks_due and session.outbox.outcome_acks):
                 outbox = session.take_outbox()
                 if not session.closed or outbox.drop:
                     ready.append((session, outbox))

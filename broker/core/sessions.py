@@ -25,20 +25,15 @@ class Outbox:
     cancels: list[Cancel] = field(default_factory=list)
     rejections: list[tuple[str, str]] = field(default_factory=list)
     # Leases whose outcome the broker has taken (the service adds them once it is recorded).
+    # They never make an outbox due by themselves (see __bool__): they ride with the next
+    # assignments, or go when the service says acks are due.
     outcome_acks: list[str] = field(default_factory=list)
     drain: str | None = None
     # Set when the broker gives up on the session (missed pings): the stream must end.
     drop: str | None = None
 
     def __bool__(self) -> bool:
-        return bool(
-            self.assignments
-            or self.cancels
-            or self.rejections
-            or self.outcome_acks
-            or self.drain
-            or self.drop
-        )
+        return bool(self.assignments or self.cancels or self.rejections or self.drain or self.drop)
 
     def cancel(self, lease_id: str, terminate: bool, reason: str) -> None:
         """Queue a lease's cancel, in the previous Cancel when terminate and reason match.

@@ -307,6 +307,10 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
         worker_pb2.BrokerMessage,
         lambda message: message.assignments.tasks,
     )
+    acks = outbox.outcome_acks
+    if acks and messages and _fits(messages[-1], acks, budget):
+        messages[-1].assignments.outcome_acks.extend(acks)  # no message of their own
+        acks = []
     for cancel in outbox.cancels:
         messages += _cancel_parts(cancel, budget)
     # A report naming many unknown leases gets as many rejections, each with its reason: larger
@@ -318,8 +322,8 @@ def outbox_to_pb(outbox: Outbox, max_message_bytes: int) -> list[worker_pb2.Brok
         worker_pb2.BrokerMessage,
         lambda message: message.rejections.rejections,
     )
-    if outbox.outcome_acks:
-        messages += _outcome_ack_parts(outbox.outcome_acks, budget)
+    if acks:
+        messages += _outcome_ack_parts(acks, budget)
     if outbox.drain is not None:
         messages.append(worker_pb2.BrokerMessage(drain=worker_pb2.Drain(reason=outbox.drain)))
     return messages
@@ -343,6 +347,12 @@ def _outcome_ack_parts(lease_ids: list[str], budget: int) -> list[worker_pb2.Bro
         worker_pb2.BrokerMessage(outcome_acks=worker_pb2.OutcomeAcks(lease_ids=run))
         for run in _lease_id_runs(lease_ids, budget - _FIELD_OVERHEAD)
     ]
+
+
+def _fits(message: worker_pb2.BrokerMessage, lease_ids: list[str], budget: int) -> bool:
+    """Whether ``lease_ids`` can join ``message`` and keep it under ``budget`` bytes."""
+    extra = sum(len(lease_id) + _FIELD_OVERHEAD for lease_id in lease_ids)
+    return message.ByteSize() + extra <= budget
 
 
 def _lease_id_runs(lease_ids: Sequence[str], room: int) -> list[list[str]]:

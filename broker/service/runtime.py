@@ -25,6 +25,12 @@ from celeriac.v1 import worker_pb2
 
 logger = logging.getLogger(__name__)
 
+# Outcome acks that found no assignments to ride with go in a message of their own this much
+# later, gathered with every other session's: on a lone round trip an immediate message would
+# be written ahead of the result pushed to the client, for a worker that needs it only to free
+# memory (and to know what to send again after a reconnect).
+_ACK_DELAY = 0.05
+
 # What a refused call or an ended wait says during a graceful shutdown.
 SHUTTING_DOWN = "the broker is shutting down; ask again once it is back"
 
@@ -62,6 +68,7 @@ class Runtime:
         self.peers = PeerLimits(config.max_sessions_per_peer, config.max_held_calls_per_peer)
         self._shutdown_listeners: set[Callable[[], None]] = set()
         self._streams_gone: asyncio.Event | None = None
+        self._ack_timer: asyncio.TimerHandle | None = None
 
     def check_accepting(self) -> None:
         """Raise ShuttingDown once a graceful shutdown has begun."""
@@ -135,6 +142,15 @@ class Runtime:
         """Worker streams currently being served."""
         return len(self._streams)
 
+    def acks_added(self) -> None:
+        """Outcome acks were added to an outbox: make sure they go out soon, if nothing else."""
+        if self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(_ACK_DELAY, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_timer = None
+        self._flush(acks_due=True)
+
     def changed(self) -> None:
         """Schedule one flush for this loop turn (cheap to call after every operation)."""
         if not self._flush_pending:
@@ -155,19 +171,22 @@ class Runtime:
             self._flush()
 
     def close(self) -> None:
-        """Cancel the loop timer (the server is gone)."""
+        """Cancel the loop timers (the server is gone)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
 
-    def _flush(self) -> int:
+    def _flush(self, acks_due: bool = False) -> int:
         """Queue every session's outbox to its stream; returns how many messages it queued."""
         # Runs as a bare loop callback: an exception here would skip every later session and
         # leave the timer unarmed, so each step is guarded and logged instead.
         self._flush_pending = False
         queued = 0
         try:
-            outboxes = self.broker.take_outboxes()
+            outboxes = self.broker.take_outboxes(acks_due)
         except Exception:
             logger.exception("collecting session outboxes failed")
             outboxes = []

@@ -171,14 +171,14 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         """Tell the worker it may forget these outcomes, once they are recorded.
 
         Applied and rejected alike (a rejection went out already): either way sending one again
-        would change nothing. The acks join the session's outbox, so every Report taken in one
-        loop turn is answered by one OutcomeAcks message.
+        would change nothing. The acks join the session's outbox and ride with its next
+        assignments, or go in one OutcomeAcks message a moment later (Runtime.acks_added).
         """
 
         def acknowledge() -> None:
             if not session.closed:
                 session.outbox.outcome_acks += lease_ids
-                self._runtime.changed()
+                self._runtime.acks_added()
 
         self._runtime.when_durable(acknowledge)
 

@@ -430,16 +430,24 @@ class Assignments(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASKS_FIELD_NUMBER: _builtins.int
+    OUTCOME_ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
+    @_builtins.property
+    def outcome_acks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Outcomes the broker took, exactly as OutcomeAcks.lease_ids: acknowledgements ride along with
+        new work when there is some, rather than in a message of their own.
+        """
+
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[Global___Assignment] | None = ...,
+        outcome_acks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome_acks", b"outcome_acks", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -614,7 +622,8 @@ Global___Drain: _TypeAlias = Drain  # noqa: Y015
 class OutcomeAcks(_message.Message):
     """Outcomes the broker has taken, by lease: each was applied and recorded (after the journal
     write, when the broker keeps one), or rejected (a LeaseRejection says so). Either way the
-    worker may forget it. Sent batched, at most one message per session per broker loop turn.
+    worker may forget it. Acknowledgements ride in Assignments.outcome_acks when new work goes to
+    the worker anyway; otherwise they are gathered for a moment (50 ms) and sent in one of these.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -1,5 +1,5 @@
 """Graceful shutdown: refuse at once, end idle clients and held waits, wait only for real work;
-and outcome acknowledgements to workers, batched per loop turn."""
+and outcome acknowledgements to workers, riding with new work."""
 
 from __future__ import annotations
 
@@ -95,10 +95,10 @@ def test_the_grace_waits_for_running_tasks_only_and_their_outcomes_are_applied()
     assert time.monotonic() - stopped_at < 10.0
 
 
-def test_outcomes_of_one_loop_turn_are_acknowledged_in_one_message() -> None:
+def test_outcome_acks_ride_with_the_next_assignments() -> None:
     with running_broker(FAST) as broker, grpc.insecure_channel(broker.address) as channel:
         tasks = client_pb2_grpc.TaskServiceStub(channel)
-        for _ in range(3):
+        for _ in range(4):
             tasks.Submit(submit(), timeout=TIMEOUT)
         worker = FakeWorker(broker.address)
         worker.credit(3)
@@ -108,12 +108,17 @@ def test_outcomes_of_one_loop_turn_are_acknowledged_in_one_message() -> None:
             worker_pb2.Outcome(lease_id=lease, state=tasks_pb2.TASK_STATE_SUCCESS, result=result)
             for lease in [*leases, "no-such-lease"]
         ]
-        worker.report(outcomes=outcomes)
-        rejection = worker.expect("rejections").rejections.rejections[0]
-        assert rejection.lease_id == "no-such-lease"
-        acks = worker.expect("outcome_acks").outcome_acks
-        # Applied and rejected alike: the worker may forget every one of them.
-        assert list(acks.lease_ids) == [*leases, "no-such-lease"]
-        assert worker.outcome_acks == []  # nothing acknowledged before, in a message of its own
+        worker.report(outcomes=outcomes, credit=1)  # one Report: three outcomes, a stale one
+        # The fourth task goes out with every ack of the Report (applied and rejected alike:
+        # the worker may forget them all), in no message of their own.
         assert worker.welcome.acks_outcomes
+        assignments = worker.expect("assignments").assignments
+        assert len(assignments.tasks) == 1
+        assert list(assignments.outcome_acks) == [*leases, "no-such-lease"]
+        assert worker.expect("rejections").rejections.rejections[0].lease_id == "no-such-lease"
+        # With no new work to ride with, acks go on their own a moment later.
+        worker.report(outcomes=[outcomes[0]])
+        assert worker.expect("rejections").rejections.rejections[0].lease_id == leases[0]
+        assert list(worker.expect("outcome_acks").outcome_acks.lease_ids) == [leases[0]]
+        assert worker.outcome_acks == []  # none went alone before
         worker.close()
