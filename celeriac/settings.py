@@ -28,7 +28,6 @@ Check = Callable[[Any, Any], str | None]
 Config = TypeVar("Config")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-PORT_MAX = 65535
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 

@@ -14,17 +14,20 @@ import pytest
 from tests.support import ROOT
 
 
+def _imported_modules_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
 def _imported_modules(package: Path) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for path in package.rglob("*.py"):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module)
-        found[str(path.relative_to(ROOT))] = names
-    return found
+    return {
+        str(path.relative_to(ROOT)): _imported_modules_of(path) for path in package.rglob("*.py")
+    }
 
 
 def _offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
@@ -48,3 +51,18 @@ def _offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
 def test_package_does_not_import(package: str, forbidden: tuple[str, ...]) -> None:
     assert (ROOT / package).is_dir(), f"{package} is missing"
     assert _offenders(package, forbidden) == []
+
+
+def test_the_shared_hand_written_modules_import_no_program_and_no_grpc() -> None:
+    # broker, worker and client all import celeriac/*.py (address parser, settings, CLI bits),
+    # so these must depend on none of them, nor on gRPC (the broker's config has no gRPC).
+    forbidden = ("broker", "client", "worker", "grpc", "google", "celeriac.v1")
+    shared = sorted((ROOT / "celeriac").glob("*.py"))
+    assert {path.name for path in shared} >= {"address.py", "settings.py", "cli.py"}
+    offenders = [
+        f"{path.name} imports {name}"
+        for path in shared
+        for name in _imported_modules_of(path)
+        if name.split(".")[0] in forbidden or name.startswith(forbidden)
+    ]
+    assert offenders == []
