@@ -13,6 +13,8 @@ from importlib import metadata
 from typing import NoReturn
 
 EXIT_USAGE = 2
+# Where the parsed flags remember how an aliased flag was typed (``--loglevel`` or ``-l``).
+SPELLED = "_spelled_flags"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,6 +31,22 @@ def usage_error(message: object) -> int:
     return EXIT_USAGE
 
 
+class _StoreSpelled(argparse.Action):
+    """Store the value and remember the option string typed, so an error can echo it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        spelled = dict(getattr(namespace, SPELLED, {}))
+        spelled[self.dest] = option_string or self.dest
+        setattr(namespace, SPELLED, spelled)
+
+
 def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
     """``--log-level`` (also spelled ``--loglevel``, ``-l``), stored as ``log_level``."""
     parser.add_argument(
@@ -36,6 +54,7 @@ def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
         "--loglevel",
         "-l",
         dest="log_level",
+        action=_StoreSpelled,
         help=f"debug, info, warning, error or critical (default {default})",
     )
 
@@ -64,6 +83,7 @@ def flag_values(
         renames: Config field -> flag ``dest`` where they differ.
     """
     renames = renames or {}
+    spelled: dict[str, str] = getattr(args, SPELLED, {})
     values: dict[str, object] = {}
     labels: dict[str, str] = {}
     for field in fields:
@@ -71,5 +91,5 @@ def flag_values(
         value = getattr(args, dest, None)
         if value is not None:
             values[field] = value
-            labels[field] = "--" + dest.replace("_", "-")
+            labels[field] = spelled.get(dest, "--" + dest.replace("_", "-"))
     return values, labels
