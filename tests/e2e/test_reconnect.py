@@ -46,7 +46,7 @@ def test_a_worker_reattaches_soon_after_its_broker_listens_again() -> None:
 
 
 # A client that submits a task (its result watched on the session stream), says so, waits for
-# the result, and prints it with the CPU time the wait took.
+# the result, and prints it (or the error's name) with the CPU time the wait took.
 _WAITING_CLIENT = """
 import resource, sys
 from client import Celeriac
@@ -54,7 +54,10 @@ app = Celeriac("held", broker=sys.argv[1], connect_timeout=30)
 result = app.send_task("tests.e2e.tasks.add", args=(2, 3))
 print("WAITING", result.id, flush=True)
 before = resource.getrusage(resource.RUSAGE_SELF)
-value = result.get(timeout=50)
+try:
+    value = result.get(timeout=50)
+except Exception as error:
+    value = type(error).__name__
 after = resource.getrusage(resource.RUSAGE_SELF)
 cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 print("RESULT", value, "CPU", f"{cpu:.3f}", flush=True)
@@ -110,3 +113,17 @@ def test_an_outcome_lost_with_its_connection_is_sent_again_and_the_task_runs_onc
             worker.wait_for_line("sending 1 outcomes again")
             app.close()
     assert worker.output.count(f"RUNNING {result.id}") == 1
+
+
+def test_a_wait_begun_before_a_restart_ends_at_once_if_the_broker_back_does_not_know_it() -> None:
+    with (
+        BrokerProcess() as first,
+        closing(TcpProxy(first.address)) as proxy,
+        LoggedProcess(["-c", _WAITING_CLIENT, proxy.address]) as client,
+    ):
+        client.wait_for_line("WAITING")
+        first.stop()
+        with BrokerProcess() as second:  # without a journal: it knows nothing of the task
+            proxy.point_to(second.address)
+            done = client.wait_for_line(r"RESULT (\S+) CPU (\S+)", timeout=50)
+    assert done.group(1) == "TaskNotFound"  # the state read UNKNOWN, never PENDING
