@@ -210,6 +210,18 @@ def greater_than(other: str) -> Check:
     return check
 
 
+def not_below(other: str) -> Check:
+    """The value is at least the field ``other`` (a cap that must not be under its start)."""
+
+    def check(value: float, config: object) -> str | None:
+        bound = getattr(config, other)
+        if bound is None or value >= bound:
+            return None
+        return f"must be at least the {other.replace('_', ' ')} ({_shown(bound)})"
+
+    return check
+
+
 def is_address(value: str, _config: object) -> str | None:
     """The value is a broker address in an accepted form (see :mod:`celeriac.address`)."""
     try:

@@ -19,6 +19,7 @@ from celeriac.settings import (
     is_address,
     is_log_level,
     load,
+    not_below,
     not_empty,
     not_negative,
     one_of,
@@ -86,7 +87,7 @@ class WorkerConfig:
     shutdown_grace: float = setting(30.0, not_negative)
     allow_pickle: bool = False
     reconnect_initial: float = setting(0.1, positive)
-    reconnect_max: float = setting(2.0, positive)
+    reconnect_max: float = setting(2.0, positive, not_below("reconnect_initial"))
     prefetch_max: int = setting(500, not_negative)
     prefetch_window: float = setting(0.1, not_negative)
     prefetch_hold: float = setting(1.0, positive)

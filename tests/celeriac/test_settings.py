@@ -67,10 +67,11 @@ def test_broker_rules(changes: dict[str, object], problem: str | None) -> None:
         ({"time_limit": 0.0}, "time_limit 0 must be greater than 0"),
         ({"shutdown_grace": -1.0}, "shutdown_grace -1 must not be negative"),
         ({"prefetch_max": -1}, "prefetch_max -1 must not be negative"),
+        ({"reconnect_initial": 3.0}, "reconnect_max 2 must be at least the reconnect initial (3)"),
     ],
 )
 def test_worker_rules(changes: dict[str, object], problem: str) -> None:
-    with pytest.raises(WorkerConfigurationError, match=problem):
+    with pytest.raises(WorkerConfigurationError, match=re.escape(problem)):
         WorkerConfig(**changes)  # type: ignore[arg-type]
 
 
