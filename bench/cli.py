@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -19,6 +20,10 @@ from bench.scenarios import SCENARIOS
 logger = logging.getLogger(__name__)
 
 RET_OK = 0
+JOURNAL_VARIANTS: dict[str, tuple[str, ...]] = {
+    "celeriac-memory-only": ("--memory-only",),
+    "celeriac-fsync-always": ("--fsync", "always"),
+}
 RET_INTERRUPTED = 130
 
 
@@ -39,6 +44,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 1)")
     parser.add_argument("--tasks", type=int, help="tasks per end-to-end throughput run")
     parser.add_argument("--out", type=Path, default=report.DEFAULT_OUT, help="JSON output folder")
+    parser.add_argument(
+        "--journal-variants",
+        action="store_true",
+        help="also run Celeriac with --memory-only and with --fsync always (journal cost)",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -49,10 +59,14 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def factories(compare: bool) -> dict[str, SystemFactory]:
+def factories(compare: bool, journal_variants: bool = False) -> dict[str, SystemFactory]:
     from bench.systems.celeriac_system import CeleriacSystem
 
     systems: dict[str, SystemFactory] = {"celeriac": CeleriacSystem}
+    if journal_variants:
+        # The report's celeriac/<variant> ratios are then the default journal's cost.
+        for name, flags in JOURNAL_VARIANTS.items():
+            systems[name] = functools.partial(CeleriacSystem, name, flags)
     if compare:
         from bench.systems.celery_system import CelerySystem
 
@@ -85,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = threading.Event()
     install_interrupt_handlers(interrupted)
     config = build_config(args)
-    systems = factories(args.compare)
+    systems = factories(args.compare, args.journal_variants)
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
     # Measured before and after: a VM's wake cost drifts, and every latency here sits on it.
     wakeups_before = wakeups.describe()

@@ -20,8 +20,10 @@ What it can and cannot tell:
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +41,15 @@ class _System:
 
     def __init__(self, root: Path) -> None:
         self.processes: list[ManagedProcess] = []
-        broker = self._start(root, "broker", ["-m", "broker", "serve", "--port", "0"])
+        # A fresh journal per start; through the environment, which a checkout from before
+        # the journal ignores.
+        self.data_dir = tempfile.mkdtemp(prefix="celeriac-paired-")
+        broker = self._start(
+            root,
+            "broker",
+            ["-m", "broker", "serve", "--port", "0"],
+            {"CELERIAC_BROKER_DATA_DIR": self.data_dir},
+        )
         self.address = broker.wait_for_line(LISTENING).group(1)
         worker = self._start(
             root,
@@ -48,14 +58,17 @@ class _System:
         )
         worker.wait_for_line(r"worker ready")
 
-    def _start(self, root: Path, name: str, args: list[str]) -> ManagedProcess:
-        process = ManagedProcess.python(f"{name}-{root.name}", args, root=root)
+    def _start(
+        self, root: Path, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        process = ManagedProcess.python(f"{name}-{root.name}", args, env, root=root)
         self.processes.append(process)
         return process
 
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _block(round_trip: Callable[[], Any], trips: int) -> list[float]:

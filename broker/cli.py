@@ -11,7 +11,9 @@ from collections.abc import Sequence
 
 from broker import admin_cli
 from broker.collector import thaw_periodically, tune_collector
-from broker.config import BrokerConfig
+from broker.config import FSYNC_POLICIES, BrokerConfig
+from broker.journal import check
+from broker.journal.store import StoreError
 from broker.service.server import CannotListen, serve
 from celeriac.cli import (
     EXIT_USAGE,
@@ -55,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--gc-thaw-interval", type=float, help="seconds between full garbage collections"
     )
+    serve_parser.add_argument(
+        "--data-dir", help="where the journal lives (default ./celeriac-data)"
+    )
+    serve_parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        default=None,
+        help="keep no journal: a restart loses every task and result",
+    )
+    serve_parser.add_argument(
+        "--fsync",
+        choices=FSYNC_POLICIES,
+        help="when acknowledged changes reach the disk (default everysec)",
+    )
+    check_parser = commands.add_parser("check", help="verify a data dir offline")
+    check_parser.add_argument(
+        "--data-dir", help="the data dir to verify (default: as serve would use)"
+    )
     admin_cli.add_commands(commands)
     return parser
 
@@ -62,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, configure logging once, and run the chosen command."""
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        try:
+            data_dir = args.data_dir or BrokerConfig.from_env().data_dir
+        except InvalidSetting as error:
+            return usage_error(error)
+        return check.run(data_dir)
     if args.command != "serve":
         logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
         return admin_cli.run(args)
@@ -75,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_serve_daemon(config))
     except CannotListen as error:
+        return usage_error(error)
+    except StoreError as error:
+        # Locked, corrupt or foreign data: one line, and nothing was served.
         return usage_error(error)
     return RET_OK
 

@@ -9,6 +9,7 @@ clients and workers connect to.) Every value is checked when the config is built
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,7 +21,9 @@ from celeriac.settings import (
     is_host,
     is_log_level,
     load,
+    not_empty,
     not_negative,
+    one_of,
     positive,
     setting,
     validate,
@@ -30,6 +33,7 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 DAY = 24 * 3600.0
 ENV_PREFIX = "CELERIAC_BROKER_"
+FSYNC_POLICIES = ("always", "everysec", "no")
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,15 @@ class BrokerConfig:
     # The daemon freezes long-lived objects out of the cycle collector's way and collects
     # everything this often (one pause in proportion to what it holds; see broker.collector).
     gc_thaw_interval: float = setting(3600.0, positive)
+    # Durable by default, like Redis: the journal lives in ./celeriac-data (relative to the
+    # working directory, as Redis keeps dump.rdb in its own), so the plain command keeps state
+    # across restarts with nothing to configure. CELERIAC_DATA_DIR is accepted too.
+    data_dir: str = setting("celeriac-data", not_empty)
+    # Keep everything in memory only: a restart or crash loses every task and result.
+    memory_only: bool = setting(False)
+    # When acknowledged changes reach stable storage: "always" (before the answer), "everysec"
+    # (the default, like Redis's appendfsync) or "no" (the OS decides). See README Durability.
+    fsync: str = setting("everysec", one_of(*FSYNC_POLICIES))
 
     def __post_init__(self) -> None:
         validate(self)
@@ -127,7 +140,10 @@ class BrokerConfig:
         Raises:
             InvalidSetting: A value does not parse or breaks its rule; the message names it.
         """
-        return load(cls, environ, prefix=ENV_PREFIX, values=values, labels=labels)
+        env = dict(os.environ if environ is None else environ)
+        if f"{ENV_PREFIX}DATA_DIR" not in env and "CELERIAC_DATA_DIR" in env:
+            env[f"{ENV_PREFIX}DATA_DIR"] = env["CELERIAC_DATA_DIR"]  # the name issue 13 uses
+        return load(cls, env, prefix=ENV_PREFIX, values=values, labels=labels)
 
     def replace(self, **changes: object) -> BrokerConfig:
         """Return a copy with ``changes`` applied (None values are ignored)."""

@@ -114,6 +114,12 @@ class ProtocolViolation(BrokerError):
     reason = "PROTOCOL_VIOLATION"
 
 
+class JournalUnavailable(BrokerError):
+    """The journal cannot be written (disk full, I/O error): the broker takes no new work."""
+
+    reason = "JOURNAL_UNAVAILABLE"
+
+
 class ShuttingDown(BrokerError):
     """The broker is stopping and accepts no new work."""
 

@@ -2,6 +2,10 @@
 
 The broker runs on 127.0.0.1, on a free port, in a background thread with its own event loop,
 so synchronous tests and other event loops can talk to it over a real gRPC channel.
+
+These brokers are memory-only unless told otherwise (``memory_only=False``, with a
+``data_dir`` in the config): tests running side by side must not share, or lock, the
+``./celeriac-data`` a production broker would use.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TypeVar
 
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
+from broker.journal.store import Store
 from broker.service.server import BrokerServer
 
 T = TypeVar("T")
@@ -25,15 +30,24 @@ _START_TIMEOUT = 10.0
 class RunningBroker:
     """A broker serving in a background thread.
 
+    Args:
+        config: Limits, timings and (with ``memory_only=False``) the data dir.
+        memory_only: Keep no journal (the default for tests).
+        store: The journal's store when not memory-only (SQLite in the data dir by default).
+
     Attributes:
         address: "127.0.0.1:PORT", ready to pass to a client or worker.
     """
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(
+        self, config: BrokerConfig, *, memory_only: bool = True, store: Store | None = None
+    ) -> None:
         self.address = ""
+        if memory_only:
+            config = config.replace(memory_only=True)
         self._config = config
         self._loop = asyncio.new_event_loop()
-        self._server = BrokerServer(config)
+        self._server = BrokerServer(config, store=store)
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._stopped = False
 
@@ -91,17 +105,23 @@ class RunningBroker:
 
 
 @contextmanager
-def running_broker(config: BrokerConfig | None = None) -> Iterator[RunningBroker]:
+def running_broker(
+    config: BrokerConfig | None = None, *, memory_only: bool = True, store: Store | None = None
+) -> Iterator[RunningBroker]:
     """Start an in-process broker on 127.0.0.1, port 0; stop it on exit.
 
     Args:
         config: Limits and timings; host and port are always 127.0.0.1 and a free port.
+        memory_only: Keep no journal (the default: see the module docstring).
+        store: The journal's store when not memory-only.
 
     Yields:
         The running broker; ``.address`` is where to connect.
     """
     base = config or BrokerConfig()
-    broker = RunningBroker(base.replace(host="127.0.0.1", port=0))
+    broker = RunningBroker(
+        base.replace(host="127.0.0.1", port=0), memory_only=memory_only, store=store
+    )
     broker.start()
     try:
         yield broker

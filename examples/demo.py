@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -67,8 +69,10 @@ def _stop(process: subprocess.Popen[str], name: str) -> int:
 
 def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    print("[demo] starting the broker: python -m broker serve --port 0", flush=True)
-    broker = _spawn(["-m", "broker", "serve", "--port", "0"], env)
+    # Durable as the plain command is, in a data dir of its own so it never meets another.
+    data_dir = tempfile.mkdtemp(prefix="celeriac-demo-")
+    print(f"[demo] starting the broker: python -m broker serve --port 0 --data-dir {data_dir}")
+    broker = _spawn(["-m", "broker", "serve", "--port", "0", "--data-dir", data_dir], env)
     worker: subprocess.Popen[str] | None = None
     codes: list[int] = []
     try:
@@ -90,6 +94,7 @@ def main() -> int:
         if worker is not None:
             codes.append(_stop(worker, "worker"))
         codes.append(_stop(broker, "broker"))
+        shutil.rmtree(data_dir, ignore_errors=True)
     ok = all(code == 0 for code in codes)
     print("[demo] done" if ok else f"[demo] FAILED (exit codes {codes})", flush=True)
     return 0 if ok else 1

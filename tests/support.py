@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,13 +162,27 @@ class LoggedProcess:
 
 
 class BrokerProcess(LoggedProcess):
-    """`python -m broker serve --port 0 ...`; `.address` is what it bound."""
+    """`python -m broker serve --port 0 ...`; `.address` is what it bound.
+
+    Durable like the real command, in a temporary data dir of its own (removed by ``stop``)
+    unless the arguments name ``--data-dir`` or ``--memory-only``.
+    """
 
     def __init__(self, *extra_args: str, port: int = 0, env: dict[str, str] | None = None) -> None:
+        self._own_data_dir: str | None = None
+        if "--data-dir" not in extra_args and "--memory-only" not in extra_args:
+            self._own_data_dir = tempfile.mkdtemp(prefix="celeriac-test-data-")
+            extra_args = ("--data-dir", self._own_data_dir, *extra_args)
         super().__init__(
             ["-m", "broker", "serve", "--port", str(port), "--log-level", "info", *extra_args], env
         )
         self.address = self.wait_for_line(LISTENING.pattern).group(1)
+
+    def stop(self) -> None:
+        """Terminate as LoggedProcess does, then remove the data dir it made for itself."""
+        super().stop()
+        if self._own_data_dir is not None:
+            shutil.rmtree(self._own_data_dir, ignore_errors=True)
 
 
 class WorkerProcess(LoggedProcess):

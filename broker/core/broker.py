@@ -9,7 +9,7 @@ must receive accumulates in their outboxes, which the service flushes at the end
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
@@ -19,6 +19,7 @@ from broker.core.events import EventKind, EventSink
 from broker.core.ids import TaskIds
 from broker.core.lifecycle import Lifecycle
 from broker.core.model import (
+    Phase,
     QueueStats,
     RevokeOutcome,
     SubmitResult,
@@ -163,6 +164,46 @@ class Broker:
     def forget(self, task_ids: Sequence[str]) -> int:
         """Drop the stored results of finished tasks now; returns how many were dropped."""
         return sum(1 for task_id in set(task_ids) if self.lifecycle.forget(task_id))
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def restore(
+        self, records: Iterable[TaskRecord], keys: Iterable[tuple[str, str, float]]
+    ) -> None:
+        """Rebuild the broker from a journal's rows, before it serves anyone.
+
+        Args:
+            records: Every task the journal holds, rebuilt as of the moment it was written.
+            keys: Idempotency keys as (key, task id, wall time the window closes).
+        """
+        queued: list[TaskRecord] = []
+        finished: list[TaskRecord] = []
+        leased: list[TaskRecord] = []
+        lifecycle = self.lifecycle
+        for record in records:
+            if record.phase is Phase.FINISHED:
+                finished.append(record)
+            elif record.phase is Phase.LEASED:
+                leased.append(record)
+            elif record.phase is Phase.SCHEDULED:
+                lifecycle.restore(record)
+            else:
+                queued.append(record)
+        queued.sort(key=lambda record: record.seq)
+        for record in queued:
+            lifecycle.restore(record)
+        finished.sort(key=lambda record: record.date_done or 0.0)
+        for record in finished:
+            lifecycle.restore(record)
+        self.workers.restore_leases(leased)
+        for key, task_id, until in keys:
+            if task_id in lifecycle.tasks:
+                self._keys.remember(key, task_id, lifecycle.mono_at(until))
+
+    def idempotency_until(self, spec: TaskSpec) -> float:
+        """The wall time a key submitted now stops deduplicating (for the journal)."""
+        window = spec.idempotency_window_ms / 1000 or self.config.idempotency_window
+        return self.clock.time() + window
 
     # -- time --------------------------------------------------------------------------------
 

@@ -54,6 +54,14 @@ class LeaseTable:
         record.lease_id = lease_id
         return lease
 
+    def adopt(self, record: TaskRecord, session: Session, lease_id: str) -> Lease:
+        """Hold ``record`` under a lease id minted by an earlier broker process (recovery)."""
+        lease = Lease(lease_id, record, record.attempts, session)
+        self._leases[lease_id] = lease
+        session.leases[lease_id] = lease
+        record.lease_id = lease_id
+        return lease
+
     def get(self, lease_id: str) -> Lease | None:
         """The live lease with this id, or None when it is stale or unknown."""
         return self._leases.get(lease_id)

@@ -1,9 +1,15 @@
 """The task state machine: the single place where a task changes phase or state.
 
-Every transition goes through one method here and emits one :class:`TaskEvent`, so a journal can
-follow the broker by appending events. Callers (the :class:`~broker.core.broker.Broker` facade)
-decide *which* transition applies; this module makes it happen consistently: depth counters,
-lease release, result storage, waiters and dead letters.
+Every transition goes through one method here and emits one :class:`TaskEvent`. When a journal is
+attached (:meth:`Lifecycle.track_changes`), every transition that must survive a restart also
+notes the task in :attr:`Lifecycle.changes`, which the journal takes once per event-loop turn and
+writes as one row per task (state, not history: many changes to a task in one turn are one row).
+STARTED acks, custom states (``update_state``) and progress are not noted: a restart turns a
+leased task back into a queued one (after the lease grace), so they would not be used.
+
+Callers (the :class:`~broker.core.broker.Broker` facade) decide *which* transition applies; this
+module makes it happen consistently: depth counters, lease release, result storage, waiters and
+dead letters.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ class Lifecycle:
         self.unfinished = 0
         # Payload bytes held: arguments, results, progress and error texts of every record.
         self.held_bytes = 0
+        # task id -> its record, or None once dropped; None (not tracking) in memory-only mode,
+        # so the hot path there costs one test per transition.
+        self.changes: dict[str, TaskRecord | None] | None = None
+        self._seq_back = 0
+        self._seq_front = 0
         self._scheduled: Counter[str] = Counter()
         self._leased: Counter[str] = Counter()
 
@@ -110,6 +121,18 @@ class Lifecycle:
         """The monotonic reading at which the wall clock will show ``wall``."""
         return self.clock.monotonic() + (wall - self.clock.time())
 
+    def track_changes(self) -> None:
+        """Start noting every persisted transition in :attr:`changes` (a journal is attached)."""
+        if self.changes is None:
+            self.changes = {}
+
+    def take_changes(self) -> dict[str, TaskRecord | None]:
+        """The changes noted since the last call, and a fresh map for the next ones."""
+        changes = self.changes or {}
+        if self.changes is not None:
+            self.changes = {}
+        return changes
+
     # -- transitions -------------------------------------------------------------------------
 
     def accept(self, record: TaskRecord) -> None:
@@ -122,7 +145,7 @@ class Lifecycle:
         if self.sink is not None:
             self._emit(EventKind.ACCEPTED, record, spec.name)
         if spec.expires is not None:
-            self.timers.schedule(self.mono_at(spec.expires), lambda: self._expiry_due(record))
+            self._arm_expiry(record)
         if spec.eta is not None and spec.eta > self.clock.time():
             self.schedule(record, spec.eta, EventKind.SCHEDULED)
         else:
@@ -138,6 +161,15 @@ class Lifecycle:
             queue = self.queue(name)
         queue.push(record, front=front)
         self.dirty_queues.add(name)
+        changes = self.changes
+        if changes is not None:
+            if front:
+                self._seq_front -= 1
+                record.seq = self._seq_front
+            else:
+                self._seq_back += 1
+                record.seq = self._seq_back
+            changes[record.task_id] = record
         if self.sink is not None:  # the common case has no sink: build no event at all
             self._emit(kind, record)
 
@@ -146,6 +178,8 @@ class Lifecycle:
         self._set_phase(record, Phase.SCHEDULED)
         record.due = due
         self.timers.schedule(self.mono_at(due), lambda: self._due(record, due))
+        if self.changes is not None:
+            self.changes[record.task_id] = record
         if self.sink is not None:
             self._emit(kind, record, f"due={due:.3f}")
 
@@ -159,10 +193,10 @@ class Lifecycle:
             # starts when it gets work (WorkerSessions._check_liveness).
             session.last_seen = self.clock.monotonic()
         lease = self.leases.mint(record, session)
-        limit_ms = record.spec.time_limit_ms
-        if limit_ms:
-            deadline = self.clock.monotonic() + limit_ms / 1000 + self.lease_margin
-            lease.deadline = self.timers.schedule(deadline, lambda: self._on_deadline(lease))
+        if record.spec.time_limit_ms:
+            self._arm_deadline(lease)
+        if self.changes is not None:
+            self.changes[record.task_id] = record
         self._emit(EventKind.LEASED, record, lease.lease_id)
         return lease
 
@@ -248,6 +282,8 @@ class Lifecycle:
         record.date_done = self.clock.time()
         record.due = None
         self.recount(record)
+        if self.changes is not None:
+            self.changes[record.task_id] = record
         self._emit(kind, record, state.value)
         ttl = record.spec.result_ttl_ms / 1000 if record.spec.result_ttl_ms else self.result_ttl
         if dead_letter:
@@ -280,10 +316,87 @@ class Lifecycle:
         self.dead_letters.remove(task_id)
         del self.tasks[task_id]
         self._uncount(record)
+        if self.changes is not None:
+            self.changes[task_id] = None
         self._emit(EventKind.FORGOTTEN, record)
         return True
 
+    # -- recovery ----------------------------------------------------------------------------
+
+    def restore(self, record: TaskRecord) -> None:
+        """Take back a queued, scheduled or finished task read from the journal.
+
+        No event is emitted and nothing is noted as changed: the journal already holds it.
+        Callers restore queued tasks in their queue order (``seq``) and finished ones in the
+        order they finished (the result store expires them in that order). Deadlines that
+        passed while the broker was down (an eta, ``expires``, a result's TTL) are armed in
+        the past, so the first timer pass applies them through the normal transitions.
+        """
+        self.tasks[record.task_id] = record
+        record.journaled = True
+        self.recount(record)
+        if record.phase is Phase.FINISHED:
+            self._restore_finished(record)
+            return
+        self.unfinished += 1
+        if record.spec.expires is not None:
+            self._arm_expiry(record)
+        self._track_seq(record.seq)
+        if record.phase is Phase.SCHEDULED and record.due is not None:
+            record.phase = Phase.QUEUED  # not counted anywhere yet: _set_phase must not uncount
+            self._set_phase(record, Phase.SCHEDULED)
+            due = record.due
+            self.timers.schedule(self.mono_at(due), lambda: self._due(record, due))
+        else:
+            record.phase = Phase.QUEUED
+            record.due = None
+            self.queue(record.spec.queue).push(record)
+            self.dirty_queues.add(record.spec.queue)
+
+    def restore_lease(self, record: TaskRecord, session: Session) -> Lease:
+        """Take back a task that was leased when the broker stopped, under its old lease id.
+
+        ``session`` is a closed stand-in for the worker that held it: the worker keeps the
+        lease by reconnecting within the grace period, as after any dropped stream.
+        """
+        self.tasks[record.task_id] = record
+        record.journaled = True
+        self.recount(record)
+        self.unfinished += 1
+        if record.spec.expires is not None:
+            self._arm_expiry(record)
+        self._track_seq(record.seq)
+        record.phase = Phase.QUEUED
+        self._set_phase(record, Phase.LEASED)
+        lease = self.leases.adopt(record, session, record.lease_id)
+        if record.spec.time_limit_ms:
+            self._arm_deadline(lease)
+        return lease
+
+    def _restore_finished(self, record: TaskRecord) -> None:
+        done = record.date_done if record.date_done is not None else self.clock.time()
+        finished_at = self.mono_at(done)
+        if record.dead_lettered:
+            self.dead_letters.add(record, done, finished_at + self.dead_letter_ttl)
+        ttl = record.spec.result_ttl_ms / 1000 if record.spec.result_ttl_ms else self.result_ttl
+        self.results.store(record, finished_at, ttl)
+
+    def _track_seq(self, seq: int) -> None:
+        if seq > self._seq_back:
+            self._seq_back = seq
+        elif seq < self._seq_front:
+            self._seq_front = seq
+
     # -- timer actions -----------------------------------------------------------------------
+
+    def _arm_expiry(self, record: TaskRecord) -> None:
+        assert record.spec.expires is not None
+        self.timers.schedule(self.mono_at(record.spec.expires), lambda: self._expiry_due(record))
+
+    def _arm_deadline(self, lease: Lease) -> None:
+        limit = lease.record.spec.time_limit_ms / 1000
+        deadline = self.clock.monotonic() + limit + self.lease_margin
+        lease.deadline = self.timers.schedule(deadline, lambda: self._on_deadline(lease))
 
     def _due(self, record: TaskRecord, due: float) -> None:
         if record.phase is Phase.SCHEDULED and record.due == due:
@@ -332,12 +445,16 @@ class Lifecycle:
         if record is not None and record.ready and not record.dead_lettered:
             del self.tasks[task_id]
             self._uncount(record)
+            if self.changes is not None:
+                self.changes[task_id] = None
 
     def _dead_letter_expired(self, task_id: str) -> None:
         record = self.dead_letters.remove(task_id)
         if record is not None:
             record.args = None  # it can no longer be requeued
             self.recount(record)
+            if self.changes is not None:
+                self.changes[task_id] = record
         if not self.results.holds(task_id):
             self._drop_finished(task_id)
 

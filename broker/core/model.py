@@ -100,6 +100,7 @@ class TaskRecord:
         "due",
         "error",
         "held_bytes",
+        "journaled",
         "lease_id",
         "phase",
         "progress",
@@ -107,6 +108,7 @@ class TaskRecord:
         "redeliveries",
         "result",
         "retries",
+        "seq",
         "spec",
         "state",
         "task_id",
@@ -136,6 +138,10 @@ class TaskRecord:
         self.queue_entry = 0
         # The payload bytes this record adds to Lifecycle.held_bytes (see Lifecycle.recount).
         self.held_bytes = 0
+        # Journal bookkeeping, untouched in memory-only mode: the record's place in its queue's
+        # order (front pushes negative, so they sort first) and whether the store has its row.
+        self.seq = 0
+        self.journaled = False
 
     @property
     def ready(self) -> bool:

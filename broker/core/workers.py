@@ -8,6 +8,7 @@ reclaim them after a reconnect; then they are requeued.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 
@@ -21,6 +22,7 @@ from broker.core.model import (
     Payload,
     Report,
     TaskError,
+    TaskRecord,
     TaskState,
 )
 from broker.core.sessions import Session
@@ -146,6 +148,36 @@ class WorkerSessions:
             if not session.closed and not session.draining:
                 session.draining = True
                 session.outbox.drain = reason
+
+    def restore_leases(self, records: list[TaskRecord]) -> None:
+        """Take back tasks that were leased when the broker stopped (journal recovery).
+
+        Each worker that held some gets a closed stand-in session, exactly as if its stream had
+        just ended: a worker that reconnects within the lease grace and names its leases in
+        ``held_lease_ids`` keeps them; otherwise they are requeued with the redelivery counted.
+        """
+        stand_ins: dict[str, Session] = {}
+        clock = self._lifecycle.clock
+        for record in records:
+            session = stand_ins.get(record.worker_id)
+            if session is None:
+                hello = Hello(worker_id=record.worker_id)
+                session = Session(uuid.uuid4().hex, hello, clock.time(), clock.monotonic())
+                session.closed = True
+                stand_ins[record.worker_id] = session
+                self.sessions[session.session_id] = session
+            self._lifecycle.restore_lease(record, session)
+        deadline = clock.monotonic() + self._lease_grace
+        for session in stand_ins.values():
+            session.grace_timer = self._lifecycle.timers.schedule(
+                deadline, functools.partial(self._release, session)
+            )
+            logger.info(
+                "restored %d leases of worker=%s; requeued unless it reconnects within %g s",
+                len(session.leases),
+                session.worker_id,
+                self._lease_grace,
+            )
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -60,10 +60,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         context: Context[admin_pb2.RequeueDeadLettersRequest, admin_pb2.RequeueDeadLettersResponse],
     ) -> admin_pb2.RequeueDeadLettersResponse:
         """Put dead letters back in their queues."""
+        self._runtime.check_recordable()
         count = self._core.requeue_dead_letters(
             list(request.task_ids), all=request.all, queue=request.queue
         )
         self._runtime.changed()
+        await self._runtime.durable()
         return admin_pb2.RequeueDeadLettersResponse(requeued=count)
 
     @translate_errors
@@ -76,6 +78,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         count = self._core.purge_dead_letters(
             list(request.task_ids), all=request.all, queue=request.queue
         )
+        await self._runtime.durable()
         return admin_pb2.PurgeDeadLettersResponse(purged=count)
 
     @translate_errors
@@ -87,4 +90,5 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         """Revoke every ready task of a queue."""
         count = self._core.purge_queue(request.queue)
         self._runtime.changed()
+        await self._runtime.durable()
         return admin_pb2.PurgeQueueResponse(purged=count)

@@ -153,18 +153,28 @@ class ClientSession:
                 await self._send(self._refused(call.call_id, error))
             return
         reply = await self._reply(call, kind)
-        if (
-            isinstance(reply, client_pb2.SessionReply)
-            and reply.submit.created
-            and self._service.flush_now()
-        ):
-            # A new task that went straight to a worker: its assignment is on the round
-            # trip's critical path and this answer is not, so the worker's stream writes first
-            # (one loop turn; paired A/B, six runs: round trip -50 µs median). Only a new task:
-            # its result cannot be pushed before this answer, whereas a repeated task_id that
-            # has already finished has its push scheduled, and the answer must go first.
-            await asyncio.sleep(0)
-        await self._send(reply)
+        if not isinstance(reply, client_pb2.SessionReply):
+            await self._send(reply)
+            return
+        # The lock is held from here so that no push of this task's result can overtake the
+        # answer while it waits for the journal.
+        async with self._write_lock:
+            if reply.submit.created and self._service.flush_now():
+                # A new task that went straight to a worker: its assignment is on the round
+                # trip's critical path and this answer is not, so the worker's stream writes
+                # first (one loop turn; paired A/B, six runs: round trip -50 µs median). Only a
+                # new task: its result cannot be pushed before this answer, whereas a repeated
+                # task_id that has already finished has its push scheduled, and the answer
+                # must go first.
+                await asyncio.sleep(0)
+            if kind == "submit" and not reply.HasField("error"):
+                # Acknowledged means recorded: the answer waits for the journal, the assignment
+                # above did not (the commit overlaps with the worker running the task).
+                try:
+                    await self._service.durable()
+                except BrokerError as error:
+                    reply = self._refused(call.call_id, error)
+            await self._context.write(reply)
 
     def _hold(self, call: client_pb2.SessionCall) -> None:
         """Answer ``call`` once its task is ready, in a task of its own.

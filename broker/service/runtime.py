@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -22,6 +23,9 @@ from broker.service import codec
 from broker.service.peers import PeerLimits
 from broker.service.refusals import Refusals
 from celeriac.v1 import worker_pb2
+
+if TYPE_CHECKING:
+    from broker.journal.journal import Journal
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ class Runtime:
         self._shutdown_listeners: set[Callable[[], None]] = set()
         self._streams_gone: asyncio.Event | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
+        # None in memory-only mode: then nothing on the hot path waits for a disk.
+        self.journal: Journal | None = None
 
     def check_accepting(self) -> None:
         """Raise ShuttingDown once a graceful shutdown has begun."""
@@ -111,13 +117,24 @@ class Runtime:
         for outgoing in self._streams.values():
             outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, details))
 
+    def check_recordable(self) -> None:
+        """Raise JournalUnavailable while the journal cannot be written (refuse new work)."""
+        if self.journal is not None:
+            self.journal.check_writable()
+
     async def durable(self) -> None:
         """Return once every change the core has made so far is recorded.
 
         Handlers await this before they answer anything that acknowledges a change (a submit, a
         revoke, a purge): acknowledged means recorded. Without a journal (``--memory-only``) it
-        returns at once.
+        returns at once, without giving up the loop.
+
+        Raises:
+            JournalUnavailable: The changes could not be written.
         """
+        if self.journal is not None:
+            self.changed()
+            await self.journal.durable()
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the loop once every change made so far is recorded.
@@ -125,7 +142,11 @@ class Runtime:
         For acknowledgements written to a stream (a worker's outcome acks) rather than
         returned from a handler. Without a journal it runs ``callback`` at once.
         """
-        callback()
+        if self.journal is None:
+            callback()
+        else:
+            self.changed()
+            self.journal.when_durable(callback)
 
     def attach(self, session_id: str, outgoing: Outgoing) -> None:
         """Route ``session_id``'s outbox to ``outgoing``."""
@@ -206,6 +227,9 @@ class Runtime:
             queued += len(messages)
             if outbox.drop is not None:
                 outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, outbox.drop))
+        # After the streams: a new task's assignment goes out while its row is being written.
+        if self.journal is not None:
+            self.journal.kick()
         self._arm_timer()
         return queued
 

@@ -15,6 +15,10 @@ from grpc_reflection.v1alpha import reflection
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
+from broker.journal.datadir import DataDir
+from broker.journal.journal import WHAT_A_CRASH_LOSES, Journal
+from broker.journal.sqlite_store import SQLiteStore
+from broker.journal.store import Store
 from broker.service.admin_service import AdminService
 from broker.service.decoding import add_service
 from broker.service.runtime import Runtime
@@ -88,11 +92,17 @@ class BrokerServer:
     Args:
         config: What to bind and every limit.
         clock: Time source for the core (the system clock when omitted).
+        store: The journal's store; SQLite in the data dir when omitted (unused when
+            ``config.memory_only``).
     """
 
-    def __init__(self, config: BrokerConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: BrokerConfig, clock: Clock | None = None, store: Store | None = None
+    ) -> None:
         self.config = config
         self._clock = clock
+        self._store = store
+        self._data_dir: DataDir | None = None
         self._server: grpc.aio.Server | None = None
         # grpc-stubs does not declare the asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -100,9 +110,15 @@ class BrokerServer:
         self.runtime: Runtime | None = None
 
     async def start(self) -> str:
-        """Bind, start serving and return the address actually bound ("host:port")."""
+        """Bind, start serving and return the address actually bound ("host:port").
+
+        Raises:
+            StoreError: The data dir is locked by another broker, or its journal is corrupt or
+                of an unknown format version (nothing is served then).
+        """
         config = self.config
         runtime = Runtime(Broker(config, self._clock), asyncio.get_running_loop())
+        self._open_journal(runtime)
         self.runtime = runtime
         server = grpc.aio.server(
             options=[
@@ -179,7 +195,49 @@ class BrokerServer:
             runtime.end_streams("the broker stopped before this worker finished")
         await stopping
         runtime.close()
+        if runtime.journal is not None:
+            await runtime.journal.close()
+        if self._data_dir is not None:
+            self._data_dir.unlock()
         logger.info("celeriac broker stopped")
+
+    def _open_journal(self, runtime: Runtime) -> None:
+        """Lock the data dir, open the store and restore what it holds (not in memory-only)."""
+        config = self.config
+        if config.memory_only:
+            logger.info(
+                "memory-only mode: nothing is written to disk; a restart or crash loses every "
+                "task and result"
+            )
+            return
+        data_dir = DataDir(config.data_dir)
+        data_dir.lock()
+        try:
+            store = self._store or SQLiteStore(data_dir.path, config.fsync)
+            store.open()
+            logger.info(
+                "durable mode: journal in %s, fsync=%s: %s",
+                data_dir.path,
+                config.fsync,
+                WHAT_A_CRASH_LOSES[config.fsync],
+            )
+            journal = Journal(store, runtime.broker, config.fsync, asyncio.get_running_loop())
+            recovered = journal.recover()
+        except BaseException:
+            data_dir.unlock()
+            raise
+        self._data_dir = data_dir
+        runtime.journal = journal
+        runtime.changed()  # arms the loop timer for what recovery scheduled
+        logger.info(
+            "recovered %d tasks in %.2f s: %d queued, %d scheduled, %d leased, %d finished",
+            recovered.total,
+            recovered.seconds,
+            recovered.queued,
+            recovered.scheduled,
+            recovered.leased,
+            recovered.finished,
+        )
 
 
 class CannotListen(RuntimeError):

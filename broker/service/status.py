@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from broker.errors import (
     BrokerError,
     InvalidArgument,
+    JournalUnavailable,
     LimitExceeded,
     NotFound,
     ProtocolViolation,
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: dict[type[BrokerError], grpc.StatusCode] = {
     StaleLease: grpc.StatusCode.FAILED_PRECONDITION,
     ProtocolViolation: grpc.StatusCode.FAILED_PRECONDITION,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    JournalUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 # ErrorInfo.domain: who defines the reasons (one name for every Celeriac broker).

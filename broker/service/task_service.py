@@ -65,7 +65,9 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.SubmitRequest, client_pb2.SubmitResponse],
     ) -> client_pb2.SubmitResponse:
         """Submit one task."""
-        return self.submit(request)
+        answer = self.submit(request)
+        await self._runtime.durable()
+        return answer
 
     @translate_errors
     async def SubmitMany(
@@ -75,8 +77,10 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
     ) -> client_pb2.SubmitManyResponse:
         """Submit a batch, all or nothing."""
         self._runtime.check_accepting()
+        self._runtime.check_recordable()
         results = self._core.submit_many([codec.spec_from_pb(spec) for spec in request.tasks])
         self._runtime.changed()
+        await self._runtime.durable()
         return codec.submit_many_response(results)
 
     @translate_errors
@@ -113,6 +117,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             list(request.task_ids), terminate=request.terminate, reason=request.reason
         )
         self._runtime.changed()
+        await self._runtime.durable()
         return client_pb2.RevokeResponse(
             outcomes=[codec.revoke_outcome_to_pb(outcome) for outcome in outcomes]
         )
@@ -124,7 +129,9 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.ForgetRequest, client_pb2.ForgetResponse],
     ) -> client_pb2.ForgetResponse:
         """Drop stored results now."""
-        return client_pb2.ForgetResponse(forgotten=self._core.forget(list(request.task_ids)))
+        forgotten = self._core.forget(list(request.task_ids))
+        await self._runtime.durable()
+        return client_pb2.ForgetResponse(forgotten=forgotten)
 
     @translate_errors
     async def ServerInfo(
@@ -175,9 +182,14 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             BrokerError: The spec is invalid, the queue is full or the broker is stopping.
         """
         self._runtime.check_accepting()
+        self._runtime.check_recordable()
         result = self._core.submit(codec.spec_from_pb(request.task))
         self._runtime.changed()
         return codec.submit_response(result)
+
+    async def durable(self) -> None:
+        """Return once every change so far is recorded (see Runtime.durable)."""
+        await self._runtime.durable()
 
     def flush_now(self) -> bool:
         """Queue what the last calls produced (assignments above all) to the streams now.

@@ -26,7 +26,7 @@ TIMEOUT = 10.0
 def _serving(*flags: str) -> Iterator[subprocess.Popen[str]]:
     """`python -m broker serve --port 0 FLAGS`, killed on the way out if still running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "broker", "serve", "--port", "0", *flags],
+        [sys.executable, "-m", "broker", "serve", "--port", "0", "--memory-only", *flags],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -47,8 +47,9 @@ def daemon() -> Iterator[tuple[subprocess.Popen[str], str]]:
     with _serving("--shutdown-grace", "1") as process:
         assert process.stderr is not None
         first = process.stderr.readline()
-        match = re.search(r"listening on (\S+)", first)
-        assert match, f"unexpected first line: {first!r}"
+        assert "memory-only mode" in first, f"unexpected first line: {first!r}"
+        match = re.search(r"listening on (\S+)", process.stderr.readline())
+        assert match
         yield process, match.group(1)
 
 

@@ -1,5 +1,7 @@
 """A session submit that sends a new task to a worker writes the assignment before the answer.
 
+The answer also waits for the journal (acknowledged means recorded); the assignment does not.
+
 The two go out on different streams, so a test over real sockets cannot see their order; this
 one drives `ClientSession` with a stand-in service and stream that record what happens when.
 """
@@ -42,6 +44,11 @@ class _Service:
             asyncio.get_running_loop().call_soon(self._events.append, "assignment written")
         return self._assigned
 
+    async def durable(self) -> None:
+        # What the journal does: the answer waits for the commit, after the assignment.
+        await asyncio.sleep(0)
+        self._events.append("recorded")
+
 
 class _Stream:
     """One call, then the end of the stream; records every answer written."""
@@ -76,14 +83,15 @@ def test_a_new_task_sent_to_a_worker_is_written_before_the_answer() -> None:
         "submit",
         "flush",
         "assignment written",
+        "recorded",
         "answer written",
     ]
 
 
 def test_a_new_task_with_no_worker_free_is_answered_at_once() -> None:
-    assert _serve(created=True, assigned=False) == ["submit", "flush", "answer written"]
+    assert _serve(created=True, assigned=False) == ["submit", "flush", "recorded", "answer written"]
 
 
 def test_a_repeated_task_id_is_answered_before_anything_else_runs() -> None:
     # Its result may already be on its way to this stream: the answer must go first.
-    assert _serve(created=False, assigned=True) == ["submit", "answer written"]
+    assert _serve(created=False, assigned=True) == ["submit", "recorded", "answer written"]

@@ -1,0 +1,289 @@
+"""The journal: the core's changes, batched once per event-loop turn, written on one thread.
+
+The core notes every persisted transition in ``Lifecycle.changes`` (task id -> record, or None
+once dropped). At the end of each loop turn the runtime calls :meth:`Journal.kick`: when no
+write is in flight, the changes are encoded into one batch (one row per task, however many
+times it changed) and handed to the writer thread. While that batch is being written the next
+accumulates, so a busy broker commits large batches (group commit) and an idle one commits each
+change at once.
+
+Acknowledged means recorded: a handler that answers for a change awaits :meth:`durable`,
+which returns once the batch holding every change made so far is written (per the fsync
+policy). Worker outcome acks use :meth:`when_durable`.
+
+A failed write (disk full, EIO) makes the broker refuse new work with JournalUnavailable
+(UNAVAILABLE) while the writer retries the same changes every second; answers that were
+waiting for the failed batch get the same error. The first successful write lifts the refusal,
+so the broker recovers by itself once space is freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker.core.broker import Broker
+from broker.core.model import Phase, TaskRecord
+from broker.errors import BrokerError, JournalUnavailable
+from broker.journal.rows import Batch, decode, encode
+from broker.journal.store import Store
+
+logger = logging.getLogger(__name__)
+
+# Seconds between retries of a failed write, and between fsyncs under "everysec".
+RETRY_INTERVAL = 1.0
+SYNC_INTERVAL = 1.0
+
+WHAT_A_CRASH_LOSES = {
+    "always": "a crash or a power loss loses nothing acknowledged",
+    "everysec": (
+        "a crash (kill -9) loses nothing acknowledged; a power loss up to the last second"
+    ),
+    "no": (
+        "a crash (kill -9) loses nothing acknowledged; a power loss what the OS had not yet "
+        "written (typically up to 30 s)"
+    ),
+}
+
+
+@dataclass(slots=True)
+class _Group:
+    """Everyone waiting for one batch."""
+
+    futures: list[asyncio.Future[BrokerError | None]] = field(default_factory=list)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a start found in the store."""
+
+    queued: int
+    scheduled: int
+    leased: int
+    finished: int
+    seconds: float
+
+    @property
+    def total(self) -> int:
+        """Every task restored."""
+        return self.queued + self.scheduled + self.leased + self.finished
+
+
+class Journal:
+    """Feeds one broker's changes to a store (see the module docstring).
+
+    Args:
+        store: Where rows go; opened by the caller.
+        broker: The core whose changes are written.
+        fsync: The policy; "everysec" gets a sync once a second after writes.
+        loop: The broker's event loop.
+    """
+
+    def __init__(
+        self, store: Store, broker: Broker, fsync: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._lifecycle = broker.lifecycle
+        self._fsync = fsync
+        self._loop = loop
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="celeriac-journal"
+        )
+        self._writing: _Group | None = None
+        self._next: _Group | None = None
+        self._failed: JournalUnavailable | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._unsynced = False
+        self._closed = False
+
+    def recover(self) -> Recovered:
+        """Load every row into the core, then start noting changes. Call once, before serving."""
+        started = time.monotonic()
+        records: list[TaskRecord] = []
+        keys: list[tuple[str, str, float]] = []
+        for stored in self._store.load():
+            record = decode(stored)
+            records.append(record)
+            if stored.key_until is not None and record.spec.idempotency_key:
+                keys.append((record.spec.idempotency_key, record.task_id, stored.key_until))
+        counts = {phase: 0 for phase in Phase}
+        for record in records:
+            counts[record.phase] += 1
+        self._broker.restore(records, keys)
+        self._lifecycle.track_changes()
+        self._arm_tick()
+        return Recovered(
+            counts[Phase.QUEUED],
+            counts[Phase.SCHEDULED],
+            counts[Phase.LEASED],
+            counts[Phase.FINISHED],
+            time.monotonic() - started,
+        )
+
+    def check_writable(self) -> None:
+        """Raise JournalUnavailable while writes fail: no new work is accepted then."""
+        if self._failed is not None:
+            raise self._failed
+
+    async def durable(self) -> None:
+        """Return once every change made so far is written.
+
+        Raises:
+            JournalUnavailable: The batch holding them could not be written.
+        """
+        group = self._target()
+        if group is None:
+            return
+        future: asyncio.Future[BrokerError | None] = self._loop.create_future()
+        group.futures.append(future)
+        error = await future
+        if error is not None:
+            raise error
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once every change made so far is written (it waits out failures)."""
+        group = self._target()
+        if group is None:
+            callback()
+        else:
+            group.callbacks.append(callback)
+
+    def kick(self) -> None:
+        """Hand the changes noted so far to the writer, unless a write is in flight."""
+        if self._writing is not None or self._retry is not None or self._closed:
+            return
+        changes = self._lifecycle.take_changes()
+        if not changes:
+            return
+        batch = self._encode(changes)
+        group = self._next or _Group()
+        self._next = None
+        self._writing = group
+        written = self._executor.submit(self._store.write, batch)
+        written.add_done_callback(
+            lambda done: self._loop.call_soon_threadsafe(self._written, changes, batch, done)
+        )
+
+    async def close(self) -> None:
+        """Write what is left, then close the store (the server has stopped serving)."""
+        try:
+            self.kick()
+            await self.durable()
+        except JournalUnavailable as error:
+            logger.error("closing with changes the journal could not write: %s", error)
+        self._closed = True
+        for handle in (self._retry, self._tick):
+            if handle is not None:
+                handle.cancel()
+        await self._loop.run_in_executor(self._executor, self._store.close)
+        self._executor.shutdown()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _target(self) -> _Group | None:
+        """The group whose batch will hold every change made so far (None: all written)."""
+        if self._lifecycle.changes:
+            if self._next is None:
+                self._next = _Group()
+            return self._next
+        if self._retry is not None:  # a failed batch's changes went back into changes
+            return self._next
+        return self._writing
+
+    def _encode(self, changes: dict[str, TaskRecord | None]) -> Batch:
+        batch = Batch()
+        key_until = self._broker.idempotency_until
+        rows = batch.rows
+        for task_id, record in changes.items():
+            if record is None:
+                batch.deletes.append(task_id)
+            else:
+                rows.append(encode(record, key_until))
+                record.journaled = True
+        return batch
+
+    def _written(
+        self,
+        changes: dict[str, TaskRecord | None],
+        batch: Batch,
+        done: concurrent.futures.Future[None],
+    ) -> None:
+        group = self._writing
+        assert group is not None
+        self._writing = None
+        problem = done.exception()
+        if problem is None:
+            self._unsynced = True
+            if self._failed is not None:
+                logger.warning("journal writes succeed again: accepting new work")
+                self._failed = None
+            _resolve(group, None)
+        else:
+            self._give_back(changes, batch)
+            if self._failed is None:
+                logger.error(
+                    "journal write failed, refusing new work until a write succeeds: %s", problem
+                )
+            self._failed = JournalUnavailable(
+                f"the broker cannot record new work: its journal write failed ({problem})"
+            )
+            if self._next is None:
+                self._next = _Group()
+            self._next.callbacks.extend(group.callbacks)
+            group.callbacks = []
+            _resolve(group, self._failed)
+            self._retry = self._loop.call_later(RETRY_INTERVAL, self._retry_write)
+        self.kick()
+
+    def _give_back(self, changes: dict[str, TaskRecord | None], batch: Batch) -> None:
+        """Put a failed batch's changes back so the next write carries them."""
+        for row in batch.rows:
+            record = changes[row.task_id]
+            if row.spec is not None and record is not None:
+                record.journaled = False
+        pending = self._lifecycle.changes
+        if pending is None:
+            return
+        for task_id, record in changes.items():
+            pending.setdefault(task_id, record)
+
+    def _retry_write(self) -> None:
+        self._retry = None
+        self.kick()
+
+    def _arm_tick(self) -> None:
+        self._tick = self._loop.call_later(SYNC_INTERVAL, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Once a second: fsync under "everysec", and write anything no handler flushed."""
+        if self._closed:
+            return
+        if self._unsynced and self._fsync == "everysec":
+            self._unsynced = False
+            self._executor.submit(self._sync)
+        self.kick()
+        self._arm_tick()
+
+    def _sync(self) -> None:
+        try:
+            self._store.sync()
+        except Exception:
+            logger.exception("journal fsync failed")
+
+
+def _resolve(group: _Group, error: BrokerError | None) -> None:
+    for future in group.futures:
+        if not future.done():
+            future.set_result(error)
+    for callback in group.callbacks:
+        try:
+            callback()
+        except Exception:
+            logger.exception("journal callback failed")

@@ -1,0 +1,178 @@
+"""Task records as journal rows, and back.
+
+A row holds the *current* state of one task, never its history. Its parts are encoded with
+formats that stay readable across Python versions and languages: the spec (without its
+arguments) and the small changing state as JSON arrays, payloads as plain content type plus
+bytes columns. Never pickle or marshal.
+
+The spec array, by position: name, task id as submitted, queue, headers (object), priority,
+eta, expires, time limit ms, soft time limit ms, idempotency key, idempotency window ms,
+ignore result, result TTL ms, max retries (or null).
+
+The state array, by position (FORMAT_VERSION 1): phase, state, retries, attempts, redeliveries,
+worker id, lease id, due (wall s or null), date done (wall s or null), queue sequence number,
+dead-lettered flag, error ([type, message, traceback, retryable] or null).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from sys import intern
+
+from broker.core.model import NO_HEADERS, Payload, Phase, TaskError, TaskRecord, TaskSpec, TaskState
+
+FORMAT_VERSION = 1
+
+_PHASES = {phase.value: phase for phase in Phase}
+_STATES = {state.value: state for state in TaskState}
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass(slots=True)
+class TaskRow:
+    """One task as the store sees it.
+
+    Attributes:
+        task_id: The key.
+        state: The encoded state array (see the module docstring).
+        spec: The encoded spec on the task's first write; None when the row exists already and
+            only its state (and result) change.
+        args: The arguments, written with the spec.
+        key_until: Wall time the task's idempotency key stops deduplicating, with the spec.
+        result: The stored result of a finished task.
+        drop_args: Clear the stored arguments (a finished task never runs again).
+    """
+
+    task_id: str
+    state: str
+    spec: str | None = None
+    args: Payload | None = None
+    key_until: float | None = None
+    result: Payload | None = None
+    drop_args: bool = False
+
+
+@dataclass(slots=True)
+class Batch:
+    """The changes of one or more event-loop turns, written as one transaction."""
+
+    rows: list[TaskRow] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.deletes)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTask:
+    """A row as loaded back from a store."""
+
+    task_id: str
+    spec: str
+    key_until: float | None
+    args: Payload | None
+    result: Payload | None
+    state: str
+
+
+def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRow:
+    """The row for ``record``'s current state (with its spec when the store lacks the row)."""
+    error = record.error
+    state = _dumps(
+        [
+            record.phase.value,
+            record.state.value,
+            record.retries,
+            record.attempts,
+            record.redeliveries,
+            record.worker_id,
+            record.lease_id,
+            record.due,
+            record.date_done,
+            record.seq,
+            record.dead_lettered,
+            None
+            if error is None
+            else [error.type, error.message, error.traceback, error.retryable],
+        ]
+    )
+    finished = record.phase is Phase.FINISHED
+    row = TaskRow(record.task_id, state, result=record.result if finished else None)
+    row.drop_args = record.args is None
+    if not record.journaled:
+        spec = record.spec
+        row.spec = _dumps(
+            [
+                spec.name,
+                spec.task_id,
+                spec.queue,
+                dict(spec.headers),
+                spec.priority,
+                spec.eta,
+                spec.expires,
+                spec.time_limit_ms,
+                spec.soft_time_limit_ms,
+                spec.idempotency_key,
+                spec.idempotency_window_ms,
+                spec.ignore_result,
+                spec.result_ttl_ms,
+                spec.max_retries,
+            ]
+        )
+        row.args = record.args
+        if spec.idempotency_key:
+            row.key_until = key_until(spec)
+    return row
+
+
+def decode(stored: StoredTask) -> TaskRecord:
+    """Rebuild a record from its row.
+
+    Raises:
+        ValueError: The row does not decode (a corrupt or foreign file).
+    """
+    try:
+        spec = _decode_spec(stored.spec)
+        (phase, state, retries, attempts, redeliveries, worker_id, lease_id, due, done, seq,
+         dead, error) = json.loads(stored.state)  # fmt: skip
+        record = TaskRecord(stored.task_id, spec)
+        record.args = stored.args
+        record.phase = _PHASES[phase]
+        record.state = _STATES[state]
+        record.retries = int(retries)
+        record.attempts = int(attempts)
+        record.redeliveries = int(redeliveries)
+        record.worker_id = str(worker_id)
+        record.lease_id = str(lease_id)
+        record.due = None if due is None else float(due)
+        record.date_done = None if done is None else float(done)
+        record.seq = int(seq)
+        record.dead_lettered = bool(dead)
+        record.error = None if error is None else TaskError(*error)
+        record.result = stored.result
+    except Exception as problem:
+        raise ValueError(f"task {stored.task_id!r}: undecodable row ({problem})") from None
+    return record
+
+
+def _decode_spec(text: str) -> TaskSpec:
+    (name, task_id, queue, headers, priority, eta, expires, time_limit_ms, soft_time_limit_ms,
+     key, window_ms, ignore_result, result_ttl_ms, max_retries) = json.loads(text)  # fmt: skip
+    return TaskSpec(
+        name=intern(str(name)),
+        task_id=str(task_id),
+        queue=intern(str(queue)),
+        headers={str(k): str(v) for k, v in headers.items()} if headers else NO_HEADERS,
+        priority=int(priority),
+        eta=None if eta is None else float(eta),
+        expires=None if expires is None else float(expires),
+        time_limit_ms=int(time_limit_ms),
+        soft_time_limit_ms=int(soft_time_limit_ms),
+        idempotency_key=str(key),
+        idempotency_window_ms=int(window_ms),
+        ignore_result=bool(ignore_result),
+        result_ttl_ms=int(result_ttl_ms),
+        max_retries=None if max_retries is None else int(max_retries),
+    )
