@@ -105,7 +105,7 @@ def test_expired_tasks_stay_expired_and_results_keep_their_remaining_ttl() -> No
     restored, clock = rows.restart(30.0)
     restored.fire_timers()
     record = restored.get(expiring)
-    assert record is not None and record.state is TaskState.FAILURE
+    assert record is not None and record.state is TaskState.REVOKED
     assert record.error is not None and record.error.type == "TaskExpired"
     result = restored.get(done)
     assert result is not None and result.state is TaskState.SUCCESS
