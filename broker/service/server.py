@@ -118,7 +118,6 @@ class BrokerServer:
         """
         config = self.config
         runtime = Runtime(Broker(config, self._clock), asyncio.get_running_loop())
-        self._open_journal(runtime)
         self.runtime = runtime
         server = grpc.aio.server(
             options=[
@@ -155,6 +154,8 @@ class BrokerServer:
         )
         bind_host = bracketed(config.host.removeprefix("[").removesuffix("]"))
         port = _bind(server, bind_host, config.port)
+        # After binding (a taken port is the one error line) and before serving anyone.
+        self._open_journal(runtime)
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
