@@ -21,10 +21,19 @@ from client.result import AsyncResult
 from tests.support import BrokerProcess, WorkerProcess, run_python
 
 TASKS = "tests.e2e.tasks"
+Started = BrokerProcess | WorkerProcess | Celeriac
 
 
 def _app(broker: BrokerProcess) -> Celeriac:
     return Celeriac("durability", broker=broker.address, connect_timeout=2)
+
+
+def _serving(data_dir: Path, cleanup: list[Started]) -> tuple[BrokerProcess, Celeriac]:
+    """A broker on ``data_dir`` and a client app for it, both stopped at the test's end."""
+    broker = BrokerProcess("--data-dir", str(data_dir))
+    app = _app(broker)
+    cleanup += [broker, app]
+    return broker, app
 
 
 def _state(app: Celeriac, task_id: str) -> str:
@@ -37,9 +46,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list[BrokerProcess | WorkerProcess | Celeriac]]:
+def cleanup() -> Iterator[list[Started]]:
     """Everything started by a test, stopped at its end whatever happened."""
-    started: list[BrokerProcess | WorkerProcess | Celeriac] = []
+    started: list[Started] = []
     yield started
     for thing in reversed(started):
         if isinstance(thing, Celeriac):
@@ -49,7 +58,7 @@ def cleanup() -> Iterator[list[BrokerProcess | WorkerProcess | Celeriac]]:
 
 
 def test_kill_9_then_restart_brings_back_everything_acknowledged(
-    data_dir: Path, tmp_path: Path, cleanup: list[BrokerProcess | WorkerProcess | Celeriac]
+    data_dir: Path, tmp_path: Path, cleanup: list[Started]
 ) -> None:
     runs = tmp_path / "runs.txt"
     first = BrokerProcess("--data-dir", str(data_dir))
@@ -70,9 +79,7 @@ def test_kill_9_then_restart_brings_back_everything_acknowledged(
 
     side.stop_hard()  # the whole machine went down: broker and worker alike
     first.stop_hard()
-    second = BrokerProcess("--data-dir", str(data_dir))
-    again = _app(second)
-    cleanup += [second, again]
+    second, again = _serving(data_dir, cleanup)
     second.wait_for_line(r"recovered 11 tasks .* 6 queued, 1 scheduled, 1 leased, 3 finished")
     assert AsyncResult(added.id, app=again).get(timeout=5) == 5
     assert _state(again, failed.id) == "FAILURE"
@@ -95,11 +102,9 @@ def test_kill_9_then_restart_brings_back_everything_acknowledged(
 
 
 def test_sigterm_under_load_loses_no_acknowledged_submit(
-    data_dir: Path, cleanup: list[BrokerProcess | WorkerProcess | Celeriac]
+    data_dir: Path, cleanup: list[Started]
 ) -> None:
-    first = BrokerProcess("--data-dir", str(data_dir))
-    app = _app(first)
-    cleanup += [first, app]
+    first, app = _serving(data_dir, cleanup)
     acknowledged: list[str] = []
     enough = threading.Event()
 
@@ -118,34 +123,28 @@ def test_sigterm_under_load_loses_no_acknowledged_submit(
     first.signal(15)
     submitter.join(30)
     assert first.wait() == 0
-    second = BrokerProcess("--data-dir", str(data_dir))
-    again = _app(second)
-    cleanup += [second, again]
+    _, again = _serving(data_dir, cleanup)
     assert len(acknowledged) >= 300
     lost = [task_id for task_id in acknowledged if _state(again, task_id) == "UNKNOWN"]
     assert lost == []
 
 
 def test_a_torn_wal_tail_is_logged_and_every_complete_commit_is_kept(
-    data_dir: Path, cleanup: list[BrokerProcess | WorkerProcess | Celeriac]
+    data_dir: Path, cleanup: list[Started]
 ) -> None:
-    first = BrokerProcess("--data-dir", str(data_dir))
-    app = _app(first)
-    cleanup += [first, app]
+    first, app = _serving(data_dir, cleanup)
     kept = [app.send_task(f"{TASKS}.add", args=(i, i)).id for i in range(10)]
     app.send_task(f"{TASKS}.add", args=(0, 0))  # the last commit, about to be torn
     first.stop_hard()
     wal = data_dir / "celeriac.db-wal"
     wal.write_bytes(wal.read_bytes()[:-100])  # a write cut short mid-frame
-    second = BrokerProcess("--data-dir", str(data_dir))
-    again = _app(second)
-    cleanup += [second, again]
+    second, again = _serving(data_dir, cleanup)
     second.wait_for_line(r"ends in a torn write \(\d+ bytes of an incomplete frame")
     assert [_state(again, task_id) for task_id in kept] == ["PENDING"] * 10
 
 
 def test_a_second_broker_on_the_same_data_dir_refuses_with_one_line(
-    data_dir: Path, cleanup: list[BrokerProcess | WorkerProcess | Celeriac]
+    data_dir: Path, cleanup: list[Started]
 ) -> None:
     first = BrokerProcess("--data-dir", str(data_dir))
     cleanup.append(first)
@@ -198,9 +197,7 @@ def test_check_reports_what_a_sound_data_dir_holds(data_dir: Path) -> None:
     assert missing.returncode == 2
 
 
-def test_the_files_follow_live_state_not_history(
-    data_dir: Path, cleanup: list[BrokerProcess | WorkerProcess | Celeriac]
-) -> None:
+def test_the_files_follow_live_state_not_history(data_dir: Path, cleanup: list[Started]) -> None:
     broker = BrokerProcess("--data-dir", str(data_dir))
     worker = WorkerProcess(broker.address, TASKS, "--concurrency", "2")
     app = _app(broker)
