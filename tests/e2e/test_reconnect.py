@@ -12,6 +12,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from client import Celeriac
 from tests.e2e.test_task_semantics import wait_until
 from tests.support import BrokerProcess, LoggedProcess, WorkerProcess
@@ -46,29 +48,55 @@ def test_a_worker_reattaches_soon_after_its_broker_listens_again() -> None:
 
 
 # A client that submits a task (its result watched on the session stream), says so, waits for
-# the result, and prints it (or the error's name) with the CPU time the wait took.
+# the result, and prints it (or the error's name) with the CPU time the wait took; blocking, or
+# on an event loop.
 _WAITING_CLIENT = """
-import resource, sys
+import asyncio, resource, sys
 from client import Celeriac
 app = Celeriac("held", broker=sys.argv[1], connect_timeout=30)
-result = app.send_task("tests.e2e.tasks.add", args=(2, 3))
-print("WAITING", result.id, flush=True)
-before = resource.getrusage(resource.RUSAGE_SELF)
-try:
-    value = result.get(timeout=50)
-except Exception as error:
-    value = type(error).__name__
-after = resource.getrusage(resource.RUSAGE_SELF)
-cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-print("RESULT", value, "CPU", f"{cpu:.3f}", flush=True)
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+def report(value, before):
+    print("RESULT", value, "CPU", f"{cpu() - before:.3f}", flush=True)
+
+def blocking():
+    result = app.send_task("tests.e2e.tasks.add", args=(2, 3))
+    print("WAITING", result.id, flush=True)
+    before = cpu()
+    try:
+        report(result.get(timeout=50), before)
+    except Exception as error:
+        report(type(error).__name__, before)
+
+async def awaiting():
+    from tests.e2e import tasks
+    tasks.app.conf = app.conf
+    result = await tasks.add.adelay(2, 3)
+    print("WAITING", result.id, flush=True)
+    before = cpu()
+    try:
+        report(await result.aget(timeout=50), before)
+    except Exception as error:
+        report(type(error).__name__, before)
+
+if sys.argv[2] == "blocking":
+    blocking()
+else:
+    asyncio.run(awaiting())
 """
 
 
-def test_a_wait_begun_before_a_broker_restart_is_held_by_the_broker_that_is_back() -> None:
+@pytest.mark.parametrize("style", ["blocking", "asyncio"])
+def test_a_wait_begun_before_a_broker_restart_is_held_by_the_broker_that_is_back(
+    style: str,
+) -> None:
     with (
         BrokerProcess() as first,
         closing(TcpProxy(first.address)) as proxy,
-        LoggedProcess(["-c", _WAITING_CLIENT, proxy.address]) as client,
+        LoggedProcess(["-c", _WAITING_CLIENT, proxy.address, style]) as client,
     ):
         task_id = client.wait_for_line(r"WAITING (\S+)").group(1)
         first.stop()  # SIGTERM: the broker ends the client's stream and its held wait
@@ -119,7 +147,7 @@ def test_a_wait_begun_before_a_restart_ends_at_once_if_the_broker_back_does_not_
     with (
         BrokerProcess() as first,
         closing(TcpProxy(first.address)) as proxy,
-        LoggedProcess(["-c", _WAITING_CLIENT, proxy.address]) as client,
+        LoggedProcess(["-c", _WAITING_CLIENT, proxy.address, "blocking"]) as client,
     ):
         client.wait_for_line("WAITING")
         first.stop()
