@@ -1,8 +1,8 @@
 """Losing the broker and finding it again: real brokers, workers and clients, real sockets.
 
 A worker reattaches soon after a broker listens again on its address, a client's wait carries
-on against the broker that is back, and an outcome written into a connection that broke is kept
-by the worker until the broker acknowledges it.
+on against the broker that is back, and an outcome written into a connection that broke, or
+finished while a durable broker was down, is kept by the worker until the broker takes it.
 """
 
 from __future__ import annotations
@@ -155,3 +155,29 @@ def test_a_wait_begun_before_a_restart_ends_at_once_if_the_broker_back_does_not_
             proxy.point_to(second.address)
             done = client.wait_for_line(r"RESULT (\S+) CPU (\S+)", timeout=50)
     assert done.group(1) == "TaskNotFound"  # the state read UNKNOWN, never PENDING
+
+
+def test_a_task_that_finishes_while_its_broker_is_down_is_reported_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    # kill -9 of a durable broker while a task runs; the task finishes during the outage; the
+    # broker restarts on the same data dir, restores the lease for that worker, and the worker
+    # reconnects, names the lease and hands in the outcome it kept.
+    flags = ("--data-dir", str(tmp_path / "data"), "--lease-grace", "60")
+    with BrokerProcess(*flags) as first:
+        port = int(first.address.rsplit(":", 1)[1])
+        worker_args = ("--pool", "thread", "--concurrency", "1")
+        with WorkerProcess(first.address, "tests.e2e.tasks", *worker_args) as worker:
+            app = Celeriac("outage", broker=first.address, connect_timeout=30)
+            release = tmp_path / "release"
+            result = app.send_task("tests.e2e.tasks.wait_for_release", args=(str(release),))
+            worker.wait_for_line(f"RUNNING {result.id}")
+            wait_until(lambda: result.state == "STARTED")
+            mark = worker.line_count()
+            first.stop_hard()
+            release.touch()  # the task finishes while no broker listens
+            worker.wait_for_line(RECONNECTING + "0.2s", start=mark)
+            with BrokerProcess(*flags, port=port):
+                assert result.get(timeout=30) == "released"
+            app.close()
+    assert worker.output.count(f"RUNNING {result.id}") == 1
