@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from broker.clock import ManualClock
 from broker.core.broker import Broker
-from broker.core.model import Hello, Phase, TaskState
+from broker.core.model import Hello, Payload, Phase, TaskError, TaskRecord, TaskSpec, TaskState
 from broker.journal.rows import StoredTask, decode, encode
 from tests.broker.core_support import CONFIG, advance, connect, fail, outcome, spec, taken
 
@@ -170,3 +170,38 @@ def test_many_changes_to_one_task_in_a_turn_are_one_row() -> None:
     assert list(changes) == [task_id]
     assert changes[task_id].phase is Phase.LEASED  # type: ignore[union-attr]
     del rows
+
+
+def test_a_row_round_trips_every_field_whatever_its_characters() -> None:
+    odd = 'quote " backslash \\ newline \n unicode ü 漢 \x1f'
+    task_spec = TaskSpec(
+        name=f"tasks.{odd}",
+        task_id="given",
+        queue="q",
+        headers={odd: odd},
+        priority=7,
+        eta=START + 0.125,
+        expires=START + 99.5,
+        time_limit_ms=10,
+        soft_time_limit_ms=5,
+        idempotency_key=odd,
+        idempotency_window_ms=60_000,
+        ignore_result=True,
+        result_ttl_ms=30_000,
+        max_retries=0,
+    )
+    record = TaskRecord("given", task_spec)
+    record.args = Payload("application/json", b"[[1], {}]")
+    record.phase, record.state = Phase.FINISHED, TaskState.FAILURE
+    record.retries, record.attempts, record.redeliveries = 1, 2, 3
+    record.worker_id, record.lease_id, record.seq = odd, "lease-1", -4
+    record.date_done, record.dead_lettered = START + 1.5, True
+    record.error = TaskError("ValueError", odd, f"Traceback\n{odd}", True)
+    row = encode(record, lambda spec: START + 60)
+    assert row.spec is not None and row.key_until == START + 60
+    back = decode(StoredTask("given", row.spec, row.key_until, row.args, None, row.state))
+    assert back.spec == task_spec
+    for name in ("phase", "state", "retries", "attempts", "redeliveries", "worker_id"):
+        assert getattr(back, name) == getattr(record, name), name
+    assert (back.lease_id, back.seq, back.date_done) == ("lease-1", -4, START + 1.5)
+    assert back.dead_lettered and back.error == record.error and back.args == record.args
