@@ -241,6 +241,16 @@ class Celeriac:
         _after_group_publish(signatures, specs)
         return GroupResult(None, [AsyncResult(s.task_id, app=self) for s in submitted], self)
 
+    def signature(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """A signature of a task by name, which need not be importable here (Celery's method)."""
+        return Signature(self, name, args, kwargs, options)
+
     def AsyncResult(self, task_id: str) -> AsyncResult:
         """Return a handle on a task sent earlier (same as ``AsyncResult(task_id, app=app)``)."""
         return AsyncResult(task_id, app=self)

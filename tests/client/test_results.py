@@ -171,3 +171,8 @@ def test_one_app_serves_many_threads_at_once() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         values = list(pool.map(lambda i: add.delay(i, i).get(timeout=10), range(40)))
     assert values == [2 * i for i in range(40)]
+
+
+def test_a_signature_by_name_groups_tasks_this_process_cannot_import() -> None:
+    by_name = group(app.signature("tasks.add", (i, 1), queue="default") for i in range(3))
+    assert by_name.apply_async().get(timeout=10) == [1, 2, 3]
