@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -37,6 +39,15 @@ def add_commands(commands: Any) -> None:
     dead.add_argument("--limit", type=int, default=0, help="list at most this many (0: all)")
     purge = commands.add_parser("purge", parents=[common], help="drop every ready task of a queue")
     purge.add_argument("queue")
+    events = commands.add_parser(
+        "events", parents=[common], help="tail task and worker events (Ctrl-C ends)"
+    )
+    events.add_argument("--queue", action="append", default=[], help="only this queue (repeat)")
+    events.add_argument("--task", action="append", default=[], help="only this task name (repeat)")
+    events.add_argument(
+        "--kind", action="append", default=[], help="only this kind, e.g. failed (repeat)"
+    )
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         with grpc.insecure_channel(address.target) as channel:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
+            if args.command == "events":
+                return _events(stub, args)
             return _dispatch(stub, args)
+    except KeyboardInterrupt:
+        return RET_OK
     except grpc.RpcError as error:
         code = error.code()
         print(f"error: {code.name}: {error.details()}", file=sys.stderr)
@@ -140,6 +155,54 @@ def _dead(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> in
         count = stub.PurgeDeadLetters(purge, timeout=CALL_TIMEOUT).purged
         print(f"purged {count} dead letter(s)")
     return RET_OK
+
+
+def _events(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    request = admin_pb2.EventsRequest(queues=args.queue, task_names=args.task, kinds=args.kind)
+    call = stub.Events(request)
+    call.initial_metadata()  # the broker sends it once this reader is subscribed
+    print("listening for events (Ctrl-C ends)", file=sys.stderr, flush=True)
+    for event in call:
+        print(_event_json(event) if args.json else _event_line(event), flush=True)
+    return RET_OK
+
+
+def _event_json(event: admin_pb2.Event) -> str:
+    fields = {
+        "kind": event.kind,
+        "at": event.at.ToNanoseconds() / 1e9,
+        "task_id": event.task_id,
+        "task_name": event.task_name,
+        "queue": event.queue,
+        "worker_id": event.worker_id,
+        "detail": event.detail,
+        "dropped": event.dropped,
+    }
+    if event.kind.startswith("worker_"):
+        fields.update(active=event.active, concurrency=event.concurrency)
+    if event.runtime:
+        fields["runtime"] = event.runtime
+    return json.dumps(fields)
+
+
+def _event_line(event: admin_pb2.Event) -> str:
+    """``2026-01-02T03:04:05.678 succeeded tasks.add[id] queue=q worker=w in 0.004s``."""
+    at = datetime.fromtimestamp(event.at.ToNanoseconds() / 1e9, UTC)
+    parts = [at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3], event.kind]
+    if event.task_id:
+        parts += [f"{event.task_name}[{event.task_id}]", f"queue={event.queue}"]
+    if event.worker_id:
+        parts.append(f"worker={event.worker_id}")
+    if event.kind.startswith("worker_"):
+        parts.append(f"load={event.active}/{event.concurrency}")
+    if event.runtime:
+        parts.append(f"in {event.runtime:.3f}s")
+    if event.detail:
+        parts.append(f"({event.detail})")
+    line = " ".join(parts)
+    if event.dropped:
+        return f"-- missed {event.dropped} event(s): this reader fell behind --\n{line}"
+    return line
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FSYNC_POLICIES,
         help="when acknowledged changes reach the disk (default everysec)",
     )
+    serve_parser.add_argument("--events-buffer", type=int, help="events a subscriber may lag")
     check_parser = commands.add_parser("check", help="verify a data dir offline")
     check_parser.add_argument(
         "--data-dir", help="the data dir to verify (default: as serve would use)"

@@ -117,6 +117,10 @@ class BrokerConfig:
     # (the default, like Redis's appendfsync) or "no" (the OS decides). See README Durability.
     fsync: str = setting("everysec", one_of(*FSYNC_POLICIES))
 
+    # Events one Events subscriber may have waiting; past it they are dropped and counted, so a
+    # slow reader never slows the broker. A reader keeping up holds a handful.
+    events_buffer: int = setting(10_000, at_least(1))
+
     def __post_init__(self) -> None:
         validate(self)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
+from broker.errors import BrokerError
 from broker.service import codec
+from broker.service.events import BrokerEvent, Subscriber
 from broker.service.runtime import Runtime
-from broker.service.status import translate_errors
+from broker.service.status import abort_with, translate_errors
 from celeriac.v1 import admin_pb2, admin_pb2_grpc
 
 Context = grpc.aio.ServicerContext
@@ -92,3 +96,48 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._runtime.changed()
         await self._runtime.durable()
         return admin_pb2.PurgeQueueResponse(purged=count)
+
+    async def Events(
+        self,
+        request: admin_pb2.EventsRequest,
+        context: Context[admin_pb2.EventsRequest, admin_pb2.Event],
+    ) -> AsyncIterator[admin_pb2.Event]:
+        """Task and worker events from now on, filtered, until the caller cancels."""
+        try:
+            subscriber = Subscriber(
+                request.queues,
+                request.task_names,
+                request.kinds,
+                self._core.config.events_buffer,
+            )
+        except BrokerError as error:
+            self.refusals.record(error, "AdminService.Events")
+            await abort_with(context, error)
+        events = self._runtime.events
+        events.subscribe(subscriber)
+        try:
+            # Sent at once, so a reader knows it is subscribed before the first event.
+            await context.send_initial_metadata(())
+            while True:
+                event, dropped = await subscriber.next()
+                yield event_to_pb(event, dropped)
+        finally:
+            events.unsubscribe(subscriber)
+
+
+def event_to_pb(event: BrokerEvent, dropped: int) -> admin_pb2.Event:
+    """One stream message: ``event`` and the count of events missed just before it."""
+    message = admin_pb2.Event(
+        kind=event.kind,
+        task_id=event.task_id,
+        task_name=event.task_name,
+        queue=event.queue,
+        worker_id=event.worker_id,
+        detail=event.detail,
+        dropped=dropped,
+        active=event.active,
+        concurrency=event.concurrency,
+        runtime=event.runtime,
+    )
+    message.at.FromNanoseconds(round(event.at * 1e9))
+    return message

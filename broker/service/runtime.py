@@ -20,6 +20,7 @@ import grpc
 from broker.core.broker import Broker
 from broker.errors import BrokerError, ShuttingDown
 from broker.service import codec
+from broker.service.events import EventHub
 from broker.service.peers import PeerLimits
 from broker.service.refusals import Refusals
 from celeriac.v1 import worker_pb2
@@ -68,6 +69,7 @@ class Runtime:
         self._timer_deadline: float | None = None
         self.shutting_down = False
         self.refusals = Refusals()
+        self.events = EventHub(broker, broker.config.ping_interval)
         config = broker.config
         self.peers = PeerLimits(config.max_sessions_per_peer, config.max_held_calls_per_peer)
         self._shutdown_listeners: set[Callable[[], None]] = set()

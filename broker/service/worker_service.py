@@ -20,6 +20,7 @@ from broker.core.sessions import Session as WorkerSession
 from broker.errors import BrokerError, InvalidArgument, ProtocolViolation, SessionsExceeded
 from broker.service import codec
 from broker.service.decoding import decoded
+from broker.service.events import WORKER_OFFLINE, WORKER_ONLINE
 from broker.service.runtime import Outgoing, Runtime, StreamEnd
 from broker.service.status import abort_with, status_for
 from celeriac.v1 import worker_pb2, worker_pb2_grpc
@@ -63,6 +64,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         outgoing: Outgoing = asyncio.Queue()
         outgoing.put_nowait(self._welcome(session, kept))
         self._runtime.attach(session.session_id, outgoing)
+        self._runtime.events.worker_event(WORKER_ONLINE, session)
         reader = asyncio.create_task(self._read(context, session, outgoing))
         pinger = asyncio.create_task(self._ping(session, outgoing))
         end = StreamEnd(None, "stream ended")
@@ -79,6 +81,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             pinger.cancel()
             self._runtime.detach(session.session_id)
             self._core.workers.close(session, end.details)
+            self._runtime.events.worker_event(WORKER_OFFLINE, session, end.details)
             self._runtime.changed()
         if end.error is not None:
             await abort_with(context, end.error)

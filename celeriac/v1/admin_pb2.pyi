@@ -21,6 +21,102 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class EventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    TASK_NAMES_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these queues; empty means all. Worker events match a worker consuming one of them."""
+
+    @_builtins.property
+    def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these task names; empty means all. Worker events pass only when this is empty."""
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these kinds (Event.kind values); empty means all."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        task_names: _abc.Iterable[_builtins.str] | None = ...,
+        kinds: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "queues", b"queues", "task_names", b"task_names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventsRequest: _TypeAlias = EventsRequest  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """One task transition or worker event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """Task kinds: accepted, scheduled, queued, leased, started, succeeded, failed, retried,
+    requeued, revoked, expired, dead_lettered. Worker kinds: worker_online, worker_offline,
+    worker_heartbeat.
+    """
+    task_id: _builtins.str
+    """Task events only."""
+    task_name: _builtins.str
+    queue: _builtins.str
+    worker_id: _builtins.str
+    """The worker holding the task (task events), or the worker the event is about."""
+    detail: _builtins.str
+    """A short note: the lease id, a custom state, a due time, a reason."""
+    dropped: _builtins.int
+    """Events this reader missed just before this one, its buffer being full."""
+    active: _builtins.int
+    """Worker events: tasks it holds and its concurrency (its load is active of concurrency)."""
+    concurrency: _builtins.int
+    runtime: _builtins.float
+    """succeeded and failed: seconds from started to the outcome, as the broker saw them."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        task_id: _builtins.str = ...,
+        task_name: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        dropped: _builtins.int = ...,
+        active: _builtins.int = ...,
+        concurrency: _builtins.int = ...,
+        runtime: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "at", b"at", "concurrency", b"concurrency", "detail", b"detail", "dropped", b"dropped", "kind", b"kind", "queue", b"queue", "runtime", b"runtime", "task_id", b"task_id", "task_name", b"task_name", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
 class ListQueuesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

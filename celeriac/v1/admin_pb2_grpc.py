@@ -64,6 +64,11 @@ class AdminServiceStub:
                 request_serializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueRequest.SerializeToString,
                 response_deserializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueResponse.FromString,
                 _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/celeriac.v1.AdminService/Events',
+                request_serializer=celeriac_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
+                response_deserializer=celeriac_dot_v1_dot_admin__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -111,6 +116,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Task and worker events as they happen, until the caller cancels. Only events after the
+        call began are sent (there is no history). A reader that falls behind never slows the
+        broker: each subscriber has a bounded buffer, events past it are dropped, and the next
+        event delivered says how many were missed (Event.dropped).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +158,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.PurgeQueue,
                     request_deserializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueRequest.FromString,
                     response_serializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueResponse.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=celeriac_dot_v1_dot_admin__pb2.EventsRequest.FromString,
+                    response_serializer=celeriac_dot_v1_dot_admin__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +327,33 @@ class AdminService:
             '/celeriac.v1.AdminService/PurgeQueue',
             celeriac_dot_v1_dot_admin__pb2.PurgeQueueRequest.SerializeToString,
             celeriac_dot_v1_dot_admin__pb2.PurgeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/celeriac.v1.AdminService/Events',
+            celeriac_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
+            celeriac_dot_v1_dot_admin__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,12 @@ class AdminServiceStub:
     """Drop dead letters."""
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PurgeQueueRequest, _admin_pb2.PurgeQueueResponse]
     """Drop every ready task of a queue (they finish as REVOKED with reason "purged")."""
+    Events: _grpc.UnaryStreamMultiCallable[_admin_pb2.EventsRequest, _admin_pb2.Event]
+    """Task and worker events as they happen, until the caller cancels. Only events after the
+    call began are sent (there is no history). A reader that falls behind never slows the
+    broker: each subscriber has a bounded buffer, events past it are dropped, and the next
+    event delivered says how many were missed (Event.dropped).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -59,6 +65,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Drop dead letters."""
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.PurgeQueueRequest, _admin_pb2.PurgeQueueResponse]  # type: ignore[assignment]
     """Drop every ready task of a queue (they finish as REVOKED with reason "purged")."""
+    Events: _aio.UnaryStreamMultiCallable[_admin_pb2.EventsRequest, _admin_pb2.Event]  # type: ignore[assignment]
+    """Task and worker events as they happen, until the caller cancels. Only events after the
+    call began are sent (there is no history). A reader that falls behind never slows the
+    broker: each subscriber has a bounded buffer, events past it are dropped, and the next
+    event delivered says how many were missed (Event.dropped).
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,5 +120,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.PurgeQueueResponse, _abc.Awaitable[_admin_pb2.PurgeQueueResponse]]:
         """Drop every ready task of a queue (they finish as REVOKED with reason "purged")."""
+
+    @_abc_1.abstractmethod
+    def Events(
+        self,
+        request: _admin_pb2.EventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.Event], _abc.AsyncIterator[_admin_pb2.Event]]:
+        """Task and worker events as they happen, until the caller cancels. Only events after the
+        call began are sent (there is no history). A reader that falls behind never slows the
+        broker: each subscriber has a bounded buffer, events past it are dropped, and the next
+        event delivered says how many were missed (Event.dropped).
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
