@@ -8,6 +8,7 @@ import grpc
 
 from broker.errors import BrokerError
 from broker.service import codec
+from broker.service.decoding import decoded
 from broker.service.events import BrokerEvent, Subscriber
 from broker.service.runtime import Runtime
 from broker.service.status import abort_with, translate_errors
@@ -104,6 +105,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> AsyncIterator[admin_pb2.Event]:
         """Task and worker events from now on, filtered, until the caller cancels."""
         try:
+            # A stream's request is not checked by the decoding wrapper (broker.service.decoding).
+            request = decoded(request, admin_pb2.EventsRequest)
             subscriber = Subscriber(
                 request.queues,
                 request.task_names,

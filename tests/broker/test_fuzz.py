@@ -32,6 +32,7 @@ from tests.broker.helpers import submit
 EXAMPLES = int(os.environ.get("CELERIAC_FUZZ_EXAMPLES", "120"))
 # A call that takes this long means the broker hangs: a failure like any other.
 CALL_TIMEOUT = 10.0
+SUBSCRIPTION_WAIT = 0.3
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
 FORBIDDEN_NUMBERS = {code.value[0] for code in FORBIDDEN}
 # Held waits are capped so that an example that waits on a task it submitted ends quickly.
@@ -185,6 +186,18 @@ def call(channel: grpc.Channel, method: MethodDescriptor, requests: list[bytes])
             )
             for data in stream(iter(requests), timeout=CALL_TIMEOUT):
                 check_reply(method, data)
+        elif method.server_streaming:
+            # A subscription (AdminService.Events) stays open until its caller leaves: a request
+            # it accepts ends at this short deadline, which is the right answer here.
+            subscribe = channel.unary_stream(
+                path(method), request_serializer=None, response_deserializer=None
+            )
+            try:
+                for _ in subscribe(requests[0], timeout=SUBSCRIPTION_WAIT):
+                    pass
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise
         else:
             unary = channel.unary_unary(
                 path(method), request_serializer=None, response_deserializer=None
