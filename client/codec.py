@@ -139,13 +139,21 @@ def _encoded(message: tasks_pb2.TaskResult, field: str) -> EncodedValue | None:
     return EncodedValue(payload.content_type, payload.body)
 
 
+# TaskErrorKind numbers to the names RemoteError.kind gives them ("timeout", "user_error", ...).
+_ERROR_KINDS = {
+    number: name.removeprefix("TASK_ERROR_KIND_").lower()
+    for name, number in tasks_pb2.TaskErrorKind.items()
+    if number
+}
+
+
 def result_record(message: tasks_pb2.TaskResult) -> ResultRecord:
     """What the broker said about one task."""
     error = None
     if message.HasField("error") and message.error.type:
         error = RemoteError(
             message.error.type, message.error.message, message.error.traceback,
-            message.error.retryable,
+            message.error.retryable, _ERROR_KINDS.get(message.error.kind, ""),
         )  # fmt: skip
     return ResultRecord(
         task_id=message.task_id,

@@ -108,16 +108,21 @@ class RemoteTaskError(CeleriacError):
         type_name: The remote exception's qualified type name, e.g. ``"myapp.errors.Oops"``.
         message: ``str()`` of the remote exception.
         remote_traceback: The traceback formatted on the worker, or ``""``.
+        kind: The language-neutral kind of the failure (``"user_error"``, ``"timeout"``,
+            ``"worker_lost"``, ...; tasks.proto ``TaskErrorKind``), or ``""``.
     """
 
-    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+    def __init__(
+        self, type_name: str, message: str, remote_traceback: str = "", kind: str = ""
+    ) -> None:
         super().__init__(f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
         self.message = message
         self.remote_traceback = remote_traceback
+        self.kind = kind
 
-    def __reduce__(self) -> tuple[type[RemoteTaskError], tuple[str, str, str]]:
-        return (RemoteTaskError, (self.type_name, self.message, self.remote_traceback))
+    def __reduce__(self) -> tuple[type[RemoteTaskError], tuple[str, str, str, str]]:
+        return (RemoteTaskError, (self.type_name, self.message, self.remote_traceback, self.kind))
 
 
 class Retry(CeleriacError):

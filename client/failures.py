@@ -52,7 +52,7 @@ def rebuild_exception(error: RemoteError) -> BaseException:
         _builtin_exception(error)
         or _celeriac_exception(error)
         or _imported_exception(error)
-        or RemoteTaskError(error.type_name, error.message, error.traceback)
+        or RemoteTaskError(error.type_name, error.message, error.traceback, error.kind)
     )
     if error.traceback:
         exception.add_note(f"Remote traceback (from the worker):\n{error.traceback.rstrip()}")

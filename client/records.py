@@ -71,6 +71,9 @@ class RemoteError:
     message: str
     traceback: str = ""
     retryable: bool = False
+    # The language-neutral kind (tasks.proto TaskErrorKind, lower case: "user_error",
+    # "timeout", "revoked", "expired", "worker_lost", ...), "" from a broker without it.
+    kind: str = ""
 
 
 # Not frozen (nothing changes a record once built): a frozen dataclass sets each field through

@@ -48,14 +48,55 @@ class Payload:
     body: bytes
 
 
+class ErrorKind(enum.Enum):
+    """The language-neutral kind of a task's failure (``TaskErrorKind`` in tasks.proto)."""
+
+    UNSPECIFIED = "unspecified"
+    USER_ERROR = "user_error"
+    TIMEOUT = "timeout"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    WORKER_LOST = "worker_lost"
+    NOT_REGISTERED = "not_registered"
+    SERIALIZATION = "serialization"
+    RESULT_TOO_LARGE = "result_too_large"
+
+
+# Celeriac's own error types, by the bare name workers and the broker give them, and their kind.
+# Any other error a worker reports is the task's own: USER_ERROR.
+_KIND_BY_TYPE = {
+    "TimeLimitExceeded": ErrorKind.TIMEOUT,
+    "SoftTimeLimitExceeded": ErrorKind.TIMEOUT,
+    "TaskRevoked": ErrorKind.REVOKED,
+    "TaskRevokedError": ErrorKind.REVOKED,
+    "TaskExpired": ErrorKind.EXPIRED,
+    "WorkerLost": ErrorKind.WORKER_LOST,
+    "WorkerLostError": ErrorKind.WORKER_LOST,
+    "NotRegistered": ErrorKind.NOT_REGISTERED,
+    "SerializationError": ErrorKind.SERIALIZATION,
+    "ContentTypeRefused": ErrorKind.SERIALIZATION,
+    "ResultTooLarge": ErrorKind.RESULT_TOO_LARGE,
+}
+
+
+def classify(type_name: str) -> ErrorKind:
+    """The kind of an error a worker reported without one, from its type name."""
+    return _KIND_BY_TYPE.get(type_name.rpartition(".")[2], ErrorKind.USER_ERROR)
+
+
 @dataclass(frozen=True, slots=True)
 class TaskError:
-    """A task's error as data."""
+    """A task's error as data; ``kind`` is derived from ``type`` unless given."""
 
     type: str
     message: str
     traceback: str = ""
     retryable: bool = False
+    kind: ErrorKind = ErrorKind.UNSPECIFIED
+
+    def __post_init__(self) -> None:
+        if self.kind is ErrorKind.UNSPECIFIED:
+            object.__setattr__(self, "kind", classify(self.type))
 
 
 @dataclass(slots=True)

@@ -11,7 +11,8 @@ ignore result, result TTL ms, max retries (or null).
 
 The state array, by position (FORMAT_VERSION 1): phase, state, retries, attempts, redeliveries,
 worker id, lease id, due (wall s or null), date done (wall s or null), queue sequence number,
-dead-lettered flag, error ([type, message, traceback, retryable] or null).
+dead-lettered flag, error ([type, message, traceback, retryable, kind] or null; rows written
+before the kind was kept have four items, and their kind is derived from the type again).
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
 
-from broker.core.model import NO_HEADERS, Payload, Phase, TaskError, TaskRecord, TaskSpec, TaskState
+from broker.core.model import (
+    NO_HEADERS,
+    ErrorKind,
+    Payload,
+    Phase,
+    TaskError,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+)
 
 FORMAT_VERSION = 1
 
@@ -122,7 +132,13 @@ def _number(value: float | None) -> str:
 
 
 def _error(error: TaskError) -> str:
-    return _dumps([error.type, error.message, error.traceback, error.retryable])
+    return _dumps([error.type, error.message, error.traceback, error.retryable, error.kind.value])
+
+
+def _decode_error(values: list[Any]) -> TaskError:
+    type_name, message, traceback, retryable, *kind = values
+    found = ErrorKind(kind[0]) if kind else ErrorKind.UNSPECIFIED  # UNSPECIFIED: derived
+    return TaskError(type_name, message, traceback, bool(retryable), found)
 
 
 def decode(stored: StoredTask) -> TaskRecord:
@@ -153,7 +169,7 @@ def decode(stored: StoredTask) -> TaskRecord:
         record.date_done = None if done is None else float(done)
         record.seq = int(seq)
         record.dead_lettered = bool(dead)
-        record.error = None if error is None else TaskError(*error)
+        record.error = None if error is None else _decode_error(error)
         record.result = stored.result
     except Exception as problem:
         raise ValueError(f"task {stored.task_id!r}: undecodable row ({problem})") from None

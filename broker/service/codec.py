@@ -15,6 +15,7 @@ from broker.core.model import (
     NO_HEADERS,
     Assignment,
     Cancel,
+    ErrorKind,
     Hello,
     LeaseExtension,
     Outcome,
@@ -80,15 +81,26 @@ def _write_payload(target: tasks_pb2.Payload, payload: Payload) -> None:
 
 
 def error_from_pb(message: tasks_pb2.TaskError) -> TaskError:
-    """Convert a wire error."""
-    return TaskError(message.type, message.message, message.traceback, message.retryable)
+    """Convert a wire error (an unset or unknown kind is derived from its type)."""
+    kind = _KIND_FROM_PB.get(message.kind, ErrorKind.UNSPECIFIED)
+    return TaskError(message.type, message.message, message.traceback, message.retryable, kind)
 
 
 def error_to_pb(error: TaskError) -> tasks_pb2.TaskError:
     """Convert a core error."""
     return tasks_pb2.TaskError(
-        type=error.type, message=error.message, traceback=error.traceback, retryable=error.retryable
+        type=error.type,
+        message=error.message,
+        traceback=error.traceback,
+        retryable=error.retryable,
+        kind=_KIND_TO_PB[error.kind],
     )
+
+
+_KIND_TO_PB = {
+    kind: tasks_pb2.TaskErrorKind.Value(f"TASK_ERROR_KIND_{kind.name}") for kind in ErrorKind
+}
+_KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
 
 
 def state_from_pb(number: int, field: str) -> TaskState:

@@ -80,6 +80,60 @@ TASK_STATE_REVOKED: TaskState.ValueType  # 7
 """Revoked before or while it ran; it will not run (again)."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
+class _TaskErrorKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskErrorKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_ERROR_KIND_UNSPECIFIED: _TaskErrorKind.ValueType  # 0
+    """Not classified: a worker left it unset. The broker classifies what it stores and sends, so
+    readers see this only from a broker that predates the field.
+    """
+    TASK_ERROR_KIND_USER_ERROR: _TaskErrorKind.ValueType  # 1
+    """The task's own code failed (raised, or returned something it could not)."""
+    TASK_ERROR_KIND_TIMEOUT: _TaskErrorKind.ValueType  # 2
+    """A time limit ended it: the worker's hard or soft limit, or the broker's lease deadline."""
+    TASK_ERROR_KIND_REVOKED: _TaskErrorKind.ValueType  # 3
+    """Revoked by a client or an operator (revoke, purge), before or while it ran."""
+    TASK_ERROR_KIND_EXPIRED: _TaskErrorKind.ValueType  # 4
+    """Its `expires` time passed before it could run; it never ran."""
+    TASK_ERROR_KIND_WORKER_LOST: _TaskErrorKind.ValueType  # 5
+    """The worker (or its pool process) running it died or was lost, too many times to go on."""
+    TASK_ERROR_KIND_NOT_REGISTERED: _TaskErrorKind.ValueType  # 6
+    """No worker that took it knew the task name."""
+    TASK_ERROR_KIND_SERIALIZATION: _TaskErrorKind.ValueType  # 7
+    """Its arguments could not be decoded, or its result encoded (content type, malformed data)."""
+    TASK_ERROR_KIND_RESULT_TOO_LARGE: _TaskErrorKind.ValueType  # 8
+    """Its result was larger than the broker's payload limit, so it was not stored."""
+
+class TaskErrorKind(_TaskErrorKind, metaclass=_TaskErrorKindEnumTypeWrapper):
+    """What kind of failure a task's error is, whatever language raised it: programs decide on
+    this (alert, retry, give up) rather than on a language's type names.
+    """
+
+TASK_ERROR_KIND_UNSPECIFIED: TaskErrorKind.ValueType  # 0
+"""Not classified: a worker left it unset. The broker classifies what it stores and sends, so
+readers see this only from a broker that predates the field.
+"""
+TASK_ERROR_KIND_USER_ERROR: TaskErrorKind.ValueType  # 1
+"""The task's own code failed (raised, or returned something it could not)."""
+TASK_ERROR_KIND_TIMEOUT: TaskErrorKind.ValueType  # 2
+"""A time limit ended it: the worker's hard or soft limit, or the broker's lease deadline."""
+TASK_ERROR_KIND_REVOKED: TaskErrorKind.ValueType  # 3
+"""Revoked by a client or an operator (revoke, purge), before or while it ran."""
+TASK_ERROR_KIND_EXPIRED: TaskErrorKind.ValueType  # 4
+"""Its `expires` time passed before it could run; it never ran."""
+TASK_ERROR_KIND_WORKER_LOST: TaskErrorKind.ValueType  # 5
+"""The worker (or its pool process) running it died or was lost, too many times to go on."""
+TASK_ERROR_KIND_NOT_REGISTERED: TaskErrorKind.ValueType  # 6
+"""No worker that took it knew the task name."""
+TASK_ERROR_KIND_SERIALIZATION: TaskErrorKind.ValueType  # 7
+"""Its arguments could not be decoded, or its result encoded (content type, malformed data)."""
+TASK_ERROR_KIND_RESULT_TOO_LARGE: TaskErrorKind.ValueType  # 8
+"""Its result was larger than the broker's payload limit, so it was not stored."""
+Global___TaskErrorKind: _TypeAlias = TaskErrorKind  # noqa: Y015
+
 @_typing.final
 class Payload(_message.Message):
     """Opaque bytes and how to decode them. The broker never looks inside."""
@@ -120,6 +174,7 @@ class TaskError(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     TRACEBACK_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Exception type name, qualified by module where known (e.g. "builtins.ZeroDivisionError")."""
     message: _builtins.str
@@ -128,6 +183,10 @@ class TaskError(_message.Message):
     """The formatted remote traceback, if any."""
     retryable: _builtins.bool
     """Whether retrying could help. The worker sets false for errors declared non-retryable."""
+    kind: Global___TaskErrorKind.ValueType
+    """The language-neutral kind of failure. A worker may set it; when it does not, the broker
+    classifies the error: Celeriac's own error types by name, any other as USER_ERROR.
+    """
     def __init__(
         self,
         *,
@@ -135,10 +194,11 @@ class TaskError(_message.Message):
         message: _builtins.str = ...,
         traceback: _builtins.str = ...,
         retryable: _builtins.bool = ...,
+        kind: Global___TaskErrorKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "retryable", b"retryable", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "retryable", b"retryable", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
+from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
 from client import AsyncResult, Celeriac, group
 from client.errors import TaskExpired, TaskRevokedError
 from tests.e2e import tasks
@@ -274,3 +276,28 @@ def test_a_class_based_task_hook_runs_in_the_worker_process(
         result.id,
     )
     assert int(pid) != os.getpid()
+
+
+def test_every_failure_reads_with_a_language_neutral_kind(
+    app: Celeriac, start_worker: StartWorker, broker_process: BrokerProcess
+) -> None:
+    start_worker("--time-limit", "1")
+    failed = tasks.fail.delay("boom")
+    timed_out = tasks.hangs_past_hard_limit.delay()
+    expired = tasks.add.apply_async((1, 1), queue="nobody", expires=0.2)
+    unknown = app.send_task("tests.e2e.tasks.no_such_task")
+    for result in (failed, timed_out, expired, unknown):
+        result.get(timeout=30, propagate=False)
+    # What a client in any other language reads: TaskResult.error.kind.
+    with grpc.insecure_channel(broker_process.address) as channel:
+        stub = client_pb2_grpc.TaskServiceStub(channel)
+        request = client_pb2.GetResultsRequest(
+            task_ids=[failed.id, timed_out.id, expired.id, unknown.id]
+        )
+        kinds = [r.error.kind for r in stub.GetResults(request, timeout=10).results]
+    assert kinds == [
+        tasks_pb2.TASK_ERROR_KIND_USER_ERROR,
+        tasks_pb2.TASK_ERROR_KIND_TIMEOUT,
+        tasks_pb2.TASK_ERROR_KIND_EXPIRED,
+        tasks_pb2.TASK_ERROR_KIND_NOT_REGISTERED,
+    ]
