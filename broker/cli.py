@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="when acknowledged changes reach the disk (default everysec)",
     )
     serve_parser.add_argument("--events-buffer", type=int, help="events a subscriber may lag")
+    serve_parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (default off)"
+    )
+    serve_parser.add_argument("--metrics-host", help="interface for /metrics (default 127.0.0.1)")
     check_parser = commands.add_parser("check", help="verify a data dir offline")
     check_parser.add_argument(
         "--data-dir", help="the data dir to verify (default: as serve would use)"

@@ -121,6 +121,11 @@ class BrokerConfig:
     # slow reader never slows the broker. A reader keeping up holds a handful.
     events_buffer: int = setting(10_000, at_least(1))
 
+    # Prometheus /metrics over HTTP: off (-1) unless a port is given (0 picks a free one). It has
+    # no authentication, so it binds loopback unless metrics_host says otherwise.
+    metrics_port: int = setting(-1, in_range(-1, PORT_MAX))
+    metrics_host: str = setting(DEFAULT_HOST, is_host)
+
     def __post_init__(self) -> None:
         validate(self)
 

@@ -21,6 +21,7 @@ from broker.journal.sqlite_store import SQLiteStore
 from broker.journal.store import Store
 from broker.service.admin_service import AdminService
 from broker.service.decoding import add_service
+from broker.service.metrics import MetricsServer
 from broker.service.runtime import Runtime
 from broker.service.task_service import TaskService
 from broker.service.worker_service import WorkerService
@@ -108,6 +109,7 @@ class BrokerServer:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self.runtime: Runtime | None = None
+        self.metrics: MetricsServer | None = None
 
     async def start(self) -> str:
         """Bind, start serving and return the address actually bound ("host:port").
@@ -156,6 +158,9 @@ class BrokerServer:
         port = _bind(server, bind_host, config.port)
         # After binding (a taken port is the one error line) and before serving anyone.
         self._open_journal(runtime)
+        if config.metrics_port >= 0:
+            # After recovery, so that replayed tasks are not counted as new events.
+            self.metrics = _serve_metrics(runtime, config)
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -243,6 +248,17 @@ class BrokerServer:
 
 class CannotListen(RuntimeError):
     """The broker cannot bind its address (the port is taken, or the host is not this machine's)."""
+
+
+def _serve_metrics(runtime: Runtime, config: BrokerConfig) -> MetricsServer:
+    host = config.metrics_host.removeprefix("[").removesuffix("]")
+    address = f"{bracketed(host)}:{config.metrics_port}"
+    try:
+        metrics = MetricsServer.start(runtime, host, config.metrics_port)
+    except OSError as error:
+        raise CannotListen(f"cannot serve metrics on {address}: {error.strerror}") from None
+    logger.info("metrics on http://%s:%d/metrics", bracketed(host), metrics.port)
+    return metrics
 
 
 def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
