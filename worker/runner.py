@@ -23,7 +23,7 @@ from importlib import metadata
 import grpc
 
 from client import signals
-from worker import codec
+from worker import codec, tasklog
 from worker.config import WorkerConfig, grpc_target, worker_id
 from worker.errors import BrokerUnavailable, NotStarted, WorkerError
 from worker.execution import resolve_limits, revoked_outcome
@@ -100,6 +100,8 @@ class Worker:
         self._session: Session | None = None
         self._limits = PayloadLimits()  # the broker's defaults until its Welcome says otherwise
         self._running: dict[str, Job] = {}
+        # When each running task started, kept only while per-task log lines are on (tasklog).
+        self._started_at: dict[str, float] = {}
         self._hold_timer: asyncio.TimerHandle | None = None
         self._cancelled: dict[str, str] = {}
         self._accepting = True
@@ -317,6 +319,7 @@ class Worker:
         now = asyncio.get_running_loop().time()
         for job in jobs:
             self._prefetch.assigned(job, now)
+            tasklog.received(job)
         if not self._accepting:
             self._return_buffered()
             return
@@ -386,6 +389,9 @@ class Worker:
             self._buffer.add_returned(job.lease_id)
             return
         logger.debug("task started id=%s name=%s attempt=%d", job.task_id, job.name, job.attempt)
+        started = tasklog.now()
+        if started is not None:
+            self._started_at[job.lease_id] = started
         self._running[job.lease_id] = job
         self._idle.clear()
         self._buffer.add_started(job.lease_id)
@@ -393,6 +399,7 @@ class Worker:
 
     def _on_finished(self, job: Job, future: asyncio.Future[Outcome]) -> None:
         self._running.pop(job.lease_id, None)
+        started = self._started_at.pop(job.lease_id, None) if self._started_at else None
         if not future.cancelled() and isinstance(future.exception(), NotStarted):
             self._rebuffer(job)
             return
@@ -411,6 +418,7 @@ class Worker:
         logger.debug(
             "task finished id=%s name=%s state=%s", job.task_id, job.name, outcome.state.value
         )
+        tasklog.finished(job, outcome, started)
         self._buffer.add_outcome(outcome, credit=0)
         self._top_up()
         if not self._running:
