@@ -6,11 +6,17 @@ the harness builds its own app per broker with `make_app`, registering the same 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from client import Celeriac
+
+# The worker's per-task INFO lines (worker.tasklog) are off, as Celery's are on its side
+# (systems/celery_app.py): the harness runs both workers at INFO to see their "ready" lines, and
+# the comparison is of the queues, not of log formatting.
+logging.getLogger("worker.tasklog").setLevel(logging.WARNING)
 
 NOOP = "bench.noop"
 ASYNC_NOOP = "bench.async_noop"

@@ -38,9 +38,10 @@ def _quiet_per_task_logs(**_: Any) -> None:
     """Keep Celery's worker from logging every task, as Celeriac's does not.
 
     The harness starts both workers at ``--loglevel info`` (it waits for their "ready" lines).
-    At INFO, Celery writes two lines per task (received, succeeded); Celeriac logs per task at
-    DEBUG only. Celery's own default level, WARNING, prints neither, so turning them off
-    compares the queues, not log formatting.
+    At INFO, Celery writes two lines per task (received, succeeded), and so does Celeriac's
+    worker (worker.tasklog, turned off the same way in bench/tasks_celeriac.py). Celery's own
+    default level, WARNING, prints neither, so turning them off compares the queues, not log
+    formatting.
     """
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
