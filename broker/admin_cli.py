@@ -13,6 +13,7 @@ import grpc
 
 from celeriac.address import DEFAULT_ADDRESS, Address, parse_address
 from celeriac.cli import usage_error
+from celeriac.connection import ChannelSecurity, open_channel
 from celeriac.settings import InvalidSetting, is_address
 from celeriac.v1 import admin_pb2, admin_pb2_grpc
 
@@ -28,6 +29,13 @@ def add_commands(commands: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--broker", help=f"broker address (default: $CELERIAC_BROKER, else {DEFAULT_ADDRESS})"
+    )
+    env = os.environ.get
+    common.add_argument("--tls-ca", default=env("CELERIAC_TLS_CA", ""), help="PEM CA bundle")
+    common.add_argument("--tls-cert", default=env("CELERIAC_TLS_CERT", ""), help="PEM client cert")
+    common.add_argument("--tls-key", default=env("CELERIAC_TLS_KEY", ""), help="its PEM key")
+    common.add_argument(
+        "--token", default=env("CELERIAC_TOKEN", ""), help="admin bearer token (CELERIAC_TOKEN)"
     )
     commands.add_parser("queues", parents=[common], help="list queues and their depths")
     commands.add_parser("workers", parents=[common], help="list connected workers")
@@ -54,12 +62,16 @@ def run(args: argparse.Namespace) -> int:
     """Run one admin command; returns the exit code."""
     try:
         address = _broker_address(args.broker)
-    except InvalidSetting as error:
+        security = ChannelSecurity.for_address(
+            address, args.tls_ca, args.tls_cert, args.tls_key, args.token
+        )
+        channel = open_channel(address.target, security, ())
+    except ValueError as error:  # InvalidSetting, an unreadable certificate
         return usage_error(error)
     if args.command == "dead" and args.limit < 0:
         return usage_error(f"--limit {args.limit} must not be negative")
     try:
-        with grpc.insecure_channel(address.target) as channel:
+        with channel:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             if args.command == "events":
                 return _events(stub, args)

@@ -14,6 +14,7 @@ from broker.collector import thaw_periodically, tune_collector
 from broker.config import FSYNC_POLICIES, BrokerConfig
 from broker.journal import check
 from broker.journal.store import StoreError
+from broker.service.security import ServerSecurity, load_security
 from broker.service.server import CannotListen, serve
 from celeriac.cli import (
     EXIT_USAGE,
@@ -80,8 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument(
         "--data-dir", help="the data dir to verify (default: as serve would use)"
     )
+    _add_security_flags(serve_parser)
     admin_cli.add_commands(commands)
     return parser
+
+
+def _add_security_flags(serve_parser: argparse.ArgumentParser) -> None:
+    flags = serve_parser.add_argument_group("security (see README: Security)")
+    flags.add_argument("--tls-cert", help="PEM certificate chain: turns TLS on (with --tls-key)")
+    flags.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    flags.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates")
+    flags.add_argument("--tokens-file", help="bearer tokens with roles, ROLES:NAME:TOKEN lines")
+    flags.add_argument(
+        "--accept-content", help="argument content types accepted (default json; json,pickle)"
+    )
+    flags.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --host with no tokens (anyone who reaches it may do anything)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,12 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     values, labels = flag_values(args, (field.name for field in dataclasses.fields(BrokerConfig)))
     try:
         config = BrokerConfig.from_env(values=values, labels=labels)
-    except InvalidSetting as error:
+        security = load_security(config)
+    except ValueError as error:  # InvalidSetting, unreadable certificates or tokens
         return usage_error(error)
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     tune_collector()
     try:
-        asyncio.run(_serve_daemon(config))
+        asyncio.run(_serve_daemon(config, security))
     except CannotListen as error:
         return usage_error(error)
     except StoreError as error:
@@ -113,10 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return RET_OK
 
 
-async def _serve_daemon(config: BrokerConfig) -> None:
+async def _serve_daemon(config: BrokerConfig, security: ServerSecurity) -> None:
     """Serve, with the collector's hourly full pass running beside (see broker.collector)."""
     thaw = asyncio.create_task(thaw_periodically(config.gc_thaw_interval))
     try:
-        await serve(config)
+        await serve(config, security)
     finally:
         thaw.cancel()

@@ -31,6 +31,8 @@ from celeriac.settings import (
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
+# Short names for --accept-content; anything with a "/" is taken as a media type as it is.
+CONTENT_TYPE_ALIASES = {"json": "application/json", "pickle": "application/x-python-pickle"}
 DAY = 24 * 3600.0
 ENV_PREFIX = "CELERIAC_BROKER_"
 FSYNC_POLICIES = ("always", "everysec", "no")
@@ -116,6 +118,20 @@ class BrokerConfig:
     # When acknowledged changes reach stable storage: "always" (before the answer), "everysec"
     # (the default, like Redis's appendfsync) or "no" (the OS decides). See README Durability.
     fsync: str = setting("everysec", one_of(*FSYNC_POLICIES))
+    # TLS: the server's certificate chain and key (PEM files). Both or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Mutual TLS: a CA bundle; when set, every peer must present a certificate it signed.
+    tls_client_ca: str = ""
+    # Bearer tokens with roles (format: broker.tokens). With none, every call is allowed, so
+    # the broker refuses a non-loopback address unless `insecure` says the operator meant it.
+    tokens_file: str = ""
+    # Inline entries (CELERIAC_BROKER_TOKENS); never in a repr, and no check quotes them.
+    tokens: str = dataclasses.field(default="", repr=False)
+    insecure: bool = False
+    # Content types of task arguments the broker accepts: a plain string comparison, the
+    # broker never decodes payloads. Pickle runs code where it is loaded, so it is opt-in.
+    accept_content: str = setting("json", lambda value, _: _content_types_problem(value))
 
     # Events one Events subscriber may have waiting; past it they are dropped and counted, so a
     # slow reader never slows the broker. A reader keeping up holds a handful.
@@ -154,7 +170,22 @@ class BrokerConfig:
             env[f"{ENV_PREFIX}DATA_DIR"] = env["CELERIAC_DATA_DIR"]  # the name issue 13 uses
         return load(cls, env, prefix=ENV_PREFIX, values=values, labels=labels)
 
+    def accepted_content_types(self) -> frozenset[str]:
+        """The media types of ``accept_content`` (``json,pickle`` -> their full names)."""
+        names = (part.strip() for part in self.accept_content.split(","))
+        return frozenset(CONTENT_TYPE_ALIASES.get(name, name) for name in names if name)
+
     def replace(self, **changes: object) -> BrokerConfig:
         """Return a copy with ``changes`` applied (None values are ignored)."""
         kept = {key: value for key, value in changes.items() if value is not None}
         return dataclasses.replace(self, **kept)  # type: ignore[arg-type]
+
+
+def _content_types_problem(value: str) -> str | None:
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        return "names no content type"
+    for name in names:
+        if name not in CONTENT_TYPE_ALIASES and "/" not in name:
+            return f"has {name[:40]!r}, which is not json, pickle or a media type (type/subtype)"
+    return None

@@ -124,3 +124,31 @@ class ShuttingDown(BrokerError):
     """The broker is stopping and accepts no new work."""
 
     reason = "SHUTTING_DOWN"
+
+
+class Unauthenticated(BrokerError):
+    """A call carries no bearer token, or one the broker does not know."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(BrokerError):
+    """A call's token is valid, but its role may not call this method."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class ContentTypeNotAccepted(InvalidArgument):
+    """Task arguments are in a content type the operator did not accept (--accept-content)."""
+
+    reason = "CONTENT_TYPE_NOT_ACCEPTED"
+
+
+class SessionFenced(BrokerError):
+    """A newer session opened with this session's worker id; this one is over.
+
+    A failed precondition, not an outage: a second process sharing a worker id stops instead
+    of fencing the first one back.
+    """
+
+    reason = "SESSION_FENCED"

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from celeriac.address import DEFAULT_ADDRESS, Address, parse_address
+from celeriac.connection import ChannelSecurity
 from celeriac.settings import (
     at_least,
     computed_setting,
@@ -54,6 +55,11 @@ class ClientConfig:
         task_always_eager: ``delay()`` and ``apply_async()`` run the task here and now instead
             of sending it (Celery's setting, for tests; see :mod:`client.eager`).
         task_eager_propagates: An eagerly run task's failure is raised at once.
+        tls_ca: PEM bundle of the CAs that sign the broker's certificate (turns TLS on; the
+            system's trust store serves ``grpcs://`` without it).
+        tls_cert: PEM client certificate, for a broker that requires mutual TLS.
+        tls_key: PEM private key of ``tls_cert``.
+        token: Bearer token sent with every call (never shown in ``repr``).
     """
 
     broker: str = setting(DEFAULT_BROKER, is_address)
@@ -68,9 +74,15 @@ class ClientConfig:
     group_chunk_size: int = setting(1000, at_least(1), env="")
     task_always_eager: bool = setting(False, env="")
     task_eager_propagates: bool = setting(False, env="")
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    # No check may quote it, so it has none here; ChannelSecurity's never name it.
+    token: str = dataclasses.field(default="", repr=False)
 
     def __post_init__(self) -> None:
         validate(self, ConfigurationError)  # fail at construction, not at the first call
+        _ = self.security  # the same: a half-given certificate fails here
         accept = tuple(_content_type(name) for name in self.accept_content)
         if self.allow_pickle and PICKLE not in accept:
             accept = (*accept, PICKLE)  # allowing pickle means accepting it too
@@ -88,13 +100,24 @@ class ClientConfig:
         """The broker address in the ``host:port`` form gRPC expects."""
         return self.address.target
 
+    @property
+    def security(self) -> ChannelSecurity:
+        """TLS and token settings for the channel (celeriac.connection)."""
+        try:
+            return ChannelSecurity.for_address(
+                self.address, self.tls_ca, self.tls_cert, self.tls_key, self.token
+            )
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ClientConfig:
         """Build a config from ``CELERIAC_*`` variables, then apply explicit overrides.
 
         Variables: ``CELERIAC_BROKER``, ``CELERIAC_CONNECT_TIMEOUT``, ``CELERIAC_RPC_TIMEOUT``,
         ``CELERIAC_DEFAULT_QUEUE``, ``CELERIAC_ALLOW_PICKLE`` (1/true/yes),
-        ``CELERIAC_RESULT_CHUNK_WAIT``.
+        ``CELERIAC_RESULT_CHUNK_WAIT``, ``CELERIAC_TLS_CA``, ``CELERIAC_TLS_CERT``,
+        ``CELERIAC_TLS_KEY``, ``CELERIAC_TOKEN``.
 
         Args:
             environ: The environment to read; ``os.environ`` by default.

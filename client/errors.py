@@ -49,6 +49,14 @@ class BrokerGone(BrokerUnavailable):
     """
 
 
+class AuthenticationError(CeleriacError):
+    """The broker wants a bearer token (``token=`` or ``CELERIAC_TOKEN``), or does not know it."""
+
+
+class PermissionDenied(CeleriacError, PermissionError):
+    """The token is valid but its role may not make this call (e.g. a worker token submitting)."""
+
+
 class TimeoutError(CeleriacError, builtins.TimeoutError):
     """A result was not ready within the ``timeout`` the caller gave."""
 

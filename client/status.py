@@ -19,12 +19,15 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from client.errors import (
+    AuthenticationError,
     BrokerGone,
     BrokerUnavailable,
     CeleriacError,
+    ContentTypeRefused,
     InvalidTaskSpec,
     LimitExceeded,
     PayloadTooLarge,
+    PermissionDenied,
     QueueFull,
     TaskNotFound,
 )
@@ -45,6 +48,9 @@ REASON_ERRORS: dict[str, type[CeleriacError]] = {
     "QUEUES_EXCEEDED": LimitExceeded,
     "SESSIONS_EXCEEDED": LimitExceeded,
     "SHUTTING_DOWN": BrokerGone,
+    "UNAUTHENTICATED": AuthenticationError,
+    "PERMISSION_DENIED": PermissionDenied,
+    "CONTENT_TYPE_NOT_ACCEPTED": ContentTypeRefused,
 }
 
 # For errors without a reason. RESOURCE_EXHAUSTED without one comes from gRPC itself: a message
@@ -58,6 +64,8 @@ STATUS_ERRORS: dict[grpc.StatusCode, type[CeleriacError]] = {
     grpc.StatusCode.OUT_OF_RANGE: InvalidTaskSpec,
     grpc.StatusCode.RESOURCE_EXHAUSTED: PayloadTooLarge,
     grpc.StatusCode.NOT_FOUND: TaskNotFound,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 # A session call's error carries the code's wire number (google.rpc.Code).

@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from celeriac.connection import open_aio_channel, open_channel
 from celeriac.v1 import client_pb2, client_pb2_grpc
 from client import codec, states
 from client.call_stream import AsyncCallStream, AsyncResultWatch, CallStream, ResultWatch
@@ -292,7 +293,7 @@ class Transport:
                 self._connected = False
             if self._channel is None or self._stub is None:
                 logger.debug("opening channel to %s", self._target)
-                self._channel = grpc.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+                self._channel = open_channel(self._target, self._config.security, CHANNEL_OPTIONS)
                 self._stub = client_pb2_grpc.TaskServiceStub(self._channel)
             stub = self._stub
         if not self._connected:
@@ -500,7 +501,7 @@ class AsyncTransport:
         if connection is None:
             # Forget channels whose loop is gone; they cannot be closed from here.
             self._stubs = {k: v for k, v in self._stubs.items() if not k.is_closed()}
-            channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+            channel = open_aio_channel(self._target, self._config.security, CHANNEL_OPTIONS)
             connection = _LoopConnection(channel)
             self._stubs[loop] = connection
         if not connection.connected:
@@ -604,7 +605,9 @@ def _watchable(spec: SubmitSpec) -> bool:
 
 
 def _unreachable(target: str, config: ClientConfig) -> str:
+    tls = "grpcs:// (TLS)" if config.security.tls else "plain text"
     return (
-        f"cannot reach the broker at {target} within {config.connect_timeout:g}s "
-        "(is `python -m broker serve` running there? set CELERIAC_BROKER or broker=...)"
+        f"cannot reach the broker at {target} within {config.connect_timeout:g}s over {tls} "
+        "(is `python -m broker serve` running there, with the same TLS setting? "
+        "set CELERIAC_BROKER or broker=...)"
     )

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefetch-hold", type=float, help="seconds a prefetched task waits before handed back"
     )
     parser.add_argument("--allow-pickle", action="store_true", default=None, help="accept pickle")
+    parser.add_argument("--tls-ca", help="PEM CA bundle for the broker's certificate (TLS on)")
+    parser.add_argument("--tls-cert", help="PEM client certificate (for mutual TLS)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--token", help="bearer token of the worker role (CELERIAC_TOKEN keeps it out of ps)"
+    )
     return parser
 
 

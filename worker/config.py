@@ -7,12 +7,14 @@ checked when the config is built (`celeriac.settings`), so a bad one is refused 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from celeriac.address import DEFAULT_ADDRESS, parse_address
+from celeriac.connection import ChannelSecurity
 from celeriac.settings import (
     at_least,
     computed_setting,
@@ -73,6 +75,10 @@ class WorkerConfig:
         prefetch_hold: Seconds a prefetched task may wait for a slot before it is handed back
             to the broker (to run on another worker), after which the worker stops
             prefetching until one of its running tasks finishes.
+        tls_ca: PEM bundle of the CAs that sign the broker's certificate (turns TLS on).
+        tls_cert: PEM client certificate, for a broker that requires mutual TLS.
+        tls_key: PEM private key of `tls_cert`.
+        token: Bearer token of the worker role (never shown in `repr`).
     """
 
     tasks: tuple[str, ...] = setting((), env="")
@@ -91,9 +97,28 @@ class WorkerConfig:
     prefetch_max: int = setting(500, not_negative)
     prefetch_window: float = setting(0.1, not_negative)
     prefetch_hold: float = setting(1.0, positive)
+    tls_ca: str = setting("", env="CELERIAC_TLS_CA")
+    tls_cert: str = setting("", env="CELERIAC_TLS_CERT")
+    tls_key: str = setting("", env="CELERIAC_TLS_KEY")
+    # No check may quote it, so it has none; never in a repr.
+    token: str = dataclasses.field(default="", repr=False, metadata={"env": "CELERIAC_TOKEN"})
 
     def __post_init__(self) -> None:
         validate(self, ConfigurationError)
+        self.security(self.broker or DEFAULT_ADDRESS)  # a half-given certificate fails here
+
+    def security(self, address: str) -> ChannelSecurity:
+        """TLS and token settings for a channel to `address` (celeriac.connection).
+
+        Raises:
+            ConfigurationError: The address is malformed, or a certificate lacks its key.
+        """
+        try:
+            return ChannelSecurity.for_address(
+                parse_address(address), self.tls_ca, self.tls_cert, self.tls_key, self.token
+            )
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
 
     @classmethod
     def from_env(
@@ -107,7 +132,8 @@ class WorkerConfig:
 
         Variables: CELERIAC_BROKER, CELERIAC_LOGLEVEL, and CELERIAC_WORKER_<FIELD> for the
         others (CELERIAC_WORKER_CONCURRENCY, CELERIAC_WORKER_QUEUES=a,b,
-        CELERIAC_WORKER_ALLOW_PICKLE=1 ...).
+        CELERIAC_WORKER_ALLOW_PICKLE=1 ...); CELERIAC_TLS_CA, CELERIAC_TLS_CERT, CELERIAC_TLS_KEY
+        and CELERIAC_TOKEN are shared with the client.
 
         Args:
             environ: The environment to read; os.environ by default.

@@ -22,6 +22,7 @@ from importlib import metadata
 
 import grpc
 
+from celeriac.connection import open_aio_channel
 from client import signals
 from worker import codec, tasklog
 from worker.config import WorkerConfig, grpc_target, worker_id
@@ -136,8 +137,11 @@ class Worker:
         if handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.shutdown)
-        options = _channel_options(self.config)
-        channel = grpc.aio.insecure_channel(grpc_target(self.address), options=options)
+        channel = open_aio_channel(
+            grpc_target(self.address),
+            self.config.security(self.address),
+            _channel_options(self.config),
+        )
         try:
             await self._keep_connected(channel)
         finally:

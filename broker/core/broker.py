@@ -85,7 +85,9 @@ class Broker:
         )
         self._keys = IdempotencyKeys(self.lifecycle.timers)
         self._task_ids = TaskIds()
-        self._limits = Limits(max_payload_bytes=cfg.max_payload_bytes)
+        self._limits = Limits(
+            max_payload_bytes=cfg.max_payload_bytes, accept_content=cfg.accepted_content_types()
+        )
         # Idle queues are swept when the count of known queues doubles (amortised O(1) per
         # submit), so memory follows the queues in use, not every name ever seen.
         self._sweep_queues_at = _QUEUE_SWEEP_MIN

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from broker.core.model import DEFAULT_QUEUE, Assignment, Cancel, Hello
 from broker.core.timers import Timer
+from broker.errors import BrokerError
 
 if TYPE_CHECKING:
     from broker.core.leases import Lease
@@ -29,8 +30,9 @@ class Outbox:
     # assignments, or go when the service says acks are due.
     outcome_acks: list[str] = field(default_factory=list)
     drain: str | None = None
-    # Set when the broker gives up on the session (missed pings): the stream must end.
-    drop: str | None = None
+    # Set when the broker gives up on the session: the stream must end. A message for a lost
+    # peer (missed pings: UNAVAILABLE, it may reconnect), an error for a refusal (fencing).
+    drop: str | BrokerError | None = None
 
     def __bool__(self) -> bool:
         return bool(self.assignments or self.cancels or self.rejections or self.drain or self.drop)

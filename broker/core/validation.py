@@ -7,11 +7,8 @@ import re
 from dataclasses import dataclass
 
 from broker.core.model import TaskSpec
-from broker.errors import InvalidArgument, InvalidName, PayloadTooLarge
+from broker.errors import ContentTypeNotAccepted, InvalidArgument, InvalidName, PayloadTooLarge
 
-# JSON is what every client speaks; pickle is passed through for Python-only deployments that
-# opt in on both sides. The broker never decodes either.
-KNOWN_CONTENT_TYPES = frozenset({"application/json", "application/x-python-pickle"})
 MAX_NAME_LENGTH = 255
 MAX_TASK_ID_LENGTH = 255
 MAX_KEY_LENGTH = 255
@@ -21,9 +18,15 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The configured limits a spec is checked against."""
+    """The configured limits a spec is checked against.
+
+    ``accept_content`` is the operator's list of argument content types (``--accept-content``).
+    A spec's content type is compared with it as a plain string: the broker never decodes
+    arguments, it only refuses what it was not told to pass on (pickle, by default).
+    """
 
     max_payload_bytes: int
+    accept_content: frozenset[str] = frozenset({"application/json"})
 
 
 def validate_spec(spec: TaskSpec, limits: Limits) -> None:
@@ -98,10 +101,11 @@ def _valid_queue_name(name: str) -> bool:
 def _check_payload(spec: TaskSpec, limits: Limits) -> None:
     args = spec.args
     if args is not None and (args.content_type or args.body):
-        if args.content_type not in KNOWN_CONTENT_TYPES:
-            known = ", ".join(sorted(KNOWN_CONTENT_TYPES))
-            raise InvalidArgument(
-                f"unknown content type {args.content_type[:100]!r}; expected one of {known}"
+        if args.content_type not in limits.accept_content:
+            accepted = ", ".join(sorted(limits.accept_content))
+            raise ContentTypeNotAccepted(
+                f"content type {args.content_type[:100]!r} is not accepted by this broker "
+                f"(--accept-content: {accepted})"
             )
         if len(args.body) > limits.max_payload_bytes:
             raise PayloadTooLarge(

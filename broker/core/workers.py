@@ -27,7 +27,7 @@ from broker.core.model import (
 )
 from broker.core.sessions import Session
 from broker.core.validation import QUEUE_NAME, check_name
-from broker.errors import InvalidArgument, InvalidName, NotFound
+from broker.errors import InvalidArgument, InvalidName, NotFound, SessionFenced
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class WorkerSessions:
                 raise InvalidName(f"invalid queue name {queue[:140]!r} in Hello.queues")
         for name in hello.task_names:
             check_name(name, "a name in Hello.task_names")
+        self._fence(hello.worker_id)
         clock = self._lifecycle.clock
         session = Session(uuid.uuid4().hex, hello, clock.time(), clock.monotonic())
         kept = self._reclaim(session, hello.held_lease_ids)
@@ -180,6 +181,23 @@ class WorkerSessions:
             )
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _fence(self, worker_id: str) -> None:
+        """End the open sessions of ``worker_id``: the newest session of a worker id wins.
+
+        A worker that reconnects after a broken stream may arrive before the broker noticed
+        the old stream is dead; refusing it would stall the worker for up to a ping timeout.
+        The old session is closed like a lost one: its stream ends, reports on it are rejected,
+        and the new session reclaims the leases its Hello names (the rest are requeued after
+        the grace period). Only worker-role tokens may open sessions (broker.service.auth).
+        """
+        for session in list(self.sessions.values()):
+            if session.worker_id == worker_id and not session.closed:
+                session.outbox.drop = SessionFenced(
+                    f"worker id {worker_id!r} opened a newer session; this one is fenced off "
+                    "(two workers must not share a --hostname)"
+                )
+                self.close(session, "fenced by a newer session of the same worker id")
 
     def _held(self, session: Session, lease_id: str) -> Lease | None:
         lease = self._lifecycle.leases.get(lease_id)

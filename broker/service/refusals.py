@@ -4,8 +4,9 @@ A peer sending garbage or hammering a limit must not fill the broker's log: each
 logged once, then at most once per ``interval`` seconds with how many more were refused
 meanwhile, and never with a traceback. The counts since start are in ServerInfo.refused.
 Only refusals an operator should notice are logged: bad input (INVALID_ARGUMENT and its
-narrower reasons) and limits (RESOURCE_EXHAUSTED); routine answers such as an unknown task id
-or a stale lease are counted only.
+narrower reasons), limits (RESOURCE_EXHAUSTED) and calls without a valid token or role
+(UNAUTHENTICATED, PERMISSION_DENIED; the token itself is never in the message); routine
+answers such as an unknown task id or a stale lease are counted only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from broker.errors import BrokerError, InvalidArgument, LimitExceeded
+from broker.errors import (
+    BrokerError,
+    InvalidArgument,
+    LimitExceeded,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+# Refusals worth an operator's attention (rate-limited); the others are only counted.
+LOGGED = (InvalidArgument, LimitExceeded, Unauthenticated, PermissionDenied)
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +61,7 @@ class Refusals:
         """Count ``error`` (refused in ``where``, e.g. "TaskService.Submit") and maybe log it."""
         reason = error.reason
         self._counts[reason] += 1
-        if not isinstance(error, (InvalidArgument, LimitExceeded)):
+        if not isinstance(error, LOGGED):
             return
         now = self._clock()
         if now < self._next_line.get(reason, now):

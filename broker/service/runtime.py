@@ -23,6 +23,7 @@ from broker.service import codec
 from broker.service.events import EventHub
 from broker.service.peers import PeerLimits
 from broker.service.refusals import Refusals
+from broker.service.status import status_for
 from celeriac.v1 import worker_pb2
 
 if TYPE_CHECKING:
@@ -227,7 +228,10 @@ class Runtime:
             for message in messages:
                 outgoing.put_nowait(message)
             queued += len(messages)
-            if outbox.drop is not None:
+            if isinstance(outbox.drop, BrokerError):
+                drop = outbox.drop
+                outgoing.put_nowait(StreamEnd(status_for(drop), str(drop), drop))
+            elif outbox.drop is not None:
                 outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, outbox.drop))
         # After the streams: a new task's assignment goes out while its row is being written.
         if self.journal is not None:

@@ -20,9 +20,11 @@ from broker.journal.journal import WHAT_A_CRASH_LOSES, Journal
 from broker.journal.sqlite_store import SQLiteStore
 from broker.journal.store import Store
 from broker.service.admin_service import AdminService
+from broker.service.auth import AuthInterceptor
 from broker.service.decoding import add_service
 from broker.service.metrics import MetricsServer
 from broker.service.runtime import Runtime
+from broker.service.security import ServerSecurity, exposure_warnings, load_security
 from broker.service.task_service import TaskService
 from broker.service.worker_service import WorkerService
 from celeriac.address import bracketed
@@ -95,15 +97,21 @@ class BrokerServer:
         clock: Time source for the core (the system clock when omitted).
         store: The journal's store; SQLite in the data dir when omitted (unused when
             ``config.memory_only``).
+        security: TLS credentials and tokens (read from ``config`` when omitted).
     """
 
     def __init__(
-        self, config: BrokerConfig, clock: Clock | None = None, store: Store | None = None
+        self,
+        config: BrokerConfig,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        security: ServerSecurity | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
         self._store = store
         self._data_dir: DataDir | None = None
+        self._security = security
         self._server: grpc.aio.Server | None = None
         # grpc-stubs does not declare the asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -119,8 +127,13 @@ class BrokerServer:
                 of an unknown format version (nothing is served then).
         """
         config = self.config
+        security = self._security or load_security(config)
         runtime = Runtime(Broker(config, self._clock), asyncio.get_running_loop())
         self.runtime = runtime
+        # No interceptor without tokens: it would only cost every call its turn.
+        auth = (
+            [AuthInterceptor(security.tokens, runtime.refusals)] if len(security.tokens) else None
+        )
         server = grpc.aio.server(
             options=[
                 # Two brokers must never share a port by accident (tests bind port 0).
@@ -129,7 +142,8 @@ class BrokerServer:
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 *keepalive_options(config),
                 *FLOW_CONTROL_OPTIONS,
-            ]
+            ],
+            interceptors=auth,
         )
         refusals = runtime.refusals
         add_service(
@@ -155,7 +169,7 @@ class BrokerServer:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         bind_host = bracketed(config.host.removeprefix("[").removesuffix("]"))
-        port = _bind(server, bind_host, config.port)
+        port = _bind(server, bind_host, config.port, security.credentials)
         # After binding (a taken port is the one error line) and before serving anyone.
         self._open_journal(runtime)
         if config.metrics_port >= 0:
@@ -166,7 +180,9 @@ class BrokerServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.address = f"{bind_host}:{port}"
-        logger.info("celeriac broker listening on %s", self.address)
+        logger.info("celeriac broker listening on %s (%s)", self.address, security.describe())
+        for warning in exposure_warnings(config, security):
+            logger.warning("%s", warning)
         return self.address
 
     async def stop(self, grace: float | None = None) -> None:
@@ -261,7 +277,9 @@ def _serve_metrics(runtime: Runtime, config: BrokerConfig) -> MetricsServer:
     return metrics
 
 
-def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+def _bind(
+    server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None
+) -> int:
     """Bind ``host:port`` and return the port bound, or raise CannotListen naming the address.
 
     The address is tried with a plain socket first: gRPC's own failure is a generic
@@ -271,7 +289,9 @@ def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
     if port != 0:
         _probe(host.removeprefix("[").removesuffix("]"), port, address)
     try:
-        return server.add_insecure_port(address)
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
     except RuntimeError:
         raise CannotListen(f"cannot listen on {address}") from None
 
@@ -294,9 +314,9 @@ def _probe(host: str, port: int, address: str) -> None:
                 raise CannotListen(f"cannot listen on {address}: {reason}") from None
 
 
-async def serve(config: BrokerConfig) -> None:
+async def serve(config: BrokerConfig, security: ServerSecurity | None = None) -> None:
     """Run a broker until SIGTERM or SIGINT, then shut it down gracefully."""
-    server = BrokerServer(config)
+    server = BrokerServer(config, security=security)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

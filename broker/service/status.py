@@ -26,9 +26,12 @@ from broker.errors import (
     JournalUnavailable,
     LimitExceeded,
     NotFound,
+    PermissionDenied,
     ProtocolViolation,
+    SessionFenced,
     ShuttingDown,
     StaleLease,
+    Unauthenticated,
 )
 from broker.service.refusals import Refusals
 
@@ -43,6 +46,9 @@ STATUS_BY_ERROR: dict[type[BrokerError], grpc.StatusCode] = {
     ProtocolViolation: grpc.StatusCode.FAILED_PRECONDITION,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     JournalUnavailable: grpc.StatusCode.UNAVAILABLE,
+    SessionFenced: grpc.StatusCode.FAILED_PRECONDITION,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # ErrorInfo.domain: who defines the reasons (one name for every Celeriac broker).

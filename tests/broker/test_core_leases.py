@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.core.model import Hello, LeaseExtension, Phase, Report, StateUpdate, TaskState
+from broker.errors import SessionFenced
 from tests.broker.core_support import (
     advance,
     connect,
@@ -236,3 +237,25 @@ def test_a_report_that_withdraws_credit_keeps_only_the_credit_it_grants() -> Non
     core.submit(spec())
     core.dispatch()
     assert len(taken(session)) == 1  # the withdrawn credit brings nothing more
+
+
+def test_a_second_session_of_a_live_worker_id_fences_the_first_and_keeps_its_leases() -> None:
+    core, clock = make_broker()
+    core.submit(spec())
+    core.submit(spec())
+    old = connect(core, "w1", credit=2)
+    held, dropped = taken(old)
+    # The worker reconnects before the broker noticed its old stream is dead.
+    new, kept = core.workers.open(Hello(worker_id="w1", held_lease_ids=(held.lease_id,)))
+    assert kept == [held.lease_id]
+    assert old.closed and not new.closed
+    fence = old.take_outbox().drop
+    assert isinstance(fence, SessionFenced) and "w1" in str(fence)
+    # A report on the fenced session is rejected; the new one's counts.
+    outcome(core, old, held.lease_id)
+    assert held.record.phase is Phase.LEASED
+    outcome(core, new, held.lease_id)
+    assert held.record.state is TaskState.SUCCESS
+    # What the new session did not name is requeued after the grace period, as for a lost one.
+    advance(core, clock, 5)
+    assert dropped.record.phase is Phase.QUEUED and dropped.record.redeliveries == 1

@@ -241,3 +241,19 @@ def test_a_worker_that_stops_answering_pings_is_dropped_and_its_task_requeued() 
         assert again.attempt == 2
         silent.close()
         healthy.close()
+
+
+def test_a_second_session_with_a_live_worker_id_fences_the_first(broker: RunningBroker) -> None:
+    first = FakeWorker(broker.address, worker_id="twin")
+    second = FakeWorker(broker.address, worker_id="twin")
+    try:
+        assert first.end_status() is grpc.StatusCode.FAILED_PRECONDITION
+        assert first.error is not None and "fenced" in str(first.error.details())
+        second.credit(1)  # the newer session carries on
+        open_sessions = broker.call(
+            lambda core: [s.session_id for s in core.workers.sessions.values() if not s.closed]
+        )
+        assert open_sessions == [second.welcome.session_id]
+    finally:
+        first.close()
+        second.close()

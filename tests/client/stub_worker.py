@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -31,8 +32,10 @@ class StubWorker:
         self._outgoing: queue.Queue[object] = queue.Queue()
         self._channel = grpc.insecure_channel(address)
         self._stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
+        # Unique: a second session with a live worker's id fences the first one off.
+        worker_id = f"stub-worker-{uuid.uuid4().hex[:8]}"
         hello = worker_pb2.Hello(
-            worker_id="stub-worker", hostname="test", pid=1, queues=[queue_name],
+            worker_id=worker_id, hostname="test", pid=1, queues=[queue_name],
             concurrency=4, pool="stub", version="0",
         )  # fmt: skip
         self._outgoing.put(worker_pb2.WorkerMessage(hello=hello))
