@@ -143,8 +143,12 @@ class Payload(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
-    """MIME type of body. "application/json" is the default every client speaks;
-    "application/x-python-pickle" is refused unless both sides enable it.
+    """MIME type of body. "application/json" is the default every client speaks. The broker
+    compares the content type of task arguments, as a plain string, with its operator's list
+    (--accept-content, "application/json" only by default) and refuses the others with
+    INVALID_ARGUMENT (reason CONTENT_TYPE_NOT_ACCEPTED); it never decodes the body.
+    "application/x-python-pickle" needs the broker (--accept-content json,pickle), the
+    client and the worker (--allow-pickle) to allow it: unpickling runs code.
     """
     body: _builtins.bytes
     """The encoded value. JSON bodies are UTF-8 (RFC 8259; a leading BOM is tolerated); for task

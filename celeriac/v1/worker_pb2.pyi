@@ -110,7 +110,9 @@ Global___BrokerMessage: _TypeAlias = BrokerMessage  # noqa: Y015
 
 @_typing.final
 class Hello(_message.Message):
-    """First message of every session."""
+    """First message of every session. Only callers whose bearer token has the worker (or admin)
+    role may open a session; others get PERMISSION_DENIED before any message is read.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -124,7 +126,13 @@ class Hello(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     HELD_LEASE_IDS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
-    """Stable id chosen by the worker (e.g. "celeriac@host:pid"); shown in admin listings."""
+    """Stable id chosen by the worker (e.g. "celeriac@host:pid"); shown in admin listings.
+    Unique per worker process: a session whose worker_id matches an open session FENCES the
+    older one (the newest wins, so a worker reconnecting before the broker noticed its old
+    stream broke is not held off). The older stream ends with FAILED_PRECONDITION (reason
+    SESSION_FENCED), its reports are rejected from then on, and the newer session keeps the
+    leases its held_lease_ids name; the rest are requeued after the lease grace period.
+    """
     hostname: _builtins.str
     pid: _builtins.int
     concurrency: _builtins.int
