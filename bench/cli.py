@@ -34,6 +34,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compare", action="store_true", help="also run Celery on Redis, alternating runs"
     )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="also run Celeriac with TLS and tokens on (system celeriac-tls), alternating runs",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, one run: a smoke test")
     parser.add_argument(
         "--scenario",
@@ -59,7 +64,9 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def factories(compare: bool, journal_variants: bool = False) -> dict[str, SystemFactory]:
+def factories(
+    compare: bool, journal_variants: bool = False, secure: bool = False
+) -> dict[str, SystemFactory]:
     from bench.systems.celeriac_system import CeleriacSystem
 
     systems: dict[str, SystemFactory] = {"celeriac": CeleriacSystem}
@@ -67,6 +74,10 @@ def factories(compare: bool, journal_variants: bool = False) -> dict[str, System
         # The report's celeriac/<variant> ratios are then the default journal's cost.
         for name, flags in JOURNAL_VARIANTS.items():
             systems[name] = functools.partial(CeleriacSystem, name, flags)
+    if secure:
+        from bench.systems.celeriac_secure import CeleriacSecureSystem
+
+        systems["celeriac-tls"] = CeleriacSecureSystem
     if compare:
         from bench.systems.celery_system import CelerySystem
 
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = threading.Event()
     install_interrupt_handlers(interrupted)
     config = build_config(args)
-    systems = factories(args.compare, args.journal_variants)
+    systems = factories(args.compare, args.journal_variants, args.secure)
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
     # Measured before and after: a VM's wake cost drifts, and every latency here sits on it.
     wakeups_before = wakeups.describe()

@@ -46,9 +46,9 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-def make_app(broker: str) -> CeleriacBench:
+def make_app(broker: str, **options: Any) -> CeleriacBench:
     """A Celeriac app on the broker at this address with the benchmark's tasks."""
-    app = Celeriac("bench", broker=broker)
+    app = Celeriac("bench", broker=broker, **options)
     return CeleriacBench(
         app=app,
         noop=app.task(name=NOOP)(noop),

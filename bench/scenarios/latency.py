@@ -74,6 +74,8 @@ def node_round_trips(system: System, mode: str, config: BenchConfig) -> list[flo
     node = shutil.which("node")
     if not address or not hasattr(system, "bench"):
         raise Unsupported("only Celeriac is measured from Node.js")
+    if not getattr(system, "plain_text", True):
+        raise Unsupported("the Node.js example speaks plain text, without TLS or a token")
     if node is None or not (NODE_DIR / "node_modules").is_dir():
         raise Unsupported("needs node and examples/node/node_modules (npm ci there)")
     args = [str(config.round_trips), str(config.warmup_round_trips)]

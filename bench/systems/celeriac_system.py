@@ -54,10 +54,10 @@ class CeleriacSystem:
             ],
         )  # fmt: skip
         self.address = self.broker.wait_for_line(LISTENING).group(1)
-        self.bench = make_app(self.address)
+        self.bench = make_app(self.url(), **self.client_options())
         # The asyncio pool runs `async def` tasks on its loop; that is how its users write them.
         self.noop = self.bench.async_noop if deployment.pool == "async" else self.bench.noop
-        self.admin = grpc.insecure_channel(self.address)
+        self.admin = self.admin_channel()
         self.start_workers(deployment)
         if deployment.fake_workers:
             fakes = ManagedProcess.python(
@@ -73,6 +73,23 @@ class CeleriacSystem:
             fakes.wait_for_line(r"fake workers ready")
         if self.workers:
             self.round_trip()
+
+    # What a variant of the system (bench.systems.celeriac_secure) changes.
+
+    def url(self) -> str:
+        return self.address
+
+    def client_options(self) -> dict[str, str]:
+        return {}
+
+    def worker_flags(self) -> list[str]:
+        return []
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+    def admin_channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
 
     def start_workers(self, deployment: Deployment) -> None:
         for _ in range(deployment.workers):
@@ -98,14 +115,15 @@ class CeleriacSystem:
             [
                 "-m", "worker",
                 "--tasks", "bench.tasks_celeriac",
-                "--broker", self.address,
+                "--broker", self.url(),
                 "--pool", deployment.pool,
                 "--concurrency", str(deployment.concurrency),
                 "--queues", ",".join(deployment.queues),
                 "--loglevel", "info",
                 *prefetch,
+                *self.worker_flags(),
             ],
-            env={"CELERIAC_BROKER": self.address},
+            env={"CELERIAC_BROKER": self.url(), **self.worker_env()},
         )  # fmt: skip
         self.workers.append(worker)
         worker.wait_for_line(r"worker ready")

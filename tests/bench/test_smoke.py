@@ -62,3 +62,22 @@ def test_the_paired_comparison_runs_two_systems_side_by_side() -> None:
     completed = run_python("-m", "bench.paired", root, root, "--blocks", "2", "--trips", "5")
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.startswith("A p50") and "B-A" in completed.stdout
+
+
+def test_the_tls_and_token_variant_runs_beside_plain_celeriac(tmp_path: Path) -> None:
+    completed = run_python(
+        "-m", "bench", "--quick", "--secure", "--scenario", "latency", "--out", str(tmp_path)
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    document = json.loads((tmp_path / "latest.json").read_text())
+    assert document["meta"]["systems"] == ["celeriac", "celeriac-tls"]
+    measured = 0
+    for label, outcome in document["scenarios"]["latency"].items():
+        secure = outcome["celeriac-tls"]
+        if "client=node" in label:  # the Node.js example speaks plain text only
+            assert secure["problem"].startswith("skipped: ")
+            continue
+        assert secure["problem"] is None
+        assert secure["figures"]["p50 ms"]["median"] > 0
+        measured += 1
+    assert measured >= 2  # the process and solo pools from the Python client
