@@ -152,3 +152,16 @@ def test_the_broker_refuses_an_open_non_loopback_address_and_a_shared_tokens_fil
     assert refused.returncode == 2
     assert "readable by every user" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_worker_with_a_live_workers_id_fences_it_off() -> None:
+    with BrokerProcess() as broker:
+        flags = ("--hostname", "twin@test", "--pool", "thread", "--concurrency", "1")
+        first = WorkerProcess(broker.address, "tests.e2e.tasks", *flags)
+        with first, WorkerProcess(broker.address, "tests.e2e.tasks", *flags):
+            # The older session is the one fenced off; it stops instead of fencing back.
+            assert first.wait() == 3
+            assert "SESSION_FENCED" in first.output or "fenced" in first.output
+            app = Celeriac("after-fencing", broker=broker.address)
+            assert app.send_task(ADD, args=(1, 2)).get(timeout=20) == 3
+            app.close()
