@@ -43,6 +43,8 @@ class TaskServiceStub:
     INVALID_NAME         a task or queue name is too long, or holds control, format (bidi)
     or other non-printable characters               (INVALID_ARGUMENT)
     MALFORMED_MESSAGE    the request's bytes do not decode               (INVALID_ARGUMENT)
+    CONTENT_TYPE_NOT_ACCEPTED  the arguments' content type is not in the broker's
+    --accept-content (default application/json)     (INVALID_ARGUMENT)
     NOT_FOUND            unknown task id                                 (NOT_FOUND)
     QUEUE_FULL           max_queued unfinished tasks are held             (RESOURCE_EXHAUSTED)
     PAYLOAD_TOO_LARGE    arguments or headers over max_payload_bytes     (RESOURCE_EXHAUSTED)
@@ -55,6 +57,9 @@ class TaskServiceStub:
     (RESOURCE_EXHAUSTED)
     STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
     PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
+    SESSION_FENCED       a newer session opened with this worker id      (FAILED_PRECONDITION)
+    UNAUTHENTICATED      no bearer token, or one the broker does not know (UNAUTHENTICATED)
+    PERMISSION_DENIED    the token's role may not call this method       (PERMISSION_DENIED)
     SHUTTING_DOWN        the broker is stopping                          (UNAVAILABLE)
     INTERNAL             a broker bug (logged at the broker)             (INTERNAL)
     New reasons may be added within v1; a client treats an unknown reason by its status code.
@@ -126,6 +131,8 @@ class TaskServiceServicer:
     INVALID_NAME         a task or queue name is too long, or holds control, format (bidi)
     or other non-printable characters               (INVALID_ARGUMENT)
     MALFORMED_MESSAGE    the request's bytes do not decode               (INVALID_ARGUMENT)
+    CONTENT_TYPE_NOT_ACCEPTED  the arguments' content type is not in the broker's
+    --accept-content (default application/json)     (INVALID_ARGUMENT)
     NOT_FOUND            unknown task id                                 (NOT_FOUND)
     QUEUE_FULL           max_queued unfinished tasks are held             (RESOURCE_EXHAUSTED)
     PAYLOAD_TOO_LARGE    arguments or headers over max_payload_bytes     (RESOURCE_EXHAUSTED)
@@ -138,6 +145,9 @@ class TaskServiceServicer:
     (RESOURCE_EXHAUSTED)
     STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
     PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
+    SESSION_FENCED       a newer session opened with this worker id      (FAILED_PRECONDITION)
+    UNAUTHENTICATED      no bearer token, or one the broker does not know (UNAUTHENTICATED)
+    PERMISSION_DENIED    the token's role may not call this method       (PERMISSION_DENIED)
     SHUTTING_DOWN        the broker is stopping                          (UNAVAILABLE)
     INTERNAL             a broker bug (logged at the broker)             (INTERNAL)
     New reasons may be added within v1; a client treats an unknown reason by its status code.
@@ -273,6 +283,8 @@ class TaskService:
     INVALID_NAME         a task or queue name is too long, or holds control, format (bidi)
     or other non-printable characters               (INVALID_ARGUMENT)
     MALFORMED_MESSAGE    the request's bytes do not decode               (INVALID_ARGUMENT)
+    CONTENT_TYPE_NOT_ACCEPTED  the arguments' content type is not in the broker's
+    --accept-content (default application/json)     (INVALID_ARGUMENT)
     NOT_FOUND            unknown task id                                 (NOT_FOUND)
     QUEUE_FULL           max_queued unfinished tasks are held             (RESOURCE_EXHAUSTED)
     PAYLOAD_TOO_LARGE    arguments or headers over max_payload_bytes     (RESOURCE_EXHAUSTED)
@@ -285,6 +297,9 @@ class TaskService:
     (RESOURCE_EXHAUSTED)
     STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
     PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
+    SESSION_FENCED       a newer session opened with this worker id      (FAILED_PRECONDITION)
+    UNAUTHENTICATED      no bearer token, or one the broker does not know (UNAUTHENTICATED)
+    PERMISSION_DENIED    the token's role may not call this method       (PERMISSION_DENIED)
     SHUTTING_DOWN        the broker is stopping                          (UNAVAILABLE)
     INTERNAL             a broker bug (logged at the broker)             (INTERNAL)
     New reasons may be added within v1; a client treats an unknown reason by its status code.
