@@ -52,6 +52,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ADMIN + "RequeueDeadLetters": frozenset({ADMIN}),
     _ADMIN + "PurgeDeadLetters": frozenset({ADMIN}),
     _ADMIN + "PurgeQueue": frozenset({ADMIN}),
+    _ADMIN + "Events": frozenset({ADMIN}),
 }
 ADMIN_ONLY = frozenset({ADMIN})
 

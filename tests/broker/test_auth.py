@@ -52,6 +52,7 @@ EXPECTED: dict[str, set[str]] = {
     "celeriac.v1.AdminService/RequeueDeadLetters": set(),
     "celeriac.v1.AdminService/PurgeDeadLetters": set(),
     "celeriac.v1.AdminService/PurgeQueue": set(),
+    "celeriac.v1.AdminService/Events": set(),
 }
 SERVICES = (
     client_pb2.DESCRIPTOR.services_by_name["TaskService"],
@@ -86,6 +87,10 @@ def call(channel: grpc.Channel, method: MethodDescriptor, caller: str) -> grpc.S
         if method.client_streaming:
             stream = channel.stream_stream(path, serializer, deserializer)
             list(stream(iter(()), metadata=metadata_of(caller), timeout=10))
+        elif method.server_streaming:
+            # An allowed subscription stays open: its deadline ends it (not a refusal).
+            watch = channel.unary_stream(path, serializer, deserializer)
+            list(watch(request_class(), metadata=metadata_of(caller), timeout=1))
         else:
             unary = channel.unary_unary(path, serializer, deserializer)
             unary(request_class(), metadata=metadata_of(caller), timeout=10)
