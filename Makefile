@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install go-example proto proto-check contract-release fmt lint typecheck test check fuzz demo bench bench-compare clean
+.PHONY: postgres-server install go-example proto proto-check contract-release fmt lint typecheck test check fuzz demo bench bench-compare clean
 
 check: lint typecheck proto-check test
 
@@ -71,7 +71,15 @@ $(GO_EXAMPLE): examples/go/build.sh examples/go/producer/main.go $(wildcard prot
 
 go-example: $(GO_EXAMPLE)
 
-test: $(STAMP) $(NODE_EXAMPLES) $(GO_EXAMPLE)
+# A PostgreSQL server for the PostgreSQL store's tests (tests/postgres.py runs its own instance
+# from these binaries in a temporary directory); Debian's package when none is installed.
+POSTGRES_SERVER := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+
+postgres-server:
+	@test -n "$(POSTGRES_SERVER)" || (apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
+
+test: $(STAMP) $(NODE_EXAMPLES) $(GO_EXAMPLE) postgres-server
 	$(PY) -m pytest
 
 # The property-based fuzz of every request, longer than in `make test` (FUZZ_EXAMPLES to change).

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FSYNC_POLICIES,
         help="when acknowledged changes reach the disk (default everysec)",
     )
+    _add_store_flags(serve_parser)
     serve_parser.add_argument("--events-buffer", type=int, help="events a subscriber may lag")
     serve_parser.add_argument(
         "--metrics-port", type=int, help="serve Prometheus /metrics on this port (default off)"
@@ -81,9 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument(
         "--data-dir", help="the data dir to verify (default: as serve would use)"
     )
+    migrate_parser = commands.add_parser(
+        "migrate", help="create or upgrade the PostgreSQL schema of --store"
+    )
+    migrate_parser.add_argument("--store", help="the PostgreSQL URL (default: as serve would use)")
     _add_security_flags(serve_parser)
     admin_cli.add_commands(commands)
     return parser
+
+
+def _add_store_flags(serve_parser: argparse.ArgumentParser) -> None:
+    serve_parser.add_argument(
+        "--store",
+        help="keep tasks in PostgreSQL (postgresql://user@host:port/db) instead of --data-dir",
+    )
+    serve_parser.add_argument(
+        "--migrate",
+        action="store_true",
+        default=None,
+        help="with a PostgreSQL --store: apply missing schema migrations at start",
+    )
 
 
 def _add_security_flags(serve_parser: argparse.ArgumentParser) -> None:
@@ -112,6 +130,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         except InvalidSetting as error:
             return usage_error(error)
         return check.run(data_dir)
+    if args.command == "migrate":
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+        try:
+            store = args.store or BrokerConfig.from_env().store
+            BrokerConfig(store=store)
+        except InvalidSetting as error:
+            return usage_error(error)
+        if not store:
+            return usage_error("migrate needs a PostgreSQL --store (or CELERIAC_BROKER_STORE)")
+        try:
+            from broker.journal.postgres_store import migrate_store
+
+            migrate_store(store)
+        except StoreError as error:
+            return usage_error(error)
+        return RET_OK
     if args.command != "serve":
         logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
         return admin_cli.run(args)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.journal.store_url import store_problem
 from celeriac.address import DEFAULT_HOST, DEFAULT_PORT, PORT_MAX
 from celeriac.settings import (
     at_least,
@@ -118,6 +119,13 @@ class BrokerConfig:
     # When acknowledged changes reach stable storage: "always" (before the answer), "everysec"
     # (the default, like Redis's appendfsync) or "no" (the OS decides). See README Durability.
     fsync: str = setting("everysec", one_of(*FSYNC_POLICIES))
+    # Where the journal's rows live: empty for the embedded SQLite journal in data_dir, or a
+    # PostgreSQL URL (postgresql://user@host:port/db; see docs/postgresql.md). Never logged
+    # with its password.
+    store: str = setting("", store_problem)
+    # Apply missing PostgreSQL schema migrations at start rather than refusing to start
+    # (python -m broker migrate does it on its own).
+    migrate: bool = setting(False)
     # TLS: the server's certificate chain and key (PEM files). Both or neither.
     tls_cert: str = ""
     tls_key: str = ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
@@ -30,6 +31,7 @@ Config = TypeVar("Config")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@")
 
 
 class InvalidSetting(ValueError):
@@ -236,12 +238,19 @@ def is_host(value: str, _config: object) -> str | None:
     return host_problem(value)
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to log or show in an error)."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", url)
+
+
 def _named(setting: str, value: object) -> str:
     shown = _shown(value)
     return f"{setting}{shown}" if setting.endswith("=") else f"{setting} {shown}"
 
 
 def _shown(value: object) -> str:
+    if isinstance(value, str) and "://" in value:
+        value = redacted_url(value)  # never show a URL's password
     if isinstance(value, str) and (not value or any(char.isspace() for char in value)):
         return repr(value)
     if isinstance(value, tuple):

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.postgres import PostgresServer
 from tests.support import BrokerProcess, WorkerProcess
 
 
@@ -29,3 +30,17 @@ def start_worker(broker_process: BrokerProcess) -> Iterator[Callable[..., Worker
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run (tests take a database each)."""
+    server = PostgresServer()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the shared test server."""
+    return postgres_server.new_database()

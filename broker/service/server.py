@@ -18,7 +18,8 @@ from broker.core.broker import Broker
 from broker.journal.datadir import DataDir
 from broker.journal.journal import WHAT_A_CRASH_LOSES, Journal
 from broker.journal.sqlite_store import SQLiteStore
-from broker.journal.store import Store
+from broker.journal.store import Store, StoreError
+from broker.journal.store_url import is_postgres, redacted
 from broker.service.admin_service import AdminService
 from broker.service.auth import AuthInterceptor
 from broker.service.decoding import add_service
@@ -223,6 +224,27 @@ class BrokerServer:
             self._data_dir.unlock()
         logger.info("celeriac broker stopped")
 
+    def _journal_store(self) -> tuple[DataDir | None, Store, str]:
+        """The store to open (PostgreSQL for a ``--store`` URL), its data dir, and where it is.
+
+        The data dir is locked here; a PostgreSQL store takes its own lock when opened.
+        """
+        config = self.config
+        if is_postgres(config.store):
+            try:
+                from broker.journal.postgres_store import PostgresStore
+            except ImportError:
+                raise StoreError(
+                    "--store postgresql://... needs psycopg: pip install 'celeriac[postgresql]'"
+                ) from None
+            store = self._store or PostgresStore(
+                config.store, config.fsync, migrate_on_start=config.migrate
+            )
+            return None, store, redacted(config.store)
+        data_dir = DataDir(config.data_dir)
+        data_dir.lock()
+        return data_dir, self._store or SQLiteStore(data_dir.path, config.fsync), str(data_dir.path)
+
     def _open_journal(self, runtime: Runtime) -> None:
         """Lock the data dir, open the store and restore what it holds (not in memory-only)."""
         config = self.config
@@ -232,21 +254,20 @@ class BrokerServer:
                 "task and result"
             )
             return
-        data_dir = DataDir(config.data_dir)
-        data_dir.lock()
+        data_dir, store, where = self._journal_store()
         try:
-            store = self._store or SQLiteStore(data_dir.path, config.fsync)
             store.open()
             logger.info(
                 "durable mode: journal in %s, fsync=%s: %s",
-                data_dir.path,
+                where,
                 config.fsync,
                 WHAT_A_CRASH_LOSES[config.fsync],
             )
             journal = Journal(store, runtime.broker, config.fsync, asyncio.get_running_loop())
             recovered = journal.recover()
         except BaseException:
-            data_dir.unlock()
+            if data_dir is not None:
+                data_dir.unlock()
             raise
         self._data_dir = data_dir
         runtime.journal = journal

@@ -1,0 +1,119 @@
+"""The PostgreSQL schema, its version table and its migrations.
+
+Tables (all prefixed ``celeriac_`` so they can share a database with an application's own):
+
+``celeriac_schema_version``
+    One row per migration applied: ``version`` (integer, the key), ``description``,
+    ``applied_at``. The schema's version is the highest one. A broker refuses to start on a
+    database whose version differs from the one it was built for, naming the command that fixes
+    it (``python -m broker migrate --store URL``, or ``serve --migrate`` to apply it at start).
+
+``celeriac_tasks``
+    One row per live task, the same row as the embedded journal's (broker.journal.rows):
+    ``task_id`` (text, the key), ``spec`` and ``state`` (the JSON arrays of rows.py, as text),
+    ``key_until`` (when the idempotency key stops deduplicating, epoch seconds, or NULL),
+    ``args_type``/``args`` and ``result_type``/``result`` (content type and bytes, NULL when
+    absent). A finished task's arguments are cleared; rows go when results expire or are
+    forgotten.
+
+Migrations only ever add: a migration is one transaction, applied under an advisory lock so
+that brokers started together with ``--migrate`` apply each step once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from broker.journal.rows import FORMAT_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema."""
+
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS = (
+    Migration(
+        1,
+        f"task rows (row format {FORMAT_VERSION})",
+        """
+        CREATE TABLE celeriac_tasks (
+            task_id text PRIMARY KEY,
+            spec text NOT NULL,
+            key_until double precision,
+            args_type text,
+            args bytea,
+            result_type text,
+            result bytea,
+            state text NOT NULL
+        );
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+# An arbitrary constant: the advisory lock key of schema changes.
+_MIGRATION_LOCK = 0x63656C6D  # "celm"
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS celeriac_schema_version (
+    version integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def current_version(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
+    """The schema version of the database, or None when it has no Celeriac schema."""
+    exists = conn.execute("SELECT to_regclass('celeriac_schema_version') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute("SELECT max(version) FROM celeriac_schema_version").fetchone()
+    return None if row is None or row[0] is None else int(str(row[0]))
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
+    """Apply every migration the database lacks; returns those applied (oldest first).
+
+    Raises:
+        psycopg.Error: A step failed; that step is rolled back, earlier ones stay.
+    """
+    applied = []
+    conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+    try:
+        conn.execute(_VERSION_TABLE)
+        version = current_version(conn) or 0
+        for step in MIGRATIONS:
+            if step.version <= version:
+                continue
+            with conn.transaction():
+                conn.execute(step.sql.encode())
+                conn.execute(
+                    "INSERT INTO celeriac_schema_version (version, description) VALUES (%s, %s)",
+                    (step.version, step.description),
+                )
+            applied.append(step)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied
+
+
+def version_problem(version: int | None) -> str | None:
+    """Why a broker cannot use a database at schema ``version``, or None when it can."""
+    if version == SCHEMA_VERSION:
+        return None
+    if version is None:
+        return "has no Celeriac schema yet"
+    if version < SCHEMA_VERSION:
+        return f"has schema version {version}; this broker needs version {SCHEMA_VERSION}"
+    return (
+        f"has schema version {version}, newer than this broker's {SCHEMA_VERSION} "
+        "(refusing to start rather than misread it)"
+    )

@@ -1,0 +1,244 @@
+"""The PostgreSQL store: task rows in a PostgreSQL database (``serve --store postgresql://...``).
+
+It keeps the contract of :mod:`broker.journal.store` with the same rows as the embedded
+journal (schema: :mod:`broker.journal.postgres_schema`, docs/postgresql.md). A batch is one
+transaction of at most three statements (upsert the new rows, update the changed ones, delete
+the dropped ones), each taking the whole batch as arrays (``unnest``), sent in one pipeline: one
+round trip to the database however many tasks the batch holds.
+
+The fsync policies map onto PostgreSQL's ``synchronous_commit`` for this broker's connection:
+``always`` is ``on`` (a commit is flushed to the server's WAL before it returns), ``everysec``
+and ``no`` are ``off`` (the server's WAL writer flushes within 3 x ``wal_writer_delay``, 0.6 s by
+default). Either way a kill -9 of the broker loses nothing acknowledged: the commit is in the
+server. With ``off`` a crash of the database server itself may lose that last fraction of a
+second, as ``everysec`` may on power loss with the embedded journal.
+
+A lost connection (the server restarted, a failover) makes :meth:`write` raise; the journal then
+refuses new work (UNAVAILABLE, ``JOURNAL_UNAVAILABLE``) and retries the same changes every
+second on a new connection, so the broker recovers by itself once the server is back. A batch
+whose COMMIT was lost in flight may have been applied: every statement is idempotent
+(upserts, updates to a state, deletes), so writing it again is safe.
+
+One broker owns the rows: it holds a session advisory lock for its lifetime (the PostgreSQL
+counterpart of the data dir's lock), so a second broker on the same database refuses to start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from broker.core.model import Payload
+from broker.journal.postgres_schema import current_version, migrate, version_problem
+from broker.journal.rows import Batch, StoredTask
+from broker.journal.store import StoreError
+from broker.journal.store_url import redacted
+
+logger = logging.getLogger(__name__)
+
+_SYNCHRONOUS_COMMIT = {"always": "on", "everysec": "off", "no": "off"}
+# Seconds to wait for the server when connecting: a broker must not hang at start or in a retry.
+CONNECT_TIMEOUT = 5
+# The advisory lock key of the broker owning the rows ("celo").
+_OWNER_LOCK = 0x63656C6F
+_LOAD_CHUNK = 10_000
+
+_UPSERT = """
+INSERT INTO celeriac_tasks
+    (task_id, spec, key_until, args_type, args, result_type, result, state)
+SELECT * FROM unnest(
+    %s::text[], %s::text[], %s::float8[], %s::text[], %s::bytea[], %s::text[], %s::bytea[],
+    %s::text[])
+ON CONFLICT (task_id) DO UPDATE SET
+    spec = EXCLUDED.spec, key_until = EXCLUDED.key_until, args_type = EXCLUDED.args_type,
+    args = EXCLUDED.args, result_type = EXCLUDED.result_type, result = EXCLUDED.result,
+    state = EXCLUDED.state
+"""
+_UPDATE = """
+UPDATE celeriac_tasks AS t SET
+    state = u.state, result_type = u.result_type, result = u.result,
+    args_type = CASE WHEN u.drop_args THEN NULL ELSE t.args_type END,
+    args = CASE WHEN u.drop_args THEN NULL ELSE t.args END
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::bool[])
+    AS u(task_id, state, result_type, result, drop_args)
+WHERE t.task_id = u.task_id
+"""
+_DELETE = "DELETE FROM celeriac_tasks WHERE task_id = ANY(%s::text[])"
+_SELECT = (
+    "SELECT task_id, spec, key_until, args_type, args, result_type, result, state "
+    "FROM celeriac_tasks"
+)
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresStore:
+    """Task rows in PostgreSQL (see the module docstring).
+
+    Args:
+        url: The database, ``postgresql://user@host:port/database`` (libpq's forms and
+            variables apply).
+        fsync: "always", "everysec" or "no".
+        migrate_on_start: Apply missing schema migrations when opening, instead of refusing.
+    """
+
+    def __init__(self, url: str, fsync: str, *, migrate_on_start: bool = False) -> None:
+        self.url = url
+        self.shown = redacted(url)
+        self._fsync = fsync
+        self._migrate = migrate_on_start
+        self._conn: Connection | None = None
+
+    def open(self) -> None:
+        """Connect, check (or apply) the schema and take the owner's lock."""
+        try:
+            conn = self._connect()
+        except psycopg.Error as error:
+            raise StoreError(f"cannot connect to {self.shown}: {_first_line(error)}") from None
+        try:
+            if self._migrate:
+                for step in migrate(conn):
+                    logger.info("schema migration %d applied: %s", step.version, step.description)
+            problem = version_problem(current_version(conn))
+            if problem is not None:
+                raise StoreError(
+                    f"database {self.shown} {problem}: run python -m broker migrate --store "
+                    "URL (or serve with --migrate)"
+                )
+            self._lock_owner(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def load(self) -> Iterator[StoredTask]:
+        """Every stored task, read through a server-side cursor."""
+        conn = self._live()
+        with conn.transaction(), conn.cursor(name="celeriac_load") as cursor:
+            cursor.itersize = _LOAD_CHUNK
+            cursor.execute(_SELECT)
+            for task_id, spec, key_until, args_type, args, result_type, result, state in cursor:
+                yield StoredTask(
+                    task_id,
+                    spec,
+                    key_until,
+                    None if args_type is None else Payload(args_type, bytes(args)),
+                    None if result_type is None else Payload(result_type, bytes(result)),
+                    state,
+                )
+
+    def write(self, batch: Batch) -> None:
+        """Apply ``batch`` in one transaction, one round trip."""
+        inserts: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        updates: tuple[list[Any], ...] = ([], [], [], [], [])
+        for row in batch.rows:
+            result = row.result
+            result_type = None if result is None else result.content_type
+            result_body = None if result is None else result.body
+            if row.spec is not None:
+                args = row.args
+                values: tuple[Any, ...] = (
+                    row.task_id,
+                    row.spec,
+                    row.key_until,
+                    None if args is None else args.content_type,
+                    None if args is None else args.body,
+                    result_type,
+                    result_body,
+                    row.state,
+                )
+                for column, value in zip(inserts, values, strict=True):
+                    column.append(value)
+            else:
+                values = (row.task_id, row.state, result_type, result_body, row.drop_args)
+                for column, value in zip(updates, values, strict=True):
+                    column.append(value)
+        conn = self._live()
+        try:
+            with conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
+                if inserts[0]:
+                    cursor.execute(_UPSERT, inserts)
+                if updates[0]:
+                    cursor.execute(_UPDATE, updates)
+                if batch.deletes:
+                    cursor.execute(_DELETE, (batch.deletes,))
+        except psycopg.OperationalError:
+            self._drop_connection()  # the next write connects again
+            raise
+
+    def sync(self) -> None:
+        """Nothing to do: the server's WAL writer flushes commits (see the module docstring)."""
+
+    def checkpoint(self) -> None:
+        """Nothing to do: the server's autovacuum keeps the table in proportion to live rows."""
+
+    def close(self) -> None:
+        """Close the connection (which releases the owner's lock)."""
+        self._drop_connection()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        conn: Connection = psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="celeriac-broker",
+        )
+        conn.execute(
+            "SELECT set_config('synchronous_commit', %s, false)",
+            (_SYNCHRONOUS_COMMIT[self._fsync],),
+        )
+        return conn
+
+    def _live(self) -> Connection:
+        """The open connection, connecting again after a loss (taking the lock back)."""
+        if self._conn is None or self._conn.closed:
+            conn = self._connect()
+            try:
+                self._lock_owner(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            logger.info("connected to %s again", self.shown)
+        return self._conn
+
+    def _lock_owner(self, conn: Connection) -> None:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()
+        if not row or not row[0]:
+            raise StoreError(f"database {self.shown} is in use by another broker")
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                logger.debug("closing a broken connection failed", exc_info=True)
+
+
+def migrate_store(url: str) -> int:
+    """Bring the schema of ``url`` to this broker's version; returns the version (CLI migrate).
+
+    Raises:
+        StoreError: The server cannot be reached, or a migration failed.
+    """
+    shown = redacted(url)
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+            applied = migrate(conn)
+            version = current_version(conn)
+    except psycopg.Error as error:
+        raise StoreError(f"cannot migrate {shown}: {_first_line(error)}") from None
+    for step in applied:
+        logger.info("schema migration %d applied: %s", step.version, step.description)
+    logger.info("database %s is at schema version %s", shown, version)
+    return version or 0
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,0 +1,151 @@
+"""The PostgreSQL store through real processes and a real PostgreSQL server.
+
+A broker serving ``--store postgresql://...`` keeps everything it acknowledged across kill -9,
+refuses new work while the database is down (UNAVAILABLE, JOURNAL_UNAVAILABLE) and recovers by
+itself when it is back; the schema is created and versioned by ``python -m broker migrate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from client import Celeriac
+from client.errors import BrokerUnavailable
+from client.result import AsyncResult
+from tests.postgres import PostgresServer
+from tests.support import BrokerProcess, WorkerProcess, run_python
+
+TASKS = "tests.e2e.tasks"
+Started = BrokerProcess | WorkerProcess | Celeriac
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Started]]:
+    """Everything started by a test, stopped at its end whatever happened."""
+    started: list[Started] = []
+    yield started
+    for thing in reversed(started):
+        if isinstance(thing, Celeriac):
+            thing.close()
+        else:
+            thing.stop()
+
+
+def _migrated(url: str) -> str:
+    done = run_python("-m", "broker", "migrate", "--store", url)
+    assert done.returncode == 0, done.stderr
+    return url
+
+
+def _serving(url: str, cleanup: list[Started], *extra: str) -> tuple[BrokerProcess, Celeriac]:
+    broker = BrokerProcess("--store", url, "--lease-grace", "0.5", *extra)
+    app = Celeriac("pg", broker=broker.address, connect_timeout=2)
+    cleanup += [broker, app]
+    return broker, app
+
+
+def _state(app: Celeriac, task_id: str) -> str:
+    return AsyncResult(task_id, app=app).state
+
+
+def test_the_schema_is_versioned_and_applied_by_migrate_never_silently(
+    postgres_url: str, cleanup: list[Started]
+) -> None:
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret-pw@")  # trust: ignored
+    refused = run_python("-m", "broker", "serve", "--port", "0", "--store", with_password)
+    assert refused.returncode == 2
+    assert "has no Celeriac schema yet: run python -m broker migrate" in refused.stderr
+    assert "s3cret-pw" not in refused.stderr + refused.stdout
+    assert "postgres:***@" in refused.stderr
+
+    migrated = run_python("-m", "broker", "migrate", "--store", with_password)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "schema migration 1 applied" in migrated.stderr
+    assert "s3cret-pw" not in migrated.stderr + migrated.stdout
+    again = run_python("-m", "broker", "migrate", "--store", with_password)
+    assert "schema migration" not in again.stderr
+    assert "at schema version 1" in again.stderr
+    with psycopg.connect(postgres_url) as conn:
+        versions = conn.execute("SELECT version FROM celeriac_schema_version").fetchall()
+    assert versions == [(1,)]
+
+    broker, app = _serving(with_password, cleanup)
+    assert app.send_task(f"{TASKS}.add", args=(1, 2)).id
+    assert "s3cret-pw" not in broker.output
+    second = run_python("-m", "broker", "serve", "--port", "0", "--store", postgres_url)
+    assert second.returncode == 2
+    assert "is in use by another broker" in second.stderr
+
+
+def test_migrate_on_start_is_opt_in(postgres_url: str, cleanup: list[Started]) -> None:
+    broker, app = _serving(postgres_url, cleanup, "--migrate")
+    broker.wait_for_line("schema migration 1 applied")
+    assert app.send_task(f"{TASKS}.add", args=(1, 2)).state == "PENDING"
+
+
+def test_kill_9_then_restart_brings_back_everything_acknowledged(
+    postgres_url: str, tmp_path: Path, cleanup: list[Started]
+) -> None:
+    url = _migrated(postgres_url)
+    runs = tmp_path / "runs.txt"
+    first, app = _serving(url, cleanup)
+    side = WorkerProcess(first.address, TASKS, "--queues", "side", "--pool", "solo")
+    cleanup.append(side)
+    added = app.send_task(f"{TASKS}.add", args=(2, 3), queue="side")
+    assert added.get(timeout=20) == 5
+    failed = app.send_task(f"{TASKS}.fail", args=("boom",), queue="side")
+    failed.get(timeout=20, propagate=False)
+    leased = app.send_task(f"{TASKS}.block_first_attempt", args=("m",), queue="side")
+    side.wait_for_line(f"BLOCKING {leased.id}")
+    queued = [app.send_task(f"{TASKS}.record", args=(str(runs), f"q{i}")) for i in range(5)]
+    scheduled = app.send_task(f"{TASKS}.record", args=(str(runs), "scheduled"), countdown=2)
+    revoked = app.send_task(f"{TASKS}.record", args=(str(runs), "revoked"))
+    revoked.revoke()
+    keyed = app.send_task(f"{TASKS}.record", args=(str(runs), "keyed"), idempotency_key="k-1")
+
+    side.stop_hard()
+    first.stop_hard()
+    second, again = _serving(url, cleanup)
+    second.wait_for_line(r"recovered 11 tasks .* 6 queued, 1 scheduled, 1 leased, 3 finished")
+    assert AsyncResult(added.id, app=again).get(timeout=5) == 5
+    assert _state(again, failed.id) == "FAILURE"
+    assert _state(again, revoked.id) == "REVOKED"
+    duplicate = again.send_task(f"{TASKS}.record", args=(str(runs), "dup"), idempotency_key="k-1")
+    assert duplicate.id == keyed.id
+
+    worker = WorkerProcess(second.address, TASKS, "--queues", "default,side", "--pool", "solo")
+    cleanup.append(worker)
+    assert AsyncResult(leased.id, app=again).get(timeout=30) == "done on attempt 2"
+    for result in [*queued, scheduled, keyed]:
+        AsyncResult(result.id, app=again).get(timeout=30)
+    lines = runs.read_text().split()
+    assert sorted(lines) == sorted([f"q{i}" for i in range(5)] + ["scheduled", "keyed"])
+    assert [line for line in lines if line.startswith("q")] == [f"q{i}" for i in range(5)]
+
+
+def test_a_database_restart_refuses_new_work_then_recovers_by_itself(
+    postgres_server: PostgresServer, postgres_url: str, cleanup: list[Started]
+) -> None:
+    broker, app = _serving(_migrated(postgres_url), cleanup)
+    worker = WorkerProcess(broker.address, TASKS, "--pool", "solo")
+    cleanup.append(worker)
+    before = app.send_task(f"{TASKS}.add", args=(1, 1))
+    assert before.get(timeout=20) == 2
+
+    postgres_server.stop()
+    try:
+        with pytest.raises(BrokerUnavailable) as refused:
+            app.send_task(f"{TASKS}.add", args=(2, 2))
+        assert refused.value.reason == "JOURNAL_UNAVAILABLE"
+        broker.wait_for_line("journal write failed, refusing new work")
+    finally:
+        postgres_server.start()
+
+    broker.wait_for_line("journal writes succeed again: accepting new work")
+    after = app.send_task(f"{TASKS}.add", args=(3, 3))
+    assert after.get(timeout=20) == 6
+    assert AsyncResult(before.id, app=app).get(timeout=5) == 2
