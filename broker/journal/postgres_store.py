@@ -33,7 +33,7 @@ import psycopg
 
 from broker.core.model import Payload
 from broker.journal.postgres_schema import current_version, migrate, version_problem
-from broker.journal.rows import Batch, StoredTask
+from broker.journal.rows import Batch, StoredTask, new_row_columns
 from broker.journal.store import StoreError
 from broker.journal.store_url import redacted
 
@@ -139,17 +139,7 @@ class PostgresStore:
             result_type = None if result is None else result.content_type
             result_body = None if result is None else result.body
             if row.spec is not None:
-                args = row.args
-                values: tuple[Any, ...] = (
-                    row.task_id,
-                    row.spec,
-                    row.key_until,
-                    None if args is None else args.content_type,
-                    None if args is None else args.body,
-                    result_type,
-                    result_body,
-                    row.state,
-                )
+                values = new_row_columns(row, result_type, result_body)
                 for column, value in zip(inserts, values, strict=True):
                     column.append(value)
             else:

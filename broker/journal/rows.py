@@ -80,6 +80,25 @@ class Batch:
         return len(self.rows) + len(self.deletes)
 
 
+def new_row_columns(row: TaskRow, result_type: str | None, result: bytes | None) -> tuple[Any, ...]:
+    """A new row's columns in the stores' order.
+
+    Task id, spec, key until, args type, args, result type, result, state; ``result_type`` and
+    ``result`` are the row's result, split by the caller (which needs them for updates too).
+    """
+    args = row.args
+    return (
+        row.task_id,
+        row.spec,
+        row.key_until,
+        None if args is None else args.content_type,
+        None if args is None else args.body,
+        result_type,
+        result,
+        row.state,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StoredTask:
     """A row as loaded back from a store."""

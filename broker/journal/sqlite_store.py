@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from broker.core.model import Payload
-from broker.journal.rows import FORMAT_VERSION, Batch, StoredTask
+from broker.journal.rows import FORMAT_VERSION, Batch, StoredTask, new_row_columns
 from broker.journal.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -124,19 +124,7 @@ class SQLiteStore:
             result_type = None if result is None else result.content_type
             result_body = None if result is None else result.body
             if row.spec is not None:
-                args = row.args
-                inserts.append(
-                    (
-                        row.task_id,
-                        row.spec,
-                        row.key_until,
-                        None if args is None else args.content_type,
-                        None if args is None else args.body,
-                        result_type,
-                        result_body,
-                        row.state,
-                    )
-                )
+                inserts.append(new_row_columns(row, result_type, result_body))
             elif row.drop_args:
                 drops.append((row.state, result_type, result_body, row.task_id))
             else:

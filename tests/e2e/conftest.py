@@ -8,7 +8,10 @@ import pytest
 
 from client import Celeriac
 from tests.e2e import tasks
-from tests.support import BrokerProcess
+from tests.support import BrokerProcess, WorkerProcess
+
+# What a test may start and must stop at its end (see the cleanup fixture).
+Started = BrokerProcess | WorkerProcess | Celeriac
 
 
 @pytest.fixture
@@ -21,3 +24,15 @@ def app(broker_process: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> Itera
     yield tasks.app
     tasks.app.close()
     client_app.close()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Started]]:
+    """Everything a test started (append to it), stopped at its end whatever happened."""
+    started: list[Started] = []
+    yield started
+    for thing in reversed(started):
+        if isinstance(thing, Celeriac):
+            thing.close()
+        else:
+            thing.stop()

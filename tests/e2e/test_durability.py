@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,10 @@ import pytest
 from client import Celeriac
 from client.canvas import Signature, group
 from client.result import AsyncResult
+from tests.e2e.conftest import Started
 from tests.support import BrokerProcess, WorkerProcess, run_python
 
 TASKS = "tests.e2e.tasks"
-Started = BrokerProcess | WorkerProcess | Celeriac
 
 
 def _app(broker: BrokerProcess) -> Celeriac:
@@ -45,26 +45,21 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.fixture
-def cleanup() -> Iterator[list[Started]]:
-    """Everything started by a test, stopped at its end whatever happened."""
-    started: list[Started] = []
-    yield started
-    for thing in reversed(started):
-        if isinstance(thing, Celeriac):
-            thing.close()
-        else:
-            thing.stop()
+@dataclass
+class Acknowledged:
+    """What a broker acknowledged before it was killed: one task in every phase."""
+
+    added: AsyncResult
+    failed: AsyncResult
+    leased: AsyncResult
+    queued: list[AsyncResult]
+    scheduled: AsyncResult
+    revoked: AsyncResult
+    keyed: AsyncResult
 
 
-def test_kill_9_then_restart_brings_back_everything_acknowledged(
-    data_dir: Path, tmp_path: Path, cleanup: list[Started]
-) -> None:
-    runs = tmp_path / "runs.txt"
-    first = BrokerProcess("--data-dir", str(data_dir))
-    side = WorkerProcess(first.address, TASKS, "--queues", "side", "--pool", "solo")
-    app = _app(first)
-    cleanup += [first, side, app]
+def acknowledge_one_of_everything(app: Celeriac, side: WorkerProcess, runs: Path) -> Acknowledged:
+    """Results, a dead letter, a running task, queued, scheduled, revoked and keyed tasks."""
     added = app.send_task(f"{TASKS}.add", args=(2, 3), queue="side")
     assert added.get(timeout=20) == 5
     failed = app.send_task(f"{TASKS}.fail", args=("boom",), queue="side")
@@ -76,29 +71,48 @@ def test_kill_9_then_restart_brings_back_everything_acknowledged(
     revoked = app.send_task(f"{TASKS}.record", args=(str(runs), "revoked"))
     revoked.revoke()
     keyed = app.send_task(f"{TASKS}.record", args=(str(runs), "keyed"), idempotency_key="k-1")
+    return Acknowledged(added, failed, leased, queued, scheduled, revoked, keyed)
 
-    side.stop_hard()  # the whole machine went down: broker and worker alike
-    first.stop_hard()
-    second, again = _serving(data_dir, cleanup)
-    second.wait_for_line(r"recovered 11 tasks .* 6 queued, 1 scheduled, 1 leased, 3 finished")
-    assert AsyncResult(added.id, app=again).get(timeout=5) == 5
-    assert _state(again, failed.id) == "FAILURE"
-    assert _state(again, revoked.id) == "REVOKED"
-    assert [_state(again, r.id) for r in queued] == ["PENDING"] * 5
+
+def assert_everything_back(
+    acked: Acknowledged, again: Celeriac, broker: BrokerProcess, runs: Path, cleanup: list[Started]
+) -> None:
+    """After a restart: every result and state is back, and every unfinished task runs once."""
+    broker.wait_for_line(r"recovered 11 tasks .* 6 queued, 1 scheduled, 1 leased, 3 finished")
+    assert AsyncResult(acked.added.id, app=again).get(timeout=5) == 5
+    assert _state(again, acked.failed.id) == "FAILURE"
+    assert _state(again, acked.revoked.id) == "REVOKED"
+    assert [_state(again, r.id) for r in acked.queued] == ["PENDING"] * 5
     duplicate = again.send_task(f"{TASKS}.record", args=(str(runs), "dup"), idempotency_key="k-1")
-    assert duplicate.id == keyed.id
-    dead = run_python("-m", "broker", "dead", "list", "--broker", second.address)
-    assert failed.id in dead.stdout, dead.stdout + dead.stderr
+    assert duplicate.id == acked.keyed.id
+    dead = run_python("-m", "broker", "dead", "list", "--broker", broker.address)
+    assert acked.failed.id in dead.stdout, dead.stdout + dead.stderr
 
-    worker = WorkerProcess(second.address, TASKS, "--queues", "default,side", "--pool", "solo")
+    worker = WorkerProcess(broker.address, TASKS, "--queues", "default,side", "--pool", "solo")
     cleanup.append(worker)
     # The leased task's worker never came back: requeued after the grace, attempt counted.
-    assert AsyncResult(leased.id, app=again).get(timeout=30) == "done on attempt 2"
-    for result in [*queued, scheduled, keyed]:
+    assert AsyncResult(acked.leased.id, app=again).get(timeout=30) == "done on attempt 2"
+    for result in [*acked.queued, acked.scheduled, acked.keyed]:
         AsyncResult(result.id, app=again).get(timeout=30)
     lines = runs.read_text().split()
     assert sorted(lines) == sorted([f"q{i}" for i in range(5)] + ["scheduled", "keyed"])
     assert [line for line in lines if line.startswith("q")] == [f"q{i}" for i in range(5)]
+
+
+def test_kill_9_then_restart_brings_back_everything_acknowledged(
+    data_dir: Path, tmp_path: Path, cleanup: list[Started]
+) -> None:
+    runs = tmp_path / "runs.txt"
+    first = BrokerProcess("--data-dir", str(data_dir))
+    side = WorkerProcess(first.address, TASKS, "--queues", "side", "--pool", "solo")
+    app = _app(first)
+    cleanup += [first, side, app]
+    acked = acknowledge_one_of_everything(app, side, runs)
+
+    side.stop_hard()  # the whole machine went down: broker and worker alike
+    first.stop_hard()
+    second, again = _serving(data_dir, cleanup)
+    assert_everything_back(acked, again, second, runs, cleanup)
 
 
 def test_sigterm_under_load_loses_no_acknowledged_submit(

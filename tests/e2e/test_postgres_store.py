@@ -7,7 +7,6 @@ itself when it is back; the schema is created and versioned by ``python -m broke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,23 +15,15 @@ import pytest
 from client import Celeriac
 from client.errors import BrokerUnavailable
 from client.result import AsyncResult
+from tests.e2e.conftest import Started
+from tests.e2e.test_durability import (
+    acknowledge_one_of_everything,
+    assert_everything_back,
+)
 from tests.postgres import PostgresServer
 from tests.support import BrokerProcess, WorkerProcess, run_python
 
 TASKS = "tests.e2e.tasks"
-Started = BrokerProcess | WorkerProcess | Celeriac
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Started]]:
-    """Everything started by a test, stopped at its end whatever happened."""
-    started: list[Started] = []
-    yield started
-    for thing in reversed(started):
-        if isinstance(thing, Celeriac):
-            thing.close()
-        else:
-            thing.stop()
 
 
 def _migrated(url: str) -> str:
@@ -95,36 +86,12 @@ def test_kill_9_then_restart_brings_back_everything_acknowledged(
     first, app = _serving(url, cleanup)
     side = WorkerProcess(first.address, TASKS, "--queues", "side", "--pool", "solo")
     cleanup.append(side)
-    added = app.send_task(f"{TASKS}.add", args=(2, 3), queue="side")
-    assert added.get(timeout=20) == 5
-    failed = app.send_task(f"{TASKS}.fail", args=("boom",), queue="side")
-    failed.get(timeout=20, propagate=False)
-    leased = app.send_task(f"{TASKS}.block_first_attempt", args=("m",), queue="side")
-    side.wait_for_line(f"BLOCKING {leased.id}")
-    queued = [app.send_task(f"{TASKS}.record", args=(str(runs), f"q{i}")) for i in range(5)]
-    scheduled = app.send_task(f"{TASKS}.record", args=(str(runs), "scheduled"), countdown=2)
-    revoked = app.send_task(f"{TASKS}.record", args=(str(runs), "revoked"))
-    revoked.revoke()
-    keyed = app.send_task(f"{TASKS}.record", args=(str(runs), "keyed"), idempotency_key="k-1")
+    acked = acknowledge_one_of_everything(app, side, runs)
 
     side.stop_hard()
     first.stop_hard()
     second, again = _serving(url, cleanup)
-    second.wait_for_line(r"recovered 11 tasks .* 6 queued, 1 scheduled, 1 leased, 3 finished")
-    assert AsyncResult(added.id, app=again).get(timeout=5) == 5
-    assert _state(again, failed.id) == "FAILURE"
-    assert _state(again, revoked.id) == "REVOKED"
-    duplicate = again.send_task(f"{TASKS}.record", args=(str(runs), "dup"), idempotency_key="k-1")
-    assert duplicate.id == keyed.id
-
-    worker = WorkerProcess(second.address, TASKS, "--queues", "default,side", "--pool", "solo")
-    cleanup.append(worker)
-    assert AsyncResult(leased.id, app=again).get(timeout=30) == "done on attempt 2"
-    for result in [*queued, scheduled, keyed]:
-        AsyncResult(result.id, app=again).get(timeout=30)
-    lines = runs.read_text().split()
-    assert sorted(lines) == sorted([f"q{i}" for i in range(5)] + ["scheduled", "keyed"])
-    assert [line for line in lines if line.startswith("q")] == [f"q{i}" for i in range(5)]
+    assert_everything_back(acked, again, second, runs, cleanup)
 
 
 def test_a_database_restart_refuses_new_work_then_recovers_by_itself(
