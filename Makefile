@@ -79,7 +79,14 @@ postgres-server:
 	@test -n "$(POSTGRES_SERVER)" || (apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
-test: $(STAMP) $(NODE_EXAMPLES) $(GO_EXAMPLE) postgres-server
+# Debian's chromium and its driver, for the dashboard's browser tests.
+CHROMEDRIVER := /usr/bin/chromedriver
+
+$(CHROMEDRIVER):
+	command -v chromedriver >/dev/null || (apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
+test: $(STAMP) $(NODE_EXAMPLES) $(GO_EXAMPLE) postgres-server $(CHROMEDRIVER)
 	$(PY) -m pytest
 
 # The property-based fuzz of every request, longer than in `make test` (FUZZ_EXAMPLES to change).

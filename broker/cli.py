@@ -75,9 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_flags(serve_parser)
     serve_parser.add_argument("--events-buffer", type=int, help="events a subscriber may lag")
     serve_parser.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (default off)"
+        "--http-port",
+        "--metrics-port",
+        dest="http_port",
+        type=int,
+        help="serve /metrics and the dashboard on this HTTP port (default off)",
     )
-    serve_parser.add_argument("--metrics-host", help="interface for /metrics (default 127.0.0.1)")
+    serve_parser.add_argument(
+        "--http-host",
+        "--metrics-host",
+        dest="http_host",
+        help="interface of the HTTP port (default 127.0.0.1)",
+    )
     check_parser = commands.add_parser("check", help="verify a data dir offline")
     check_parser.add_argument(
         "--data-dir", help="the data dir to verify (default: as serve would use)"

@@ -37,6 +37,8 @@ CONTENT_TYPE_ALIASES = {"json": "application/json", "pickle": "application/x-pyt
 DAY = 24 * 3600.0
 ENV_PREFIX = "CELERIAC_BROKER_"
 FSYNC_POLICIES = ("always", "everysec", "no")
+# Variables renamed since they were documented: the old name still works (the new one wins).
+_RENAMED = {"METRICS_PORT": "HTTP_PORT", "METRICS_HOST": "HTTP_HOST"}
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,11 @@ class BrokerConfig:
     # slow reader never slows the broker. A reader keeping up holds a handful.
     events_buffer: int = setting(10_000, at_least(1))
 
-    # Prometheus /metrics over HTTP: off (-1) unless a port is given (0 picks a free one). It has
-    # no authentication, so it binds loopback unless metrics_host says otherwise.
-    metrics_port: int = setting(-1, in_range(-1, PORT_MAX))
-    metrics_host: str = setting(DEFAULT_HOST, is_host)
+    # The HTTP port (Prometheus /metrics and the dashboard, broker.service.web): off (-1) unless
+    # a port is given (0 picks a free one); loopback unless http_host says otherwise. It was
+    # named metrics_port first: --metrics-port and CELERIAC_BROKER_METRICS_PORT still work.
+    http_port: int = setting(-1, in_range(-1, PORT_MAX))
+    http_host: str = setting(DEFAULT_HOST, is_host)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -176,6 +179,9 @@ class BrokerConfig:
         env = dict(os.environ if environ is None else environ)
         if f"{ENV_PREFIX}DATA_DIR" not in env and "CELERIAC_DATA_DIR" in env:
             env[f"{ENV_PREFIX}DATA_DIR"] = env["CELERIAC_DATA_DIR"]  # the name issue 13 uses
+        for old, new in _RENAMED.items():
+            if f"{ENV_PREFIX}{new}" not in env and f"{ENV_PREFIX}{old}" in env:
+                env[f"{ENV_PREFIX}{new}"] = env[f"{ENV_PREFIX}{old}"]
         return load(cls, env, prefix=ENV_PREFIX, values=values, labels=labels)
 
     def accepted_content_types(self) -> frozenset[str]:

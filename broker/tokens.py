@@ -8,7 +8,8 @@ A tokens file (``--tokens-file``) holds one entry per line, ``ROLES:NAME:TOKEN``
     producer,worker:batch-host:Qm5...     # one token with two roles
     admin:ops:k9Pf...
 
-``ROLES`` is one or more of ``producer``, ``worker`` and ``admin``, comma-separated; ``NAME``
+``ROLES`` is one or more of ``producer``, ``worker``, ``monitor`` and ``admin``, comma-separated
+(``monitor`` reads: the admin listings, the events stream, /metrics and the dashboard); ``NAME``
 says whose token it is (it is what the broker logs, never the token); ``TOKEN`` is the rest of
 the line up to the next blank, at least 16 characters (``python -c "import secrets;
 print(secrets.token_urlsafe(32))"`` makes a good one). The same entries, separated by blanks,
@@ -38,6 +39,9 @@ class Role(enum.StrEnum):
 
     PRODUCER = "producer"
     WORKER = "worker"
+    # Reads what operators see (queues, workers, dead letters, events, metrics, the
+    # dashboard) and changes nothing: for Prometheus and read-only dashboard users.
+    MONITOR = "monitor"
     ADMIN = "admin"
 
 

@@ -65,12 +65,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         context: Context[admin_pb2.RequeueDeadLettersRequest, admin_pb2.RequeueDeadLettersResponse],
     ) -> admin_pb2.RequeueDeadLettersResponse:
         """Put dead letters back in their queues."""
-        self._runtime.check_recordable()
-        count = self._core.requeue_dead_letters(
-            list(request.task_ids), all=request.all, queue=request.queue
+        count = await requeue_dead_letters(
+            self._runtime, list(request.task_ids), all=request.all, queue=request.queue
         )
-        self._runtime.changed()
-        await self._runtime.durable()
         return admin_pb2.RequeueDeadLettersResponse(requeued=count)
 
     @translate_errors
@@ -80,10 +77,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         context: Context[admin_pb2.PurgeDeadLettersRequest, admin_pb2.PurgeDeadLettersResponse],
     ) -> admin_pb2.PurgeDeadLettersResponse:
         """Drop dead letters."""
-        count = self._core.purge_dead_letters(
-            list(request.task_ids), all=request.all, queue=request.queue
+        count = await purge_dead_letters(
+            self._runtime, list(request.task_ids), all=request.all, queue=request.queue
         )
-        await self._runtime.durable()
         return admin_pb2.PurgeDeadLettersResponse(purged=count)
 
     @translate_errors
@@ -126,6 +122,30 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 yield event_to_pb(event, dropped)
         finally:
             events.unsubscribe(subscriber)
+
+
+async def requeue_dead_letters(
+    runtime: Runtime, task_ids: list[str], *, all: bool, queue: str
+) -> int:
+    """Put dead letters back in their queues; answers once that is recorded (also the dashboard's).
+
+    Raises:
+        BrokerError: The journal cannot record it, or the queues are full.
+    """
+    runtime.check_recordable()
+    count = runtime.broker.requeue_dead_letters(task_ids, all=all, queue=queue)
+    runtime.changed()
+    await runtime.durable()
+    return count
+
+
+async def purge_dead_letters(
+    runtime: Runtime, task_ids: list[str], *, all: bool, queue: str
+) -> int:
+    """Drop dead letters; answers once that is recorded (also the dashboard's)."""
+    count = runtime.broker.purge_dead_letters(task_ids, all=all, queue=queue)
+    await runtime.durable()
+    return count
 
 
 def event_to_pb(event: BrokerEvent, dropped: int) -> admin_pb2.Event:

@@ -27,7 +27,7 @@ from broker.tokens import Principal, Role, TokenTable
 
 logger = logging.getLogger(__name__)
 
-PRODUCER, WORKER, ADMIN = Role.PRODUCER, Role.WORKER, Role.ADMIN
+PRODUCER, WORKER, MONITOR, ADMIN = Role.PRODUCER, Role.WORKER, Role.MONITOR, Role.ADMIN
 
 _TASKS = "/celeriac.v1.TaskService/"
 _WORKERS = "/celeriac.v1.WorkerService/"
@@ -46,15 +46,20 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _TASKS + "GetResults": frozenset({PRODUCER, WORKER, ADMIN}),
     _TASKS + "ServerInfo": frozenset({PRODUCER, WORKER, ADMIN}),
     _WORKERS + "Session": frozenset({WORKER, ADMIN}),
-    _ADMIN + "ListQueues": frozenset({ADMIN}),
-    _ADMIN + "ListWorkers": frozenset({ADMIN}),
-    _ADMIN + "ListDeadLetters": frozenset({ADMIN}),
+    _ADMIN + "ListQueues": frozenset({MONITOR, ADMIN}),
+    _ADMIN + "ListWorkers": frozenset({MONITOR, ADMIN}),
+    _ADMIN + "ListDeadLetters": frozenset({MONITOR, ADMIN}),
     _ADMIN + "RequeueDeadLetters": frozenset({ADMIN}),
     _ADMIN + "PurgeDeadLetters": frozenset({ADMIN}),
     _ADMIN + "PurgeQueue": frozenset({ADMIN}),
-    _ADMIN + "Events": frozenset({ADMIN}),
+    _ADMIN + "Events": frozenset({MONITOR, ADMIN}),
 }
 ADMIN_ONLY = frozenset({ADMIN})
+
+# The broker's HTTP port (broker.service.web): what reads (/metrics, the dashboard's pages and
+# JSON, its live events) and what changes something (the dashboard's requeue and purge).
+HTTP_READ = frozenset({MONITOR, ADMIN})
+HTTP_CHANGE = ADMIN_ONLY
 
 # Open to anyone who reaches the port: load balancers probe health without credentials, and
 # reflection describes only the public contract (the same as proto/), never data.
@@ -84,20 +89,26 @@ def authorize(tokens: TokenTable, method: str, metadata: Sequence[tuple[str, Any
         Unauthenticated: No bearer token, or one the broker does not know.
         PermissionDenied: The token's roles do not include one that may call ``method``.
     """
-    token = _bearer_token(metadata)
+    token = bearer_token(metadata)
     if token is None:
         raise Unauthenticated(_ASK_FOR_TOKEN)
     principal = tokens.authenticate(token)
     if principal is None:
         raise Unauthenticated("the bearer token is not one this broker knows")
-    allowed = roles_for(method)
+    check_role(principal, roles_for(method), method.lstrip("/"))
+    return principal
+
+
+def check_role(principal: Principal, allowed: frozenset[Role], what: str) -> None:
+    """Check that ``principal`` holds one of ``allowed`` to do ``what``.
+
+    Raises:
+        PermissionDenied: It holds none of them; the message names the token and the roles.
+    """
     if principal.roles.isdisjoint(allowed):
         held = ",".join(sorted(principal.roles))
         needed = " or ".join(sorted(allowed))
-        raise PermissionDenied(
-            f"token {principal.name!r} has role {held}; {method.lstrip('/')} needs {needed}"
-        )
-    return principal
+        raise PermissionDenied(f"token {principal.name!r} has role {held}; {what} needs {needed}")
 
 
 if TYPE_CHECKING:  # grpc-stubs makes the class generic; grpc's own is not subscriptable
@@ -130,7 +141,8 @@ class AuthInterceptor(_ServerInterceptor):
         return await continuation(handler_call_details)
 
 
-def _bearer_token(metadata: Sequence[tuple[str, Any]]) -> str | None:
+def bearer_token(metadata: Sequence[tuple[str, Any]]) -> str | None:
+    """The token of the ``authorization: Bearer <token>`` entry, or None."""
     for key, value in metadata:
         if key == "authorization" and isinstance(value, str):
             if value[: len(_SCHEME)].lower() == _SCHEME:

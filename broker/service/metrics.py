@@ -1,4 +1,4 @@
-"""Prometheus metrics on an HTTP port of the broker (``--metrics-port``; off by default).
+"""Prometheus metrics, served at /metrics on the broker's HTTP port (:mod:`broker.service.web`).
 
 Counters and the runtime histogram follow the events stream (:mod:`broker.service.events`) on
 the broker's loop. Gauges (depths, workers, slots, leases, refusals) are read at scrape time:
@@ -10,19 +10,16 @@ come from prometheus_client's process collector.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from broker.service.events import BrokerEvent
+from broker.service.loop_calls import LoopUnavailable, call_on_loop
 from broker.service.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -33,9 +30,6 @@ OUTCOMES = frozenset(("succeeded", "failed", "retried", "revoked", "expired", "d
 # "other", so a client making names up cannot grow every scrape without end.
 MAX_TASK_NAMES = 1_000
 OTHER_NAMES = "other"
-# A scrape waits this long for the loop's snapshot; a stuck loop gives an empty scrape, not a
-# hung HTTP thread.
-SNAPSHOT_TIMEOUT = 5.0
 
 
 @dataclass
@@ -57,7 +51,7 @@ class BrokerCollector(Collector):
         self._runtime = runtime
         self._loop = loop
 
-    async def _snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
         core = self._runtime.broker
         sessions = core.open_sessions()
         return Snapshot(
@@ -74,9 +68,8 @@ class BrokerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Yield the gauges; runs in prometheus_client's HTTP thread."""
         try:
-            future = asyncio.run_coroutine_threadsafe(self._snapshot(), self._loop)
-            snap = future.result(SNAPSHOT_TIMEOUT)
-        except (RuntimeError, concurrent.futures.TimeoutError):
+            snap = call_on_loop(self._loop, self._snapshot)
+        except LoopUnavailable:
             logger.warning("metrics scrape: the broker loop did not answer; gauges left out")
             return
         depth = GaugeMetricFamily(
@@ -149,34 +142,10 @@ class TaskMetrics:
         return OTHER_NAMES
 
 
-class MetricsServer:
-    """The /metrics HTTP endpoint of one broker."""
-
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-
-    @property
-    def port(self) -> int:
-        """The port bound."""
-        return int(self._server.server_port)
-
-    @classmethod
-    def start(cls, runtime: Runtime, host: str, port: int) -> MetricsServer:
-        """Serve ``runtime``'s metrics on ``host:port`` (call on the loop).
-
-        Raises:
-            OSError: The address cannot be bound.
-        """
-        registry = CollectorRegistry()
-        registry.register(BrokerCollector(runtime, asyncio.get_running_loop()))
-        ProcessCollector(registry=registry)
-        runtime.events.add_listener(TaskMetrics(registry).on_event)
-        server, thread = _start_http_server(port, host, registry=registry)
-        return cls(server, thread)
-
-    def stop(self) -> None:
-        """Stop serving; the HTTP thread ends."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(SNAPSHOT_TIMEOUT)
+def metrics_registry(runtime: Runtime) -> CollectorRegistry:
+    """A registry of ``runtime``'s metrics; counting starts now (call on the loop)."""
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(runtime, asyncio.get_running_loop()))
+    ProcessCollector(registry=registry)
+    runtime.events.add_listener(TaskMetrics(registry).on_event)
+    return registry

@@ -47,29 +47,37 @@ def load_security(config: BrokerConfig) -> ServerSecurity:
             broker would listen beyond loopback with no tokens and without ``insecure``.
     """
     tokens = load_tokens(config.tokens_file, config.tokens)
-    if not len(tokens) and not config.insecure and not is_loopback(config.host):
-        raise ValueError(
-            f"refusing to listen on {config.host} with no tokens: anyone who reaches it could "
-            "submit, read and purge tasks; give --tokens-file, or --insecure to allow it"
-        )
+    for host in _listened_hosts(config):
+        if not len(tokens) and not config.insecure and not is_loopback(host):
+            raise ValueError(
+                f"refusing to listen on {host} with no tokens: anyone who reaches it could "
+                "submit, read and purge tasks; give --tokens-file, or --insecure to allow it"
+            )
     return ServerSecurity(server_credentials(config), bool(config.tls_client_ca), tokens)
 
 
 def exposure_warnings(config: BrokerConfig, security: ServerSecurity) -> list[str]:
     """What the operator should hear at start about a broker listening beyond loopback."""
-    if is_loopback(config.host):
-        return []
-    if not len(security.tokens):
-        return [
-            f"authentication is off on {config.host} (--insecure): anyone who reaches it "
-            "may submit, read and purge tasks"
-        ]
-    if security.credentials is None:
-        return [
-            f"TLS is off on {config.host}: bearer tokens and task arguments travel in "
-            "plain text (give --tls-cert and --tls-key)"
-        ]
-    return []
+    warnings: list[str] = []
+    for host in _listened_hosts(config):
+        if is_loopback(host):
+            continue
+        if not len(security.tokens):
+            warnings.append(
+                f"authentication is off on {host} (--insecure): anyone who reaches it "
+                "may submit, read and purge tasks"
+            )
+        elif security.credentials is None:
+            warnings.append(
+                f"TLS is off on {host}: bearer tokens and task arguments travel in "
+                "plain text (give --tls-cert and --tls-key)"
+            )
+    return list(dict.fromkeys(warnings))
+
+
+def _listened_hosts(config: BrokerConfig) -> list[str]:
+    """The gRPC host, and the HTTP port's (metrics, dashboard) when it is on."""
+    return [config.host, *([config.http_host] if config.http_port >= 0 else [])]
 
 
 def server_credentials(config: BrokerConfig) -> grpc.ServerCredentials | None:

@@ -23,10 +23,10 @@ from broker.journal.store_url import is_postgres, redacted
 from broker.service.admin_service import AdminService
 from broker.service.auth import AuthInterceptor
 from broker.service.decoding import add_service
-from broker.service.metrics import MetricsServer
 from broker.service.runtime import Runtime
 from broker.service.security import ServerSecurity, exposure_warnings, load_security
 from broker.service.task_service import TaskService
+from broker.service.web import WebServer
 from broker.service.worker_service import WorkerService
 from celeriac.address import bracketed
 from celeriac.v1 import (
@@ -118,7 +118,7 @@ class BrokerServer:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.address = ""
         self.runtime: Runtime | None = None
-        self.metrics: MetricsServer | None = None
+        self.web: WebServer | None = None
 
     async def start(self) -> str:
         """Bind, start serving and return the address actually bound ("host:port").
@@ -173,9 +173,9 @@ class BrokerServer:
         port = _bind(server, bind_host, config.port, security.credentials)
         # After binding (a taken port is the one error line) and before serving anyone.
         self._open_journal(runtime)
-        if config.metrics_port >= 0:
+        if config.http_port >= 0:
             # After recovery, so that replayed tasks are not counted as new events.
-            self.metrics = _serve_metrics(runtime, config)
+            self.web = _serve_http(runtime, config, security)
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -217,6 +217,8 @@ class BrokerServer:
             )
             runtime.end_streams("the broker stopped before this worker finished")
         await stopping
+        if self.web is not None:
+            self.web.stop()
         runtime.close()
         if runtime.journal is not None:
             await runtime.journal.close()
@@ -287,15 +289,16 @@ class CannotListen(RuntimeError):
     """The broker cannot bind its address (the port is taken, or the host is not this machine's)."""
 
 
-def _serve_metrics(runtime: Runtime, config: BrokerConfig) -> MetricsServer:
-    host = config.metrics_host.removeprefix("[").removesuffix("]")
-    address = f"{bracketed(host)}:{config.metrics_port}"
+def _serve_http(runtime: Runtime, config: BrokerConfig, security: ServerSecurity) -> WebServer:
+    host = config.http_host.removeprefix("[").removesuffix("]")
+    address = f"{bracketed(host)}:{config.http_port}"
     try:
-        metrics = MetricsServer.start(runtime, host, config.metrics_port)
+        web = WebServer.start(runtime, config, security.tokens)
     except OSError as error:
-        raise CannotListen(f"cannot serve metrics on {address}: {error.strerror}") from None
-    logger.info("metrics on http://%s:%d/metrics", bracketed(host), metrics.port)
-    return metrics
+        raise CannotListen(f"cannot serve HTTP on {address}: {error.strerror}") from None
+    url = f"{web.scheme}://{bracketed(host)}:{web.port}"
+    logger.info("dashboard on %s/ and metrics on %s/metrics", url, url)
+    return web
 
 
 def _bind(

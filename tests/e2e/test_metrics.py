@@ -74,5 +74,5 @@ def test_metrics_are_off_by_default_and_a_taken_port_is_one_line() -> None:
         broker.stop()
         assert "metrics on" not in broker.output
     assert done.returncode == 2
-    assert f"error: cannot serve metrics on 127.0.0.1:{busy_port}" in done.stderr
+    assert f"error: cannot serve HTTP on 127.0.0.1:{busy_port}" in done.stderr
     assert "Traceback" not in done.stderr

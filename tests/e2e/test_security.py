@@ -6,6 +6,9 @@ Certificates are made at test time (trustme); tokens live in temporary files.
 from __future__ import annotations
 
 import secrets
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,3 +168,22 @@ def test_a_second_worker_with_a_live_workers_id_fences_it_off() -> None:
             app = Celeriac("after-fencing", broker=broker.address)
             assert app.send_task(ADD, args=(1, 2)).get(timeout=20) == 3
             app.close()
+
+
+def test_the_http_port_serves_https_with_the_brokers_certificate(pki: Pki) -> None:
+    monitor = secrets.token_urlsafe(24)
+    tls = ("--tls-cert", pki.server_cert, "--tls-key", pki.server_key)
+    env = {"CELERIAC_BROKER_TOKENS": f"monitor:prom:{monitor}"}
+    with BrokerProcess(*tls, "--memory-only", "--http-port", "0", env=env) as broker:
+        url = broker.wait_for_line(r"metrics on (https://\S+/metrics)").group(1)
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {monitor}"})
+        context = ssl.create_default_context(cafile=pki.ca)
+        with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+            assert b"celeriac_workers" in answer.read()
+        with pytest.raises(OSError):  # plain text on the TLS port: the connection is closed
+            urllib.request.urlopen(url.replace("https://", "http://"), timeout=10)
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(url, context=context, timeout=10)
+        output = broker.output
+    assert monitor not in output
+    assert "Traceback" not in output
