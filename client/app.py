@@ -15,6 +15,7 @@ from client.canvas import Signature
 from client.chunks import group_chunks
 from client.conf import AppConf, settings_of
 from client.config import ClientConfig
+from client.control import Control
 from client.errors import ContentTypeRefused, InvalidTaskSpec
 from client.options import (
     NO_CALL_OPTIONS,
@@ -57,7 +58,8 @@ class Celeriac:
     Attributes:
         main: The app's name.
         tasks: Registered tasks, name to :class:`~client.task.Task`.
-        control: Remote control of tasks (``app.control.revoke(ids)``).
+        control: Remote control of tasks and workers (``app.control.revoke(ids)``,
+            ``app.control.inspect().active()``; see :mod:`client.control`).
     """
 
     # The default base class of this app's tasks; ``class MyTask(app.Task)`` as in Celery.
@@ -415,29 +417,6 @@ def _shared_options_key(signature: Signature) -> _OptionsKey | None:
     except TypeError:  # an unhashable option value, such as a headers dict
         return None
     return signature.name, options
-
-
-class Control:
-    """Remote control of tasks by id, like Celery's ``app.control``."""
-
-    def __init__(self, app: Celeriac) -> None:
-        self._app = app
-
-    def revoke(
-        self, task_id: str | Sequence[str], terminate: bool = False, reason: str = ""
-    ) -> list[str]:
-        """Revoke one task id or several.
-
-        Args:
-            task_id: One id or a sequence of ids.
-            terminate: Also kill tasks that are running.
-            reason: Stored in the REVOKED results.
-
-        Returns:
-            One outcome per id: ``revoked``, ``cancel-sent``, ``already-finished`` or ``unknown``.
-        """
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        return self._app.transport.revoke(ids, terminate, reason) if ids else []
 
 
 def _after_group_publish(signatures: Sequence[Signature], specs: Sequence[SubmitSpec]) -> None:

@@ -34,6 +34,8 @@ class Request:
         max_retries: The caller's per-call ``max_retries`` override, if any.
         called_directly: The task was called like a function (``add(1, 2)``).
         is_eager: The task runs eagerly (``apply()`` or ``task_always_eager``).
+        delivery_info: Celery's keys: ``exchange`` (always ""), ``routing_key`` (the queue),
+            ``priority`` and ``redelivered`` (True from the second delivery on).
     """
 
     id: str
@@ -53,6 +55,7 @@ class Request:
     called_directly: bool = False
     # True when the task runs through ``apply()`` or ``task_always_eager`` (client.eager).
     is_eager: bool = False
+    delivery_info: Mapping[str, object] = field(default_factory=dict)
 
 
 class TaskReporter(Protocol):

@@ -29,6 +29,12 @@ Sent where Celery sends them, with the same arguments:
 - ``task_success(sender=task, result)``
 - ``task_failure(sender=task, task_id, exception, args, kwargs, traceback, einfo)``
 - ``task_retry(sender=task, request, reason, einfo)``
+- ``task_revoked(sender=task, request, terminated, signum, expired)``: sent by the worker process
+  (not a pool child) when the broker cancels a task the worker holds, whether it was running
+  (``terminated`` says whether it was killed; ``signum`` is the signal the process pool sent its
+  child, None for the thread and async pools) or waiting in its buffer; and, with
+  ``expired=True``, by the process that was about to run a task whose ``expires`` passed. A
+  task revoked while still queued at the broker never reaches a worker, so no worker sends it.
 - ``worker_process_init(sender=None)``, ``worker_ready(sender=worker)``,
   ``worker_shutdown(sender=worker)``
 """
@@ -120,6 +126,7 @@ task_postrun = Signal("task_postrun")
 task_success = Signal("task_success")
 task_failure = Signal("task_failure")
 task_retry = Signal("task_retry")
+task_revoked = Signal("task_revoked")
 worker_process_init = Signal("worker_process_init")
 worker_ready = Signal("worker_ready")
 worker_shutdown = Signal("worker_shutdown")

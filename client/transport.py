@@ -1,7 +1,8 @@
 """Where the client speaks gRPC: channels, calls and deadlines.
 
 Everything above this module works with the plain records of ``client.records``; protobuf
-messages are built and read by ``client.codec``, on this module's behalf only. Besides this
+messages are built and read by ``client.codec`` (``client.control_codec`` for app.control), on
+this module's behalf only. Besides this
 module only ``client.call_stream`` (the session stream that carries ``delay()`` and ``get()``)
 and ``client.status`` (the status-code table) touch gRPC.
 
@@ -26,7 +27,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from celeriac.connection import open_aio_channel, open_channel
-from celeriac.v1 import client_pb2, client_pb2_grpc
+from celeriac.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 from client import codec, states
 from client.call_stream import AsyncCallStream, AsyncResultWatch, CallStream, ResultWatch
 from client.chunks import SUBMIT_WINDOW, ChunkCall, chunk_failure, id_slices
@@ -215,6 +216,20 @@ class Transport:
     def forget(self, task_ids: Sequence[str]) -> int:
         """Drop stored results; returns how many existed."""
         return sum(self._forget(part) for part in id_slices(task_ids))
+
+    def control_workers(
+        self, request: admin_pb2.ControlWorkersRequest, wait: float
+    ) -> admin_pb2.ControlWorkersResponse:
+        """Inspect or control workers (AdminService; admin role), gathering for ``wait`` s."""
+
+        def call(_: object, timeout: float) -> admin_pb2.ControlWorkersResponse:
+            channel = self._channel
+            if channel is None:  # closed by another thread since the stub was ready
+                raise BrokerUnavailable("the client was closed")
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            return admin.ControlWorkers(request, timeout=timeout)
+
+        return self._invoke("ControlWorkers", call, wait)
 
     def _forget(self, task_ids: Sequence[str]) -> int:
         request = client_pb2.ForgetRequest(task_ids=task_ids)

@@ -1,7 +1,8 @@
 """The only module of the worker that touches protobuf: wire messages ↔ the worker's dataclasses.
 
 Broker messages become small frozen events (`Welcome`, `Assign`, `CancelJobs`, `Ping`, `Drain`,
-`Rejected`); what the worker says goes out through `hello`, `report` and `pong`.
+`Rejected`, and the inspect/control request `worker.control.Control`); what the worker says goes
+out through `hello`, `report`, `pong` and `control_reply`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from celeriac.v1 import tasks_pb2, worker_pb2
+from worker.control import Control, ControlReply, HeldTask, Stats
 from worker.jobs import Heartbeat, Job, Outcome, OutcomeState, Payload, StateUpdate, TaskErrorInfo
 from worker.limits import PayloadLimits
 
@@ -26,6 +28,14 @@ _STATES = {
     OutcomeState.FAILURE: tasks_pb2.TASK_STATE_FAILURE,
     OutcomeState.RETRY: tasks_pb2.TASK_STATE_RETRY,
     OutcomeState.REVOKED: tasks_pb2.TASK_STATE_REVOKED,
+}
+
+# ControlCommand values by the worker.control name they stand for ("CONTROL_COMMAND_PING" ->
+# "ping"); SCHEDULED is the broker's to answer and never reaches a worker.
+_COMMANDS = {
+    number: name.removeprefix("CONTROL_COMMAND_").lower()
+    for name, number in worker_pb2.ControlCommand.items()
+    if number not in (worker_pb2.CONTROL_COMMAND_UNSPECIFIED, worker_pb2.CONTROL_COMMAND_SCHEDULED)
 }
 
 
@@ -88,7 +98,7 @@ class OutcomesTaken:
     lease_ids: tuple[str, ...]
 
 
-BrokerEvent = Welcome | Assign | CancelJobs | Ping | Drain | Rejected | OutcomesTaken
+BrokerEvent = Welcome | Assign | CancelJobs | Ping | Drain | Rejected | OutcomesTaken | Control
 
 
 @dataclass
@@ -235,7 +245,71 @@ def decode(
         return Rejected(tuple((r.lease_id, r.reason) for r in message.rejections.rejections))
     if kind == "outcome_acks":
         return OutcomesTaken(tuple(message.outcome_acks.lease_ids))
+    if kind == "control":
+        asked = message.control
+        command = _COMMANDS.get(asked.command, "")
+        return Control(asked.request_id, command, asked.count or 1, tuple(asked.task_ids))
     return None
+
+
+def control_reply(reply: ControlReply) -> worker_pb2.WorkerMessage:
+    """The answer to a Control."""
+    message = worker_pb2.WorkerControlReply(
+        request_id=reply.request_id,
+        error=reply.error,
+        tasks=[_summary(task) for task in reply.tasks],
+        task_names=reply.task_names,
+        queues=reply.queues,
+        concurrency=reply.concurrency,
+        message=reply.message,
+    )
+    if reply.stats is not None:
+        message.stats.CopyFrom(_stats(reply.stats))
+    return worker_pb2.WorkerMessage(control_reply=message)
+
+
+def _summary(task: HeldTask) -> worker_pb2.TaskSummary:
+    job = task.job
+    summary = worker_pb2.TaskSummary(
+        task_id=job.task_id,
+        name=job.name,
+        queue=job.queue,
+        headers=job.headers,
+        attempt=job.attempt,
+        retries=job.retries,
+        priority=job.priority,
+        lease_id=job.lease_id,
+        worker_pid=task.pid,
+        status=task.status,
+        args_omitted=task.args_omitted,
+    )
+    if not task.args_omitted:
+        summary.args.CopyFrom(_payload(job.args))
+    if task.started_at is not None:
+        summary.started_at.FromNanoseconds(round(task.started_at * 1e9))
+    if job.eta is not None:
+        summary.eta.CopyFrom(_timestamp(job.eta))
+    if job.expires is not None:
+        summary.expires.CopyFrom(_timestamp(job.expires))
+    return summary
+
+
+def _stats(stats: Stats) -> worker_pb2.WorkerStats:
+    return worker_pb2.WorkerStats(
+        pid=stats.pid,
+        hostname=stats.hostname,
+        pool=stats.pool,
+        concurrency=stats.concurrency,
+        child_pids=stats.child_pids,
+        uptime_seconds=stats.uptime,
+        total=stats.total,
+        reserved=stats.reserved,
+        active=stats.active,
+        user_cpu_seconds=stats.user_cpu,
+        system_cpu_seconds=stats.system_cpu,
+        max_rss_kb=stats.max_rss_kb,
+        version=stats.version,
+    )
 
 
 def job_from_assignment(a: worker_pb2.Assignment, max_payload_bytes: int | None = None) -> Job:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from client import serialization
+from client import serialization, signals
 from client.context import Request, executing
 from client.errors import (
     NotRegistered,
@@ -133,7 +133,7 @@ def execute(
     prepared = _prepare(job, tasks, settings, now)
     if isinstance(prepared, Outcome):
         return prepared
-    with executing(_request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
+    with executing(request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
         prepared.task.before_attempt(job.task_id, prepared.args, prepared.kwargs)
         try:
             value = _invoke(prepared)
@@ -175,7 +175,7 @@ async def execute_async(
     prepared = _prepare(job, tasks, settings, now)
     if isinstance(prepared, Outcome):
         return prepared
-    with executing(_request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
+    with executing(request_for(job, settings), _Reporter(job, prepared.task, sink, settings)):
         prepared.task.before_attempt(job.task_id, prepared.args, prepared.kwargs)
         try:
             if inspect.iscoroutinefunction(prepared.task.run):
@@ -315,6 +315,7 @@ def _prepare(
             f"task {job.name}[{job.task_id}] expired at {job.expires.isoformat()}"
         )
         # REVOKED, as the broker records a task that expires in its queue (and as Celery does).
+        announce_revoked(job, task, settings, terminated=False, signum=None, expired=True)
         return Outcome(
             lease_id=job.lease_id,
             state=OutcomeState.REVOKED,
@@ -421,7 +422,8 @@ def _exhausted(job: Job, limit: int | None) -> bool:
     return limit is not None and job.retries >= limit
 
 
-def _request_for(job: Job, settings: ExecutionSettings) -> Request:
+def request_for(job: Job, settings: ExecutionSettings) -> Request:
+    """The ``self.request`` of ``job`` (and the ``request`` of its task signals)."""
     return Request(
         id=job.task_id,
         name=job.name,
@@ -436,7 +438,33 @@ def _request_for(job: Job, settings: ExecutionSettings) -> Request:
         time_limit=job.time_limit,
         soft_time_limit=job.soft_time_limit,
         max_retries=job.max_retries,
+        delivery_info={
+            "exchange": "",
+            "routing_key": job.queue,
+            "priority": job.priority,
+            "redelivered": job.attempt > 1,
+        },
     )
+
+
+def announce_revoked(
+    job: Job,
+    task: Task | None,
+    settings: ExecutionSettings,
+    *,
+    terminated: bool,
+    signum: int | None,
+    expired: bool,
+) -> None:
+    """Send ``task_revoked`` for ``job`` (nothing to build when no receiver is connected)."""
+    if signals.task_revoked.receivers:
+        signals.task_revoked.send(
+            sender=task,
+            request=request_for(job, settings),
+            terminated=terminated,
+            signum=signum,
+            expired=expired,
+        )
 
 
 class _Reporter:

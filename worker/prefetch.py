@@ -110,6 +110,11 @@ class Prefetch:
         return bool(self._jobs)
 
     @property
+    def jobs(self) -> list[Job]:
+        """The buffered jobs, oldest first."""
+        return [job for _, job in self._jobs]
+
+    @property
     def lease_ids(self) -> list[str]:
         """The buffered jobs' leases, oldest first."""
         return [job.lease_id for _, job in self._jobs]

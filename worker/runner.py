@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from functools import partial
 from importlib import metadata
 
@@ -24,10 +25,10 @@ import grpc
 
 from celeriac.connection import open_aio_channel
 from client import signals
-from worker import codec, tasklog
+from worker import codec, control, tasklog
 from worker.config import WorkerConfig, grpc_target, worker_id
 from worker.errors import BrokerUnavailable, NotStarted, WorkerError
-from worker.execution import resolve_limits, revoked_outcome
+from worker.execution import ExecutionSettings, announce_revoked, resolve_limits, revoked_outcome
 from worker.jobs import Job, Outcome, OutcomeState, TaskEvent
 from worker.limits import PayloadLimits, fit_event, fit_outcome
 from worker.loader import Registry
@@ -112,6 +113,10 @@ class Worker:
         self._signals = 0
         self._welcomed_once = False
         self._session_welcomed = False
+        # For inspect: when each running task started (wall time), what finished, since when.
+        self._started_wall: dict[str, float] = {}
+        self._finished = control.TaskCounts()
+        self._born = time.monotonic()
 
     def on_task_event(self, event: TaskEvent) -> None:
         """Forward a running task's heartbeat or custom state to the broker (loop thread only).
@@ -316,6 +321,9 @@ class Worker:
                         "broker rejected lease=%s (%s); its report was dropped", lease_id, reason
                     )
                 self._buffer.acknowledge(lease_id for lease_id, _ in rejections)
+            case control.Control():
+                reply = control.answer(self, event, self._limits.max_message_bytes)
+                session.send(codec.control_reply(reply))
             case codec.Welcome():
                 logger.warning("ignoring an unexpected second Welcome")
 
@@ -397,12 +405,14 @@ class Worker:
         if started is not None:
             self._started_at[job.lease_id] = started
         self._running[job.lease_id] = job
+        self._started_wall[job.lease_id] = time.time()
         self._idle.clear()
         self._buffer.add_started(job.lease_id)
         future.add_done_callback(partial(self._on_finished, job))
 
     def _on_finished(self, job: Job, future: asyncio.Future[Outcome]) -> None:
         self._running.pop(job.lease_id, None)
+        self._started_wall.pop(job.lease_id, None)
         started = self._started_at.pop(job.lease_id, None) if self._started_at else None
         if not future.cancelled() and isinstance(future.exception(), NotStarted):
             self._rebuffer(job)
@@ -415,6 +425,7 @@ class Worker:
         if future.cancelled():
             return  # stopped by a shutdown: no outcome, the broker redelivers the task
         outcome = future.result()
+        self._finished.add(job.name)
         if reason is not None and outcome.state is not OutcomeState.REVOKED:
             outcome = revoked_outcome(job, reason)
         # Whatever the pool checked: nothing oversize may reach a Report (see worker.limits).
@@ -455,13 +466,84 @@ class Worker:
                 logger.warning("cancel lease=%s before it started: %s", lease_id, reason)
                 self._buffer.add_outcome(revoked_outcome(buffered, reason or "revoked"), credit=0)
                 self._top_up()
+                self._announce_revoked(buffered, terminated=False)
                 continue
-            if lease_id not in self._running:
+            job = self._running.get(lease_id)
+            if job is None:
                 continue
             logger.warning("cancel lease=%s terminate=%s reason=%s", lease_id, terminate, reason)
             self._cancelled[lease_id] = reason or "revoked"
-            if terminate:
-                self._pool.terminate(lease_id, reason or "terminated")
+            terminated = terminate and self._pool.terminate(lease_id, reason or "terminated")
+            self._announce_revoked(job, terminated=terminated)
+
+    def _announce_revoked(self, job: Job, *, terminated: bool) -> None:
+        """``task_revoked`` in this process; ``signum`` is what the process pool kills with."""
+        killed_with = signal.SIGKILL if terminated and self.config.pool == "process" else None
+        settings = ExecutionSettings(self.worker_id, self.config.allow_pickle)
+        task = self.registry.tasks.get(job.name)
+        announce_revoked(
+            job, task, settings, terminated=terminated, signum=killed_with, expired=False
+        )
+
+    # -- inspect and control (worker.control.Controllable) ------------------------------------
+
+    @property
+    def slots(self) -> int:
+        """The pool's execution slots now."""
+        return self._pool.slots
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The registered task names, sorted."""
+        return tuple(sorted(self.registry.tasks))
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues consumed, in order."""
+        return tuple(self.config.queues)
+
+    def held(self) -> list[control.HeldTask]:
+        """The running tasks, then the buffered ones, in the order they were taken."""
+        pool, started = self._pool, self._started_wall
+        running = [
+            control.HeldTask(job, "active", started.get(lease), pool.pid_of(lease))
+            for lease, job in self._running.items()
+        ]
+        return running + [control.HeldTask(job, "reserved") for job in self._prefetch.jobs]
+
+    def stats(self) -> control.Stats:
+        """The worker's figures now."""
+        user, system, rss = control.process_figures()
+        return control.Stats(
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            pool=self.config.pool,
+            concurrency=self._pool.slots,
+            child_pids=self._pool.pids,
+            uptime=time.monotonic() - self._born,
+            total=dict(self._finished.by_name),
+            reserved=len(self._prefetch),
+            active=len(self._running),
+            user_cpu=user,
+            system_cpu=system,
+            max_rss_kb=rss,
+            version=_version(),
+        )
+
+    def resize_pool(self, slots: int) -> int:
+        """Change the pool's slots, and the credit this worker grants with them."""
+        shrinking = slots < self._pool.slots
+        self._pool.resize(slots)
+        self._prefetch.slots = slots
+        logger.warning("pool resized to %d slots by a control request", slots)
+        if shrinking and self._session is not None:
+            # The broker may hold credit for slots that are gone: take it back, grant anew.
+            self._buffer.withdraw_credit()
+            self._prefetch.withdrawn()
+        self._pump()
+        self._top_up()
+        self._flush()
+        return slots
 
     def _close_when_idle(self, session: Session) -> None:
         if not self._running:

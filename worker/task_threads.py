@@ -31,7 +31,7 @@ class TaskThreads:
 
     def __init__(self, keep_idle: int, name: str = "celeriac-task") -> None:
         """Keep up to `keep_idle` finished threads waiting for work (0: a thread per job)."""
-        self._keep_idle = keep_idle
+        self.keep_idle = keep_idle
         self._name = name
         self._lock = threading.Lock()
         self._idle: list[TaskThread] = []
@@ -65,7 +65,7 @@ class TaskThreads:
     def _park(self, thread: TaskThread) -> bool:
         """Take `thread` back as idle; False when it should end instead."""
         with self._lock:
-            if self._closed or len(self._idle) >= self._keep_idle:
+            if self._closed or len(self._idle) >= self.keep_idle:
                 return False
             self._idle.append(thread)
             return True

@@ -8,6 +8,7 @@ must receive accumulates in their outboxes, which the service flushes at the end
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
@@ -254,6 +255,12 @@ class Broker:
             )
             for name, queue in sorted(lc.queues.items())
         ]
+
+    def scheduled(self, limit: int) -> tuple[list[TaskRecord], int]:
+        """Up to ``limit`` tasks waiting for their due time, soonest first, and how many wait."""
+        waiting = self.lifecycle.scheduled
+        soonest = heapq.nsmallest(limit, waiting.values(), key=lambda record: record.due or 0.0)
+        return soonest, len(waiting)
 
     def open_sessions(self) -> list[Session]:
         """Sessions whose stream is open."""

@@ -68,6 +68,9 @@ class Lifecycle:
         self._seq_front = 0
         self._scheduled: Counter[str] = Counter()
         self._leased: Counter[str] = Counter()
+        # The records waiting for a due time, by task id: inspect lists them without a scan of
+        # every task.
+        self.scheduled: dict[str, TaskRecord] = {}
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -464,10 +467,12 @@ class Lifecycle:
         queue = record.spec.queue
         if record.phase is Phase.SCHEDULED:
             self._scheduled[queue] -= 1
+            self.scheduled.pop(record.task_id, None)
         elif record.phase is Phase.LEASED:
             self._leased[queue] -= 1
         if phase is Phase.SCHEDULED:
             self._scheduled[queue] += 1
+            self.scheduled[record.task_id] = record
         elif phase is Phase.LEASED:
             self._leased[queue] += 1
         record.phase = phase

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from broker.errors import BrokerError
-from broker.service import codec
+from broker.service import codec, control
 from broker.service.decoding import decoded
 from broker.service.events import BrokerEvent, Subscriber
 from broker.service.runtime import Runtime
 from broker.service.status import abort_with, translate_errors
-from celeriac.v1 import admin_pb2, admin_pb2_grpc
+from celeriac.v1 import admin_pb2, admin_pb2_grpc, worker_pb2
 
 Context = grpc.aio.ServicerContext
 
@@ -93,6 +93,31 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._runtime.changed()
         await self._runtime.durable()
         return admin_pb2.PurgeQueueResponse(purged=count)
+
+    @translate_errors
+    async def ControlWorkers(
+        self,
+        request: admin_pb2.ControlWorkersRequest,
+        context: Context[admin_pb2.ControlWorkersRequest, admin_pb2.ControlWorkersResponse],
+    ) -> admin_pb2.ControlWorkersResponse:
+        """Ask the chosen workers, over their sessions, and answer with what came back."""
+        call = control.checked(request)
+        if call.command == worker_pb2.CONTROL_COMMAND_SCHEDULED:
+            records, total = self._core.scheduled(call.limit)
+            response = admin_pb2.ControlWorkersResponse(
+                scheduled=[control.scheduled_to_pb(record) for record in records],
+                scheduled_total=total,
+            )
+            return control.fitted(response, self._core.config.max_message_bytes)
+        sessions, unknown = control.chosen(self._core.open_sessions(), call.destination)
+        with self._runtime.peers.hold_call(context.peer()):
+            answers, missing = await self._runtime.control.ask(
+                sessions, call.to_worker(), self._runtime.send, call.timeout
+            )
+        response = admin_pb2.ControlWorkersResponse(
+            answers=answers, missing=missing, unknown=unknown
+        )
+        return control.fitted(response, self._core.config.max_message_bytes)
 
     async def Events(
         self,

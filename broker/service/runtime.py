@@ -20,6 +20,7 @@ import grpc
 from broker.core.broker import Broker
 from broker.errors import BrokerError, ShuttingDown
 from broker.service import codec
+from broker.service.control import ControlRequests
 from broker.service.events import EventHub
 from broker.service.peers import PeerLimits
 from broker.service.refusals import Refusals
@@ -78,6 +79,8 @@ class Runtime:
         self._ack_timer: asyncio.TimerHandle | None = None
         # None in memory-only mode: then nothing on the hot path waits for a disk.
         self.journal: Journal | None = None
+        # Inspect and control requests waiting for workers' replies (AdminService).
+        self.control = ControlRequests()
 
     def check_accepting(self) -> None:
         """Raise ShuttingDown once a graceful shutdown has begun."""
@@ -160,6 +163,14 @@ class Runtime:
         self._streams.pop(session_id, None)
         if not self._streams and self._streams_gone is not None:
             self._streams_gone.set()
+
+    def send(self, session_id: str, message: worker_pb2.BrokerMessage) -> bool:
+        """Queue ``message`` to a session's stream now; False when that stream is gone."""
+        outgoing = self._streams.get(session_id)
+        if outgoing is None:
+            return False
+        outgoing.put_nowait(message)
+        return True
 
     @property
     def stream_count(self) -> int:

@@ -165,6 +165,8 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 self._ack_outcomes(session, [outcome.lease_id for outcome in report.outcomes])
         elif kind == "pong":
             self._core.workers.touch(session)
+        elif kind == "control_reply":
+            self._runtime.control.deliver(session.session_id, message.control_reply)
         elif kind == "hello":
             raise ProtocolViolation("Hello may only be sent once per session")
         else:

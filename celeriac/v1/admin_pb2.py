@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from celeriac.v1 import tasks_pb2 as celeriac_dot_v1_dot_tasks__pb2
+from celeriac.v1 import worker_pb2 as celeriac_dot_v1_dot_worker__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65leriac/v1/admin.proto\x12\x0b\x63\x65leriac.v1\x1a\x17\x63\x65leriac/v1/tasks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\rEventsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x12\n\ntask_names\x18\x02 \x03(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\"\xda\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x11\n\tworker_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x0f\n\x07\x64ropped\x18\x08 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\n \x01(\r\x12\x0f\n\x07runtime\x18\x0b \x01(\x01\"\x13\n\x11ListQueuesRequest\"^\n\tQueueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x04\x12\x11\n\tscheduled\x18\x03 \x01(\x04\x12\x0e\n\x06leased\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\"<\n\x12ListQueuesResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x16.celeriac.v1.QueueInfo\"\x14\n\x12ListWorkersRequest\"\xe9\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0e\n\x06\x63redit\x18\x08 \x01(\r\x12\x0e\n\x06leased\x18\t \x01(\r\x12\x30\n\x0c\x63onnected_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x0b \x01(\x08\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.WorkerInfo\"6\n\x16ListDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"`\n\nDeadLetter\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.celeriac.v1.TaskResult\x12+\n\x07\x64\x65\x61\x64_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x17ListDeadLettersResponse\x12-\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.DeadLetter\x12\r\n\x05total\x18\x02 \x01(\x04\"I\n\x19RequeueDeadLettersRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05queue\x18\x03 \x01(\t\".\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\r\"G\n\x17PurgeDeadLettersRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05queue\x18\x03 \x01(\t\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\r\"\"\n\x11PurgeQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"$\n\x12PurgeQueueResponse\x12\x0e\n\x06purged\x18\x01 \x01(\r2\xe0\x04\n\x0c\x41\x64minService\x12M\n\nListQueues\x12\x1e.celeriac.v1.ListQueuesRequest\x1a\x1f.celeriac.v1.ListQueuesResponse\x12P\n\x0bListWorkers\x12\x1f.celeriac.v1.ListWorkersRequest\x1a .celeriac.v1.ListWorkersResponse\x12\\\n\x0fListDeadLetters\x12#.celeriac.v1.ListDeadLettersRequest\x1a$.celeriac.v1.ListDeadLettersResponse\x12\x65\n\x12RequeueDeadLetters\x12&.celeriac.v1.RequeueDeadLettersRequest\x1a\'.celeriac.v1.RequeueDeadLettersResponse\x12_\n\x10PurgeDeadLetters\x12$.celeriac.v1.PurgeDeadLettersRequest\x1a%.celeriac.v1.PurgeDeadLettersResponse\x12M\n\nPurgeQueue\x12\x1e.celeriac.v1.PurgeQueueRequest\x1a\x1f.celeriac.v1.PurgeQueueResponse\x12:\n\x06\x45vents\x12\x1a.celeriac.v1.EventsRequest\x1a\x12.celeriac.v1.Event0\x01\x42|\n\x0f\x64\x65v.celeriac.v1B\nAdminProtoP\x01Z*celeriac.dev/gen/go/celeriac/v1;celeriacv1\xa2\x02\x03\x43LX\xaa\x02\x0b\x43\x65leriac.V1\xca\x02\x0b\x43\x65leriac\\V1\xea\x02\x0c\x43\x65leriac::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65leriac/v1/admin.proto\x12\x0b\x63\x65leriac.v1\x1a\x17\x63\x65leriac/v1/tasks.proto\x1a\x18\x63\x65leriac/v1/worker.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\x15\x43ontrolWorkersRequest\x12,\n\x07\x63ommand\x18\x01 \x01(\x0e\x32\x1b.celeriac.v1.ControlCommand\x12\x13\n\x0b\x64\x65stination\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x10\n\x08task_ids\x18\x05 \x03(\t\x12\r\n\x05limit\x18\x06 \x01(\r\"Q\n\x0cWorkerAnswer\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12.\n\x05reply\x18\x02 \x01(\x0b\x32\x1f.celeriac.v1.WorkerControlReply\"\xac\x01\n\x16\x43ontrolWorkersResponse\x12*\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x19.celeriac.v1.WorkerAnswer\x12\x0f\n\x07missing\x18\x02 \x03(\t\x12\x0f\n\x07unknown\x18\x03 \x03(\t\x12+\n\tscheduled\x18\x04 \x03(\x0b\x32\x18.celeriac.v1.TaskSummary\x12\x17\n\x0fscheduled_total\x18\x05 \x01(\x04\"B\n\rEventsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x12\n\ntask_names\x18\x02 \x03(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\"\xda\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x11\n\tworker_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x0f\n\x07\x64ropped\x18\x08 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\n \x01(\r\x12\x0f\n\x07runtime\x18\x0b \x01(\x01\"\x13\n\x11ListQueuesRequest\"^\n\tQueueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x04\x12\x11\n\tscheduled\x18\x03 \x01(\x04\x12\x0e\n\x06leased\x18\x04 \x01(\x04\x12\x11\n\tconsumers\x18\x05 \x01(\r\"<\n\x12ListQueuesResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x16.celeriac.v1.QueueInfo\"\x14\n\x12ListWorkersRequest\"\xe9\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x0c\n\x04pool\x18\x07 \x01(\t\x12\x0e\n\x06\x63redit\x18\x08 \x01(\r\x12\x0e\n\x06leased\x18\t \x01(\r\x12\x30\n\x0c\x63onnected_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x0b \x01(\x08\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.WorkerInfo\"6\n\x16ListDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"`\n\nDeadLetter\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.celeriac.v1.TaskResult\x12+\n\x07\x64\x65\x61\x64_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x17ListDeadLettersResponse\x12-\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x17.celeriac.v1.DeadLetter\x12\r\n\x05total\x18\x02 \x01(\x04\"I\n\x19RequeueDeadLettersRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05queue\x18\x03 \x01(\t\".\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\r\"G\n\x17PurgeDeadLettersRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05queue\x18\x03 \x01(\t\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\r\"\"\n\x11PurgeQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"$\n\x12PurgeQueueResponse\x12\x0e\n\x06purged\x18\x01 \x01(\r2\xbb\x05\n\x0c\x41\x64minService\x12M\n\nListQueues\x12\x1e.celeriac.v1.ListQueuesRequest\x1a\x1f.celeriac.v1.ListQueuesResponse\x12P\n\x0bListWorkers\x12\x1f.celeriac.v1.ListWorkersRequest\x1a .celeriac.v1.ListWorkersResponse\x12\\\n\x0fListDeadLetters\x12#.celeriac.v1.ListDeadLettersRequest\x1a$.celeriac.v1.ListDeadLettersResponse\x12\x65\n\x12RequeueDeadLetters\x12&.celeriac.v1.RequeueDeadLettersRequest\x1a\'.celeriac.v1.RequeueDeadLettersResponse\x12_\n\x10PurgeDeadLetters\x12$.celeriac.v1.PurgeDeadLettersRequest\x1a%.celeriac.v1.PurgeDeadLettersResponse\x12M\n\nPurgeQueue\x12\x1e.celeriac.v1.PurgeQueueRequest\x1a\x1f.celeriac.v1.PurgeQueueResponse\x12:\n\x06\x45vents\x12\x1a.celeriac.v1.EventsRequest\x1a\x12.celeriac.v1.Event0\x01\x12Y\n\x0e\x43ontrolWorkers\x12\".celeriac.v1.ControlWorkersRequest\x1a#.celeriac.v1.ControlWorkersResponseB|\n\x0f\x64\x65v.celeriac.v1B\nAdminProtoP\x01Z*celeriac.dev/gen/go/celeriac/v1;celeriacv1\xa2\x02\x03\x43LX\xaa\x02\x0b\x43\x65leriac.V1\xca\x02\x0b\x43\x65leriac\\V1\xea\x02\x0c\x43\x65leriac::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,40 +35,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'celeriac.v1.admin_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.celeriac.v1B\nAdminProtoP\001Z*celeriac.dev/gen/go/celeriac/v1;celeriacv1\242\002\003CLX\252\002\013Celeriac.V1\312\002\013Celeriac\\V1\352\002\014Celeriac::V1'
-  _globals['_EVENTSREQUEST']._serialized_start=98
-  _globals['_EVENTSREQUEST']._serialized_end=164
-  _globals['_EVENT']._serialized_start=167
-  _globals['_EVENT']._serialized_end=385
-  _globals['_LISTQUEUESREQUEST']._serialized_start=387
-  _globals['_LISTQUEUESREQUEST']._serialized_end=406
-  _globals['_QUEUEINFO']._serialized_start=408
-  _globals['_QUEUEINFO']._serialized_end=502
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=504
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=564
-  _globals['_LISTWORKERSREQUEST']._serialized_start=566
-  _globals['_LISTWORKERSREQUEST']._serialized_end=586
-  _globals['_WORKERINFO']._serialized_start=589
-  _globals['_WORKERINFO']._serialized_end=822
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=824
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=887
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=889
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=943
-  _globals['_DEADLETTER']._serialized_start=945
-  _globals['_DEADLETTER']._serialized_end=1041
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1043
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1130
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1132
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1205
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1207
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1253
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1255
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1326
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1328
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1370
-  _globals['_PURGEQUEUEREQUEST']._serialized_start=1372
-  _globals['_PURGEQUEUEREQUEST']._serialized_end=1406
-  _globals['_PURGEQUEUERESPONSE']._serialized_start=1408
-  _globals['_PURGEQUEUERESPONSE']._serialized_end=1444
-  _globals['_ADMINSERVICE']._serialized_start=1447
-  _globals['_ADMINSERVICE']._serialized_end=2055
+  _globals['_CONTROLWORKERSREQUEST']._serialized_start=125
+  _globals['_CONTROLWORKERSREQUEST']._serialized_end=283
+  _globals['_WORKERANSWER']._serialized_start=285
+  _globals['_WORKERANSWER']._serialized_end=366
+  _globals['_CONTROLWORKERSRESPONSE']._serialized_start=369
+  _globals['_CONTROLWORKERSRESPONSE']._serialized_end=541
+  _globals['_EVENTSREQUEST']._serialized_start=543
+  _globals['_EVENTSREQUEST']._serialized_end=609
+  _globals['_EVENT']._serialized_start=612
+  _globals['_EVENT']._serialized_end=830
+  _globals['_LISTQUEUESREQUEST']._serialized_start=832
+  _globals['_LISTQUEUESREQUEST']._serialized_end=851
+  _globals['_QUEUEINFO']._serialized_start=853
+  _globals['_QUEUEINFO']._serialized_end=947
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=949
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=1009
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1011
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1031
+  _globals['_WORKERINFO']._serialized_start=1034
+  _globals['_WORKERINFO']._serialized_end=1267
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1269
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1332
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1334
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1388
+  _globals['_DEADLETTER']._serialized_start=1390
+  _globals['_DEADLETTER']._serialized_end=1486
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1488
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1575
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1577
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1650
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1652
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1698
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1700
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1771
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1773
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1815
+  _globals['_PURGEQUEUEREQUEST']._serialized_start=1817
+  _globals['_PURGEQUEUEREQUEST']._serialized_end=1851
+  _globals['_PURGEQUEUERESPONSE']._serialized_start=1853
+  _globals['_PURGEQUEUERESPONSE']._serialized_end=1889
+  _globals['_ADMINSERVICE']._serialized_start=1892
+  _globals['_ADMINSERVICE']._serialized_end=2591
 # @@protoc_insertion_point(module_scope)

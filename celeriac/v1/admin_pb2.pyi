@@ -4,6 +4,7 @@ isort:skip_file
 The service operators and dashboards use."""
 
 from celeriac.v1 import tasks_pb2 as _tasks_pb2
+from celeriac.v1 import worker_pb2 as _worker_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -19,6 +20,124 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ControlWorkersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    command: _worker_pb2.ControlCommand.ValueType
+    """What to ask."""
+    timeout_ms: _builtins.int
+    """How long to gather replies, in milliseconds; 0 means 1000 (Celery's default). At most
+    60000.
+    """
+    count: _builtins.int
+    """POOL_GROW / POOL_SHRINK: by how many slots (0 is taken as 1)."""
+    limit: _builtins.int
+    """SCHEDULED: at most this many tasks, soonest first; 0 means 1000."""
+    @_builtins.property
+    def destination(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Worker ids (Hello.worker_id) to ask; empty means every connected worker."""
+
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """QUERY_TASK: the task ids to look for."""
+
+    def __init__(
+        self,
+        *,
+        command: _worker_pb2.ControlCommand.ValueType = ...,
+        destination: _abc.Iterable[_builtins.str] | None = ...,
+        timeout_ms: _builtins.int = ...,
+        count: _builtins.int = ...,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "count", b"count", "destination", b"destination", "limit", b"limit", "task_ids", b"task_ids", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlWorkersRequest: _TypeAlias = ControlWorkersRequest  # noqa: Y015
+
+@_typing.final
+class WorkerAnswer(_message.Message):
+    """One worker's reply."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """The worker that answered (Hello.worker_id)."""
+    @_builtins.property
+    def reply(self) -> _worker_pb2.WorkerControlReply:
+        """What it answered."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        reply: _worker_pb2.WorkerControlReply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reply", b"reply", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerAnswer: _TypeAlias = WorkerAnswer  # noqa: Y015
+
+@_typing.final
+class ControlWorkersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    UNKNOWN_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
+    SCHEDULED_TOTAL_FIELD_NUMBER: _builtins.int
+    scheduled_total: _builtins.int
+    """SCHEDULED: how many tasks are scheduled in all (may exceed the listed ones)."""
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerAnswer]:
+        """The replies that arrived in time, in the order they arrived."""
+
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Workers asked that did not answer within the timeout."""
+
+    @_builtins.property
+    def unknown(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Destination ids with no open session at this broker (never asked)."""
+
+    @_builtins.property
+    def scheduled(self) -> _containers.RepeatedCompositeFieldContainer[_worker_pb2.TaskSummary]:
+        """SCHEDULED: tasks waiting at the broker for their due time, soonest first."""
+
+    def __init__(
+        self,
+        *,
+        answers: _abc.Iterable[Global___WorkerAnswer] | None = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+        unknown: _abc.Iterable[_builtins.str] | None = ...,
+        scheduled: _abc.Iterable[_worker_pb2.TaskSummary] | None = ...,
+        scheduled_total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "missing", b"missing", "scheduled", b"scheduled", "scheduled_total", b"scheduled_total", "unknown", b"unknown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlWorkersResponse: _TypeAlias = ControlWorkersResponse  # noqa: Y015
 
 @_typing.final
 class EventsRequest(_message.Message):

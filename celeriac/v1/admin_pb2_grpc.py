@@ -69,6 +69,11 @@ class AdminServiceStub:
                 request_serializer=celeriac_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
                 response_deserializer=celeriac_dot_v1_dot_admin__pb2.Event.FromString,
                 _registered_method=True)
+        self.ControlWorkers = channel.unary_unary(
+                '/celeriac.v1.AdminService/ControlWorkers',
+                request_serializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersRequest.SerializeToString,
+                response_deserializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -126,6 +131,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ControlWorkers(self, request, context):
+        """Inspect or control connected workers (Celery's app.control and inspect()): the broker
+        sends the command down each chosen worker's session and gathers the replies until every
+        worker answered or the timeout passed, then answers with whatever arrived and the workers
+        that did not answer. SCHEDULED is answered by the broker itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +178,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Events,
                     request_deserializer=celeriac_dot_v1_dot_admin__pb2.EventsRequest.FromString,
                     response_serializer=celeriac_dot_v1_dot_admin__pb2.Event.SerializeToString,
+            ),
+            'ControlWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlWorkers,
+                    request_deserializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersRequest.FromString,
+                    response_serializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +374,33 @@ class AdminService:
             '/celeriac.v1.AdminService/Events',
             celeriac_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
             celeriac_dot_v1_dot_admin__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeriac.v1.AdminService/ControlWorkers',
+            celeriac_dot_v1_dot_admin__pb2.ControlWorkersRequest.SerializeToString,
+            celeriac_dot_v1_dot_admin__pb2.ControlWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

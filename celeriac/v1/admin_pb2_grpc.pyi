@@ -49,6 +49,12 @@ class AdminServiceStub:
     broker: each subscriber has a bounded buffer, events past it are dropped, and the next
     event delivered says how many were missed (Event.dropped).
     """
+    ControlWorkers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ControlWorkersRequest, _admin_pb2.ControlWorkersResponse]
+    """Inspect or control connected workers (Celery's app.control and inspect()): the broker
+    sends the command down each chosen worker's session and gathers the replies until every
+    worker answered or the timeout passed, then answers with whatever arrived and the workers
+    that did not answer. SCHEDULED is answered by the broker itself.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -70,6 +76,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     call began are sent (there is no history). A reader that falls behind never slows the
     broker: each subscriber has a bounded buffer, events past it are dropped, and the next
     event delivered says how many were missed (Event.dropped).
+    """
+    ControlWorkers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ControlWorkersRequest, _admin_pb2.ControlWorkersResponse]  # type: ignore[assignment]
+    """Inspect or control connected workers (Celery's app.control and inspect()): the broker
+    sends the command down each chosen worker's session and gathers the replies until every
+    worker answered or the timeout passed, then answers with whatever arrived and the workers
+    that did not answer. SCHEDULED is answered by the broker itself.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +143,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         call began are sent (there is no history). A reader that falls behind never slows the
         broker: each subscriber has a bounded buffer, events past it are dropped, and the next
         event delivered says how many were missed (Event.dropped).
+        """
+
+    @_abc_1.abstractmethod
+    def ControlWorkers(
+        self,
+        request: _admin_pb2.ControlWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ControlWorkersResponse, _abc.Awaitable[_admin_pb2.ControlWorkersResponse]]:
+        """Inspect or control connected workers (Celery's app.control and inspect()): the broker
+        sends the command down each chosen worker's session and gathers the replies until every
+        worker answered or the timeout passed, then answers with whatever arrived and the workers
+        that did not answer. SCHEDULED is answered by the broker itself.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

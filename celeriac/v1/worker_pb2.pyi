@@ -21,6 +21,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -32,6 +33,72 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ControlCommand:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ControlCommandEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ControlCommand.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTROL_COMMAND_UNSPECIFIED: _ControlCommand.ValueType  # 0
+    """Not set; a worker answers it with an error."""
+    CONTROL_COMMAND_PING: _ControlCommand.ValueType  # 1
+    """Answer at once (liveness of the worker's event loop)."""
+    CONTROL_COMMAND_ACTIVE: _ControlCommand.ValueType  # 2
+    """The tasks the worker is running (WorkerControlReply.tasks, started_at set)."""
+    CONTROL_COMMAND_RESERVED: _ControlCommand.ValueType  # 3
+    """The tasks the worker holds and has not started yet (its prefetch buffer)."""
+    CONTROL_COMMAND_REGISTERED: _ControlCommand.ValueType  # 4
+    """The task names the worker can run (WorkerControlReply.task_names)."""
+    CONTROL_COMMAND_STATS: _ControlCommand.ValueType  # 5
+    """The worker's process and pool figures (WorkerControlReply.stats)."""
+    CONTROL_COMMAND_ACTIVE_QUEUES: _ControlCommand.ValueType  # 6
+    """The queues the worker consumes, in order (WorkerControlReply.queues)."""
+    CONTROL_COMMAND_QUERY_TASK: _ControlCommand.ValueType  # 7
+    """Which of WorkerControl.task_ids the worker runs or holds (WorkerControlReply.tasks)."""
+    CONTROL_COMMAND_SHUTDOWN: _ControlCommand.ValueType  # 8
+    """Warm shutdown: stop taking work, finish what runs, hand back the rest, exit 0."""
+    CONTROL_COMMAND_POOL_GROW: _ControlCommand.ValueType  # 9
+    """Add WorkerControl.count execution slots (process pool: child processes)."""
+    CONTROL_COMMAND_POOL_SHRINK: _ControlCommand.ValueType  # 10
+    """Remove WorkerControl.count execution slots; never below one."""
+    CONTROL_COMMAND_SCHEDULED: _ControlCommand.ValueType  # 11
+    """Tasks waiting at the broker for their eta, countdown or retry backoff. Answered by the
+    broker itself (delays live at the broker), never sent to a worker.
+    """
+
+class ControlCommand(_ControlCommand, metaclass=_ControlCommandEnumTypeWrapper):
+    """What an operator asks of workers (Celery's app.control / inspect), carried down the worker
+    sessions by AdminService.ControlWorkers.
+    """
+
+CONTROL_COMMAND_UNSPECIFIED: ControlCommand.ValueType  # 0
+"""Not set; a worker answers it with an error."""
+CONTROL_COMMAND_PING: ControlCommand.ValueType  # 1
+"""Answer at once (liveness of the worker's event loop)."""
+CONTROL_COMMAND_ACTIVE: ControlCommand.ValueType  # 2
+"""The tasks the worker is running (WorkerControlReply.tasks, started_at set)."""
+CONTROL_COMMAND_RESERVED: ControlCommand.ValueType  # 3
+"""The tasks the worker holds and has not started yet (its prefetch buffer)."""
+CONTROL_COMMAND_REGISTERED: ControlCommand.ValueType  # 4
+"""The task names the worker can run (WorkerControlReply.task_names)."""
+CONTROL_COMMAND_STATS: ControlCommand.ValueType  # 5
+"""The worker's process and pool figures (WorkerControlReply.stats)."""
+CONTROL_COMMAND_ACTIVE_QUEUES: ControlCommand.ValueType  # 6
+"""The queues the worker consumes, in order (WorkerControlReply.queues)."""
+CONTROL_COMMAND_QUERY_TASK: ControlCommand.ValueType  # 7
+"""Which of WorkerControl.task_ids the worker runs or holds (WorkerControlReply.tasks)."""
+CONTROL_COMMAND_SHUTDOWN: ControlCommand.ValueType  # 8
+"""Warm shutdown: stop taking work, finish what runs, hand back the rest, exit 0."""
+CONTROL_COMMAND_POOL_GROW: ControlCommand.ValueType  # 9
+"""Add WorkerControl.count execution slots (process pool: child processes)."""
+CONTROL_COMMAND_POOL_SHRINK: ControlCommand.ValueType  # 10
+"""Remove WorkerControl.count execution slots; never below one."""
+CONTROL_COMMAND_SCHEDULED: ControlCommand.ValueType  # 11
+"""Tasks waiting at the broker for their eta, countdown or retry backoff. Answered by the
+broker itself (delays live at the broker), never sent to a worker.
+"""
+Global___ControlCommand: _TypeAlias = ControlCommand  # noqa: Y015
+
 @_typing.final
 class WorkerMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -39,24 +106,30 @@ class WorkerMessage(_message.Message):
     HELLO_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
+    CONTROL_REPLY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
     def report(self) -> Global___Report: ...
     @_builtins.property
     def pong(self) -> Global___Pong: ...
+    @_builtins.property
+    def control_reply(self) -> Global___WorkerControlReply:
+        """The answer to a WorkerControl (inspect and remote control)."""
+
     def __init__(
         self,
         *,
         hello: Global___Hello | None = ...,
         report: Global___Report | None = ...,
         pong: Global___Pong | None = ...,
+        control_reply: Global___WorkerControlReply | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["hello", b"hello", "kind", b"kind", "pong", b"pong", "report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["control_reply", b"control_reply", "hello", b"hello", "kind", b"kind", "pong", b"pong", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hello", b"hello", "kind", b"kind", "pong", b"pong", "report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_reply", b"control_reply", "hello", b"hello", "kind", b"kind", "pong", b"pong", "report", b"report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "report", "pong"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "report", "pong", "control_reply"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -73,6 +146,7 @@ class BrokerMessage(_message.Message):
     DRAIN_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
     OUTCOME_ACKS_FIELD_NUMBER: _builtins.int
+    CONTROL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -87,6 +161,10 @@ class BrokerMessage(_message.Message):
     def rejections(self) -> Global___LeaseRejections: ...
     @_builtins.property
     def outcome_acks(self) -> Global___OutcomeAcks: ...
+    @_builtins.property
+    def control(self) -> Global___WorkerControl:
+        """An operator's inspect or control request (AdminService.ControlWorkers)."""
+
     def __init__(
         self,
         *,
@@ -97,12 +175,13 @@ class BrokerMessage(_message.Message):
         drain: Global___Drain | None = ...,
         rejections: Global___LeaseRejections | None = ...,
         outcome_acks: Global___OutcomeAcks | None = ...,
+        control: Global___WorkerControl | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "outcome_acks", b"outcome_acks", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "control", b"control", "drain", b"drain", "kind", b"kind", "outcome_acks", b"outcome_acks", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "outcome_acks", b"outcome_acks", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "control", b"control", "drain", b"drain", "kind", b"kind", "outcome_acks", b"outcome_acks", "ping", b"ping", "rejections", b"rejections", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "assignments", "cancel", "ping", "drain", "rejections", "outcome_acks"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "assignments", "cancel", "ping", "drain", "rejections", "outcome_acks", "control"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -694,3 +773,308 @@ class LeaseRejection(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaseRejection: _TypeAlias = LeaseRejection  # noqa: Y015
+
+@_typing.final
+class WorkerControl(_message.Message):
+    """One inspect or control request to one worker. The worker answers each with a
+    WorkerControlReply naming the same request_id; a worker that does not know the command
+    answers with an error rather than staying silent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Broker-minted id of this request; the reply names it."""
+    command: Global___ControlCommand.ValueType
+    """What to do or report."""
+    count: _builtins.int
+    """POOL_GROW / POOL_SHRINK: by how many slots (0 is taken as 1)."""
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """QUERY_TASK: the task ids asked about."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        command: Global___ControlCommand.ValueType = ...,
+        count: _builtins.int = ...,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "count", b"count", "request_id", b"request_id", "task_ids", b"task_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerControl: _TypeAlias = WorkerControl  # noqa: Y015
+
+@_typing.final
+class WorkerControlReply(_message.Message):
+    """A worker's answer to one WorkerControl."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    TASK_NAMES_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The WorkerControl.request_id answered."""
+    error: _builtins.str
+    """Empty when the command was carried out; otherwise why not (unknown command, a pool that
+    cannot shrink further, ...). The other fields are then unset.
+    """
+    concurrency: _builtins.int
+    """POOL_GROW / POOL_SHRINK: the number of slots after the change."""
+    message: _builtins.str
+    """A short note for people, e.g. "pong" or "shutting down"."""
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskSummary]:
+        """ACTIVE, RESERVED, QUERY_TASK: the tasks, in the order the worker took them."""
+
+    @_builtins.property
+    def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """REGISTERED: the task names, sorted."""
+
+    @_builtins.property
+    def stats(self) -> Global___WorkerStats:
+        """STATS: the worker's figures."""
+
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ACTIVE_QUEUES: the queues consumed, in order of preference."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        error: _builtins.str = ...,
+        tasks: _abc.Iterable[Global___TaskSummary] | None = ...,
+        task_names: _abc.Iterable[_builtins.str] | None = ...,
+        stats: Global___WorkerStats | None = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        concurrency: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "error", b"error", "message", b"message", "queues", b"queues", "request_id", b"request_id", "stats", b"stats", "task_names", b"task_names", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerControlReply: _TypeAlias = WorkerControlReply  # noqa: Y015
+
+@_typing.final
+class TaskSummary(_message.Message):
+    """One task as inspect shows it: held by a worker (running or reserved) or scheduled at the
+    broker.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ETA_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    WORKER_PID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ARGS_OMITTED_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task's id."""
+    name: _builtins.str
+    """The registered task name."""
+    queue: _builtins.str
+    """The queue it came from (or waits to enter)."""
+    attempt: _builtins.int
+    """Deliveries so far, this one included."""
+    retries: _builtins.int
+    """Retries so far."""
+    priority: _builtins.int
+    """0-9, 9 runs first."""
+    lease_id: _builtins.str
+    """The lease the task runs under (held tasks only)."""
+    worker_pid: _builtins.int
+    """The process running it (process pool: the child; other pools: the worker), 0 if not running."""
+    status: _builtins.str
+    """"active", "reserved" or "scheduled" (QUERY_TASK tells them apart this way)."""
+    args_omitted: _builtins.bool
+    """True when args was left empty because the reply would have grown past its limit."""
+    @_builtins.property
+    def args(self) -> _tasks_pb2.Payload:
+        """The arguments as the producer encoded them (empty when left out to keep a reply under
+        the message limit; args_omitted then says so).
+        """
+
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The producer's headers (trace context and the like)."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started running (running tasks only)."""
+
+    @_builtins.property
+    def eta(self) -> _timestamp_pb2.Timestamp:
+        """When it is due (scheduled tasks), or the eta it was submitted with."""
+
+    @_builtins.property
+    def expires(self) -> _timestamp_pb2.Timestamp:
+        """When it expires, if it does."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        args: _tasks_pb2.Payload | None = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        attempt: _builtins.int = ...,
+        retries: _builtins.int = ...,
+        priority: _builtins.int = ...,
+        lease_id: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        eta: _timestamp_pb2.Timestamp | None = ...,
+        expires: _timestamp_pb2.Timestamp | None = ...,
+        worker_pid: _builtins.int = ...,
+        status: _builtins.str = ...,
+        args_omitted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "eta", b"eta", "expires", b"expires", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "args_omitted", b"args_omitted", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "lease_id", b"lease_id", "name", b"name", "priority", b"priority", "queue", b"queue", "retries", b"retries", "started_at", b"started_at", "status", b"status", "task_id", b"task_id", "worker_pid", b"worker_pid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskSummary: _TypeAlias = TaskSummary  # noqa: Y015
+
+@_typing.final
+class WorkerStats(_message.Message):
+    """A worker's figures (inspect().stats())."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TotalEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PID_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    CHILD_PIDS_FIELD_NUMBER: _builtins.int
+    UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    USER_CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    SYSTEM_CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_RSS_KB_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    pid: _builtins.int
+    """The worker process's pid."""
+    hostname: _builtins.str
+    """The host it runs on."""
+    pool: _builtins.str
+    """"process", "thread", "async" or "solo"."""
+    concurrency: _builtins.int
+    """Its execution slots now (after any POOL_GROW / POOL_SHRINK)."""
+    uptime_seconds: _builtins.float
+    """Seconds since the worker started."""
+    reserved: _builtins.int
+    """Tasks held and not started (the prefetch buffer)."""
+    active: _builtins.int
+    """Tasks running now."""
+    user_cpu_seconds: _builtins.float
+    """CPU seconds the worker process (not its children) used in user mode..."""
+    system_cpu_seconds: _builtins.float
+    """... and in system mode."""
+    max_rss_kb: _builtins.int
+    """Its peak resident set size in kilobytes."""
+    version: _builtins.str
+    """Worker software version."""
+    @_builtins.property
+    def child_pids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Process pool: the child processes' pids."""
+
+    @_builtins.property
+    def total(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Attempts finished since the worker started, by task name."""
+
+    def __init__(
+        self,
+        *,
+        pid: _builtins.int = ...,
+        hostname: _builtins.str = ...,
+        pool: _builtins.str = ...,
+        concurrency: _builtins.int = ...,
+        child_pids: _abc.Iterable[_builtins.int] | None = ...,
+        uptime_seconds: _builtins.float = ...,
+        total: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        reserved: _builtins.int = ...,
+        active: _builtins.int = ...,
+        user_cpu_seconds: _builtins.float = ...,
+        system_cpu_seconds: _builtins.float = ...,
+        max_rss_kb: _builtins.int = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "child_pids", b"child_pids", "concurrency", b"concurrency", "hostname", b"hostname", "max_rss_kb", b"max_rss_kb", "pid", b"pid", "pool", b"pool", "reserved", b"reserved", "system_cpu_seconds", b"system_cpu_seconds", "total", b"total", "uptime_seconds", b"uptime_seconds", "user_cpu_seconds", b"user_cpu_seconds", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerStats: _TypeAlias = WorkerStats  # noqa: Y015

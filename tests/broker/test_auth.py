@@ -53,6 +53,7 @@ EXPECTED: dict[str, set[str]] = {
     "celeriac.v1.AdminService/PurgeDeadLetters": set(),
     "celeriac.v1.AdminService/PurgeQueue": set(),
     "celeriac.v1.AdminService/Events": set(),
+    "celeriac.v1.AdminService/ControlWorkers": set(),
 }
 SERVICES = (
     client_pb2.DESCRIPTOR.services_by_name["TaskService"],

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from client import serialization
+from client import serialization, signals
+from client.context import Request
 from client.task import Task
 from tests.worker import tasks_unit
 from worker.execution import ExecutionSettings, decide_failure, execute, execute_async, lost_outcome
@@ -112,6 +113,31 @@ def test_an_expired_job_is_revoked_without_running() -> None:
         run(job("add", 1, 1, expires=now + timedelta(seconds=1)), now=now).state
         is OutcomeState.SUCCESS
     )
+
+
+def test_an_expired_job_sends_task_revoked_with_expired_true() -> None:
+    heard: list[dict[str, object]] = []
+
+    def receiver(**arguments: object) -> None:
+        heard.append(arguments)
+
+    signals.task_revoked.connect(receiver)
+    try:
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        run(job("add", 1, 1, expires=now - timedelta(seconds=1), queue="q", attempt=2), now=now)
+    finally:
+        signals.task_revoked.disconnect(receiver)
+    [sent] = heard
+    assert sent["sender"] is TASKS[PREFIX + "add"]
+    assert (sent["terminated"], sent["signum"], sent["expired"]) == (False, None, True)
+    request = sent["request"]
+    assert isinstance(request, Request) and request.id == "task-1"
+    assert request.delivery_info == {
+        "exchange": "",
+        "routing_key": "q",
+        "priority": 0,
+        "redelivered": True,
+    }
 
 
 def test_autoretry_asks_for_a_retry_with_the_task_delay_and_limit() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from worker.execution import execute_async, revoked_outcome, time_limit_outcome
 from worker.jobs import Job, Outcome, TaskEvent
@@ -40,8 +41,22 @@ class AsyncPool:
         """The same as `slots`: every job taken starts at once."""
         return self.slots
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """None: jobs run in the worker's own process."""
+        return ()
+
     async def start(self) -> None:
         """Nothing to start: jobs run on the caller's loop."""
+
+    def resize(self, slots: int) -> None:
+        """Run up to `slots` coroutines at once."""
+        self._size = slots
+        self._threads.keep_idle = slots
+
+    def pid_of(self, lease_id: str) -> int:
+        """The worker's pid while the job runs (coroutines share its process)."""
+        return os.getpid() if lease_id in self._tasks else 0
 
     def submit(self, job: Job) -> asyncio.Future[Outcome]:
         """Start the job as an asyncio task."""

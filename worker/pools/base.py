@@ -51,8 +51,24 @@ class Pool(Protocol):
         """How many jobs the pool takes at once (at least `slots`; more when it batches)."""
         ...
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The child processes' pids (empty for pools that run in the worker's process)."""
+        ...
+
     async def start(self) -> None:
         """Start the pool's workers (child processes are ready when this returns)."""
+        ...
+
+    def resize(self, slots: int) -> None:
+        """Run up to `slots` jobs at once from now on (`app.control.pool_grow`/`_shrink`).
+
+        Running jobs are never stopped: a slot taken away frees when its job ends.
+        """
+        ...
+
+    def pid_of(self, lease_id: str) -> int:
+        """The pid of the process running this lease's job (0 if it is not running)."""
         ...
 
     def submit(self, job: Job) -> asyncio.Future[Outcome]:

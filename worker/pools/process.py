@@ -83,6 +83,8 @@ class _Child:
     reports: int = 0
     stuck_watch: asyncio.TimerHandle | None = None
     gone: bool = False
+    # Taken out by a shrink: it gets no new jobs and ends, unreplaced, once its jobs are done.
+    retiring: bool = False
 
 
 class ProcessPool:
@@ -98,6 +100,8 @@ class ProcessPool:
         self._dispatch_due = False
         self._job_seconds: float | None = None
         self._closing = False
+        # Retired children being reaped (held so their reaping tasks are not collected).
+        self._reaping: set[asyncio.Task[None]] = set()
 
     @property
     def slots(self) -> int:
@@ -116,6 +120,37 @@ class ProcessPool:
         free = sum(1 for child in self._children if self._is_idle(child))
         held = sum(len(child.jobs) for child in self._children) + len(self._pending)
         return held + max(0, free * self._batch_size() - len(self._pending))
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The pids of the children that take jobs (not those retiring after a shrink)."""
+        return tuple(c.process.pid or 0 for c in self._children if not c.retiring)
+
+    def pid_of(self, lease_id: str) -> int:
+        """The pid of the child running this lease's job (0 if none has started it)."""
+        for child in self._children:
+            for seq, entry in child.jobs.items():
+                if entry.job.lease_id == lease_id:
+                    return (child.process.pid or 0) if child.claims.started(seq) else 0
+        return 0
+
+    def resize(self, slots: int) -> None:
+        """Start children up to `slots`, or retire the surplus.
+
+        Idle children retire at once, busy ones once their jobs are done: a shrink never stops
+        a running task.
+        """
+        self._size = slots
+        live = [child for child in self._children if not child.retiring]
+        for _ in range(slots - len(live)):
+            self._spawn()
+        surplus = len(live) - slots
+        if surplus > 0:
+            for child in sorted(live, key=lambda c: len(c.jobs))[:surplus]:
+                child.retiring = True
+                if not child.jobs:
+                    self._retire(child)
+        logger.info("process pool resized to %d children", slots)
 
     async def start(self) -> None:
         """Launch the children and wait until each has imported the task modules.
@@ -195,6 +230,7 @@ class ProcessPool:
             self._forget(child)
             self._close_pipes(child)  # an idle child reads EOF and exits
         await asyncio.gather(*(asyncio.to_thread(self._reap, c.process) for c in children))
+        await asyncio.gather(*self._reaping)
         for child in children:
             # Only now: closing it earlier would make idle children exit as if orphaned.
             child.alive.close()
@@ -227,7 +263,7 @@ class ProcessPool:
     @staticmethod
     def _is_idle(child: _Child) -> bool:
         # A child being killed may still send outcomes: never give it more.
-        return not child.jobs and not child.kill_outcomes and not child.gone
+        return not child.jobs and not child.kill_outcomes and not child.gone and not child.retiring
 
     @classmethod
     def _is_free(cls, child: _Child) -> bool:
@@ -329,6 +365,8 @@ class ProcessPool:
         self._job_seconds = per_job if old is None else old + _SMOOTHING * (per_job - old)
         if not child.jobs:
             self._stop_watching(child)
+            if child.retiring:
+                self._retire(child)
             self._schedule_dispatch()
 
     def _on_child_exit(self, child: _Child) -> None:
@@ -357,6 +395,10 @@ class ProcessPool:
         if self._closing:
             for entry in unstarted:
                 entry.future.cancel()
+            return
+        if child.retiring:  # a shrink took it out: its unstarted jobs go to the others
+            self._pending.extendleft(reversed(unstarted))
+            self._schedule_dispatch()
             return
         # The replacement is ready within moments: the unstarted jobs wait for it (or another).
         self._pending.extendleft(reversed(unstarted))
@@ -421,6 +463,22 @@ class ProcessPool:
         if child.stuck_watch is not None:
             child.stuck_watch.cancel()
             child.stuck_watch = None
+
+    def _retire(self, child: _Child) -> None:
+        """End an idle child taken out by a shrink: it reads EOF and exits; nobody replaces it."""
+        if child in self._children:
+            self._children.remove(child)
+        self._stop_watching(child)
+        self._forget(child)
+        self._close_pipes(child)
+        logger.info("retiring child process %s (pool shrink)", child.process.pid)
+        reaping = asyncio.get_running_loop().create_task(self._reap_retired(child))
+        self._reaping.add(reaping)
+        reaping.add_done_callback(self._reaping.discard)
+
+    async def _reap_retired(self, child: _Child) -> None:
+        await asyncio.to_thread(self._reap, child.process)
+        child.alive.close()
 
     def _forget(self, child: _Child) -> None:
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from dataclasses import dataclass, field
 
 from client.errors import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
@@ -60,9 +61,23 @@ class ThreadPool:
         """The same as `slots`: every job taken starts at once."""
         return self.slots
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """None: jobs run in the worker's own process."""
+        return ()
+
     async def start(self) -> None:
         """Remember the loop that outcomes and events are delivered on."""
         self._loop = asyncio.get_running_loop()
+
+    def resize(self, slots: int) -> None:
+        """Run up to `slots` jobs at once (idle threads beyond that end as they park)."""
+        self._size = slots
+        self._threads.keep_idle = slots
+
+    def pid_of(self, lease_id: str) -> int:
+        """The worker's pid while the job runs (threads share its process)."""
+        return os.getpid() if lease_id in self._running else 0
 
     def submit(self, job: Job) -> asyncio.Future[Outcome]:
         """Start the job in an idle thread (or a new one)."""

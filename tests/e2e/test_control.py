@@ -1,0 +1,245 @@
+"""app.control and inspect() end to end: a broker process, worker processes, the client's calls.
+
+Control requests travel down the workers' own sessions (AdminService.ControlWorkers); these
+tests drive each command through that real path and check what the workers actually did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from client import Celeriac
+from client.errors import PermissionDenied, TaskRevokedError
+from tests.broker.helpers import wait_for
+from tests.e2e import controlled_tasks as tasks
+from tests.support import BrokerProcess, WorkerProcess
+
+StartWorker = Callable[..., WorkerProcess]
+MODULE = "tests.e2e.controlled_tasks"
+HOLD = "tests.e2e.controlled_tasks.hold"
+
+
+@pytest.fixture
+def app(broker_process: BrokerProcess) -> Iterator[Celeriac]:
+    """The task module's app, pointed at this test's broker."""
+    tasks.app.conf = Celeriac("control-client", broker=broker_process.address).conf
+    yield tasks.app
+    tasks.app.close()
+
+
+def worker(start_worker: StartWorker, name: str, *flags: str) -> WorkerProcess:
+    return start_worker("--hostname", name, *flags, tasks=MODULE)
+
+
+def test_inspect_answers_for_each_worker_in_celerys_shapes(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    w1 = worker(start_worker, "w1", "--concurrency", "1")
+    worker(start_worker, "w2", "--pool", "thread", "--concurrency", "2", "--queues", "other")
+    running = tasks.hold.delay(str(tmp_path / "release"))
+    child = int(w1.wait_for_line(rf"RUNNING {running.id} pid=(\d+)").group(1))
+    later = tasks.whereabouts.apply_async(countdown=600, priority=3)
+    inspect = app.control.inspect()
+
+    assert inspect.ping() == {"w1": {"ok": "pong"}, "w2": {"ok": "pong"}}
+    assert inspect.missing == []
+    active = inspect.active()
+    assert active is not None and active["w2"] == []
+    [entry] = active["w1"]
+    assert entry["id"] == running.id and entry["name"] == HOLD
+    assert entry["args"] == [str(tmp_path / "release")] and entry["kwargs"] == {}
+    assert entry["hostname"] == "w1" and entry["acknowledged"] is True
+    assert entry["worker_pid"] == child
+    assert abs(entry["time_start"] - time.time()) < 60
+    assert entry["delivery_info"] == {
+        "exchange": "",
+        "routing_key": "default",
+        "priority": 0,
+        "redelivered": False,
+    }
+    assert inspect.reserved() == {"w1": [], "w2": []}
+    assert inspect.query_task(running.id, "no-such-id") == {
+        "w1": {running.id: ["active", entry]},
+        "w2": {},
+    }
+    registered = inspect.registered()
+    assert registered is not None and HOLD in registered["w1"] and HOLD in registered["w2"]
+    assert inspect.active_queues() == {
+        "w1": [
+            {
+                "name": "default",
+                "routing_key": "default",
+                "exchange": {"name": "", "type": "direct"},
+            }
+        ],
+        "w2": [
+            {"name": "other", "routing_key": "other", "exchange": {"name": "", "type": "direct"}}
+        ],
+    }
+    stats = inspect.stats()
+    assert stats is not None
+    assert stats["w1"]["pid"] == w1.process.pid
+    assert stats["w1"]["pool"] == {
+        "implementation": "process",
+        "max-concurrency": 1,
+        "processes": [child],
+    }
+    assert stats["w2"]["pool"]["implementation"] == "thread"
+    assert stats["w1"]["active"] == 1
+
+    # Delays live at the broker: it answers scheduled() itself, under one key.
+    [due] = inspect.scheduled()["broker"]
+    assert due["request"]["id"] == later.id and due["priority"] == 3
+
+    only_w2 = app.control.inspect(destination=["w2", "nobody"])
+    assert only_w2.ping() == {"w2": {"ok": "pong"}}
+    assert only_w2.unknown == ["nobody"]
+
+    (tmp_path / "release").touch()
+    assert running.get(timeout=20) == "released"
+    wait_for(lambda: (inspect.stats() or {})["w1"]["total"] == {HOLD: 1}, timeout=20)
+
+
+def test_request_hostname_and_delivery_info_reach_the_task(
+    app: Celeriac, start_worker: StartWorker
+) -> None:
+    worker(start_worker, "w-info", "--pool", "thread", "--concurrency", "1")
+    assert tasks.whereabouts.apply_async(priority=7).get(timeout=20) == {
+        "hostname": "w-info",
+        "delivery_info": {
+            "exchange": "",
+            "routing_key": "default",
+            "priority": 7,
+            "redelivered": False,
+        },
+    }
+
+
+def test_revoke_terminate_kills_the_child_and_the_worker_keeps_serving(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    w = worker(start_worker, "w-kill", "--concurrency", "1")
+    running = tasks.hold.delay(str(tmp_path / "never"))
+    child = int(w.wait_for_line(rf"RUNNING {running.id} pid=(\d+)").group(1))
+    began = time.monotonic()
+    assert app.control.revoke(running.id, terminate=True, signal="SIGKILL") == ["cancel-sent"]
+    with pytest.raises(TaskRevokedError):
+        running.get(timeout=10)
+    assert time.monotonic() - began < 5
+    w.wait_for_line(
+        rf"REVOKED-SIGNAL {HOLD} {running.id} terminated=True signum={int(signal.SIGKILL)} "
+        rf"expired=False pid={w.process.pid}"
+    )
+    w.wait_for_line(f"replaced child process {child} with")
+    wait_for(lambda: not _alive(child), timeout=10)
+    # The worker carries on with a new child.
+    follow = tasks.hold.delay(str(tmp_path / "released"))
+    (tmp_path / "released").touch()
+    assert follow.get(timeout=20) == "released"
+    inspect = app.control.inspect()
+    stats = inspect.stats()
+    assert stats is not None and child not in stats["w-kill"]["pool"]["processes"]
+    assert inspect.active() == {"w-kill": []}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_bad_signal_name_is_refused_before_anything_is_sent(app: Celeriac) -> None:
+    with pytest.raises(ValueError, match="unknown signal 'SIGNOPE'"):
+        app.control.revoke("some-id", terminate=True, signal="SIGNOPE")
+
+
+def test_shutdown_through_control_ends_the_worker_with_exit_0(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    w = worker(start_worker, "w-down", "--pool", "thread", "--concurrency", "1", "--queues", "down")
+    stays = worker(start_worker, "w-stays", "--pool", "thread", "--concurrency", "1")
+    running = tasks.hold.apply_async((str(tmp_path / "release"),), queue="down")
+    w.wait_for_line(f"RUNNING {running.id}")
+    replies = app.control.shutdown(destination=["w-down"], reply=True)
+    assert replies == [{"w-down": {"ok": "shutting down"}}]
+    w.wait_for_line("worker shutting down \\(warm\\)")
+    (tmp_path / "release").touch()
+    assert running.get(timeout=20) == "released"  # a warm shutdown finishes what runs
+    assert w.wait(timeout=20) == 0
+    assert app.control.inspect().ping() == {"w-stays": {"ok": "pong"}}
+    assert stays.process.poll() is None
+
+
+def test_pool_grow_lets_more_tasks_run_at_once_and_shrink_takes_slots_back(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    w = worker(start_worker, "w-pool", "--concurrency", "1", "--prefetch-max", "0")
+    release = str(tmp_path / "release")
+    first, second = tasks.hold.delay(release), tasks.hold.delay(release)
+    w.wait_for_line(f"RUNNING {first.id}")
+    inspect = app.control.inspect(destination="w-pool")
+    assert [t["id"] for t in (inspect.active() or {})["w-pool"]] == [first.id]
+
+    assert app.control.pool_grow(1, reply=True) == [{"w-pool": {"ok": "pool will grow"}}]
+    w.wait_for_line(f"RUNNING {second.id}")
+    active = (inspect.active() or {})["w-pool"]
+    assert sorted(t["id"] for t in active) == sorted([first.id, second.id])
+    assert len({t["worker_pid"] for t in active}) == 2
+
+    assert app.control.pool_shrink(1, reply=True) == [{"w-pool": {"ok": "pool will shrink"}}]
+    Path(release).touch()
+    assert first.get(timeout=20) == second.get(timeout=20) == "released"
+
+    def shrunk() -> bool:
+        pool = (inspect.stats() or {})["w-pool"]["pool"]
+        return pool["max-concurrency"] == 1 and len(pool["processes"]) == 1
+
+    wait_for(shrunk, timeout=20)
+    refused = app.control.pool_shrink(1, reply=True)
+    assert refused is not None and "keeps one" in refused[0]["w-pool"]["error"]
+
+
+def test_a_worker_that_does_not_answer_in_time_is_reported_missing(
+    app: Celeriac, start_worker: StartWorker
+) -> None:
+    worker(start_worker, "w-awake", "--pool", "thread", "--concurrency", "1")
+    asleep = worker(start_worker, "w-asleep", "--pool", "thread", "--concurrency", "1")
+    inspect = app.control.inspect(timeout=0.5)
+    os.kill(asleep.process.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        assert inspect.ping() == {"w-awake": {"ok": "pong"}}
+        assert inspect.missing == ["w-asleep"]
+        assert time.monotonic() - began < 5
+    finally:
+        os.kill(asleep.process.pid, signal.SIGCONT)
+    assert inspect.ping() == {"w-awake": {"ok": "pong"}, "w-asleep": {"ok": "pong"}}
+    assert inspect.missing == []
+
+
+def test_inspect_needs_an_admin_token_when_tokens_are_configured(tmp_path: Path) -> None:
+    tokens = {"producer": "p" * 24, "worker": "w" * 24, "admin": "a" * 24}
+    path = tmp_path / "tokens"
+    path.write_text("".join(f"{role}:{role}-name:{token}\n" for role, token in tokens.items()))
+    path.chmod(0o600)
+    with BrokerProcess("--tokens-file", str(path), "--memory-only") as broker:
+        env = {"CELERIAC_TOKEN": tokens["worker"]}
+        flags = ("--hostname", "w-secure", "--pool", "thread", "--concurrency", "1")
+        with WorkerProcess(broker.address, MODULE, *flags, env=env):
+            producer = Celeriac("producer", broker=broker.address, token=tokens["producer"])
+            with pytest.raises(PermissionDenied, match="ControlWorkers needs admin"):
+                producer.control.inspect().ping()
+            with pytest.raises(PermissionDenied):
+                producer.control.shutdown(destination=["w-secure"])
+            producer.close()
+            admin = Celeriac("admin", broker=broker.address, token=tokens["admin"])
+            assert admin.control.inspect().ping() == {"w-secure": {"ok": "pong"}}
+            admin.close()
