@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from broker import control_cli
 from celeriac.address import DEFAULT_ADDRESS, Address, parse_address
 from celeriac.cli import usage_error
 from celeriac.connection import ChannelSecurity, open_channel
@@ -56,6 +57,7 @@ def add_commands(commands: Any) -> None:
         "--kind", action="append", default=[], help="only this kind, e.g. failed (repeat)"
     )
     events.add_argument("--json", action="store_true", help="one JSON object per line")
+    control_cli.add_commands(commands, common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             if args.command == "events":
                 return _events(stub, args)
+            if args.command in ("inspect", "control"):
+                return control_cli.run(channel, args)
             return _dispatch(stub, args)
     except KeyboardInterrupt:
         return RET_OK

@@ -15,11 +15,11 @@ broker, not in a worker, so it returns them under the one key ``"broker"``.
 from __future__ import annotations
 
 import logging
-import signal as signals_module
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from client import control_codec, serialization
+from celeriac import control_replies
+from client import serialization
 
 if TYPE_CHECKING:
     from celeriac.v1 import admin_pb2
@@ -81,7 +81,7 @@ class Control:
         Raises:
             ValueError: ``signal`` names no signal.
         """
-        signal_number(signal)
+        control_replies.signal_number(signal)
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         return self._app.transport.revoke(ids, terminate, reason) if ids else []
 
@@ -202,8 +202,8 @@ class Inspect:
         the key ``"broker"`` rather than a worker's; each entry is Celery's ``{"eta",
         "priority", "request"}``.
         """
-        response = self._call(control_codec.request("scheduled", (), self.timeout))
-        return {BROKER_KEY: control_codec.scheduled(response, self._decode)}
+        response = self._call(control_replies.request("scheduled", (), self.timeout))
+        return {BROKER_KEY: control_replies.scheduled(response, self._decode)}
 
     def registered(self) -> dict[str, Any] | None:
         """The task names each worker can run."""
@@ -228,14 +228,14 @@ class Inspect:
         self, command: str, *, count: int = 0, task_ids: Sequence[str] = ()
     ) -> dict[str, Any] | None:
         """Send ``command`` to the workers; their replies by worker id, or None if none came."""
-        request = control_codec.request(
+        request = control_replies.request(
             command, self.destination, self.timeout, count=count, task_ids=task_ids
         )
         response = self._call(request)
         self.missing, self.unknown = list(response.missing), list(response.unknown)
         if self.missing:
             logger.info("no %s reply within %ss from: %s", command, self.timeout, self.missing)
-        return control_codec.replies(response, command, self._decode) or None
+        return control_replies.replies(response, command, self._decode) or None
 
     def _call(self, request: admin_pb2.ControlWorkersRequest) -> admin_pb2.ControlWorkersResponse:
         return self._app.transport.control_workers(request, self.timeout)
@@ -243,18 +243,3 @@ class Inspect:
     def _decode(self, body: bytes, content_type: str) -> tuple[list[object], dict[str, object]]:
         allow_pickle = self._app.config.allow_pickle
         return serialization.decode_args(body, content_type, allow_pickle=allow_pickle)
-
-
-def signal_number(signal: str | int) -> int:
-    """The number of a signal given as Celery takes it (``"SIGTERM"``, ``"TERM"``, ``15``).
-
-    Raises:
-        ValueError: It names no signal.
-    """
-    if isinstance(signal, int):
-        return int(signals_module.Signals(signal))
-    name = signal.upper()
-    try:
-        return int(signals_module.Signals[name if name.startswith("SIG") else "SIG" + name])
-    except KeyError:
-        raise ValueError(f"unknown signal {signal!r}") from None

@@ -1,7 +1,7 @@
 """Where the client speaks gRPC: channels, calls and deadlines.
 
 Everything above this module works with the plain records of ``client.records``; protobuf
-messages are built and read by ``client.codec`` (``client.control_codec`` for app.control), on
+messages are built and read by ``client.codec`` (``celeriac.control_replies`` for app.control), on
 this module's behalf only. Besides this
 module only ``client.call_stream`` (the session stream that carries ``delay()`` and ``get()``)
 and ``client.status`` (the status-code table) touch gRPC.

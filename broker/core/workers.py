@@ -8,6 +8,7 @@ reclaim them after a reconnect; then they are requeued.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import uuid
@@ -122,6 +123,13 @@ class WorkerSessions:
     def touch(self, session: Session) -> None:
         """The worker showed signs of life (any message counts, not only pongs)."""
         session.last_seen = self._lifecycle.clock.monotonic()
+
+    def resized(self, session: Session, concurrency: int) -> None:
+        """The worker's pool has ``concurrency`` slots now (``app.control.pool_grow``/``_shrink``).
+
+        Only what listings, events and metrics show changes: credit is what the broker assigns by.
+        """
+        session.hello = dataclasses.replace(session.hello, concurrency=concurrency)
 
     def close(self, session: Session, reason: str) -> None:
         """The stream ended: stop assigning, and requeue its leases after the grace period."""

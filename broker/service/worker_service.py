@@ -166,7 +166,10 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         elif kind == "pong":
             self._core.workers.touch(session)
         elif kind == "control_reply":
-            self._runtime.control.deliver(session.session_id, message.control_reply)
+            reply = message.control_reply
+            if reply.concurrency:  # a pool grow or shrink: show the new size
+                self._core.workers.resized(session, reply.concurrency)
+            self._runtime.control.deliver(session.session_id, reply)
         elif kind == "hello":
             raise ProtocolViolation("Hello may only be sent once per session")
         else:

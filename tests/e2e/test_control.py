@@ -18,7 +18,7 @@ from client import Celeriac
 from client.errors import PermissionDenied, TaskRevokedError
 from tests.broker.helpers import wait_for
 from tests.e2e import controlled_tasks as tasks
-from tests.support import BrokerProcess, WorkerProcess
+from tests.support import BrokerProcess, WorkerProcess, run_python
 
 StartWorker = Callable[..., WorkerProcess]
 MODULE = "tests.e2e.controlled_tasks"
@@ -243,3 +243,36 @@ def test_inspect_needs_an_admin_token_when_tokens_are_configured(tmp_path: Path)
             admin = Celeriac("admin", broker=broker.address, token=tokens["admin"])
             assert admin.control.inspect().ping() == {"w-secure": {"ok": "pong"}}
             admin.close()
+
+
+def test_the_cli_inspects_and_controls_workers(
+    app: Celeriac, broker_process: BrokerProcess, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    w = worker(start_worker, "w-cli", "--concurrency", "1")
+    running = tasks.hold.delay(str(tmp_path / "release"))
+    child = w.wait_for_line(rf"RUNNING {running.id} pid=(\d+)").group(1)
+    broker = ("--broker", broker_process.address)
+
+    active = run_python("-m", "broker", "inspect", "active", *broker)
+    assert active.returncode == 0, active.stderr
+    assert active.stdout.splitlines() == [
+        "w-cli: 1 task(s)",
+        f'  {HOLD}[{running.id}] args=["{tmp_path / "release"}"] kwargs={{}} pid={child} '
+        "queue=default",
+    ]
+    grown = run_python("-m", "broker", "control", "pool-grow", "2", "-d", "w-cli", *broker)
+    assert grown.stdout == "w-cli: pool will grow\n", grown.stderr
+    stats = run_python("-m", "broker", "inspect", "stats", *broker)
+    assert "pool=process concurrency=3 children=" in stats.stdout, stats.stderr
+    listed = run_python("-m", "broker", "workers", *broker)  # the broker's view follows
+    assert listed.stdout.splitlines()[1].split()[:4] == ["w-cli", "default", "process", "3"]
+    silent = run_python("-m", "broker", "inspect", "ping", "-d", "w-cli,nobody", *broker)
+    assert silent.returncode == 1
+    assert silent.stdout == "w-cli: pong\n" and "not connected: nobody" in silent.stderr
+    revoked = run_python("-m", "broker", "control", "revoke", running.id, "--terminate", *broker)
+    assert revoked.stdout == f"{running.id}: cancel-sent\n", revoked.stderr
+    with pytest.raises(TaskRevokedError):
+        running.get(timeout=10)
+    down = run_python("-m", "broker", "control", "shutdown", "-d", "w-cli", *broker)
+    assert down.stdout == "w-cli: shutting down\n", down.stderr
+    assert w.wait(timeout=20) == 0

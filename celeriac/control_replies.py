@@ -1,4 +1,7 @@
-"""Protobuf for ``app.control`` and ``inspect()``: requests built, replies read in Celery's shape.
+"""Inspect and control over the wire: requests built, replies read in Celery's shape.
+
+Shared by the client (``app.control``, ``inspect()``) and the broker's CLI (``python -m broker
+inspect``), so both show the same thing.
 
 Celery's inspect replies are plain dicts keyed by worker name; the task entries are Celery's
 request dicts (``id``, ``name``, ``args``, ``kwargs``, ``type``, ``hostname``, ``time_start``,
@@ -7,6 +10,7 @@ request dicts (``id``, ``name``, ``args``, ``kwargs``, ``type``, ``hostname``, `
 
 from __future__ import annotations
 
+import signal as signal_module
 from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import Any
@@ -138,3 +142,18 @@ def stats_dict(stats: worker_pb2.WorkerStats) -> dict[str, Any]:
 def queue_dict(name: str) -> dict[str, Any]:
     """Celery's active_queues() entry for a queue (no exchanges here: the name routes)."""
     return {"name": name, "routing_key": name, "exchange": {"name": "", "type": "direct"}}
+
+
+def signal_number(signal: str | int) -> int:
+    """The number of a signal given as Celery takes it (``"SIGTERM"``, ``"TERM"``, ``15``).
+
+    Raises:
+        ValueError: It names no signal.
+    """
+    if isinstance(signal, int):
+        return int(signal_module.Signals(signal))
+    name = signal.upper()
+    try:
+        return int(signal_module.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except KeyError:
+        raise ValueError(f"unknown signal {signal!r}") from None
