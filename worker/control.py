@@ -145,8 +145,8 @@ class Controllable(Protocol):
         """Change the pool to ``slots`` slots; returns the slots it has after the change."""
         ...
 
-    def shutdown(self) -> None:
-        """Begin a warm shutdown."""
+    def warm_shutdown(self) -> None:
+        """Begin a warm shutdown (once: asking again never makes it a cold one)."""
         ...
 
 
@@ -173,7 +173,7 @@ def answer(worker: Controllable, control: Control, max_message_bytes: int) -> Co
     if command in (POOL_GROW, POOL_SHRINK):
         return _resize(worker, rid, command, control.count)
     if command == SHUTDOWN:
-        worker.shutdown()
+        worker.warm_shutdown()
         return ControlReply(rid, message="shutting down")
     return ControlReply(rid, error=f"this worker does not know the command {command!r}")
 

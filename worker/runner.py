@@ -530,6 +530,11 @@ class Worker:
             version=_version(),
         )
 
+    def warm_shutdown(self) -> None:
+        """A warm shutdown, unless one has begun (a second control request is not a signal)."""
+        if self._signals == 0:
+            self.shutdown()
+
     def resize_pool(self, slots: int) -> int:
         """Change the pool's slots, and the credit this worker grants with them."""
         shrinking = slots < self._pool.slots

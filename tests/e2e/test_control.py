@@ -148,6 +148,24 @@ def test_revoke_terminate_kills_the_child_and_the_worker_keeps_serving(
     assert inspect.active() == {"w-kill": []}
 
 
+def test_revoke_terminate_on_a_thread_pool_reports_revoked_at_once(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    w = worker(start_worker, "w-threads", "--pool", "thread", "--concurrency", "1")
+    running = tasks.hold.delay(str(tmp_path / "never"))
+    w.wait_for_line(f"RUNNING {running.id}")
+    app.control.revoke(running.id, terminate=True)
+    with pytest.raises(TaskRevokedError):
+        running.get(timeout=10)
+    # No process to kill: signum is None; TaskRevokedError is raised in the task's thread.
+    w.wait_for_line(
+        rf"REVOKED-SIGNAL {HOLD} {running.id} terminated=True signum=None expired=False "
+        rf"pid={w.process.pid}"
+    )
+    assert tasks.whereabouts.delay().get(timeout=20)["hostname"] == "w-threads"
+    assert app.control.inspect().active() == {"w-threads": []}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -171,6 +189,8 @@ def test_shutdown_through_control_ends_the_worker_with_exit_0(
     replies = app.control.shutdown(destination=["w-down"], reply=True)
     assert replies == [{"w-down": {"ok": "shutting down"}}]
     w.wait_for_line("worker shutting down \\(warm\\)")
+    # Asked again, it stays warm (a second SIGTERM would kill the running task).
+    assert app.control.shutdown(destination=["w-down"], reply=True) == replies
     (tmp_path / "release").touch()
     assert running.get(timeout=20) == "released"  # a warm shutdown finishes what runs
     assert w.wait(timeout=20) == 0

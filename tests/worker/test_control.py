@@ -33,7 +33,7 @@ class FakeWorker:
         self.slots = slots
         return slots
 
-    def shutdown(self) -> None:
+    def warm_shutdown(self) -> None:
         self.shut_down = True
 
 
