@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Celery's default time to gather replies.
+# Celery's default time to gather replies, and the most the broker waits.
 DEFAULT_TIMEOUT = 1.0
+MAX_TIMEOUT = 60.0
 # The key scheduled() files the broker's delayed tasks under.
 BROKER_KEY = "broker"
 # Commands broadcast() knows besides the inspect ones, with the arguments each takes.
@@ -175,6 +176,8 @@ class Inspect:
     """
 
     def __init__(self, app: Celeriac, destination: Destination, timeout: float) -> None:
+        if not 0 < timeout <= MAX_TIMEOUT:
+            raise ValueError(f"timeout must be over 0 and at most {MAX_TIMEOUT:g} s, got {timeout}")
         self._app = app
         self.destination = (
             [destination] if isinstance(destination, str) else list(destination or [])

@@ -174,9 +174,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_a_bad_signal_name_is_refused_before_anything_is_sent(app: Celeriac) -> None:
+def test_bad_arguments_are_refused_before_anything_is_sent(app: Celeriac) -> None:
     with pytest.raises(ValueError, match="unknown signal 'SIGNOPE'"):
         app.control.revoke("some-id", terminate=True, signal="SIGNOPE")
+    with pytest.raises(ValueError, match="timeout must be over 0 and at most 60 s"):
+        app.control.inspect(timeout=61)
+    with pytest.raises(ValueError, match="unknown control command 'rate_limit'"):
+        app.control.broadcast("rate_limit", {"task_name": "x", "rate_limit": "1/s"})
+    with pytest.raises(ValueError, match="pool_grow does not take"):
+        app.control.broadcast("pool_grow", {"count": 2})
 
 
 def test_shutdown_through_control_ends_the_worker_with_exit_0(
