@@ -135,7 +135,8 @@ class AdminServiceServicer:
         """Inspect or control connected workers (Celery's app.control and inspect()): the broker
         sends the command down each chosen worker's session and gathers the replies until every
         worker answered or the timeout passed, then answers with whatever arrived and the workers
-        that did not answer. SCHEDULED is answered by the broker itself.
+        that did not answer. SCHEDULED is answered by the broker itself. A worker built before
+        WorkerControl existed ignores it, so it is listed in ControlWorkersResponse.missing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,7 +53,8 @@ class AdminServiceStub:
     """Inspect or control connected workers (Celery's app.control and inspect()): the broker
     sends the command down each chosen worker's session and gathers the replies until every
     worker answered or the timeout passed, then answers with whatever arrived and the workers
-    that did not answer. SCHEDULED is answered by the broker itself.
+    that did not answer. SCHEDULED is answered by the broker itself. A worker built before
+    WorkerControl existed ignores it, so it is listed in ControlWorkersResponse.missing.
     """
 
 @_typing.type_check_only
@@ -81,7 +82,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Inspect or control connected workers (Celery's app.control and inspect()): the broker
     sends the command down each chosen worker's session and gathers the replies until every
     worker answered or the timeout passed, then answers with whatever arrived and the workers
-    that did not answer. SCHEDULED is answered by the broker itself.
+    that did not answer. SCHEDULED is answered by the broker itself. A worker built before
+    WorkerControl existed ignores it, so it is listed in ControlWorkersResponse.missing.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -154,7 +156,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Inspect or control connected workers (Celery's app.control and inspect()): the broker
         sends the command down each chosen worker's session and gathers the replies until every
         worker answered or the timeout passed, then answers with whatever arrived and the workers
-        that did not answer. SCHEDULED is answered by the broker itself.
+        that did not answer. SCHEDULED is answered by the broker itself. A worker built before
+        WorkerControl existed ignores it, so it is listed in ControlWorkersResponse.missing.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
