@@ -174,7 +174,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_bad_arguments_are_refused_before_anything_is_sent(app: Celeriac) -> None:
+def test_bad_arguments_are_refused_before_anything_is_sent() -> None:
+    app = Celeriac("no-broker", broker="127.0.0.1:9")  # never reached: nothing is sent
     with pytest.raises(ValueError, match="unknown signal 'SIGNOPE'"):
         app.control.revoke("some-id", terminate=True, signal="SIGNOPE")
     with pytest.raises(ValueError, match="timeout must be over 0 and at most 60 s"):
