@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+
 import pytest
 
 from broker.config import BrokerConfig
+from broker.core.broker import Broker
+from broker.core.events import EventKind, TaskEvent
 from broker.core.model import Payload
-from broker.errors import PermissionDenied, Unauthenticated
+from broker.errors import LimitExceeded, PermissionDenied, Unauthenticated
 from broker.service.auth import HTTP_CHANGE, HTTP_READ
-from broker.service.events import BrokerEvent
+from broker.service.events import BrokerEvent, EventHub
+from broker.service.loop_calls import call_on_loop
 from broker.service.security import load_security
 from broker.service.web._auth import HttpAuth, check_change
 from broker.service.web._stats import RATE_WINDOW, SAMPLES_PER_SECOND, TaskStats
+from broker.service.web._stream import EventStreams
 from broker.service.web._views import payload_view
 from broker.tokens import load_tokens
 
@@ -133,3 +142,41 @@ def test_payloads_are_decoded_when_json_and_described_otherwise() -> None:
     broken = payload_view(Payload("application/json", b"{"))
     assert broken is not None and broken["note"] == "not valid JSON"
     assert payload_view(None) is None
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread of its own, as the broker's runs beside HTTP threads."""
+    running = asyncio.new_event_loop()
+    thread = threading.Thread(target=running.run_forever, daemon=True)
+    thread.start()
+    yield running
+    running.call_soon_threadsafe(running.stop)
+    thread.join(5)
+    running.close()
+
+
+def test_a_slow_page_loses_events_counted_and_never_holds_the_broker(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    hub = EventHub(Broker(BrokerConfig()), heartbeat_interval=60.0)
+    streams = EventStreams(hub, loop, buffer=2, max_streams=1)
+    body = streams.open()
+    assert next(body).startswith(b"retry:")  # subscribed before the first byte was sent
+
+    def publish() -> None:  # ten events while the page reads nothing: the hub never waits
+        for number in range(10):
+            hub.on_task_event(TaskEvent(EventKind.ACCEPTED, f"task-{number}", 1.0, ""))
+
+    call_on_loop(loop, publish)
+    first = json.loads(next(body).decode().removeprefix("data: "))
+    second = json.loads(next(body).decode().removeprefix("data: "))
+    assert (first["task_id"], first["dropped"]) == ("task-0", 8)
+    assert (second["task_id"], second["dropped"]) == ("task-1", 0)
+    with pytest.raises(LimitExceeded, match="1 event streams are open"):
+        streams.open()
+    body.close()  # the page went away: it unsubscribes and frees its place
+    assert call_on_loop(loop, lambda: hub.active) is False
+    streams.open().close()  # closed before its first byte: its place is freed all the same
+    streams.open().close()
+    assert call_on_loop(loop, lambda: hub.active) is False

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 
 from broker.errors import LimitExceeded
 from broker.service.events import BrokerEvent, EventHub, Subscriber
@@ -39,8 +39,8 @@ class EventStreams:
         self._max_streams = max_streams
         self._closing = threading.Event()
 
-    def open(self) -> Iterator[bytes]:
-        """Subscribe and return the stream's body, which unsubscribes when it is closed.
+    def open(self) -> StreamBody:
+        """Subscribe and return the stream's body; closing it unsubscribes.
 
         Raises:
             LimitExceeded: :data:`MAX_STREAMS` streams are open already.
@@ -54,7 +54,14 @@ class EventStreams:
         except BaseException:
             self._slots.release()
             raise
-        return self._body(subscriber)
+
+        def end() -> None:
+            self._slots.release()
+            # A closed loop has nothing left to unsubscribe from.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._hub.unsubscribe, subscriber)
+
+        return StreamBody(self._chunks(subscriber), end)
 
     def close(self) -> None:
         """End every stream at its next event or keep-alive (the port is stopping)."""
@@ -65,21 +72,38 @@ class EventStreams:
         self._hub.subscribe(subscriber)
         return subscriber
 
-    def _body(self, subscriber: Subscriber) -> Iterator[bytes]:
-        try:
-            yield f"retry: {RETRY_MILLISECONDS}\n: subscribed\n\n".encode()
-            while not self._closing.is_set():
-                got = wait_on_loop(
-                    self._loop, _next(subscriber), KEEPALIVE_SECONDS + KEEPALIVE_SECONDS
-                )
-                yield b": keep-alive\n\n" if got is None else _message(*got)
-        except LoopUnavailable:
-            return
-        finally:
-            self._slots.release()
-            # A closed loop has nothing left to unsubscribe from.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._hub.unsubscribe, subscriber)
+    def _chunks(self, subscriber: Subscriber) -> Generator[bytes, None, None]:
+        yield f"retry: {RETRY_MILLISECONDS}\n: subscribed\n\n".encode()
+        while not self._closing.is_set():
+            try:
+                got = wait_on_loop(self._loop, _next(subscriber), KEEPALIVE_SECONDS * 2)
+            except LoopUnavailable:
+                return
+            yield b": keep-alive\n\n" if got is None else _message(*got)
+
+
+class StreamBody:
+    """One stream's response body.
+
+    :meth:`close` (the WSGI server calls it) cleans up even when the body was never iterated.
+    """
+
+    def __init__(self, chunks: Generator[bytes, None, None], end: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._end: Callable[[], None] | None = end
+
+    def __iter__(self) -> StreamBody:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop the stream: unsubscribe and free its place (once)."""
+        self._chunks.close()
+        end, self._end = self._end, None
+        if end is not None:
+            end()
 
 
 async def _next(subscriber: Subscriber) -> tuple[BrokerEvent, int] | None:
