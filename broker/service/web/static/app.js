@@ -147,7 +147,7 @@ function addEventLine(event) {
   }
   if (event.queue) line.append(" queue=" + event.queue);
   if (event.worker_id) line.append(" worker=" + event.worker_id);
-  if (event.runtime) line.append(" in " + event.runtime.toFixed(3) + "s");
+  if (event.runtime) line.append(" in " + (event.runtime * 1000).toFixed(1) + " ms");
   if (event.detail) line.append(" " + event.detail);
   list.prepend(line);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
@@ -260,8 +260,8 @@ function plot(node, points, series) {
   node.replaceChildren(...children);
 }
 
-function payloadCell(payload) {
-  if (!payload) return el("td", { class: "note", text: "not kept" });
+function payloadCell(payload, missing = "none") {
+  if (!payload) return el("td", { class: "note", text: missing });
   const cell = el("td");
   const shown = (value) => el("pre", { text: JSON.stringify(value, null, 2) });
   if ("args" in payload) {
@@ -290,8 +290,9 @@ async function showTask(taskId) {
     row("queue", text(task.queue)),
     row("worker", text(task.worker_id)),
     row("attempts", text(task.attempts + (task.retries ? " (" + task.retries + " retries)" : ""))),
-    row("arguments", payloadCell(task.args)),
-    row("result", payloadCell(task.result)),
+    row("arguments", payloadCell(task.args, task.phase === "finished"
+      ? "not kept once a task has finished (dead letters keep theirs)" : "none")),
+    row("result", payloadCell(task.result, task.phase === "finished" ? "none" : "not yet")),
   ];
   if (task.eta) rows.push(row("eta", text(when(task.eta))));
   if (task.date_done) rows.push(row("done", text(when(task.date_done))));
