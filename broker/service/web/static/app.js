@@ -12,6 +12,8 @@ let session = null;
 let stream = null;
 let refreshTimer = null;
 let plotTimer = null;
+let pendingLines = [];
+let flushScheduled = false;
 
 class LoginNeeded extends Error {}
 
@@ -128,7 +130,15 @@ function onEvent(event) {
   if (event.dropped) {
     $("dropped").textContent = event.dropped + " event(s) missed (the page fell behind)";
   }
-  if (event.kind !== "worker_heartbeat") addEventLine(event);
+  if (event.kind !== "worker_heartbeat") {
+    pendingLines.push(event);
+    // A hidden tab gets no frames: keep only what one flush would show.
+    if (pendingLines.length > 2 * MAX_EVENTS) pendingLines.splice(0, MAX_EVENTS);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      requestAnimationFrame(flushEventLines);
+    }
+  }
   if (!refreshTimer) {
     refreshTimer = setTimeout(() => {
       refreshTimer = null;
@@ -137,8 +147,17 @@ function onEvent(event) {
   }
 }
 
-function addEventLine(event) {
+// Lines are added once per frame, the newest MAX_EVENTS only, so a busy broker's thousands of
+// events a second cost the page one DOM update per frame.
+function flushEventLines() {
+  flushScheduled = false;
+  const events = pendingLines.splice(0).slice(-MAX_EVENTS);
   const list = $("events");
+  list.prepend(...events.reverse().map(eventLine));
+  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+}
+
+function eventLine(event) {
   const line = el("li", { class: event.kind, "data-kind": event.kind });
   line.append(when(event.at).slice(11) + " " + event.kind + " ");
   if (event.task_id) {
@@ -149,8 +168,7 @@ function addEventLine(event) {
   if (event.worker_id) line.append(" worker=" + event.worker_id);
   if (event.runtime) line.append(" in " + (event.runtime * 1000).toFixed(1) + " ms");
   if (event.detail) line.append(" " + event.detail);
-  list.prepend(line);
-  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+  return line;
 }
 
 // -- pages ---------------------------------------------------------------------------------
