@@ -17,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -45,6 +46,24 @@ def run_python(
         timeout=timeout,
         env={**os.environ, **env} if env is not None else None,
     )
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 20.0,
+    message: str = "the condition never held",
+    interval: float = 0.01,
+) -> None:
+    """Re-check ``predicate`` every ``interval`` seconds until it is true; fail after ``timeout``.
+
+    The one polling helper, for states that have no event or line to wait on (a broker's
+    counter, a file a task creates, a process that must be gone).
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} (waited {timeout}s)")
+        time.sleep(interval)
 
 
 class LoggedProcess:

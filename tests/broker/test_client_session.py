@@ -14,7 +14,8 @@ from broker.service import client_session
 from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
 from tests.broker.fake_worker import FakeWorker
-from tests.broker.helpers import spec, submit, wait_for
+from tests.broker.helpers import spec, submit
+from tests.support import wait_until
 
 WAIT = 5.0
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -137,7 +138,7 @@ def test_watching_a_task_that_already_finished_pushes_it_at_once(
     session.send(1, submit=submit(task_id="t-done"))
     session.next()
     _run_one(worker)
-    wait_for(lambda: _state(session, "t-done") == tasks_pb2.TASK_STATE_SUCCESS)
+    wait_until(lambda: _state(session, "t-done") == tasks_pb2.TASK_STATE_SUCCESS)
     session.send(9, submit=client_pb2.SubmitRequest(task=spec(task_id="t-done")), watch=True)
     ack, push = session.next(), session.next()
     assert not ack.submit.created
@@ -163,9 +164,9 @@ def test_a_client_that_goes_away_leaves_no_waiters_behind(
     raw.send(1, submit=submit(), watch=True)
     task_id = raw.next().submit.task_id
     raw.send(2, get_result=client_pb2.GetResultRequest(task_id=task_id, wait_ms=30_000))
-    wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 2)
+    wait_until(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 2)
     raw.call.cancel()  # type: ignore[no-untyped-call]
-    wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 0)
+    wait_until(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 0)
 
 
 def _state(session: RawSession, task_id: str) -> int:

@@ -17,7 +17,8 @@ from broker.journal.rows import Batch
 from broker.journal.sqlite_store import SQLiteStore
 from broker.testing import running_broker
 from celeriac.v1 import client_pb2_grpc
-from tests.broker.helpers import submit, wait_for
+from tests.broker.helpers import submit
+from tests.support import wait_until
 
 
 class _FullDisk(SQLiteStore):
@@ -59,7 +60,7 @@ def test_a_failed_write_refuses_new_work_until_writes_succeed_again(tmp_path: Pa
                 return False
             return True
 
-        wait_for(accepted, timeout=10)
+        wait_until(accepted, timeout=10)
     reopened = SQLiteStore(tmp_path, "everysec")
     reopened.open()
     stored = sorted(row.task_id for row in reopened.load())

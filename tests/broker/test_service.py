@@ -9,7 +9,8 @@ from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2, worker_pb2
 from tests.broker.conftest import FAST
 from tests.broker.fake_worker import FakeWorker
-from tests.broker.helpers import json_args, spec, submit, wait_for
+from tests.broker.helpers import json_args, spec, submit
+from tests.support import wait_until
 
 TIMEOUT = 5.0
 
@@ -123,9 +124,9 @@ def test_a_client_disconnecting_mid_wait_leaves_no_waiter(
     task_id = tasks.Submit(submit(), timeout=TIMEOUT).task_id
     request = client_pb2.GetResultRequest(task_id=task_id, wait_ms=30_000)
     future = tasks.GetResult.future(request, timeout=TIMEOUT)
-    wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 1)
+    wait_until(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 1)
     future.cancel()  # type: ignore[no-untyped-call]
-    wait_for(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 0)
+    wait_until(lambda: broker.call(lambda core: core.lifecycle.results.waiter_count) == 0)
 
 
 def test_revoke_of_queued_unknown_and_finished_tasks(

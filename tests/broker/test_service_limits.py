@@ -14,10 +14,10 @@ from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2, client_pb2_grpc
 from tests.broker.conftest import FAST
 from tests.broker.fake_worker import FakeWorker
-from tests.broker.helpers import submit, wait_for
+from tests.broker.helpers import submit
 from tests.broker.test_client_session import RawSession
 from tests.broker.test_error_details import error_info
-from tests.support import run_python
+from tests.support import run_python, wait_until
 
 TIMEOUT = 5.0
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
@@ -58,7 +58,7 @@ def test_sessions_per_peer_count_worker_and_client_streams_alike(limited: Runnin
         assert dict(info.metadata)["max"] == "3"
         # A session that ends gives its slot back.
         workers.pop().close()
-        wait_for(lambda: limited.stream_count() == 1)
+        wait_until(lambda: limited.stream_count() == 1)
         workers.append(FakeWorker(limited.address, worker_id="w4"))
         for worker in workers:
             worker.close()
@@ -86,7 +86,7 @@ def test_held_calls_are_capped_per_stream_and_per_peer(limited: RunningBroker) -
             target=lambda: answers.append(tasks.GetResult(wait, timeout=TIMEOUT * 4))
         )
         thread.start()
-        wait_for(lambda: held_waiters(limited) == 3)
+        wait_until(lambda: held_waiters(limited) == 3)
         with pytest.raises(grpc.RpcError) as raised:
             tasks.GetResult(wait, timeout=TIMEOUT)
         info = error_info(raised.value)

@@ -11,7 +11,8 @@ from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import client_pb2_grpc, tasks_pb2, worker_pb2, worker_pb2_grpc
 from tests.broker.conftest import FAST
 from tests.broker.fake_worker import FakeWorker
-from tests.broker.helpers import submit, wait_for
+from tests.broker.helpers import submit
+from tests.support import wait_until
 
 TIMEOUT = 5.0
 NEAR_LIMIT = 1024 * 1024 - 16  # just under the default max_payload_bytes
@@ -46,9 +47,9 @@ def test_a_worker_that_stops_reading_its_stream_is_cut_off_and_its_tasks_redeliv
         # A raw stream whose responses are never read: 8 MiB of assignments fill its windows.
         stuck = worker_pb2_grpc.WorkerServiceStub(channel).Session(iter([hello, grant]))
         try:
-            wait_for(lambda: running.stream_count() == 1)
+            wait_until(lambda: running.stream_count() == 1)
             # The handler gives up on a write that is not taken within the ping timeout.
-            wait_for(lambda: running.stream_count() == 0)
+            wait_until(lambda: running.stream_count() == 0)
             healthy = FakeWorker(running.address, worker_id="healthy", channel=channel)
             try:
                 healthy.credit(8)

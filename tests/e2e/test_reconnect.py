@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from client import Celeriac
-from tests.e2e.test_task_semantics import wait_until
-from tests.support import BrokerProcess, LoggedProcess, WorkerProcess
+from tests.support import BrokerProcess, LoggedProcess, WorkerProcess, wait_until
 from tests.tcp_proxy import TcpProxy
 from worker import WorkerConfig
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,18 +16,9 @@ from celeriac.v1 import client_pb2, client_pb2_grpc, tasks_pb2
 from client import AsyncResult, Celeriac, group
 from client.errors import TaskExpired, TaskRevokedError
 from tests.e2e import tasks
-from tests.support import ROOT, BrokerProcess, WorkerProcess
+from tests.support import ROOT, BrokerProcess, WorkerProcess, wait_until
 
 StartWorker = Callable[..., WorkerProcess]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Re-check a condition until it holds (for states that have no event to await)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never held")
-        time.sleep(0.02)
 
 
 def test_autoretry_retries_at_the_broker_until_the_task_succeeds(

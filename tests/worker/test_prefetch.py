@@ -4,8 +4,7 @@ in-process broker, observed through the broker's AdminService (never through tim
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from broker.testing import RunningBroker, running_broker
 from celeriac.v1 import admin_pb2, admin_pb2_grpc
 from client import Celeriac, group
 from client.canvas import Signature
+from tests.support import wait_until
 from tests.worker import tasks_unit
 from worker.jobs import Job, Payload
 from worker.prefetch import CompletionRate, Prefetch
@@ -138,14 +138,6 @@ class Admin:
 
     def close(self) -> None:
         self._channel.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll the broker's state until `predicate` holds (short polls, bounded)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 @pytest.fixture

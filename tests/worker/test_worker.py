@@ -7,7 +7,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from broker.testing import RunningBroker, running_broker
 from client import Celeriac
-from tests.support import ROOT, WorkerProcess
+from tests.support import ROOT, WorkerProcess, wait_until
 from worker import WorkerConfig
 from worker.cli import EXIT_COLD_SHUTDOWN, EXIT_USAGE
 from worker.codec import ReportBatch
@@ -38,11 +37,8 @@ def worker_process(address: str, *args: str) -> Iterator[WorkerProcess]:
 
 
 def wait_for_path(path: Path, timeout: float = 20.0) -> None:
-    """Wait until a task announces itself by creating `path` (short polls, bounded)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
+    """Wait until a task announces itself by creating `path`."""
+    wait_until(path.exists, timeout, f"{path} never appeared")
 
 
 def test_in_process_worker_runs_tasks_and_reports_custom_states(app: Celeriac) -> None:
@@ -259,10 +255,8 @@ def test_children_exit_when_the_worker_is_killed_with_sigkill(
         assert child != worker.process.pid and not process_gone(child)
         worker.signal(signal.SIGKILL)  # the worker alone, not its process group
         worker.process.wait(20)  # not worker.wait(): an orphaned child still holds its stdout
-        deadline = time.monotonic() + 20
-        while not process_gone(child):  # the task alone would keep it alive for 30 s
-            assert time.monotonic() < deadline, f"child {child} outlived its worker"
-            time.sleep(0.01)
+        # the task alone would keep it alive for 30 s
+        wait_until(lambda: process_gone(child), 20, f"child {child} outlived its worker")
 
 
 def test_the_worker_process_freezes_its_imports_and_collects_young_objects_less_often(
