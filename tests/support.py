@@ -30,7 +30,7 @@ START_TIMEOUT = 30.0
 
 
 def run_python(
-    *args: str, timeout: float = 50.0, env: dict[str, str] | None = None
+    *args: str, timeout: float = 50.0, env: dict[str, str] | None = None, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     """Run this interpreter with ``args`` in the project root and return what it printed.
 
@@ -40,7 +40,7 @@ def run_python(
     return subprocess.run(
         [sys.executable, *args],
         check=False,
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -69,7 +69,9 @@ def wait_until(
 class LoggedProcess:
     """A child process whose combined output is collected line by line."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p
@@ -77,7 +79,7 @@ class LoggedProcess:
         self.args = list(args)
         self.process = subprocess.Popen(
             [sys.executable, *args],
-            cwd=ROOT,
+            cwd=cwd,
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
