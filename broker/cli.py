@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
-import sys
 from collections.abc import Sequence
 
 from broker import admin_cli
@@ -16,10 +14,11 @@ from broker.journal import check
 from broker.journal.store import StoreError
 from broker.service.security import ServerSecurity, load_security
 from broker.service.server import CannotListen, serve
+from celeriac import logs
 from celeriac.cli import (
     EXIT_USAGE,
     OneLineParser,
-    add_log_level,
+    add_log_flags,
     add_version,
     flag_values,
     usage_error,
@@ -28,8 +27,6 @@ from celeriac.settings import InvalidSetting
 
 RET_OK = 0
 RET_USAGE = EXIT_USAGE
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="run the broker daemon")
     serve_parser.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to bind; 0 picks a free one")
-    add_log_level(serve_parser, default="info")
+    add_log_flags(serve_parser, default_level="info")
     serve_parser.add_argument("--max-payload-bytes", type=int, help="largest task argument")
     serve_parser.add_argument("--max-message-bytes", type=int, help="largest gRPC message")
     serve_parser.add_argument("--result-ttl", type=float, help="seconds results are kept")
@@ -140,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return usage_error(error)
         return check.run(data_dir)
     if args.command == "migrate":
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+        logs.configure(logs.LogSettings(level="info"))
         try:
             store = args.store or BrokerConfig.from_env().store
             BrokerConfig(store=store)
@@ -156,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return usage_error(error)
         return RET_OK
     if args.command != "serve":
-        logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
+        logs.configure(logs.LogSettings(level="warning"))
         return admin_cli.run(args)
     values, labels = flag_values(args, (field.name for field in dataclasses.fields(BrokerConfig)))
     try:
@@ -164,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         security = load_security(config)
     except ValueError as error:  # InvalidSetting, unreadable certificates or tokens
         return usage_error(error)
-    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        logs.configure(logs.LogSettings(config.log_level, config.logfile, config.log_format))
+    except OSError as error:
+        return usage_error(f"cannot open the log file: {error}")
     tune_collector()
     try:
         asyncio.run(_serve_daemon(config, security))

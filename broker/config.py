@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from broker.journal.store_url import store_problem
 from celeriac.address import DEFAULT_HOST, DEFAULT_PORT, PORT_MAX
+from celeriac.logs import LOG_FORMATS
 from celeriac.settings import (
     at_least,
     greater_than,
@@ -53,6 +54,9 @@ class BrokerConfig:
     # 0 asks the OS for a free port.
     port: int = setting(DEFAULT_PORT, in_range(0, PORT_MAX))
     log_level: str = setting("info", is_log_level)
+    # Where log lines go (empty: stderr) and as what (celeriac.logs: text, or json per line).
+    logfile: str = ""
+    log_format: str = setting("text", one_of(*LOG_FORMATS))
     # Celery keeps results for one day by default; users moving over expect the same.
     result_ttl: float = setting(DAY, positive)
     # Bounds memory: when more finished results are stored, the OLDEST finished ones are evicted

@@ -1,4 +1,4 @@
-"""What every Celeriac command line shares: one-line errors, the log-level flag, ``--version``.
+"""What every Celeriac command line shares: one-line errors, the logging flags, ``--version``.
 
 Every usage mistake (an unknown flag, a value of the wrong type, a setting out of range) ends
 the program with one line, ``error: ...``, on stderr and exit status 2.
@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterable
 from importlib import metadata
 from typing import NoReturn
+
+from celeriac.logs import LOG_FORMATS
 
 EXIT_USAGE = 2
 # Where the parsed flags remember how an aliased flag was typed (``--loglevel`` or ``-l``).
@@ -56,6 +58,21 @@ def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
         dest="log_level",
         action=_StoreSpelled,
         help=f"debug, info, warning, error or critical (default {default})",
+    )
+
+
+def add_log_flags(parser: argparse.ArgumentParser, default_level: str) -> None:
+    """The level flag (:func:`add_log_level`), ``--logfile PATH`` and ``--log-format text|json``.
+
+    Their values go into the program's configuration (fields ``logfile`` and ``log_format``),
+    and from there into :func:`celeriac.logs.configure`, the one logging set-up.
+    """
+    add_log_level(parser, default_level)
+    parser.add_argument("--logfile", "-f", help="append log lines to this file instead of stderr")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default) or json: one JSON object per line, for log shippers",
     )
 
 

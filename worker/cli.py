@@ -8,7 +8,8 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from celeriac.cli import OneLineParser, add_log_level, add_version, flag_values, usage_error
+from celeriac import logs
+from celeriac.cli import OneLineParser, add_log_flags, add_version, flag_values, usage_error
 from celeriac.settings import split_names
 from client import signals
 from worker import loader, pools
@@ -16,6 +17,7 @@ from worker.collector import tune_collector
 from worker.config import DEFAULT_BROKER, POOLS, WorkerConfig, worker_id
 from worker.errors import SessionRefused, WorkerError
 from worker.execution import ExecutionSettings
+from worker.logcontext import TaskContext
 from worker.runner import Worker
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", "-c", type=int, help="tasks run at once (default: CPUs)")
     parser.add_argument("--pool", "-P", choices=POOLS, help="execution pool (default: process)")
     parser.add_argument("--queues", "-Q", help="queues to consume, comma-separated")
-    add_log_level(parser, default="info")
+    add_log_flags(parser, default_level="info")
     parser.add_argument("--hostname", "-n", help="worker id (default: celeriac@HOST:PID)")
     parser.add_argument("--time-limit", type=float, help="default hard time limit (s)")
     parser.add_argument("--soft-time-limit", type=float, help="default soft time limit (s)")
@@ -79,10 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = WorkerConfig.from_env(flags=flags)
     except ValueError as exc:
         return usage_error(exc)
-    logging.basicConfig(
-        level=config.loglevel.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_settings = logs.LogSettings(config.loglevel, config.logfile, config.log_format)
+    try:
+        logs.configure(log_settings, filters=[TaskContext()])
+    except OSError as exc:
+        return usage_error(f"cannot open the log file: {exc}")
     try:
         registry = loader.load(config.tasks)
     except WorkerError as exc:
@@ -90,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     tune_collector()
     try:
-        return asyncio.run(_serve(config, registry))
+        return asyncio.run(_serve(config, registry, log_settings))
     except SessionRefused as exc:
         logger.error("%s", exc)
         return EXIT_REFUSED
@@ -99,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-async def _serve(config: WorkerConfig, registry: loader.Registry) -> int:
+async def _serve(
+    config: WorkerConfig, registry: loader.Registry, log_settings: logs.LogSettings
+) -> int:
     address = config.broker or registry.broker_address() or DEFAULT_BROKER
     worker: Worker | None = None
 
@@ -112,7 +117,7 @@ async def _serve(config: WorkerConfig, registry: loader.Registry) -> int:
         tasks=registry.tasks,
         settings=ExecutionSettings(hostname=worker_id(config), allow_pickle=config.allow_pickle),
         on_event=on_event,
-        loglevel=config.loglevel,
+        logs=log_settings,
     )
     pool = pools.create(config.pool, config.concurrency, context)
     worker = Worker(config, registry, pool, address)

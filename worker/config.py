@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from celeriac.address import DEFAULT_ADDRESS, parse_address
 from celeriac.connection import ChannelSecurity
+from celeriac.logs import LOG_FORMATS
 from celeriac.settings import (
     at_least,
     computed_setting,
@@ -54,6 +55,8 @@ class WorkerConfig:
         queues: Queues to consume, in order of preference.
         hostname: Worker id shown by the broker; default "celeriac@<host>:<pid>".
         loglevel: Logging level name for the CLI.
+        logfile: A file the worker and its children append log lines to (empty: stderr).
+        log_format: "text" or "json" (one object per line; see `celeriac.logs`).
         time_limit: Hard limit in seconds for tasks and calls that set none.
         soft_time_limit: Soft limit in seconds for tasks and calls that set none.
         shutdown_grace: Seconds running tasks get to finish on a warm shutdown (Celery has no
@@ -88,6 +91,8 @@ class WorkerConfig:
     queues: tuple[str, ...] = setting(("default",), not_empty)
     hostname: str | None = setting(None, not_empty)
     loglevel: str = setting("INFO", is_log_level, env="CELERIAC_LOGLEVEL")
+    logfile: str = ""
+    log_format: str = setting("text", one_of(*LOG_FORMATS))
     time_limit: float | None = setting(None, positive)
     soft_time_limit: float | None = setting(None, positive)
     shutdown_grace: float = setting(30.0, not_negative)

@@ -21,7 +21,7 @@ PREVIEW_CHARS = 80
 def received(job: Job) -> None:
     """``Task tasks.add[id] received``."""
     if logger.isEnabledFor(logging.INFO):
-        logger.info("Task %s[%s] received", job.name, job.task_id)
+        logger.info("Task %s[%s] received", job.name, job.task_id, extra=_about(job))
 
 
 def now() -> float | None:
@@ -39,14 +39,37 @@ def finished(job: Job, outcome: Outcome, started: float | None) -> None:
     state = outcome.state
     if state is OutcomeState.SUCCESS:
         took = _took(started)
-        logger.info("Task %s[%s] succeeded%s: %s", job.name, job.task_id, took, _preview(outcome))
+        logger.info(
+            "Task %s[%s] succeeded%s: %s",
+            job.name,
+            job.task_id,
+            took,
+            _preview(outcome),
+            extra=_about(job),
+        )
     elif state is OutcomeState.FAILURE:
         took = _took(started)
-        logger.info("Task %s[%s] failed%s: %s", job.name, job.task_id, took, _error(outcome))
+        logger.info(
+            "Task %s[%s] failed%s: %s",
+            job.name,
+            job.task_id,
+            took,
+            _error(outcome),
+            extra=_about(job),
+        )
     elif state is OutcomeState.RETRY:
-        logger.info("Task %s[%s] retry: %s", job.name, job.task_id, _error(outcome))
+        logger.info(
+            "Task %s[%s] retry: %s", job.name, job.task_id, _error(outcome), extra=_about(job)
+        )
     else:
-        logger.info("Task %s[%s] revoked: %s", job.name, job.task_id, _error(outcome))
+        logger.info(
+            "Task %s[%s] revoked: %s", job.name, job.task_id, _error(outcome), extra=_about(job)
+        )
+
+
+def _about(job: Job) -> dict[str, str]:
+    """The task's id and name as record attributes (``--log-format json`` shows them)."""
+    return {"task_id": job.task_id, "task_name": job.name}
 
 
 def _took(started: float | None) -> str:

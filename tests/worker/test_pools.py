@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from celeriac.logs import LogSettings
 from client import serialization
 from tests.worker import tasks_unit
 from worker import pools
@@ -48,7 +49,7 @@ def with_pool(
         tasks=tasks_unit.app.tasks,
         settings=ExecutionSettings("celeriac@test"),
         on_event=events.append,
-        loglevel="WARNING",
+        logs=LogSettings(level="WARNING"),
     )
 
     async def main() -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from celeriac.logs import LogSettings
 from client.task import Task
 from worker.execution import ExecutionSettings
 from worker.jobs import Job, Outcome, TaskEvent
@@ -28,14 +29,14 @@ class PoolContext:
         tasks: The task registry of this process.
         settings: Execution settings passed to every job.
         on_event: Called on the loop thread with each task event.
-        loglevel: Logging level for child processes.
+        logs: How child processes log (they configure their own, as the worker did).
     """
 
     modules: tuple[str, ...]
     tasks: Mapping[str, Task]
     settings: ExecutionSettings
     on_event: Callable[[TaskEvent], None]
-    loglevel: str = "INFO"
+    logs: LogSettings = field(default_factory=LogSettings)
 
 
 class Pool(Protocol):

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from types import FrameType
 
+from celeriac.logs import LogSettings
+from celeriac.logs import configure as configure_logging
 from client import signals
 from client.errors import SoftTimeLimitExceeded
 from client.task import Task
@@ -37,6 +39,7 @@ from worker.collector import tune_collector
 from worker.errors import TaskModuleError
 from worker.execution import EventSink, ExecutionSettings, execute, failure
 from worker.jobs import Job, Outcome, TaskEvent
+from worker.logcontext import TaskContext
 from worker.pools.handoff import Claims
 from worker.pools.wire import JobWire, OutcomeWire, job_from_wire, name_of, outcome_to_wire
 
@@ -57,7 +60,7 @@ def child_main(
     modules: tuple[str, ...],
     settings: ExecutionSettings,
     *,
-    loglevel: str,
+    logs: LogSettings,
     claims: Claims,
 ) -> None:
     """Run jobs received on `inbox` until it closes, or until the worker process is gone.
@@ -68,13 +71,13 @@ def child_main(
         parent_alive: A pipe end that reads EOF once the parent's end closes (nothing is sent).
         modules: Task modules to import.
         settings: Execution settings.
-        loglevel: Logging level (children are fresh interpreters; they configure their own).
+        logs: How to log (children are fresh interpreters; they configure their own).
         claims: The table deciding whether this child or the parent owns each queued job.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _raise_soft_time_limit)
-    logging.basicConfig(level=loglevel.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logs, filters=[TaskContext()])
     threading.Thread(
         target=_exit_when_parent_dies, args=(parent_alive,), name="parent-watchdog", daemon=True
     ).start()

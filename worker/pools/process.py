@@ -313,7 +313,7 @@ class ProcessPool:
         process = self._mp.Process(
             target=child_main,
             args=(child_inbox, child_outbox, watched_end, context.modules, context.settings),
-            kwargs={"loglevel": context.loglevel, "claims": claims},
+            kwargs={"logs": context.logs, "claims": claims},
             name="celeriac-child",
             daemon=True,
         )
