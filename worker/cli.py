@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerError as exc:
         logger.error("worker failed: %s", exc)
         return EXIT_FAILED
+    finally:
+        pools.stop_helper_processes()  # the fork server too: nothing outlives the worker
 
 
 async def _serve(

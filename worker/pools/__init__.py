@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from worker.pools.aio import AsyncPool
 from worker.pools.base import Pool, PoolContext
-from worker.pools.process import ProcessPool
+from worker.pools.process import ProcessPool, stop_helper_processes
 from worker.pools.threads import ThreadPool
 
-__all__ = ["AsyncPool", "Pool", "PoolContext", "ProcessPool", "ThreadPool", "create"]
+__all__ = [
+    "AsyncPool",
+    "Pool",
+    "PoolContext",
+    "ProcessPool",
+    "ThreadPool",
+    "create",
+    "stop_helper_processes",
+]
 
 
 def create(kind: str, concurrency: int, context: PoolContext) -> Pool:

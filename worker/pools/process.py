@@ -28,6 +28,8 @@ import contextlib
 import logging
 import math
 import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 from collections import deque
@@ -502,6 +504,27 @@ class ProcessPool:
         if process.is_alive():
             process.kill()
             process.join(_CHILD_EXIT_TIMEOUT)
+
+
+def stop_helper_processes() -> None:
+    """End the fork server and the resource tracker that the pool made multiprocessing start.
+
+    Both are children of the worker process that end by themselves once it has exited (each
+    reads EOF on a pipe from it), but only after it: a supervisor that waits for the worker, or
+    a test that checks what it left, would see them outlive it. Called at the worker's exit,
+    once the pool is closed; while a pool child still lives (it holds the tracker's pipe) it
+    does nothing rather than wait for that child. CPython has no public call for this; its
+    ``_stop`` methods are what its own test suite uses.
+    """
+    if multiprocessing.active_children():
+        return
+    for helper in (
+        getattr(multiprocessing.forkserver, "_forkserver", None),
+        getattr(multiprocessing.resource_tracker, "_resource_tracker", None),
+    ):
+        stop = getattr(helper, "_stop", None)
+        if stop is not None:
+            stop()
 
 
 def _has_limits(job: Job) -> bool:
