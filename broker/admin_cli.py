@@ -38,6 +38,7 @@ def add_commands(commands: Any) -> None:
     common.add_argument(
         "--token", default=env("CELERIAC_TOKEN", ""), help="admin bearer token (CELERIAC_TOKEN)"
     )
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
     commands.add_parser("queues", parents=[common], help="list queues and their depths")
     commands.add_parser("workers", parents=[common], help="list connected workers")
     dead = commands.add_parser("dead", parents=[common], help="list, requeue or purge dead letters")
@@ -48,6 +49,9 @@ def add_commands(commands: Any) -> None:
     dead.add_argument("--limit", type=int, default=0, help="list at most this many (0: all)")
     purge = commands.add_parser("purge", parents=[common], help="drop every ready task of a queue")
     purge.add_argument("queue")
+    purge.add_argument(
+        "--force", "-f", action="store_true", help="do not ask (needed when stdin is no terminal)"
+    )
     events = commands.add_parser(
         "events", parents=[common], help="tail task and worker events (Ctrl-C ends)"
     )
@@ -56,7 +60,6 @@ def add_commands(commands: Any) -> None:
     events.add_argument(
         "--kind", action="append", default=[], help="only this kind, e.g. failed (repeat)"
     )
-    events.add_argument("--json", action="store_true", help="one JSON object per line")
     control_cli.add_commands(commands, common)
 
 
@@ -106,34 +109,66 @@ def _broker_address(flag: str | None) -> Address:
 def _dispatch(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
     if args.command == "queues":
         queues = stub.ListQueues(admin_pb2.ListQueuesRequest(), timeout=CALL_TIMEOUT).queues
-        _table(
+        _show(
+            args,
+            ("name", "ready", "scheduled", "leased", "consumers"),
             ("QUEUE", "READY", "SCHEDULED", "LEASED", "CONSUMERS"),
             [(q.name, q.ready, q.scheduled, q.leased, q.consumers) for q in queues],
         )
     elif args.command == "workers":
         workers = stub.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=CALL_TIMEOUT).workers
-        _table(
+        _show(
+            args,
+            ("worker_id", "queues", "pool", "concurrency", "credit", "leased", "draining"),
             ("WORKER", "QUEUES", "POOL", "CONCURRENCY", "CREDIT", "LEASED", "DRAINING"),
             [
                 (
                     w.worker_id,
-                    ",".join(w.queues),
+                    list(w.queues),
                     w.pool,
                     w.concurrency,
                     w.credit,
                     w.leased,
-                    "yes" if w.draining else "",
+                    w.draining,
                 )
                 for w in workers
             ],
         )
     elif args.command == "purge":
-        purged = stub.PurgeQueue(
-            admin_pb2.PurgeQueueRequest(queue=args.queue), timeout=CALL_TIMEOUT
-        )
-        print(f"purged {purged.purged} task(s) from {args.queue}")
+        return _purge(stub, args)
     else:
         return _dead(stub, args)
+    return RET_OK
+
+
+def _purge(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    """Purge a queue the broker knows, once confirmed: on a terminal, or by ``--force``."""
+    queues = stub.ListQueues(admin_pb2.ListQueuesRequest(), timeout=CALL_TIMEOUT).queues
+    known = {q.name: q for q in queues}
+    if args.queue not in known:
+        names = ", ".join(sorted(known)) or "none"
+        print(
+            f"error: the broker has no queue {args.queue!r} (its queues: {names})", file=sys.stderr
+        )
+        return RET_ERROR
+    if not args.force:
+        if not sys.stdin.isatty():
+            return usage_error(
+                f"purge drops the ready tasks of {args.queue!r} for good: pass -f/--force to "
+                "confirm (stdin is not a terminal, so there is no one to ask)"
+            )
+        ready = known[args.queue].ready
+        answer = input(f"drop the {ready} ready task(s) of {args.queue!r} for good? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("nothing purged")
+            return RET_ERROR
+    purged = stub.PurgeQueue(admin_pb2.PurgeQueueRequest(queue=args.queue), timeout=CALL_TIMEOUT)
+    _say(
+        args,
+        f"purged {purged.purged} task(s) from {args.queue}",
+        queue=args.queue,
+        purged=purged.purged,
+    )
     return RET_OK
 
 
@@ -141,6 +176,10 @@ def _dead(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> in
     if args.action == "list":
         request = admin_pb2.ListDeadLettersRequest(queue=args.queue, limit=args.limit)
         answer = stub.ListDeadLetters(request, timeout=CALL_TIMEOUT)
+        if args.json:
+            letters = [_dead_letter_json(d) for d in answer.dead_letters]
+            print(json.dumps({"dead_letters": letters, "total": answer.total}))
+            return RET_OK
         _table(
             ("TASK_ID", "NAME", "QUEUE", "ERROR", "DEAD_AT"),
             [
@@ -163,13 +202,13 @@ def _dead(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> in
             task_ids=args.task_ids, all=args.all, queue=args.queue
         )
         count = stub.RequeueDeadLetters(requeue, timeout=CALL_TIMEOUT).requeued
-        print(f"requeued {count} dead letter(s)")
+        _say(args, f"requeued {count} dead letter(s)", requeued=count)
     else:
         purge = admin_pb2.PurgeDeadLettersRequest(
             task_ids=args.task_ids, all=args.all, queue=args.queue
         )
         count = stub.PurgeDeadLetters(purge, timeout=CALL_TIMEOUT).purged
-        print(f"purged {count} dead letter(s)")
+        _say(args, f"purged {count} dead letter(s)", purged=count)
     return RET_OK
 
 
@@ -219,6 +258,46 @@ def _event_line(event: admin_pb2.Event) -> str:
     if event.dropped:
         return f"-- missed {event.dropped} event(s): this reader fell behind --\n{line}"
     return line
+
+
+def _dead_letter_json(letter: admin_pb2.DeadLetter) -> dict[str, object]:
+    task = letter.task
+    return {
+        "task_id": task.task_id,
+        "name": task.name,
+        "queue": task.queue,
+        "error": {"type": task.error.type, "message": task.error.message},
+        "dead_at": letter.dead_at.ToDatetime(UTC).isoformat(),
+    }
+
+
+def _show(
+    args: argparse.Namespace,
+    keys: tuple[str, ...],
+    header: tuple[str, ...],
+    rows: list[tuple[object, ...]],
+) -> None:
+    """Rows as an aligned table, or with ``--json`` as a JSON array of objects with ``keys``.
+
+    The keys are the contract's field names (admin.proto), so scripts read what the wire says.
+    """
+    if args.json:
+        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows]))
+        return
+    _table(header, [tuple(_cell(cell) for cell in row) for row in rows])
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return value
+
+
+def _say(args: argparse.Namespace, text: str, **fields: object) -> None:
+    """What a command did: a sentence, or with ``--json`` its figures as one JSON object."""
+    print(json.dumps(fields) if args.json else text)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:

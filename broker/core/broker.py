@@ -248,12 +248,12 @@ class Broker:
         return [
             QueueStats(
                 name,
-                len(queue),
+                len(lc.queues[name]) if name in lc.queues else 0,
                 lc.scheduled_in(name),
                 lc.leased_in(name),
                 self._dispatcher.consumer_count(name),
             )
-            for name, queue in sorted(lc.queues.items())
+            for name in sorted(lc.queue_names())
         ]
 
     def scheduled(self, limit: int) -> tuple[list[TaskRecord], int]:

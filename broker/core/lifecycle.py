@@ -112,6 +112,15 @@ class Lifecycle:
         self.held_bytes -= record.held_bytes
         record.held_bytes = 0
 
+    def queue_names(self) -> set[str]:
+        """Every queue with a ready queue, or with tasks scheduled or leased in it.
+
+        A queue's tasks can all be scheduled with no ready queue made for it yet (tasks read
+        back from the journal are queued only when they are due).
+        """
+        busy = (+self._scheduled).keys() | (+self._leased).keys()
+        return self.queues.keys() | busy
+
     def scheduled_in(self, queue: str) -> int:
         """Tasks of ``queue`` waiting for an eta or retry backoff."""
         return self._scheduled[queue]

@@ -64,7 +64,8 @@ def test_serve_answers_health_and_exits_cleanly_on_sigterm(
         client_pb2_grpc.TaskServiceStub(channel).Submit(submit(queue="emails"), timeout=TIMEOUT)
     queues = _admin(address, "queues")
     assert re.search(r"emails\s+1\s+0\s+0\s+0", queues.stdout), queues.stdout
-    assert _admin(address, "purge", "emails").stdout.strip() == "purged 1 task(s) from emails"
+    purged = _admin(address, "purge", "emails", "--force").stdout.strip()
+    assert purged == "purged 1 task(s) from emails"
     assert "0 of 0 dead letter(s)" in _admin(address, "dead", "list").stdout
     process.send_signal(signal.SIGTERM)
     assert process.wait(TIMEOUT) == 0
