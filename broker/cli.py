@@ -21,6 +21,7 @@ from celeriac.cli import (
     add_log_flags,
     add_version,
     flag_values,
+    program_name,
     usage_error,
 )
 from celeriac.settings import InvalidSetting
@@ -31,7 +32,7 @@ RET_USAGE = EXIT_USAGE
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = OneLineParser(prog="python -m broker", description="Celeriac broker")
+    parser = OneLineParser(prog=program_name("broker"), description="Celeriac broker")
     add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the broker daemon")

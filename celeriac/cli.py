@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Iterable
 from importlib import metadata
+from pathlib import Path
 from typing import NoReturn
 
 from celeriac.logs import LOG_FORMATS
@@ -25,6 +26,15 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``error: message`` and exit with status 2."""
         self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
+def program_name(package: str) -> str:
+    """How this program was started, for usage lines and ``--version``.
+
+    ``celeriac-worker`` (the console script) or ``python -m worker``.
+    """
+    invoked = Path(sys.argv[0]).name
+    return invoked if invoked.startswith("celeriac-") else f"python -m {package}"
 
 
 def usage_error(message: object) -> int:

@@ -70,15 +70,20 @@ class LoggedProcess:
     """A child process whose combined output is collected line by line."""
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        program: str = sys.executable,
     ) -> None:
+        """Start ``program`` (this interpreter unless told) with ``args`` in ``cwd``."""
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p
         )
         self.args = list(args)
         self.process = subprocess.Popen(
-            [sys.executable, *args],
+            [program, *args],
             cwd=cwd,
             env=full_env,
             stdout=subprocess.PIPE,

@@ -9,7 +9,14 @@ import logging
 from collections.abc import Sequence
 
 from celeriac import logs
-from celeriac.cli import OneLineParser, add_log_flags, add_version, flag_values, usage_error
+from celeriac.cli import (
+    OneLineParser,
+    add_log_flags,
+    add_version,
+    flag_values,
+    program_name,
+    usage_error,
+)
 from celeriac.settings import split_names
 from client import signals
 from worker import loader, pools
@@ -31,7 +38,7 @@ EXIT_FAILED = 4
 
 def build_parser() -> argparse.ArgumentParser:
     """The worker's command-line flags (Celery's names where Celery has them)."""
-    parser = OneLineParser(prog="python -m worker", description="Run Celeriac tasks.")
+    parser = OneLineParser(prog=program_name("worker"), description="Run Celeriac tasks.")
     add_version(parser)
     parser.add_argument("--tasks", "-A", required=True, help="task module(s), comma-separated")
     parser.add_argument(

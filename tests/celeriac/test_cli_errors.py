@@ -6,7 +6,10 @@ not exist: the configuration must be refused before any module is imported.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +88,17 @@ def test_version_is_the_package_version(program: str) -> None:
     result = run_python("-m", program, "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"python -m {program} {metadata.version('celeriac')}\n"
+
+
+@pytest.mark.parametrize("program", ["broker", "worker"])
+def test_the_console_scripts_are_installed_and_name_themselves(program: str) -> None:
+    script = Path(sys.executable).parent / f"celeriac-{program}"
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"celeriac-{program} {metadata.version('celeriac')}\n"
+    refused = subprocess.run(
+        [str(script), "--no-such-flag"], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1

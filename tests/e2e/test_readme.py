@@ -14,6 +14,7 @@ import dataclasses
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 from broker.cli import build_parser as build_broker_parser
@@ -41,14 +42,14 @@ def blocks(text: str, language: str) -> list[str]:
     return [body for lang, body in FENCE.findall(text) if lang == language]
 
 
-def commands(text: str) -> list[list[str]]:
-    """The ``python ...`` command lines of the section's shell blocks, comments dropped."""
+def commands(text: str) -> list[tuple[str, list[str]]]:
+    """The section's ``celeriac-*`` command lines: the installed script to run and its args."""
     found = []
     for block in blocks(text, "sh"):
         for line in block.splitlines():
             words = shlex.split(line, comments=True)
-            if words[:1] == ["python"]:
-                found.append(words[1:])
+            if words and words[0].startswith("celeriac-"):
+                found.append((str(Path(sys.executable).parent / words[0]), words[1:]))
     return found
 
 
@@ -58,16 +59,16 @@ def test_the_quick_start_runs_as_written_in_a_project_of_its_own(tmp_path: Path)
         name = source.splitlines()[0].removeprefix("# ")
         assert re.fullmatch(r"\w+\.py", name), f"a quick-start block names no file: {source!r}"
         (tmp_path / name).write_text(source)
-    serve, worker, call = commands(quick_start) + [
-        shlex.split(line.removeprefix("$ "))[1:]
-        for line in blocks(quick_start, "console")[0].splitlines()[:1]
-    ]
-    shown_output = blocks(quick_start, "console")[0].splitlines()[1:]
+    (broker_script, serve), (worker_script, worker) = commands(quick_start)
+    console = blocks(quick_start, "console")[0].splitlines()
+    call, shown_output = shlex.split(console[0].removeprefix("$ python ")), console[1:]
     env = {key: value for key, value in os.environ.items() if not key.startswith("CELERIAC_")}
-    with LoggedProcess(serve, {**env, "CELERIAC_BROKER_PORT": "0"}, cwd=tmp_path) as broker:
+    with LoggedProcess(
+        serve, {**env, "CELERIAC_BROKER_PORT": "0"}, cwd=tmp_path, program=broker_script
+    ) as broker:
         address = broker.wait_for_line(LISTENING.pattern).group(1)
         at_broker = {**env, "CELERIAC_BROKER": address}
-        with LoggedProcess(worker, at_broker, cwd=tmp_path) as running:
+        with LoggedProcess(worker, at_broker, cwd=tmp_path, program=worker_script) as running:
             running.wait_for_line("worker ready")
             result = run_python(*call, env=at_broker, cwd=tmp_path)
             assert result.returncode == 0, result.stderr
