@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker import control_cli
 from celeriac.address import DEFAULT_ADDRESS, Address, parse_address
 from celeriac.cli import usage_error
 from celeriac.connection import ChannelSecurity, open_channel
 from celeriac.settings import InvalidSetting, is_address
-from celeriac.v1 import admin_pb2, admin_pb2_grpc
+from celeriac.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, tasks_pb2
 
 RET_OK = 0
 RET_ERROR = 1
@@ -52,6 +53,9 @@ def add_commands(commands: Any) -> None:
     purge.add_argument(
         "--force", "-f", action="store_true", help="do not ask (needed when stdin is no terminal)"
     )
+    task = commands.add_parser("task", parents=[common], help="look a task up by id")
+    task.add_argument("task_id")
+    commands.add_parser("info", parents=[common], help="the broker's version, limits, refusals")
     events = commands.add_parser(
         "events", parents=[common], help="tail task and worker events (Ctrl-C ends)"
     )
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
                 return _events(stub, args)
             if args.command in ("inspect", "control"):
                 return control_cli.run(channel, args)
+            if args.command in {"task", "info"}:
+                return _task_service_command(client_pb2_grpc.TaskServiceStub(channel), args)
             return _dispatch(stub, args)
     except KeyboardInterrupt:
         return RET_OK
@@ -170,6 +176,90 @@ def _purge(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> i
         purged=purged.purged,
     )
     return RET_OK
+
+
+def _task_service_command(stub: client_pb2_grpc.TaskServiceStub, args: argparse.Namespace) -> int:
+    """``task ID`` (a result read that waits for nothing) and ``info`` (ServerInfo)."""
+    if args.command == "info":
+        info = stub.ServerInfo(client_pb2.ServerInfoRequest(), timeout=CALL_TIMEOUT)
+        _fields(args, _info_fields(info))
+        return RET_OK
+    request = client_pb2.GetResultRequest(task_id=args.task_id, wait_ms=0)
+    result = stub.GetResult(request, timeout=CALL_TIMEOUT).result
+    fields = _task_fields(result)
+    _fields(args, fields)
+    return RET_ERROR if fields["state"] == "UNKNOWN" else RET_OK
+
+
+def _task_fields(result: tasks_pb2.TaskResult) -> dict[str, object]:
+    state = tasks_pb2.TaskState.Name(result.state).removeprefix("TASK_STATE_")
+    fields: dict[str, object] = {"task_id": result.task_id, "state": result.custom_state or state}
+    if result.state == tasks_pb2.TASK_STATE_UNKNOWN:
+        return fields  # (an id the broker never knew is refused as NOT_FOUND instead)
+    fields.update(
+        name=result.name,
+        queue=result.queue,
+        attempts=result.attempts,
+        retries=result.retries,
+        worker_id=result.worker_id,
+        date_done=_time(result.date_done) if result.HasField("date_done") else None,
+        eta=_time(result.eta) if result.HasField("eta") else None,
+        dead_lettered=result.dead_lettered,
+        result=_payload(result.result) if result.HasField("result") else None,
+        error=None,
+    )
+    if result.HasField("error"):
+        error = result.error
+        fields["error"] = {
+            "type": error.type,
+            "message": error.message,
+            "kind": tasks_pb2.TaskErrorKind.Name(error.kind)
+            .removeprefix("TASK_ERROR_KIND_")
+            .lower(),
+            "traceback": error.traceback,
+        }
+    return fields
+
+
+def _info_fields(info: client_pb2.ServerInfoResponse) -> dict[str, object]:
+    return {
+        "version": info.version,
+        "protocol": info.protocol,
+        "uptime_seconds": round(info.uptime_seconds, 3),
+        "features": list(info.features),
+        "max_payload_bytes": info.max_payload_bytes,
+        "max_message_bytes": info.max_message_bytes,
+        "max_batch": info.max_batch,
+        "max_wait_ms": info.max_wait_ms,
+        "refused": dict(sorted(info.refused.items())),
+    }
+
+
+def _time(stamp: Timestamp) -> str:
+    return stamp.ToDatetime(UTC).isoformat()
+
+
+def _payload(payload: tasks_pb2.Payload) -> object:
+    """A JSON payload decoded; anything else described (the CLI never unpickles)."""
+    if payload.content_type == "application/json":
+        try:
+            return json.loads(payload.body)
+        except ValueError:
+            pass
+    return f"<{len(payload.body)} bytes of {payload.content_type or 'unknown type'}>"
+
+
+def _fields(args: argparse.Namespace, fields: dict[str, object]) -> None:
+    """One ``name  value`` line per field, or with ``--json`` one JSON object."""
+    if args.json:
+        print(json.dumps(fields))
+        return
+    width = max(len(name) for name in fields)
+    for name, value in fields.items():
+        if value is None or value == "":
+            continue
+        shown = json.dumps(value) if isinstance(value, dict | list) else value
+        print(f"{name.ljust(width)}  {shown}")
 
 
 def _dead(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
@@ -267,7 +357,7 @@ def _dead_letter_json(letter: admin_pb2.DeadLetter) -> dict[str, object]:
         "name": task.name,
         "queue": task.queue,
         "error": {"type": task.error.type, "message": task.error.message},
-        "dead_at": letter.dead_at.ToDatetime(UTC).isoformat(),
+        "dead_at": _time(letter.dead_at),
     }
 
 

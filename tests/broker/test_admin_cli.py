@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from client import Celeriac
-from tests.support import ROOT, BrokerProcess, run_python
+from tests.support import ROOT, BrokerProcess, WorkerProcess, run_python
 
 TIMEOUT = 30.0
 
@@ -119,3 +119,38 @@ def test_every_admin_command_speaks_json(tmp_path: Path) -> None:
         assert json.loads(admin(broker.address, "dead", "purge", "--all", "--json").stdout) == {
             "purged": 0
         }
+
+
+def test_task_looks_a_task_up_and_info_describes_the_broker(broker_process: BrokerProcess) -> None:
+    address = broker_process.address
+    with WorkerProcess(address, "tests.e2e.tasks", "--pool", "solo"):
+        app = Celeriac("admin-test", broker=address)
+        done = app.send_task("tests.e2e.tasks.add", args=(2, 3))
+        failed = app.send_task("tests.e2e.tasks.fail", args=("boom",))
+        assert done.get(timeout=20) == 5
+        failed.get(timeout=20, propagate=False)
+        app.close()
+    looked_up = json.loads(admin(address, "task", done.id, "--json").stdout)
+    assert looked_up["state"] == "SUCCESS" and looked_up["result"] == 5
+    assert looked_up["name"] == "tests.e2e.tasks.add" and looked_up["attempts"] == 1
+    assert looked_up["date_done"] and looked_up["error"] is None
+    looked_up_failure = admin(address, "task", failed.id, "--json")
+    assert looked_up_failure.returncode == 0, looked_up_failure.stderr
+    failure = json.loads(looked_up_failure.stdout)
+    assert failure["state"] == "FAILURE"
+    assert (
+        failure["error"]["type"] == "builtins.ValueError"
+        and failure["error"]["kind"] == "user_error"
+    )
+    shown = admin(address, "task", done.id).stdout.splitlines()
+    assert [line.split(maxsplit=1) for line in shown[:3]] == [
+        ["task_id", done.id],
+        ["state", "SUCCESS"],
+        ["name", "tests.e2e.tasks.add"],
+    ]
+    unknown = admin(address, "task", "no-such-id", "--json")
+    assert unknown.returncode == 1
+    assert unknown.stderr == "error: NOT_FOUND: unknown task id 'no-such-id'\n"
+    info = json.loads(admin(address, "info", "--json").stdout)
+    assert info["protocol"] == "celeriac.v1" and info["max_payload_bytes"] == 1024 * 1024
+    assert "version" in admin(address, "info").stdout
