@@ -81,6 +81,9 @@ def configure(settings: LogSettings, filters: Iterable[logging.Filter] = ()) -> 
     for log_filter in filters:
         handler.addFilter(log_filter)
     logging.basicConfig(level=settings.level.upper(), handlers=[handler], force=True)
+    # Python's warnings become log lines too (logger "py.warnings"), stamped and formatted
+    # like the rest, as Celery does.
+    logging.captureWarnings(True)
 
 
 def _text_formatter() -> logging.Formatter:
