@@ -83,11 +83,23 @@ def run(channel: grpc.Channel, args: argparse.Namespace) -> int:
     stub = admin_pb2_grpc.AdminServiceStub(channel)
     response = stub.ControlWorkers(request, timeout=args.timeout + _CALL_MARGIN)
     if command == "scheduled":
-        _print_scheduled(control_replies.scheduled(response, _decode_json), response)
+        entries = control_replies.scheduled(response, _decode_json)
+        if args.json:
+            print(_json({"scheduled": entries, "total": response.scheduled_total}))
+        else:
+            _print_scheduled(entries, response)
         return RET_OK
     replies = control_replies.replies(response, command, _decode_json)
-    _print_replies(command, replies)
+    if args.json:
+        print(_json(replies))
+    else:
+        _print_replies(command, replies)
     return _report_silent(response)
+
+
+def _json(data: object) -> str:
+    """``--json``: the data as ``app.control`` returns it (keyed by worker id), on one line."""
+    return json.dumps(data, default=str)
 
 
 def _count(arguments: list[str]) -> int:
@@ -109,9 +121,18 @@ def _revoke(channel: grpc.Channel, args: argparse.Namespace) -> int:
     stub = client_pb2_grpc.TaskServiceStub(channel)
     request = client_pb2.RevokeRequest(task_ids=args.arguments, terminate=args.terminate)
     response = stub.Revoke(request, timeout=_CALL_MARGIN)
-    for task_id, outcome in zip(args.arguments, response.outcomes, strict=True):
-        name = client_pb2.RevokeOutcome.Name(outcome).removeprefix("REVOKE_OUTCOME_")
-        print(f"{task_id}: {name.lower().replace('_', '-')}")
+    outcomes = {
+        task_id: client_pb2.RevokeOutcome.Name(outcome)
+        .removeprefix("REVOKE_OUTCOME_")
+        .lower()
+        .replace("_", "-")
+        for task_id, outcome in zip(args.arguments, response.outcomes, strict=True)
+    }
+    if args.json:
+        print(_json(outcomes))
+    else:
+        for task_id, name in outcomes.items():
+            print(f"{task_id}: {name}")
     return RET_OK
 
 

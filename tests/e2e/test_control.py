@@ -6,6 +6,7 @@ tests drive each command through that real path and check what the workers actua
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -287,6 +288,12 @@ def test_the_cli_inspects_and_controls_workers(
         f'  {HOLD}[{running.id}] args=["{tmp_path / "release"}"] kwargs={{}} pid={child} '
         "queue=default",
     ]
+    as_json = run_python("-m", "broker", "inspect", "active", "--json", *broker)
+    assert [task["id"] for task in json.loads(as_json.stdout)["w-cli"]] == [running.id]
+    scheduled = run_python("-m", "broker", "inspect", "scheduled", "--json", *broker)
+    assert json.loads(scheduled.stdout) == {"scheduled": [], "total": 0}
+    pinged = run_python("-m", "broker", "inspect", "ping", "--json", *broker)
+    assert json.loads(pinged.stdout) == {"w-cli": {"ok": "pong"}}
     grown = run_python("-m", "broker", "control", "pool-grow", "2", "-d", "w-cli", *broker)
     assert grown.stdout == "w-cli: pool will grow\n", grown.stderr
     stats = run_python("-m", "broker", "inspect", "stats", *broker)
