@@ -22,13 +22,12 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
 from broker.core.model import Payload, Phase, TaskRecord, TaskSpec, TaskState
-from broker.journal.journal import Journal
+from broker.journal.journal import CHECKPOINT_ROWS, Journal
 from broker.journal.rows import Batch, TaskRow, encode
 from broker.journal.sqlite_store import DB_NAME, SQLiteStore
 
@@ -44,21 +43,27 @@ def _record(index: int) -> TaskRecord:
     return record
 
 
+def _first_row(record: TaskRecord) -> TaskRow:
+    """The row of ``record``'s first write, keyed as the journal keys it."""
+    row = encode(record, lambda spec: 0.0)
+    row.row = record.journal_row = record.seq + 1
+    return row
+
+
 def _batches(tasks: int, batch: int) -> list[Batch]:
     """Every task's three writes (insert, finish, delete), ``batch`` changes per commit."""
     inserts, finishes, deletes = [], [], []
     for index in range(tasks):
         record = _record(index)
-        inserts.append((record.task_id, encode(record, lambda spec: 0.0)))
-        record.journaled = True
+        inserts.append((record.task_id, _first_row(record)))
         record.phase, record.state, record.args = Phase.FINISHED, TaskState.SUCCESS, None
         record.result, record.date_done = RESULT, 1.0
         finishes.append((record.task_id, encode(record, lambda spec: 0.0)))
-        deletes.append((record.task_id, None))
+        deletes.append((record.task_id, record.journal_row))
     # As a busy broker writes them: each batch takes in new tasks, finishes earlier ones and
     # drops the results of earlier ones still (lagging by a batch, so never in one row).
     lag = max(1, batch)
-    changes: list[tuple[str, TaskRow | None]] = []
+    changes: list[tuple[str, TaskRow | int]] = []
     for index in range(tasks + 2 * lag):
         if index < tasks:
             changes.append(inserts[index])
@@ -70,8 +75,9 @@ def _batches(tasks: int, batch: int) -> list[Batch]:
     for start in range(0, len(changes), batch):
         current = Batch()
         for task_id, row in changes[start : start + batch]:
-            if row is None:
+            if isinstance(row, int):
                 current.deletes.append(task_id)
+                current.deleted_rows.append(row)
             else:
                 current.rows.append(row)
         batches.append(current)
@@ -107,10 +113,15 @@ class AppendOnlyLog:
         os.close(self._fd)
 
 
-def _rate(write: Callable[[Batch], None], batches: list[Batch]) -> float:
+def _rate(store: SQLiteStore | AppendOnlyLog, batches: list[Batch]) -> float:
     started = time.perf_counter()
+    unchecked = 0
     for batch in batches:
-        write(batch)
+        store.write(batch)
+        unchecked += len(batch)
+        if isinstance(store, SQLiteStore) and unchecked >= CHECKPOINT_ROWS:
+            store.checkpoint()  # as the journal does (it also does once a second)
+            unchecked = 0
     return sum(len(batch) for batch in batches) / (time.perf_counter() - started)
 
 
@@ -130,7 +141,7 @@ def stores(tasks: int) -> None:
                         store.open()
                     else:
                         store = AppendOnlyLog(directory, policy)
-                    rates[name] = _rate(store.write, batches)
+                    rates[name] = _rate(store, batches)
                     store.close()
                 finally:
                     shutil.rmtree(directory, ignore_errors=True)
@@ -148,8 +159,8 @@ def encode_cost(tasks: int) -> None:
     for record in records:
         encode(record, lambda spec: 0.0)
     first = (time.perf_counter() - started) / tasks
-    for record in records:
-        record.journaled = True
+    for index, record in enumerate(records, 1):
+        record.journal_row = index
     started = time.perf_counter()
     for record in records:
         encode(record, lambda spec: 0.0)
@@ -165,8 +176,9 @@ def recovery(tasks: int) -> None:
         for start in range(0, tasks, 10_000):
             batch = Batch()
             for index in range(start, min(tasks, start + 10_000)):
-                batch.rows.append(encode(_record(index), lambda spec: 0.0))
+                batch.rows.append(_first_row(_record(index)))
             store.write(batch)
+            store.checkpoint()  # as the journal does while writing
         store.close()
         size = (directory / DB_NAME).stat().st_size
         store = SQLiteStore(directory, "everysec")

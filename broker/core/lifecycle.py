@@ -64,6 +64,9 @@ class Lifecycle:
         # task id -> its record, or None once dropped; None (not tracking) in memory-only mode,
         # so the hot path there costs one test per transition.
         self.changes: dict[str, TaskRecord | None] | None = None
+        # The journal rows (TaskRecord.journal_row) of the records dropped since the journal
+        # last took them: a task id noted None may have a new record by the time it is taken.
+        self.dropped_rows: list[int] = []
         self._seq_back = 0
         self._seq_front = 0
         self._scheduled: Counter[str] = Counter()
@@ -328,8 +331,7 @@ class Lifecycle:
         self.dead_letters.remove(task_id)
         del self.tasks[task_id]
         self._uncount(record)
-        if self.changes is not None:
-            self.changes[task_id] = None
+        self._note_dropped(record)
         self._emit(EventKind.FORGOTTEN, record)
         return True
 
@@ -345,7 +347,6 @@ class Lifecycle:
         the past, so the first timer pass applies them through the normal transitions.
         """
         self.tasks[record.task_id] = record
-        record.journaled = True
         self.recount(record)
         if record.phase is Phase.FINISHED:
             self._restore_finished(record)
@@ -372,7 +373,6 @@ class Lifecycle:
         lease by reconnecting within the grace period, as after any dropped stream.
         """
         self.tasks[record.task_id] = record
-        record.journaled = True
         self.recount(record)
         self.unfinished += 1
         if record.spec.expires is not None:
@@ -457,8 +457,13 @@ class Lifecycle:
         if record is not None and record.ready and not record.dead_lettered:
             del self.tasks[task_id]
             self._uncount(record)
-            if self.changes is not None:
-                self.changes[task_id] = None
+            self._note_dropped(record)
+
+    def _note_dropped(self, record: TaskRecord) -> None:
+        if self.changes is not None:
+            self.changes[record.task_id] = None
+            if record.journal_row:
+                self.dropped_rows.append(record.journal_row)
 
     def _dead_letter_expired(self, task_id: str) -> None:
         record = self.dead_letters.remove(task_id)

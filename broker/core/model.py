@@ -141,7 +141,7 @@ class TaskRecord:
         "due",
         "error",
         "held_bytes",
-        "journaled",
+        "journal_row",
         "lease_id",
         "phase",
         "progress",
@@ -180,9 +180,10 @@ class TaskRecord:
         # The payload bytes this record adds to Lifecycle.held_bytes (see Lifecycle.recount).
         self.held_bytes = 0
         # Journal bookkeeping, untouched in memory-only mode: the record's place in its queue's
-        # order (front pushes negative, so they sort first) and whether the store has its row.
+        # order (front pushes negative, so they sort first) and the key of its row in the
+        # store (0 until the row is written; the journal assigns keys in increasing order).
         self.seq = 0
-        self.journaled = False
+        self.journal_row = 0
 
     @property
     def ready(self) -> bool:

@@ -7,6 +7,15 @@ times it changed) and handed to the writer thread. While that batch is being wri
 accumulates, so a busy broker commits large batches (group commit) and an idle one commits each
 change at once.
 
+A small batch found with the writer thread idle is written on the loop's thread instead, when
+the store allows it (``inline_rows``: SQLite unless ``--fsync always``): a commit of a few rows
+that only reaches the OS costs the loop less than handing the batch to the thread and being
+woken when it is done, and a lone call's answer no longer waits for two thread wake-ups. It runs
+as a loop callback after whatever the same flush queued to the streams (a new task's assignment
+goes to its worker first), or at once when a handler is waiting for it. Store calls never
+overlap: an inline write happens only when no call is with the writer thread, and anything that
+can block on the disk (an fsync, a checkpoint, a large batch) stays on that thread.
+
 Acknowledged means recorded: a handler that answers for a change awaits :meth:`durable`,
 which returns once the batch holding every change made so far is written (per the fsync
 policy). Worker outcome acks use :meth:`when_durable`.
@@ -29,14 +38,18 @@ from dataclasses import dataclass, field
 from broker.core.broker import Broker
 from broker.core.model import Phase, TaskRecord
 from broker.errors import BrokerError, JournalUnavailable
-from broker.journal.rows import Batch, decode, encode
+from broker.journal.rows import Batch, Decoder, encode
 from broker.journal.store import Store
 
 logger = logging.getLogger(__name__)
 
-# Seconds between retries of a failed write, and between fsyncs under "everysec".
+# Seconds between retries of a failed write, and between fsyncs under "everysec" (and
+# checkpoints, while there are writes).
 RETRY_INTERVAL = 1.0
 SYNC_INTERVAL = 1.0
+# Rows written after which a checkpoint is due before the next second comes (bounds the WAL
+# under heavy load).
+CHECKPOINT_ROWS = 50_000
 
 WHAT_A_CRASH_LOSES = {
     "always": "a crash or a power loss loses nothing acknowledged",
@@ -100,7 +113,14 @@ class Journal:
         self._failed: JournalUnavailable | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._tick: asyncio.TimerHandle | None = None
+        # Batches of at most this many rows may be written on the loop (see the docstring).
+        self._inline_rows: int = getattr(store, "inline_rows", 0)
+        self._inline: asyncio.Handle | None = None  # an inline write scheduled, not yet run
+        self._inline_batch: tuple[dict[str, TaskRecord | None], Batch] | None = None
+        self._with_thread = 0  # store calls handed to the writer thread and not back yet
+        self._last_row = 0  # the highest row key given to a task
         self._unsynced = False
+        self._rows_unchecked = 0  # rows written since the last checkpoint
         self._closed = False
 
     def recover(self) -> Recovered:
@@ -108,14 +128,21 @@ class Journal:
         started = time.monotonic()
         records: list[TaskRecord] = []
         keys: list[tuple[str, str, float]] = []
+        decode = Decoder().decode
+        last_row = 0
         for stored in self._store.load():
             record = decode(stored)
             records.append(record)
+            last_row = max(last_row, stored.row)
             if stored.key_until is not None and record.spec.idempotency_key:
                 keys.append((record.spec.idempotency_key, record.task_id, stored.key_until))
         counts = {phase: 0 for phase in Phase}
         for record in records:
             counts[record.phase] += 1
+            if not record.journal_row:  # a store that keeps no row keys
+                last_row += 1
+                record.journal_row = last_row
+        self._last_row = last_row
         self._broker.restore(records, keys)
         self._lifecycle.track_changes()
         self._arm_tick()
@@ -140,6 +167,11 @@ class Journal:
         """
         group = self._target()
         if group is None:
+            return
+        if group is self._writing and self._inline is not None and not self._with_thread:
+            self._write_inline()  # this caller would only wait for it
+            if self._failed is not None:
+                raise self._failed
             return
         future: asyncio.Future[BrokerError | None] = self._loop.create_future()
         group.futures.append(future)
@@ -166,10 +198,11 @@ class Journal:
         group = self._next or _Group()
         self._next = None
         self._writing = group
-        written = self._executor.submit(self._store.write, batch)
-        written.add_done_callback(
-            lambda done: self._loop.call_soon_threadsafe(self._written, changes, batch, done)
-        )
+        if not self._with_thread and len(batch) <= self._inline_rows:
+            self._inline_batch = (changes, batch)
+            self._inline = self._loop.call_soon(self._write_inline)
+        else:
+            self._to_thread(changes, batch)
 
     async def close(self) -> None:
         """Write what is left, then close the store (the server has stopped serving)."""
@@ -179,7 +212,7 @@ class Journal:
         except JournalUnavailable as error:
             logger.error("closing with changes the journal could not write: %s", error)
         self._closed = True
-        for handle in (self._retry, self._tick):
+        for handle in (self._retry, self._tick, self._inline):
             if handle is not None:
                 handle.cancel()
         await self._loop.run_in_executor(self._executor, self._store.close)
@@ -205,22 +238,61 @@ class Journal:
             if record is None:
                 batch.deletes.append(task_id)
             else:
-                rows.append(encode(record, key_until))
-                record.journaled = True
+                row = encode(record, key_until)
+                if not row.row:  # its first write: the next key, so new rows append
+                    self._last_row += 1
+                    row.row = record.journal_row = self._last_row
+                rows.append(row)
+        lifecycle = self._lifecycle
+        batch.deleted_rows, lifecycle.dropped_rows = lifecycle.dropped_rows, []
         return batch
+
+    def _write_inline(self) -> None:
+        """Write the batch kick() kept for the loop's thread (see the module docstring)."""
+        assert self._inline_batch is not None
+        if self._inline is not None:
+            self._inline.cancel()
+        self._inline = None
+        (changes, batch), self._inline_batch = self._inline_batch, None
+        if self._with_thread:  # a checkpoint went to the thread meanwhile: never overlap
+            self._to_thread(changes, batch)
+            return
+        problem: BaseException | None = None
+        try:
+            self._store.write(batch)
+        except Exception as error:  # the store's error or OSError: refused like a thread's
+            problem = error
+        self._written(changes, batch, problem)
+
+    def _to_thread(self, changes: dict[str, TaskRecord | None], batch: Batch) -> None:
+        self._with_thread += 1
+        written = self._executor.submit(self._store.write, batch)
+        written.add_done_callback(
+            lambda done: self._loop.call_soon_threadsafe(
+                self._back_from_thread, changes, batch, done.exception()
+            )
+        )
+
+    def _back_from_thread(
+        self, changes: dict[str, TaskRecord | None], batch: Batch, problem: BaseException | None
+    ) -> None:
+        self._with_thread -= 1
+        self._written(changes, batch, problem)
 
     def _written(
         self,
         changes: dict[str, TaskRecord | None],
         batch: Batch,
-        done: concurrent.futures.Future[None],
+        problem: BaseException | None,
     ) -> None:
         group = self._writing
         assert group is not None
         self._writing = None
-        problem = done.exception()
         if problem is None:
             self._unsynced = True
+            self._rows_unchecked += len(batch.rows)
+            if self._rows_unchecked >= CHECKPOINT_ROWS:
+                self._maintain()
             if self._failed is not None:
                 logger.warning("journal writes succeed again: accepting new work")
                 self._failed = None
@@ -247,8 +319,10 @@ class Journal:
         for row in batch.rows:
             record = changes[row.task_id]
             if row.spec is not None and record is not None:
-                record.journaled = False
-        pending = self._lifecycle.changes
+                record.journal_row = 0  # never written: its spec goes in the next batch
+        lifecycle = self._lifecycle
+        lifecycle.dropped_rows[:0] = batch.deleted_rows
+        pending = lifecycle.changes
         if pending is None:
             return
         for task_id, record in changes.items():
@@ -262,20 +336,32 @@ class Journal:
         self._tick = self._loop.call_later(SYNC_INTERVAL, self._on_tick)
 
     def _on_tick(self) -> None:
-        """Once a second: fsync under "everysec", and write anything no handler flushed."""
+        """Once a second: fsync and checkpoint after writes, and write what nothing flushed."""
         if self._closed:
             return
-        if self._unsynced and self._fsync == "everysec":
-            self._unsynced = False
-            self._executor.submit(self._sync)
+        if self._unsynced:
+            self._maintain()
         self.kick()
         self._arm_tick()
 
-    def _sync(self) -> None:
+    def _maintain(self) -> None:
+        """Hand the writer thread an fsync ("everysec") and a checkpoint."""
+        self._unsynced = False
+        self._rows_unchecked = 0
+        self._with_thread += 1
+        done = self._executor.submit(self._sync_and_checkpoint)
+        done.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._maintained))
+
+    def _maintained(self) -> None:
+        self._with_thread -= 1
+
+    def _sync_and_checkpoint(self) -> None:
         try:
-            self._store.sync()
+            if self._fsync == "everysec":
+                self._store.sync()
+            self._store.checkpoint()
         except Exception:
-            logger.exception("journal fsync failed")
+            logger.exception("journal fsync or checkpoint failed")
 
 
 def _resolve(group: _Group, error: BrokerError | None) -> None:

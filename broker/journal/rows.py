@@ -5,14 +5,21 @@ formats that stay readable across Python versions and languages: the spec (witho
 arguments) and the small changing state as JSON arrays, payloads as plain content type plus
 bytes columns. Never pickle or marshal.
 
-The spec array, by position: name, task id as submitted, queue, headers (object), priority,
-eta, expires, time limit ms, soft time limit ms, idempotency key, idempotency window ms,
-ignore result, result TTL ms, max retries (or null).
+The spec array, by position (FORMAT_VERSION 2): name, queue, headers (object), priority, eta,
+expires, time limit ms, soft time limit ms, idempotency key, idempotency window ms, ignore
+result, result TTL ms, max retries (or null). It holds nothing of the task's identity (the row
+has the task id), so tasks submitted with the same options have the same spec text and a
+recovery decodes it once for all of them. Version 1 arrays have the task id as submitted
+second; they are still read.
 
-The state array, by position (FORMAT_VERSION 1): phase, state, retries, attempts, redeliveries,
-worker id, lease id, due (wall s or null), date done (wall s or null), queue sequence number,
-dead-lettered flag, error ([type, message, traceback, retryable, kind] or null; rows written
-before the kind was kept have four items, and their kind is derived from the type again).
+The state array, by position: phase, state, retries, attempts, redeliveries, worker id, lease
+id, due (wall s or null), date done (wall s or null), queue sequence number, dead-lettered
+flag, error ([type, message, traceback, retryable, kind] or null; rows written before the kind
+was kept have four items, and their kind is derived from the type again).
+
+Each row also carries the journal's key for its task (``TaskRow.row``): increasing integers in
+the order tasks are first written, so a store can append new rows at the end of its index
+instead of at random places (task ids are random). A store keyed by task id may ignore it.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from broker.core.model import (
     TaskState,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _PHASES = {phase.value: phase for phase in Phase}
 _STATES = {state.value: state for state in TaskState}
@@ -50,7 +57,7 @@ class TaskRow:
     """One task as the store sees it.
 
     Attributes:
-        task_id: The key.
+        task_id: The task's id.
         state: The encoded state array (see the module docstring).
         spec: The encoded spec on the task's first write; None when the row exists already and
             only its state (and result) change.
@@ -58,6 +65,7 @@ class TaskRow:
         key_until: Wall time the task's idempotency key stops deduplicating, with the spec.
         result: The stored result of a finished task.
         drop_args: Clear the stored arguments (a finished task never runs again).
+        row: The journal's key for this task's row (see the module docstring).
     """
 
     task_id: str
@@ -67,14 +75,20 @@ class TaskRow:
     key_until: float | None = None
     result: Payload | None = None
     drop_args: bool = False
+    row: int = 0
 
 
 @dataclass(slots=True)
 class Batch:
-    """The changes of one or more event-loop turns, written as one transaction."""
+    """The changes of one or more event-loop turns, written as one transaction.
+
+    ``deletes`` names the dropped tasks by id, ``deleted_rows`` by their rows' keys (a store
+    uses whichever it keys its rows by).
+    """
 
     rows: list[TaskRow] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
+    deleted_rows: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.deletes)
@@ -99,9 +113,13 @@ def new_row_columns(row: TaskRow, result_type: str | None, result: bytes | None)
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredTask:
-    """A row as loaded back from a store."""
+    """A row as loaded back from a store (``row`` 0: the store keeps no row keys).
+
+    Not declared frozen: a recovery builds one per task, and a frozen dataclass sets each
+    field through ``object.__setattr__``.
+    """
 
     task_id: str
     spec: str
@@ -109,14 +127,16 @@ class StoredTask:
     args: Payload | None
     result: Payload | None
     state: str
+    row: int = 0
 
 
 def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRow:
     """The row for ``record``'s current state (with its spec when the store lacks the row).
 
-    This runs on the event loop for every change, so the arrays are formatted directly (valid
-    JSON: strings through the json module's own C escaper) rather than through json.dumps,
-    which took about twice as long per task.
+    A record without a row yet (``journal_row`` 0) gets its spec written; the caller assigns
+    the new row's key. This runs on the event loop for every change, so the arrays are
+    formatted directly (valid JSON: strings through the json module's own C escaper) rather
+    than through json.dumps, which took about twice as long per task.
     """
     error = record.error
     state = (
@@ -129,10 +149,11 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
     finished = record.phase is Phase.FINISHED
     row = TaskRow(record.task_id, state, result=record.result if finished else None)
     row.drop_args = record.args is None
-    if not record.journaled:
+    row.row = record.journal_row
+    if not row.row:
         spec = record.spec
         row.spec = (
-            f"[{_text(spec.name)},{_text(spec.task_id)},{_text(spec.queue)},"
+            f"[{_text(spec.name)},{_text(spec.queue)},"
             f"{_dumps(dict(spec.headers)) if spec.headers else '{}'},{spec.priority},"
             f"{_number(spec.eta)},{_number(spec.expires)},{spec.time_limit_ms},"
             f"{spec.soft_time_limit_ms},{_text(spec.idempotency_key)},"
@@ -161,46 +182,86 @@ def _decode_error(values: list[Any]) -> TaskError:
 
 
 def decode(stored: StoredTask) -> TaskRecord:
-    """Rebuild a record from its row.
+    """Rebuild a record from its row (see :class:`Decoder`, which recovery uses).
 
     Raises:
         ValueError: The row does not decode (a corrupt or foreign file).
     """
-    try:
-        # One parse for both arrays: the per-call overhead is most of a small array's cost.
-        text = f"[{stored.spec},{stored.state}]"
-        (spec_values, state_values), end = _parse(text)
+    return Decoder().decode(stored)
+
+
+class Decoder:
+    """Rebuilds records from rows, decoding each distinct spec text once.
+
+    Tasks submitted with the same options share one spec text (version 2 rows), and their
+    restored records share one :class:`TaskSpec`: specs are never changed once built, and a
+    restored spec's ``task_id`` (the id as submitted, which only a submit reads) is empty.
+    """
+
+    # Distinct spec texts remembered at once: options that differ per task (an eta, a key)
+    # would otherwise grow the cache by one entry per task.
+    MAX_SPECS = 4096
+
+    def __init__(self) -> None:
+        self._specs: dict[str, TaskSpec] = {}
+
+    def decode(self, stored: StoredTask) -> TaskRecord:
+        """Rebuild one record.
+
+        Raises:
+            ValueError: The row does not decode (a corrupt or foreign file).
+        """
+        try:
+            spec = self._specs.get(stored.spec)
+            if spec is None:
+                spec = self._spec(stored.spec)
+            state_values, end = _parse(stored.state)
+            if end != len(stored.state):
+                raise ValueError("trailing data")
+            (phase, state, retries, attempts, redeliveries, worker_id, lease_id, due, done,
+             seq, dead, error) = state_values  # fmt: skip
+            record = TaskRecord(stored.task_id, spec)
+            record.args = stored.args
+            record.phase = _PHASES[phase]
+            record.state = _STATES[state]
+            record.retries = int(retries)
+            record.attempts = int(attempts)
+            record.redeliveries = int(redeliveries)
+            record.worker_id = str(worker_id)
+            record.lease_id = str(lease_id)
+            record.due = None if due is None else float(due)
+            record.date_done = None if done is None else float(done)
+            record.seq = int(seq)
+            record.dead_lettered = bool(dead)
+            record.error = None if error is None else _decode_error(error)
+            record.result = stored.result
+            record.journal_row = stored.row
+        except Exception as problem:
+            raise ValueError(f"task {stored.task_id!r}: undecodable row ({problem})") from None
+        return record
+
+    def _spec(self, text: str) -> TaskSpec:
+        values, end = _parse(text)
         if end != len(text):
             raise ValueError("trailing data")
-        spec = _decode_spec(spec_values)
-        (phase, state, retries, attempts, redeliveries, worker_id, lease_id, due, done, seq,
-         dead, error) = state_values  # fmt: skip
-        record = TaskRecord(stored.task_id, spec)
-        record.args = stored.args
-        record.phase = _PHASES[phase]
-        record.state = _STATES[state]
-        record.retries = int(retries)
-        record.attempts = int(attempts)
-        record.redeliveries = int(redeliveries)
-        record.worker_id = str(worker_id)
-        record.lease_id = str(lease_id)
-        record.due = None if due is None else float(due)
-        record.date_done = None if done is None else float(done)
-        record.seq = int(seq)
-        record.dead_lettered = bool(dead)
-        record.error = None if error is None else _decode_error(error)
-        record.result = stored.result
-    except Exception as problem:
-        raise ValueError(f"task {stored.task_id!r}: undecodable row ({problem})") from None
-    return record
+        if len(values) == _V1_SPEC_ITEMS:  # version 1: the task id as submitted is second
+            del values[1]
+            return _decode_spec(values)  # the text holds the id: no other row shares it
+        spec = _decode_spec(values)
+        if len(self._specs) >= self.MAX_SPECS:
+            self._specs.clear()
+        self._specs[text] = spec
+        return spec
+
+
+_V1_SPEC_ITEMS = 14
 
 
 def _decode_spec(values: list[Any]) -> TaskSpec:
-    (name, task_id, queue, headers, priority, eta, expires, time_limit_ms, soft_time_limit_ms,
+    (name, queue, headers, priority, eta, expires, time_limit_ms, soft_time_limit_ms,
      key, window_ms, ignore_result, result_ttl_ms, max_retries) = values  # fmt: skip
     return TaskSpec(
         name=intern(str(name)),
-        task_id=str(task_id),
         queue=intern(str(queue)),
         headers={str(k): str(v) for k, v in headers.items()} if headers else NO_HEADERS,
         priority=int(priority),

@@ -9,6 +9,17 @@ compares it with a minimal append-only log of our own.
 The fsync policies map onto SQLite's ``synchronous`` setting in WAL mode: ``always`` is FULL
 (every commit fsyncs the WAL), ``everysec`` is NORMAL (commits reach the OS; :meth:`sync`
 fsyncs the WAL once a second) and ``no`` is OFF.
+
+Rows are keyed by the journal's row keys (``row``, SQLite's rowid), which increase in the order
+tasks are first written, so new rows go at the end of the table and a batch touches few pages;
+keyed by the random task ids (format 1) every batch rewrote pages all over the index. The task
+id is a plain column: the journal never looks a row up by it. A format 1 file is rebuilt as
+format 2 in one transaction when it is opened.
+
+SQLite's automatic checkpoints are off: one would run inside whichever commit crossed the WAL's
+threshold, and with synchronous=NORMAL it fsyncs, which must not happen on the event loop (the
+journal writes small batches there). The journal calls :meth:`checkpoint` on its writer thread
+instead, once a second while there are writes and after every few thousand rows.
 """
 
 from __future__ import annotations
@@ -27,16 +38,21 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "celeriac.db"
 _SYNCHRONOUS = {"always": "FULL", "everysec": "NORMAL", "no": "OFF"}
-# The WAL is checkpointed into the database every this many pages (SQLite's default), then
-# truncated back to this size, so it stays a few MiB however long the broker runs.
+# Batches of at most this many rows may be written on the event loop's thread (the journal's
+# inline writes); never under fsync=always, where every commit waits for the disk.
+INLINE_ROWS = 16
+# After a checkpoint (the journal's, at least once a second while there are writes) the next
+# commit starts the WAL over and truncates it back to this size, so it stays a few MiB however
+# long the broker runs.
 _WAL_LIMIT_BYTES = 8 * 1024 * 1024
 _WAL_HEADER = 32
 _FRAME_HEADER = 24
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+_META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_TASKS_TABLE = """
 CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY,
+    row INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
     spec TEXT NOT NULL,
     key_until REAL,
     args_type TEXT,
@@ -44,15 +60,16 @@ CREATE TABLE IF NOT EXISTS tasks (
     result_type TEXT,
     result BLOB,
     state TEXT NOT NULL
-);
+)
 """
-_INSERT = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_UPDATE = "UPDATE tasks SET state = ?, result_type = ?, result = ? WHERE task_id = ?"
+_COLUMNS = "task_id, spec, key_until, args_type, args, result_type, result, state"
+_INSERT = f"INSERT OR REPLACE INTO tasks (row, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPDATE = "UPDATE tasks SET state = ?, result_type = ?, result = ? WHERE row = ?"
 _UPDATE_DROP_ARGS = (
     "UPDATE tasks SET state = ?, result_type = ?, result = ?, args_type = NULL, args = NULL "
-    "WHERE task_id = ?"
+    "WHERE row = ?"
 )
-_DELETE = "DELETE FROM tasks WHERE task_id = ?"
+_DELETE = "DELETE FROM tasks WHERE row = ?"
 
 
 class SQLiteStore:
@@ -67,6 +84,8 @@ class SQLiteStore:
         self.path = directory / DB_NAME
         self._fsync = fsync
         self._db: sqlite3.Connection | None = None
+        # The store seam's optional attribute (broker.journal.store).
+        self.inline_rows = 0 if fsync == "always" else INLINE_ROWS
 
     def open(self) -> None:
         """Open or create the database; refuse a corrupt or foreign one."""
@@ -79,12 +98,16 @@ class SQLiteStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._fsync]}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the journal checkpoints off the loop
             version = _read_version(db) if existed else None
             if version is None:
-                db.executescript(_SCHEMA)
+                db.execute(_META_TABLE)
+                db.execute(_TASKS_TABLE)
                 db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (FORMAT_VERSION,)
                 )
+            elif version == "1":
+                _upgrade_from_1(db, self.path)
             elif version != str(FORMAT_VERSION):
                 raise StoreError(
                     f"{self.path} has journal format version {version}; this broker reads "
@@ -96,12 +119,19 @@ class SQLiteStore:
 
     def load(self) -> Iterator[StoredTask]:
         """Every stored task."""
-        cursor = self._conn().execute(
-            "SELECT task_id, spec, key_until, args_type, args, result_type, result, state "
-            "FROM tasks"
-        )
+        cursor = self._conn().execute(f"SELECT row, {_COLUMNS} FROM tasks")
         try:
-            for task_id, spec, key_until, args_type, args, result_type, result, state in cursor:
+            for (
+                row,
+                task_id,
+                spec,
+                key_until,
+                args_type,
+                args,
+                result_type,
+                result,
+                state,
+            ) in cursor:
                 yield StoredTask(
                     task_id,
                     spec,
@@ -109,6 +139,7 @@ class SQLiteStore:
                     None if args_type is None else Payload(args_type, args),
                     None if result_type is None else Payload(result_type, result),
                     state,
+                    row,
                 )
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is corrupt: {error}") from None
@@ -124,11 +155,11 @@ class SQLiteStore:
             result_type = None if result is None else result.content_type
             result_body = None if result is None else result.body
             if row.spec is not None:
-                inserts.append(new_row_columns(row, result_type, result_body))
+                inserts.append((row.row, *new_row_columns(row, result_type, result_body)))
             elif row.drop_args:
-                drops.append((row.state, result_type, result_body, row.task_id))
+                drops.append((row.state, result_type, result_body, row.row))
             else:
-                updates.append((row.state, result_type, result_body, row.task_id))
+                updates.append((row.state, result_type, result_body, row.row))
         try:
             db.execute("BEGIN")
             if inserts:
@@ -137,8 +168,8 @@ class SQLiteStore:
                 db.executemany(_UPDATE, updates)
             if drops:
                 db.executemany(_UPDATE_DROP_ARGS, drops)
-            if batch.deletes:
-                db.executemany(_DELETE, [(task_id,) for task_id in batch.deletes])
+            if batch.deleted_rows:
+                db.executemany(_DELETE, [(row,) for row in batch.deleted_rows])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -158,15 +189,15 @@ class SQLiteStore:
             os.close(fd)
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database and truncate it."""
-        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Copy the WAL into the database (the next commit then starts the WAL over)."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Checkpoint and close; the database alone then holds everything."""
         if self._db is None:
             return
         try:
-            self.checkpoint()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
             self._db = None
@@ -185,6 +216,31 @@ def _read_version(db: sqlite3.Connection) -> str | None:
         return None
     row = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
     return None if row is None else str(row[0])
+
+
+def _upgrade_from_1(db: sqlite3.Connection, path: Path) -> None:
+    """Rebuild a format 1 table (keyed by task id) as format 2, in one transaction.
+
+    Rows keep their order; their spec arrays stay version 1, which rows.py still reads.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE tasks RENAME TO tasks_format_1")
+        db.execute(_TASKS_TABLE)
+        db.execute(
+            f"INSERT INTO tasks ({_COLUMNS}) SELECT {_COLUMNS} FROM tasks_format_1 ORDER BY rowid"
+        )
+        moved = db.execute("SELECT changes()").fetchone()[0]
+        db.execute("DROP TABLE tasks_format_1")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    logger.warning(
+        "journal %s: format 1 rebuilt as format %d (%d tasks)", path, FORMAT_VERSION, moved
+    )
 
 
 def _warn_torn_wal(path: Path) -> None:

@@ -2,7 +2,11 @@
 
 The journal (:mod:`broker.journal.journal`) is the only caller. It calls :meth:`Store.open` and
 :meth:`Store.load` once, on the event loop's thread before the broker serves anyone, and every
-other method from ONE writer thread, one call at a time, so a store needs no locking of its own.
+other method one call at a time, never two at once, so a store needs no locking of its own:
+from ONE writer thread, except that a store with a non-zero ``inline_rows`` attribute also gets
+``write()`` calls of at most that many rows on the event loop's thread while nothing is with
+the writer thread. Such a write must not block on anything slow (no fsync, no network); a store
+without the attribute is never called on the loop.
 
 The contract:
 
@@ -10,17 +14,21 @@ The contract:
   with a one-line message when the data is corrupt or written by an unknown format version;
   it never starts over silently.
 - ``load()`` yields every stored task once (any order; the broker restores queue order from
-  each row's sequence number) and then every idempotency key is part of its task's row.
+  each row's sequence number) and then every idempotency key is part of its task's row. A
+  store that keeps the journal's row keys returns them in ``StoredTask.row``.
 - ``write(batch)`` applies one batch atomically: each :class:`~broker.journal.rows.TaskRow`
   with a spec is inserted (or replaces the row), one without a spec updates the state (and
   result, and clears the arguments when ``drop_args``) of an existing row, and ``deletes``
-  removes rows. When it returns, the batch must be durable as ``fsync`` promises: written to
-  the OS for ``everysec`` and ``no``, on stable storage for ``always``. Any failure raises
-  (OSError or the store's own error) and leaves the batch entirely unapplied; the journal then
-  refuses new work and retries the same changes.
+  (by task id) or ``deleted_rows`` (by row key) removes rows. A store may key its rows by
+  task id or by the journal's row keys (``TaskRow.row``: unique per task, increasing in the
+  order tasks are first written). When it returns, the batch must be durable as ``fsync``
+  promises: written to the OS for ``everysec`` and ``no``, on stable storage for ``always``.
+  Any failure raises (OSError or the store's own error) and leaves the batch entirely
+  unapplied; the journal then refuses new work and retries the same changes.
 - ``sync()`` puts everything written so far on stable storage (``everysec`` calls it once a
   second when there were writes).
-- ``checkpoint()`` keeps the files in proportion to live state (``compact`` in other stores).
+- ``checkpoint()`` keeps the files in proportion to live state (``compact`` in other stores);
+  the journal calls it on the writer thread once a second while there are writes.
 - ``close()`` writes nothing new, leaves the files consistent and releases them.
 
 A shared store (PostgreSQL, several brokers) implements the same methods; nothing in

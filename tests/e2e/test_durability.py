@@ -194,7 +194,7 @@ def test_an_unknown_format_version_refuses_to_start(data_dir: Path) -> None:
     db.close()
     refused = run_python("-m", "broker", "serve", "--port", "0", "--data-dir", str(data_dir))
     assert refused.returncode == 2
-    assert "journal format version 99; this broker reads version 1" in refused.stderr
+    assert "journal format version 99; this broker reads version 2" in refused.stderr
 
 
 def test_check_reports_what_a_sound_data_dir_holds(data_dir: Path) -> None:
