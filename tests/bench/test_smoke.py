@@ -9,15 +9,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support import run_python
 
 TASKS = 200
+# A quick run starts a broker and workers per variant: throughput's six take about 20 s on a
+# quiet 2-core machine and 60 s at a load average of 10.
+QUICK_RUN_TIMEOUT = 150.0
 
 
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT + 30)
 def test_quick_throughput_run_reports_every_pool(tmp_path: Path) -> None:
     completed = run_python(
         "-m", "bench", "--quick",
         "--scenario", "throughput", "--tasks", str(TASKS), "--out", str(tmp_path),
+        timeout=QUICK_RUN_TIMEOUT,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "tasks/s" in completed.stdout
@@ -64,9 +71,11 @@ def test_the_paired_comparison_runs_two_systems_side_by_side() -> None:
     assert completed.stdout.startswith("A p50") and "B-A" in completed.stdout
 
 
+@pytest.mark.timeout(QUICK_RUN_TIMEOUT + 30)
 def test_the_tls_and_token_variant_runs_beside_plain_celeriac(tmp_path: Path) -> None:
     completed = run_python(
-        "-m", "bench", "--quick", "--secure", "--scenario", "latency", "--out", str(tmp_path)
+        "-m", "bench", "--quick", "--secure", "--scenario", "latency", "--out", str(tmp_path),
+        timeout=QUICK_RUN_TIMEOUT,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     document = json.loads((tmp_path / "latest.json").read_text())
