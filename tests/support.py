@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (\S+)")
 # Generous: a process start on a loaded 2-core machine imports grpc and protobuf first.
 START_TIMEOUT = 30.0
+# How long a timed-out run_python process gets to stop what it started after SIGTERM.
+STOP_GRACE = 10.0
 
 
 def run_python(
@@ -35,17 +37,29 @@ def run_python(
     """Run this interpreter with ``args`` in the project root and return what it printed.
 
     For code that must run in a fresh process: process-wide settings, or a command's output.
-    ``env`` adds to (or overrides) this process's environment.
+    ``env`` adds to (or overrides) this process's environment. Past ``timeout`` the process
+    gets SIGTERM first, so a program that started processes of its own (the benchmark harness,
+    the demo) stops them rather than leaving them running; then SIGKILL, and TimeoutExpired.
     """
-    return subprocess.run(
+    with subprocess.Popen(
         [sys.executable, *args],
-        check=False,
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env={**os.environ, **env} if env is not None else None,
-    )
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.communicate(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+            raise
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def wait_until(
