@@ -17,9 +17,8 @@ import pytest
 
 from client import Celeriac
 from client.errors import PermissionDenied, TaskRevokedError
-from tests.broker.helpers import wait_for
 from tests.e2e import controlled_tasks as tasks
-from tests.support import BrokerProcess, WorkerProcess, run_python
+from tests.support import BrokerProcess, WorkerProcess, run_python, wait_until
 
 StartWorker = Callable[..., WorkerProcess]
 MODULE = "tests.e2e.controlled_tasks"
@@ -104,7 +103,7 @@ def test_inspect_answers_for_each_worker_in_celerys_shapes(
 
     (tmp_path / "release").touch()
     assert running.get(timeout=20) == "released"
-    wait_for(lambda: (inspect.stats() or {})["w1"]["total"] == {HOLD: 1}, timeout=20)
+    wait_until(lambda: (inspect.stats() or {})["w1"]["total"] == {HOLD: 1}, timeout=20)
 
 
 def test_request_hostname_and_delivery_info_reach_the_task(
@@ -138,7 +137,7 @@ def test_revoke_terminate_kills_the_child_and_the_worker_keeps_serving(
         rf"expired=False pid={w.process.pid}"
     )
     w.wait_for_line(f"replaced child process {child} with")
-    wait_for(lambda: not _alive(child), timeout=10)
+    wait_until(lambda: not _alive(child), timeout=10)
     # The worker carries on with a new child.
     follow = tasks.hold.delay(str(tmp_path / "released"))
     (tmp_path / "released").touch()
@@ -230,7 +229,7 @@ def test_pool_grow_lets_more_tasks_run_at_once_and_shrink_takes_slots_back(
         pool = (inspect.stats() or {})["w-pool"]["pool"]
         return pool["max-concurrency"] == 1 and len(pool["processes"]) == 1
 
-    wait_for(shrunk, timeout=20)
+    wait_until(shrunk, timeout=20)
     refused = app.control.pool_shrink(1, reply=True)
     assert refused is not None and "keeps one" in refused[0]["w-pool"]["error"]
 
