@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from celeriac.v1 import client_pb2, tasks_pb2
-from tests.support import wait_until
 
 
 def json_args(*args: object, **kwargs: object) -> tasks_pb2.Payload:
@@ -20,7 +19,3 @@ def spec(name: str = "tasks.add", **fields: object) -> tasks_pb2.TaskSpec:
 
 def submit(name: str = "tasks.add", **fields: object) -> client_pb2.SubmitRequest:
     return client_pb2.SubmitRequest(task=spec(name, **fields))
-
-
-# The old name of tests.support.wait_until, kept while other branches still import it.
-wait_for = wait_until
