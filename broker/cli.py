@@ -109,6 +109,17 @@ def _add_store_flags(serve_parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with a PostgreSQL --store: apply missing schema migrations at start",
     )
+    serve_parser.add_argument(
+        "--shared",
+        action="store_true",
+        default=None,
+        help="share the PostgreSQL --store with other brokers (docs/postgresql.md)",
+    )
+    serve_parser.add_argument(
+        "--broker-timeout",
+        type=float,
+        help="with --shared: seconds of silence before a broker's tasks are taken over",
+    )
 
 
 def _add_security_flags(serve_parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from broker.journal.store_url import store_problem
+from broker.journal.store_url import is_postgres, store_problem
 from celeriac.address import DEFAULT_HOST, DEFAULT_PORT, PORT_MAX
 from celeriac.logs import LOG_FORMATS
 from celeriac.settings import (
@@ -40,6 +40,12 @@ ENV_PREFIX = "CELERIAC_BROKER_"
 FSYNC_POLICIES = ("always", "everysec", "no")
 # Variables renamed since they were documented: the old name still works (the new one wins).
 _RENAMED = {"METRICS_PORT": "HTTP_PORT", "METRICS_HOST": "HTTP_HOST"}
+
+
+def _shared_problem(value: bool, config: object) -> str | None:
+    if value and not is_postgres(getattr(config, "store", "")):
+        return "needs a PostgreSQL --store (several brokers share one database)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,13 @@ class BrokerConfig:
     # Apply missing PostgreSQL schema migrations at start rather than refusing to start
     # (python -m broker migrate does it on its own).
     migrate: bool = setting(False)
+    # Share the PostgreSQL --store with other brokers, each an interchangeable front end
+    # (docs/postgresql.md says what is kept across brokers and what is not yet).
+    shared: bool = setting(False, _shared_problem)
+    # With --shared: a broker whose heartbeat (every fifth of this) is older than this is
+    # presumed dead, and another takes its tasks over. Long enough to ride out a GC pause or
+    # a database failover's seconds, short enough that a dead broker's work comes back soon.
+    broker_timeout: float = setting(5.0, positive)
     # TLS: the server's certificate chain and key (PEM files). Both or neither.
     tls_cert: str = ""
     tls_key: str = ""

@@ -5,7 +5,11 @@ Accepted forms, with the same answer in every program:
 * ``host:port`` and ``grpc://host:port``: plain text;
 * ``grpcs://host:port``: TLS on (:attr:`Address.tls`);
 * ``[::1]:7475``: an IPv6 literal goes in brackets, with or without a scheme;
-* ``host``: a bare host means the default port, 7475.
+* ``host``: a bare host means the default port, 7475;
+* several of these, comma-separated (``10.0.0.1:7475,10.0.0.2:7475``): brokers sharing one
+  PostgreSQL database (docs/postgresql.md). The connection goes to the first that answers and
+  moves to the next when it fails (gRPC's ``pick_first`` over the list). All must be plain or
+  all TLS. A DNS name with several records does the same with the single-address form.
 
 A trailing ``/`` is tolerated. Connecting needs a port from 1 to 65535 (0, "any free port",
 only makes sense when binding, which the broker's ``--host``/``--port`` do).
@@ -15,13 +19,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 DEFAULT_HOST = "127.0.0.1"
 # 7475 is unassigned by IANA and easy to remember.
 DEFAULT_PORT = 7475
 DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
-FORMS = "host:port, grpc://host:port, grpcs://host:port, [ipv6]:port or a bare host (port 7475)"
+FORMS = (
+    "host:port, grpc://host:port, grpcs://host:port, [ipv6]:port or a bare host (port 7475), "
+    "or several of these comma-separated"
+)
 PORT_MAX = 65535
 
 _SCHEMES = {"grpc": False, "grpcs": True}
@@ -61,22 +69,52 @@ class Address:
     host: str
     port: int
     tls: bool = False
+    # Further brokers of a list, (host, port) each, after this first one.
+    others: tuple[tuple[str, int], ...] = ()
 
     @property
     def target(self) -> str:
-        """The ``host:port`` form gRPC expects (IPv6 literals in brackets)."""
-        return f"{bracketed(self.host)}:{self.port}"
+        """The target gRPC expects: ``host:port`` (IPv6 literals in brackets).
+
+        For a list, gRPC's ``ipv4:``/``ipv6:`` form of every broker's address, host names
+        resolved now (that form takes IP literals only).
+        """
+        if not self.others:
+            return f"{bracketed(self.host)}:{self.port}"
+        endpoints = [_resolved(host, port) for host, port in ((self.host, self.port), *self.others)]
+        if all(":" not in host for host, _ in endpoints):
+            return "ipv4:" + ",".join(f"{host}:{port}" for host, port in endpoints)
+        return "ipv6:" + ",".join(f"[{_as_ipv6(host)}]:{port}" for host, port in endpoints)
 
     def __str__(self) -> str:
-        return f"grpcs://{self.target}" if self.tls else self.target
+        first = f"{bracketed(self.host)}:{self.port}"
+        text = ",".join([first, *(f"{bracketed(h)}:{p}" for h, p in self.others)])
+        return f"grpcs://{text}" if self.tls else text
 
 
 def parse_address(text: str) -> Address:
-    """Parse a broker address in one of the accepted forms (see the module docstring).
+    """Parse a broker address, or a comma-separated list of them (see the module docstring).
 
     Raises:
-        AddressError: The address has another form, or its port is not 1-65535.
+        AddressError: The address (or one of the list) has another form, or its port is not
+            1-65535, or a list mixes plain and TLS addresses.
     """
+    if "," not in text:
+        return _parse_one(text)
+    parts = []
+    for part in text.split(","):
+        try:
+            parts.append(_parse_one(part))
+        except AddressError as error:  # named within the whole list
+            raise AddressError(text, f"has {part.strip()!r}, which {error.problem}") from None
+    if len({part.tls for part in parts}) > 1:
+        raise AddressError(text, "mixes plain (grpc://) and TLS (grpcs://) brokers")
+    first = parts[0]
+    others = tuple((part.host, part.port) for part in parts[1:])
+    return Address(first.host, first.port, first.tls, others)
+
+
+def _parse_one(text: str) -> Address:
     stripped = text.strip()
     if not stripped:
         raise AddressError(text, "is empty")
@@ -126,6 +164,24 @@ def _port(text: str, raw: str | None) -> int:
     if not 1 <= port <= PORT_MAX:
         raise AddressError(text, f"has the port {port}, out of range (1-{PORT_MAX})")
     return port
+
+
+def _resolved(host: str, port: int) -> tuple[str, int]:
+    """``host`` as an IP literal (a name is looked up now: gRPC's list form takes only IPs)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            return host, port  # gRPC reports the unreachable broker as it would any other
+        return str(found[0][4][0]), port
+    return host, port
+
+
+def _as_ipv6(host: str) -> str:
+    """An IPv4 literal in IPv6 form, so that a mixed list fits gRPC's ``ipv6:`` scheme."""
+    return f"::ffff:{host}" if ":" not in host else host
 
 
 def _is_ipv6(text: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
@@ -143,8 +143,19 @@ class Broker:
         """The record of ``task_id``, or None when the broker does not know it."""
         return self.lifecycle.tasks.get(task_id)
 
-    def wait(self, task_ids: Sequence[str], callback: Callable[[], None]) -> Waiter | None:
+    def wait(
+        self,
+        task_ids: Sequence[str],
+        callback: Callable[[], None],
+        elsewhere: Collection[str] = (),
+    ) -> Waiter | None:
         """Call ``callback`` once every known unfinished task in ``task_ids`` has finished.
+
+        Args:
+            task_ids: The tasks.
+            callback: Run once, when the last of them finishes.
+            elsewhere: Ids of unfinished tasks another broker holds (a shared database):
+                waited for too; their finish arrives as a restored finished record.
 
         Returns:
             The waiter (cancel it when the caller goes away), or None when nothing is left to
@@ -152,6 +163,7 @@ class Broker:
         """
         tasks = self.lifecycle.tasks
         pending = {i for i in task_ids if (r := tasks.get(i)) is not None and not r.ready}
+        pending.update(i for i in elsewhere if i not in tasks)
         if not pending:
             return None
         return self.lifecycle.results.wait(pending, callback)
@@ -235,6 +247,19 @@ class Broker:
                 if not session.closed or outbox.drop:
                     ready.append((session, outbox))
         return ready
+
+    def idle_credit(self) -> dict[str, int]:
+        """Credit open sessions hold and no ready task uses, by queue they consume.
+
+        A session consuming several queues counts in each (a claim may then take more than
+        fits; what stays queued goes back to the shared pool).
+        """
+        idle: dict[str, int] = {}
+        for session in self.workers.sessions.values():
+            if session.can_take_work:
+                for queue in session.queues:
+                    idle[queue] = idle.get(queue, 0) + session.credit
+        return idle
 
     def dispatch(self) -> None:
         """Assign whatever became ready; adapters call it after session operations."""

@@ -322,6 +322,20 @@ class Lifecycle:
         self.recount(record)
         self.enqueue(record, EventKind.QUEUED)
 
+    def release(self, record: TaskRecord) -> None:
+        """Let go of a queued task (just drained from its queue) another broker may claim.
+
+        Brokers sharing a database hand queued tasks they have no credit for to the shared
+        pool (broker.cluster): the record leaves this broker's memory unfinished, noted as
+        changed so that its row is written to the pool. Waiters stay: the task's finish,
+        wherever it happens, wakes them.
+        """
+        del self.tasks[record.task_id]
+        self.unfinished -= 1
+        self._uncount(record)
+        if self.changes is not None:
+            self.changes[record.task_id] = record
+
     def forget(self, task_id: str) -> bool:
         """Drop a finished task's record and result now; True if there was one."""
         record = self.tasks.get(task_id)
@@ -415,7 +429,11 @@ class Lifecycle:
             self.enqueue(record, EventKind.QUEUED)
 
     def _expiry_due(self, record: TaskRecord) -> None:
-        if record.phase in (Phase.QUEUED, Phase.SCHEDULED) and self.tasks.get(record.task_id):
+        # The record itself: a released task claimed back is a new record under the same id.
+        if (
+            record.phase in (Phase.QUEUED, Phase.SCHEDULED)
+            and self.tasks.get(record.task_id) is record
+        ):
             self.expire(record)
 
     def expire(self, record: TaskRecord) -> None:

@@ -73,6 +73,14 @@ class ResultStore:
         """Waiters currently registered (for tests and metrics)."""
         return sum(len(waiters) for waiters in self._waiters.values())
 
+    def waited(self, task_id: str) -> bool:
+        """Whether a waiter waits for ``task_id``."""
+        return task_id in self._waiters
+
+    def waited_ids(self) -> list[str]:
+        """Every task id a waiter waits for."""
+        return list(self._waiters)
+
     def store(self, record: TaskRecord, now: float, ttl: float) -> None:
         """Keep a just-finished record for ``ttl`` s from ``now`` (monotonic); wake its waiters."""
         # Not held now: a task finishes once, and a revived dead letter was discarded first.

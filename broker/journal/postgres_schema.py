@@ -14,7 +14,15 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
     ``key_until`` (when the idempotency key stops deduplicating, epoch seconds, or NULL),
     ``args_type``/``args`` and ``result_type``/``result`` (content type and bytes, NULL when
     absent). A finished task's arguments are cleared; rows go when results expire or are
-    forgotten.
+    forgotten. Since version 2, for brokers sharing the database (``--shared``): ``owner``
+    (the broker holding the task; NULL with a single broker, and for a task in the shared
+    pool), ``pool_seq`` (a pooled task's place in line), and ``queue``/``priority``
+    (generated from ``spec``) for the pool's index.
+
+``celeriac_brokers`` (version 2)
+    The brokers sharing the database: ``broker_id`` (the key), ``address``, ``started_at``,
+    ``heartbeat_at``. A broker silent for ``--broker-timeout`` is deleted by another, which
+    adopts its tasks.
 
 Migrations only ever add: a migration is one transaction, applied under an advisory lock so
 that brokers started together with ``--migrate`` apply each step once.
@@ -55,13 +63,37 @@ MIGRATIONS = (
         );
         """,
     ),
+    Migration(
+        2,
+        "several brokers: task owners, the shared pool of queued tasks, broker heartbeats",
+        """
+        ALTER TABLE celeriac_tasks
+            ADD COLUMN owner text,
+            ADD COLUMN pool_seq bigint,
+            ADD COLUMN queue text GENERATED ALWAYS AS ((spec::jsonb) ->> 2) STORED,
+            ADD COLUMN priority integer
+                GENERATED ALWAYS AS (((spec::jsonb) ->> 4)::integer) STORED;
+        CREATE SEQUENCE celeriac_pool_seq;
+        CREATE INDEX celeriac_tasks_pool ON celeriac_tasks (queue, priority DESC, pool_seq)
+            WHERE pool_seq IS NOT NULL;
+        CREATE INDEX celeriac_tasks_owner ON celeriac_tasks (owner) WHERE owner IS NOT NULL;
+        CREATE INDEX celeriac_tasks_unowned ON celeriac_tasks (task_id)
+            WHERE owner IS NULL AND pool_seq IS NULL;
+        CREATE TABLE celeriac_brokers (
+            broker_id text PRIMARY KEY,
+            address text NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 # An arbitrary constant: the advisory lock key of schema changes.
 _MIGRATION_LOCK = 0x63656C6D  # "celm"
 
-_VERSION_TABLE = """
+VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS celeriac_schema_version (
     version integer PRIMARY KEY,
     description text NOT NULL,
@@ -88,7 +120,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
     applied = []
     conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
     try:
-        conn.execute(_VERSION_TABLE)
+        conn.execute(VERSION_TABLE)
         version = current_version(conn) or 0
         for step in MIGRATIONS:
             if step.version <= version:

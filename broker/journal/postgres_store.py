@@ -46,31 +46,65 @@ CONNECT_TIMEOUT = 5
 _OWNER_LOCK = 0x63656C6F
 _LOAD_CHUNK = 10_000
 
+# In every statement below, %(owner)s is this broker's id in shared mode and NULL with one broker
+# (rows then have no owner), and %(fenced)s says whether rows another broker owns are left alone.
+# A row written as queued in shared mode goes to the pool (no owner, a place in line) for any
+# broker to claim (broker.cluster).
 _UPSERT = """
 INSERT INTO celeriac_tasks
-    (task_id, spec, key_until, args_type, args, result_type, result, state)
-SELECT * FROM unnest(
-    %s::text[], %s::text[], %s::float8[], %s::text[], %s::bytea[], %s::text[], %s::bytea[],
-    %s::text[])
+    (task_id, spec, key_until, args_type, args, result_type, result, state, owner, pool_seq)
+SELECT task_id, spec, key_until, args_type, args, result_type, result, state,
+    CASE WHEN pooled THEN NULL ELSE %(owner)s END,
+    CASE WHEN pooled THEN nextval('celeriac_pool_seq') END
+FROM unnest(
+    %(task_id)s::text[], %(spec)s::text[], %(key_until)s::float8[], %(args_type)s::text[],
+    %(args)s::bytea[], %(result_type)s::text[], %(result)s::bytea[], %(state)s::text[],
+    %(pooled)s::bool[])
+    AS u(task_id, spec, key_until, args_type, args, result_type, result, state, pooled)
 ON CONFLICT (task_id) DO UPDATE SET
     spec = EXCLUDED.spec, key_until = EXCLUDED.key_until, args_type = EXCLUDED.args_type,
     args = EXCLUDED.args, result_type = EXCLUDED.result_type, result = EXCLUDED.result,
-    state = EXCLUDED.state
+    state = EXCLUDED.state, owner = EXCLUDED.owner, pool_seq = EXCLUDED.pool_seq
+WHERE NOT %(fenced)s OR celeriac_tasks.owner IS NULL OR celeriac_tasks.owner = %(owner)s
 """
 _UPDATE = """
 UPDATE celeriac_tasks AS t SET
     state = u.state, result_type = u.result_type, result = u.result,
     args_type = CASE WHEN u.drop_args THEN NULL ELSE t.args_type END,
-    args = CASE WHEN u.drop_args THEN NULL ELSE t.args END
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::bool[])
-    AS u(task_id, state, result_type, result, drop_args)
-WHERE t.task_id = u.task_id
+    args = CASE WHEN u.drop_args THEN NULL ELSE t.args END,
+    owner = CASE WHEN u.pooled THEN NULL ELSE %(owner)s END,
+    pool_seq = CASE WHEN u.pooled THEN nextval('celeriac_pool_seq') END
+FROM unnest(
+    %(task_id)s::text[], %(state)s::text[], %(result_type)s::text[], %(result)s::bytea[],
+    %(drop_args)s::bool[], %(pooled)s::bool[])
+    AS u(task_id, state, result_type, result, drop_args, pooled)
+WHERE t.task_id = u.task_id AND (NOT %(fenced)s OR t.owner = %(owner)s)
 """
 _DELETE = "DELETE FROM celeriac_tasks WHERE task_id = ANY(%s::text[])"
 _SELECT = (
     "SELECT task_id, spec, key_until, args_type, args, result_type, result, state "
     "FROM celeriac_tasks"
 )
+# Wake-ups for the other brokers, delivered when the batch commits (broker.cluster listens).
+FINISHED_CHANNEL = "celeriac_finished"
+QUEUED_CHANNEL = "celeriac_queued"
+# Under PostgreSQL's 8000-byte payload limit.
+_NOTIFY_BYTES = 7000
+# Past this many queues in one batch the wake-up names none: every broker with credit looks.
+_NOTIFY_QUEUES = 100
+_NOTIFY_QUEUED = f"""
+SELECT pg_notify('{QUEUED_CHANNEL}',
+    CASE WHEN count(DISTINCT queue) > {_NOTIFY_QUEUES} THEN ''
+    ELSE coalesce(string_agg(DISTINCT queue, ','), '') END)
+FROM celeriac_tasks WHERE task_id = ANY(%s::text[])
+"""
+_QUEUED_PREFIX = '["queued"'
+_FINISHED_PREFIX = '["finished"'
+
+_INSERT_COLUMNS = (
+    "task_id", "spec", "key_until", "args_type", "args", "result_type", "result", "state"
+)  # fmt: skip
+_UPDATE_COLUMNS = ("task_id", "state", "result_type", "result", "drop_args")
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -83,10 +117,15 @@ class PostgresStore:
             variables apply).
         fsync: "always", "everysec" or "no".
         migrate_on_start: Apply missing schema migrations when opening, instead of refusing.
+        owner: This broker's id when several brokers share the database (broker.cluster);
+            None when this broker owns every row.
     """
 
-    def __init__(self, url: str, fsync: str, *, migrate_on_start: bool = False) -> None:
+    def __init__(
+        self, url: str, fsync: str, *, migrate_on_start: bool = False, owner: str | None = None
+    ) -> None:
         self.url = url
+        self.owner = owner
         self.shown = redacted(url)
         self._fsync = fsync
         self._migrate = migrate_on_start
@@ -97,7 +136,7 @@ class PostgresStore:
         try:
             conn = self._connect()
         except psycopg.Error as error:
-            raise StoreError(f"cannot connect to {self.shown}: {_first_line(error)}") from None
+            raise StoreError(f"cannot connect to {self.shown}: {first_line(error)}") from None
         try:
             if self._migrate:
                 for step in migrate(conn):
@@ -115,46 +154,61 @@ class PostgresStore:
         self._conn = conn
 
     def load(self) -> Iterator[StoredTask]:
-        """Every stored task, read through a server-side cursor."""
+        """Every stored task, read through a server-side cursor (none when shared).
+
+        A broker sharing the database starts empty: it takes tasks over from brokers that
+        died and claims queued ones as its workers have room (broker.cluster).
+        """
+        if self.owner is not None:
+            return
         conn = self._live()
         with conn.transaction(), conn.cursor(name="celeriac_load") as cursor:
             cursor.itersize = _LOAD_CHUNK
             cursor.execute(_SELECT)
-            for task_id, spec, key_until, args_type, args, result_type, result, state in cursor:
-                yield StoredTask(
-                    task_id,
-                    spec,
-                    key_until,
-                    None if args_type is None else Payload(args_type, bytes(args)),
-                    None if result_type is None else Payload(result_type, bytes(result)),
-                    state,
-                )
+            for row in cursor:
+                yield stored_task(row)
 
     def write(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction, one round trip."""
-        inserts: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        updates: tuple[list[Any], ...] = ([], [], [], [], [])
+        shared = self.owner is not None
+        common = {"owner": self.owner, "fenced": shared}
+        inserts: dict[str, Any] = {name: [] for name in (*_INSERT_COLUMNS, "pooled")}
+        updates: dict[str, Any] = {name: [] for name in (*_UPDATE_COLUMNS, "pooled")}
+        pooled: list[str] = []
+        finished: list[str] = []
         for row in batch.rows:
             result = row.result
             result_type = None if result is None else result.content_type
             result_body = None if result is None else result.body
             if row.spec is not None:
-                values = new_row_columns(row, result_type, result_body)
-                for column, value in zip(inserts, values, strict=True):
-                    column.append(value)
+                target = inserts
+                values: tuple[Any, ...] = new_row_columns(row, result_type, result_body)
+                names: tuple[str, ...] = _INSERT_COLUMNS
             else:
+                target = updates
                 values = (row.task_id, row.state, result_type, result_body, row.drop_args)
-                for column, value in zip(updates, values, strict=True):
-                    column.append(value)
+                names = _UPDATE_COLUMNS
+            for name, value in zip(names, values, strict=True):
+                target[name].append(value)
+            to_pool = shared and row.state.startswith(_QUEUED_PREFIX)
+            target["pooled"].append(to_pool)
+            if to_pool:
+                pooled.append(row.task_id)
+            elif shared and row.state.startswith(_FINISHED_PREFIX):
+                finished.append(row.task_id)
         conn = self._live()
         try:
             with conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
-                if inserts[0]:
-                    cursor.execute(_UPSERT, inserts)
-                if updates[0]:
-                    cursor.execute(_UPDATE, updates)
+                if inserts["task_id"]:
+                    cursor.execute(_UPSERT, inserts | common)
+                if updates["task_id"]:
+                    cursor.execute(_UPDATE, updates | common)
                 if batch.deletes:
                     cursor.execute(_DELETE, (batch.deletes,))
+                if pooled:
+                    cursor.execute(_NOTIFY_QUEUED, (pooled,))
+                for payload in _payloads(finished):
+                    cursor.execute("SELECT pg_notify(%s, %s)", (FINISHED_CHANNEL, payload))
         except psycopg.OperationalError:
             self._drop_connection()  # the next write connects again
             raise
@@ -198,9 +252,15 @@ class PostgresStore:
         return self._conn
 
     def _lock_owner(self, conn: Connection) -> None:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()
+        """One broker owning every row, or any number sharing them: never both at once."""
+        if self.owner is None:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()
+            problem = "is in use by another broker (several brokers need --shared on each)"
+        else:
+            row = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (_OWNER_LOCK,)).fetchone()
+            problem = "is in use by a broker that owns it alone (started without --shared)"
         if not row or not row[0]:
-            raise StoreError(f"database {self.shown} is in use by another broker")
+            raise StoreError(f"database {self.shown} {problem}")
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -223,12 +283,40 @@ def migrate_store(url: str) -> int:
             applied = migrate(conn)
             version = current_version(conn)
     except psycopg.Error as error:
-        raise StoreError(f"cannot migrate {shown}: {_first_line(error)}") from None
+        raise StoreError(f"cannot migrate {shown}: {first_line(error)}") from None
     for step in applied:
         logger.info("schema migration %d applied: %s", step.version, step.description)
     logger.info("database %s is at schema version %s", shown, version)
     return version or 0
 
 
-def _first_line(error: BaseException) -> str:
+def _payloads(task_ids: list[str]) -> Iterator[str]:
+    """``task_ids`` comma-joined in payloads that fit a notification."""
+    part: list[str] = []
+    size = 0
+    for task_id in task_ids:
+        if part and size + len(task_id) + 1 > _NOTIFY_BYTES:
+            yield ",".join(part)
+            part, size = [], 0
+        part.append(task_id)
+        size += len(task_id) + 1
+    if part:
+        yield ",".join(part)
+
+
+def stored_task(row: tuple[Any, ...]) -> StoredTask:
+    """A row read back, its columns in ``_SELECT``'s order."""
+    task_id, spec, key_until, args_type, args, result_type, result, state = row
+    return StoredTask(
+        task_id,
+        spec,
+        key_until,
+        None if args_type is None else Payload(args_type, bytes(args)),
+        None if result_type is None else Payload(result_type, bytes(result)),
+        state,
+    )
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a driver error (libpq's messages run over several)."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -28,6 +28,7 @@ from broker.service.status import status_for
 from celeriac.v1 import worker_pb2
 
 if TYPE_CHECKING:
+    from broker.cluster.coordinator import Cluster
     from broker.journal.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class Runtime:
         self.journal: Journal | None = None
         # Inspect and control requests waiting for workers' replies (AdminService).
         self.control = ControlRequests()
+        # This broker's part in a cluster sharing a PostgreSQL database; None when alone.
+        self.cluster: Cluster | None = None
 
     def check_accepting(self) -> None:
         """Raise ShuttingDown once a graceful shutdown has begun."""
@@ -245,6 +248,8 @@ class Runtime:
             elif outbox.drop is not None:
                 outgoing.put_nowait(StreamEnd(grpc.StatusCode.UNAVAILABLE, outbox.drop))
         # After the streams: a new task's assignment goes out while its row is being written.
+        if self.cluster is not None:
+            self.cluster.after_turn()  # queued tasks to the shared pool, in this very batch
         if self.journal is not None:
             self.journal.kick()
         self._arm_timer()

@@ -7,6 +7,7 @@ import errno
 import logging
 import signal
 import socket
+import uuid
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -119,6 +120,8 @@ class BrokerServer:
         self.address = ""
         self.runtime: Runtime | None = None
         self.web: WebServer | None = None
+        # This broker's id among brokers sharing a database (the owner of its rows).
+        self._broker_id = uuid.uuid4().hex[:16]
 
     async def start(self) -> str:
         """Bind, start serving and return the address actually bound ("host:port").
@@ -173,6 +176,9 @@ class BrokerServer:
         port = _bind(server, bind_host, config.port, security.credentials)
         # After binding (a taken port is the one error line) and before serving anyone.
         self._open_journal(runtime)
+        self.address = f"{bind_host}:{port}"
+        if config.shared:
+            await self._join_cluster(runtime)
         if config.http_port >= 0:
             # After recovery, so that replayed tasks are not counted as new events.
             self.web = _serve_http(runtime, config, security)
@@ -180,7 +186,6 @@ class BrokerServer:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.address = f"{bind_host}:{port}"
         logger.info("celeriac broker listening on %s (%s)", self.address, security.describe())
         for warning in exposure_warnings(config, security):
             logger.warning("%s", warning)
@@ -222,9 +227,25 @@ class BrokerServer:
         runtime.close()
         if runtime.journal is not None:
             await runtime.journal.close()
+        if runtime.cluster is not None:
+            await runtime.cluster.stop()
         if self._data_dir is not None:
             self._data_dir.unlock()
         logger.info("celeriac broker stopped")
+
+    async def _join_cluster(self, runtime: Runtime) -> None:
+        """Take this broker's part among the brokers sharing the database (``--shared``)."""
+        from broker.cluster.coordinator import Cluster
+        from broker.cluster.database import ClusterDatabase
+
+        database = ClusterDatabase(self.config.store, self._broker_id)
+        cluster = Cluster(runtime, database, self.address, self.config.broker_timeout)
+        try:
+            await cluster.start()
+        except Exception as error:
+            await database.close()
+            raise StoreError(f"cannot join the brokers sharing {database.shown}: {error}") from None
+        runtime.cluster = cluster
 
     def _journal_store(self) -> tuple[DataDir | None, Store, str]:
         """The store to open (PostgreSQL for a ``--store`` URL), its data dir, and where it is.
@@ -240,7 +261,10 @@ class BrokerServer:
                     "--store postgresql://... needs psycopg: pip install 'celeriac[postgresql]'"
                 ) from None
             store = self._store or PostgresStore(
-                config.store, config.fsync, migrate_on_start=config.migrate
+                config.store,
+                config.fsync,
+                migrate_on_start=config.migrate,
+                owner=self._broker_id if config.shared else None,
             )
             return None, store, redacted(config.store)
         data_dir = DataDir(config.data_dir)

@@ -8,9 +8,11 @@ here, so the two paths cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
+from types import MappingProxyType
 
 import grpc
 
@@ -41,6 +43,9 @@ FEATURES = (
     "progress",
     "session",
 )
+
+# The foreign records of a call that found none (see TaskService._foreign).
+NO_RECORDS: Mapping[str, TaskRecord] = MappingProxyType({})
 
 Context = grpc.aio.ServicerContext  # short alias for signatures
 
@@ -103,8 +108,11 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
     ) -> client_pb2.GetResultsResponse:
         """Read many results, holding the call up to wait_ms for all to be ready."""
         task_ids = list(request.task_ids)
-        await self._wait(task_ids, request.wait_ms, context.peer())
-        return self._fitting_results(task_ids)
+        foreign = await self._foreign(task_ids)
+        await self._wait(task_ids, request.wait_ms, context.peer(), foreign)
+        if foreign:  # fresh snapshots of those still running elsewhere
+            foreign = await self._foreign(foreign)
+        return self._fitting_results(task_ids, foreign)
 
     @translate_errors
     async def Revoke(
@@ -204,7 +212,9 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         if request.wait_ms == 0:
             return True
         record = self._core.get(request.task_id)
-        return record is None or record.ready
+        if record is None:  # with a shared database it may be elsewhere: held while looked up
+            return self._runtime.cluster is None
+        return record.ready
 
     async def get_result(
         self, request: client_pb2.GetResultRequest, peer: str | None = None
@@ -220,10 +230,14 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             NotFound: The broker does not know the task id, or forgot it while waiting.
             HeldCallsExceeded: ``peer`` holds as many waiting calls as allowed.
         """
-        if self._core.get(request.task_id) is None:
-            raise NotFound(f"unknown task id {request.task_id[:300]!r}")
-        await self._wait([request.task_id], request.wait_ms, peer)
-        record = self._core.get(request.task_id)
+        task_id = request.task_id
+        foreign = await self._foreign([task_id])
+        if self._core.get(task_id) is None and task_id not in foreign:
+            raise NotFound(f"unknown task id {task_id[:300]!r}")
+        await self._wait([task_id], request.wait_ms, peer, foreign)
+        record = self._core.get(task_id)
+        if record is None and foreign:  # still running on another broker: its state now
+            record = (await self._foreign([task_id])).get(task_id)
         if record is None:  # forgotten or expired while we waited
             raise NotFound(f"unknown task id {request.task_id[:300]!r}")
         return record
@@ -250,7 +264,16 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             task_ids, write_pushable, budget, client_pb2.ReadyResults, lambda push: push.results
         )
 
-    def _fitting_results(self, task_ids: list[str]) -> client_pb2.GetResultsResponse:
+    async def _foreign(self, task_ids: Collection[str]) -> dict[str, TaskRecord]:
+        """Tasks another broker sharing the database holds, unfinished (see Cluster.lookup)."""
+        cluster = self._runtime.cluster
+        if cluster is None or all(self._core.get(task_id) for task_id in task_ids):
+            return {}
+        return await cluster.lookup(task_ids)
+
+    def _fitting_results(
+        self, task_ids: list[str], foreign: Mapping[str, TaskRecord]
+    ) -> client_pb2.GetResultsResponse:
         """The results of ``task_ids`` in order, stopping before the message limit.
 
         A thousand results of a megabyte each cannot travel in one answer: gRPC would fail the
@@ -258,18 +281,35 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """
         budget = self._core.config.max_message_bytes - _ANSWER_FRAME_BYTES
         answer = client_pb2.GetResultsResponse()
-        done = codec.fill_within(answer.results, task_ids, 0, self._write_result, budget)
+        done = codec.fill_within(
+            answer.results,
+            task_ids,
+            0,
+            functools.partial(self._write_result, foreign=foreign),
+            budget,
+        )
         answer.omitted = len(task_ids) - done
         return answer
 
-    def _write_result(self, message: tasks_pb2.TaskResult, task_id: str) -> None:
-        record: TaskRecord | None = self._core.get(task_id)
+    def _write_result(
+        self,
+        message: tasks_pb2.TaskResult,
+        task_id: str,
+        foreign: Mapping[str, TaskRecord] = NO_RECORDS,
+    ) -> None:
+        record: TaskRecord | None = self._core.get(task_id) or foreign.get(task_id)
         if record is None:
             codec.write_unknown(message, task_id)
         else:
             codec.write_result(message, record)
 
-    async def _wait(self, task_ids: list[str], wait_ms: int, peer: str | None) -> None:
+    async def _wait(
+        self,
+        task_ids: list[str],
+        wait_ms: int,
+        peer: str | None,
+        elsewhere: Collection[str] = (),
+    ) -> None:
         """Hold the call until every task is ready or the (capped) wait passes; no polling.
 
         If the caller disconnects, this coroutine is cancelled and the waiter is removed, so
@@ -288,7 +328,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
             if not ready.done():
                 ready.set_result(None)
 
-        waiter = self._core.wait(task_ids, wake)
+        waiter = self._core.wait(task_ids, wake, elsewhere)
         if waiter is None:
             return
         # A caller that counted the call itself (a Session stream) passes no peer.

@@ -23,6 +23,22 @@ ACCEPTED = [
     ("[::1]:7000", Address("::1", 7000), "[::1]:7000"),
     ("grpc://[fe80::1]", Address("fe80::1", 7475), "[fe80::1]:7475"),
     ("  my_container:65535  ", Address("my_container", 65535), "my_container:65535"),
+    # Several brokers sharing a database: gRPC's list form, names resolved to IPs.
+    (
+        "10.0.0.1:7001, grpc://10.0.0.2:7002",
+        Address("10.0.0.1", 7001, others=(("10.0.0.2", 7002),)),
+        "ipv4:10.0.0.1:7001,10.0.0.2:7002",
+    ),
+    (
+        "localhost:1,127.0.0.2",
+        Address("localhost", 1, others=(("127.0.0.2", 7475),)),
+        "ipv4:127.0.0.1:1,127.0.0.2:7475",
+    ),
+    (
+        "[::1]:1,10.0.0.1:2",
+        Address("::1", 1, others=(("10.0.0.1", 2),)),
+        "ipv6:[::1]:1,[::ffff:10.0.0.1]:2",
+    ),
 ]
 
 REFUSED = [
@@ -39,6 +55,8 @@ REFUSED = [
     ("bad host:1", "is not a host name or IP address"),
     ("-h:1", "is not a host name or IP address"),
     ("h:1/path", "is not an address"),
+    ("grpc://a:1,grpcs://b:2", "mixes plain (grpc://) and TLS (grpcs://) brokers"),
+    ("a:1,", "is empty"),
 ]
 
 
@@ -52,6 +70,7 @@ def test_accepted_forms(text: str, address: Address, target: str) -> None:
 def test_the_string_form_keeps_tls() -> None:
     assert str(parse_address("grpcs://[::1]:1")) == "grpcs://[::1]:1"
     assert str(parse_address("grpc://h")) == "h:7475"
+    assert str(parse_address("grpcs://a:1,grpcs://[::1]")) == "grpcs://a:1,[::1]:7475"
 
 
 @pytest.mark.parametrize(("text", "problem"), REFUSED)

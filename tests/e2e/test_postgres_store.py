@@ -12,6 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from broker.core.model import TaskRecord, TaskSpec
+from broker.journal.postgres_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
+from broker.journal.rows import encode
 from client import Celeriac
 from client.errors import BrokerUnavailable
 from client.result import AsyncResult
@@ -56,13 +59,14 @@ def test_the_schema_is_versioned_and_applied_by_migrate_never_silently(
     migrated = run_python("-m", "broker", "migrate", "--store", with_password)
     assert migrated.returncode == 0, migrated.stderr
     assert "schema migration 1 applied" in migrated.stderr
+    assert "schema migration 2 applied" in migrated.stderr
     assert "s3cret-pw" not in migrated.stderr + migrated.stdout
     again = run_python("-m", "broker", "migrate", "--store", with_password)
     assert "schema migration" not in again.stderr
-    assert "at schema version 1" in again.stderr
+    assert f"at schema version {SCHEMA_VERSION}" in again.stderr
     with psycopg.connect(postgres_url) as conn:
         versions = conn.execute("SELECT version FROM celeriac_schema_version").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(step.version,) for step in MIGRATIONS]
 
     broker, app = _serving(with_password, cleanup)
     assert app.send_task(f"{TASKS}.add", args=(1, 2)).id
@@ -70,6 +74,28 @@ def test_the_schema_is_versioned_and_applied_by_migrate_never_silently(
     second = run_python("-m", "broker", "serve", "--port", "0", "--store", postgres_url)
     assert second.returncode == 2
     assert "is in use by another broker" in second.stderr
+
+
+def test_migrate_upgrades_a_database_an_older_broker_wrote(
+    postgres_url: str, cleanup: list[Started]
+) -> None:
+    row = encode(TaskRecord("old-task", TaskSpec(name=f"{TASKS}.add")), lambda spec: 0.0)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as version 1 left it
+        conn.execute(VERSION_TABLE.encode())
+        conn.execute(MIGRATIONS[0].sql.encode())
+        conn.execute("INSERT INTO celeriac_schema_version VALUES (1, 'task rows')")
+        conn.execute(
+            "INSERT INTO celeriac_tasks (task_id, spec, state) VALUES (%s, %s, %s)",
+            (row.task_id, row.spec, row.state),
+        )
+    refused = run_python("-m", "broker", "serve", "--port", "0", "--store", postgres_url)
+    assert f"has schema version 1; this broker needs version {SCHEMA_VERSION}" in refused.stderr
+    migrated = run_python("-m", "broker", "migrate", "--store", postgres_url)
+    assert "schema migration 1 applied" not in migrated.stderr
+    assert "schema migration 2 applied" in migrated.stderr, migrated.stderr
+    broker, app = _serving(postgres_url, cleanup)
+    broker.wait_for_line("recovered 1 tasks .* 1 queued")
+    assert _state(app, "old-task") == "PENDING"
 
 
 def test_migrate_on_start_is_opt_in(postgres_url: str, cleanup: list[Started]) -> None:

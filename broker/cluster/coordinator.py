@@ -1,0 +1,313 @@
+"""One broker's part in a cluster of brokers sharing a PostgreSQL database.
+
+Each broker keeps its in-memory core, holding only the tasks it *owns*: the ones its workers
+run, the ones waiting for an eta or a retry backoff, and the finished ones it ran or reads
+(mirrors). Queued tasks live in the database's shared pool instead:
+
+- **Submit anywhere.** A task submitted to a broker whose workers have no room is written to
+  the pool (no owner, a place in line) in the same batch that records it, and a NOTIFY on
+  ``celeriac_queued`` names its queue. Nothing queued stays in a broker's memory at the end
+  of a loop turn (:meth:`Cluster.after_turn` hands it to the pool).
+- **Claim for credit.** A broker whose workers have credit in a queue claims that many tasks
+  (``FOR UPDATE SKIP LOCKED``, one round trip for every queue) when woken by that NOTIFY or
+  when credit appears, and dispatches them through its core as usual.
+- **Results reach waiters anywhere.** Every batch that finishes tasks sends their ids on
+  ``celeriac_finished``. A broker with a waiter on one of them (a held GetResult, a session's
+  push) reads the row and keeps it as a finished record (a mirror): the core then answers and
+  wakes waiters exactly as for its own tasks. No polling: the wait is held, the wake-up is the
+  NOTIFY.
+- **Failover.** Brokers beat a heartbeat every ``broker_timeout / 5`` s. A broker silent for
+  ``broker_timeout`` is presumed dead: the first broker to notice deletes it and adopts its
+  rows (the same restore as after a restart: running tasks wait ``lease_grace`` for their
+  worker to come back, then are queued again). A broker stopping cleanly gives its rows up
+  and the others adopt them at their next beat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from broker.cluster.database import ClusterDatabase
+from broker.core.model import Phase, TaskRecord
+from broker.errors import JournalUnavailable
+from broker.journal.postgres_store import FINISHED_CHANNEL, QUEUED_CHANNEL, first_line
+from broker.journal.rows import StoredTask, decode
+
+if TYPE_CHECKING:
+    from broker.service.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+# The most tasks one claim takes for one queue.
+MAX_CLAIM = 1000
+# Seconds before listening again after the listening connection was lost.
+_RELISTEN_DELAY = 1.0
+
+
+class Cluster:
+    """This broker's membership in the cluster (see the module docstring).
+
+    Args:
+        runtime: The broker's runtime (its core and its loop).
+        database: The connection for claims, reads and heartbeats.
+        address: The address this broker serves, shown in ``celeriac_brokers``.
+        timeout: Seconds of silence after which a broker is presumed dead.
+    """
+
+    def __init__(
+        self, runtime: Runtime, database: ClusterDatabase, address: str, timeout: float
+    ) -> None:
+        self._runtime = runtime
+        self._core = runtime.broker
+        self._db = database
+        self._address = address
+        self._timeout = timeout
+        self._tasks: list[asyncio.Task[None]] = []
+        # Queues whose pool a claim found empty, and the wake-ups seen per queue ("" for all)
+        # so that a claim that raced a wake-up does not mark its queue empty.
+        self._empty: set[str] = set()
+        self._wakeups: Counter[str] = Counter()
+        self._claiming: asyncio.Task[None] | None = None
+        self._claim_again = False
+        # Foreign ids being looked up, and those of them a wake-up said finished meanwhile.
+        self._looking: Counter[str] = Counter()
+        self._finished_meanwhile: set[str] = set()
+        self._to_mirror: set[str] = set()
+        self._mirroring: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    @property
+    def broker_id(self) -> str:
+        """This broker's id, the owner of its rows."""
+        return self._db.broker_id
+
+    async def start(self) -> None:
+        """Register, adopt what dead brokers left, and start listening and beating."""
+        await self._db.register(self._address)
+        await self._beat()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._heartbeats())]
+        await self._listening.wait()
+        logger.info(
+            "sharing the database as broker %s (brokers silent for %g s are taken over)",
+            self.broker_id,
+            self._timeout,
+        )
+
+    async def stop(self) -> None:
+        """Stop, give this broker's tasks up to the others, and close (after the journal)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._db.leave()
+        except psycopg.Error as error:
+            logger.warning(
+                "could not give up this broker's tasks (%s): others take them over after %g s",
+                first_line(error),
+                self._timeout,
+            )
+        await self._db.close()
+
+    # -- the loop turn -----------------------------------------------------------------------
+
+    def after_turn(self) -> None:
+        """Hand queued tasks to the pool, and claim for idle credit (before the journal kick)."""
+        lifecycle = self._core.lifecycle
+        for queue in lifecycle.queues.values():
+            if len(queue):
+                for record in queue.drain():
+                    lifecycle.release(record)
+        self._maybe_claim()
+
+    # -- lookups for the services ------------------------------------------------------------
+
+    async def lookup(self, task_ids: Collection[str]) -> dict[str, TaskRecord]:
+        """Read the tasks of ``task_ids`` this broker does not hold from the database.
+
+        Finished ones become mirrors in the core, so every read path finds them. Unfinished ones
+        are returned as read-only snapshots (their state for an answer, and the ids a wait may
+        hold for: their finish wakes it). Ids found nowhere are left out.
+
+        Raises:
+            JournalUnavailable: The database cannot be read now.
+        """
+        missing = [task_id for task_id in task_ids if self._core.get(task_id) is None]
+        if not missing:
+            return {}
+        self._looking.update(missing)
+        try:
+            rows = await self._db.fetch(missing)
+            raced = [row.task_id for row in rows if row.task_id in self._finished_meanwhile]
+            if raced:  # finished while the first read was on its way: read those again
+                again = {row.task_id: row for row in await self._db.fetch(raced)}
+                rows = [again.get(row.task_id, row) for row in rows]
+        except psycopg.Error as error:
+            self._db.forget_connection()
+            raise JournalUnavailable(
+                f"the broker cannot read the shared database ({first_line(error)})"
+            ) from None
+        finally:
+            self._looking.subtract(missing)
+            for task_id in missing:
+                if self._looking[task_id] <= 0:
+                    del self._looking[task_id]
+                    self._finished_meanwhile.discard(task_id)
+        return {record.task_id: record for record in self._mirror(rows)}
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _mirror(self, rows: list[StoredTask]) -> list[TaskRecord]:
+        """Keep finished rows as mirrors (waking their waiters); return the unfinished ones."""
+        finished: list[TaskRecord] = []
+        unfinished: list[TaskRecord] = []
+        for stored in rows:
+            if self._core.get(stored.task_id) is not None:
+                continue
+            record = decode(stored)
+            (finished if record.phase is Phase.FINISHED else unfinished).append(record)
+        if finished:
+            self._core.restore(finished, [])
+            self._runtime.changed()
+        return unfinished
+
+    def _maybe_claim(self) -> None:
+        if self._claiming is not None:
+            self._claim_again = True
+            return
+        wanted = {
+            queue: min(credit, MAX_CLAIM)
+            for queue, credit in self._core.idle_credit().items()
+            if queue not in self._empty
+        }
+        if wanted:
+            self._claim_again = False
+            self._claiming = asyncio.get_running_loop().create_task(self._claim(wanted))
+
+    async def _claim(self, wanted: dict[str, int]) -> None:
+        seen = {queue: (self._wakeups[queue], self._wakeups[""]) for queue in wanted}
+        full = False
+        try:
+            claimed = await self._db.claim(wanted)
+        except psycopg.Error as error:
+            self._db.forget_connection()
+            logger.warning("claiming queued tasks failed: %s", first_line(error))
+            claimed = {}
+        finally:
+            self._claiming = None
+        records: list[TaskRecord] = []
+        for queue, rows in claimed.items():
+            records.extend(decode(row) for row in rows)
+            if len(rows) < wanted[queue]:
+                if seen[queue] == (self._wakeups[queue], self._wakeups[""]):
+                    self._empty.add(queue)
+            else:
+                full = True
+        if records:
+            self._core.restore(records, [])
+            self._core.dispatch()
+            self._runtime.changed()
+        if full or self._claim_again:
+            self._maybe_claim()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for channel, payload in self._db.notifications():
+                    self._on_notification(channel, payload)
+            except psycopg.Error as error:
+                logger.warning(
+                    "listening for other brokers failed (%s); again in %g s",
+                    first_line(error),
+                    _RELISTEN_DELAY,
+                )
+            await asyncio.sleep(_RELISTEN_DELAY)
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        if channel == FINISHED_CHANNEL:
+            self._on_finished(payload.split(","))
+        elif channel == QUEUED_CHANNEL:
+            for queue in payload.split(",") if payload else ("",):
+                self._wakeups[queue] += 1
+                if queue:
+                    self._empty.discard(queue)
+                else:
+                    self._empty.clear()
+            self._maybe_claim()
+        else:  # listening (again): whatever was sent before is unknown
+            self._listening.set()
+            self._wakeups[""] += 1
+            self._empty.clear()
+            self._maybe_claim()
+            self._on_finished(self._core.lifecycle.results.waited_ids())
+
+    def _on_finished(self, task_ids: Collection[str]) -> None:
+        results = self._core.lifecycle.results
+        for task_id in task_ids:
+            if task_id in self._looking:
+                self._finished_meanwhile.add(task_id)
+            elif results.waited(task_id) and self._core.get(task_id) is None:
+                self._to_mirror.add(task_id)
+        if self._to_mirror and self._mirroring is None:
+            self._mirroring = asyncio.get_running_loop().create_task(self._mirror_finished())
+
+    async def _mirror_finished(self) -> None:
+        try:
+            while self._to_mirror:
+                task_ids, self._to_mirror = self._to_mirror, set()
+                try:
+                    rows = await self._db.fetch(task_ids)
+                except psycopg.Error as error:
+                    self._db.forget_connection()
+                    logger.warning("reading finished tasks failed: %s", first_line(error))
+                    return
+                self._mirror(rows)
+        finally:
+            self._mirroring = None
+
+    async def _heartbeats(self) -> None:
+        interval = self._timeout / 5
+        while True:
+            await asyncio.sleep(interval)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        try:
+            alive, dead, rows = await self._db.heartbeat_and_take_over(self._address, self._timeout)
+        except psycopg.Error as error:
+            self._db.forget_connection()
+            logger.warning("broker heartbeat failed: %s", first_line(error))
+            return
+        if not alive:
+            logger.warning(
+                "this broker was presumed dead (no heartbeat for %g s) and its tasks taken "
+                "over; it is registered again and carries on with new work",
+                self._timeout,
+            )
+        if rows:
+            self._adopt(rows, dead)
+
+    def _adopt(self, rows: list[StoredTask], dead: list[str]) -> None:
+        records = [decode(row) for row in rows]
+        keys = [
+            (record.spec.idempotency_key, record.task_id, row.key_until)
+            for record, row in zip(records, rows, strict=True)
+            if row.key_until is not None and record.spec.idempotency_key
+        ]
+        fresh = [record for record in records if self._core.get(record.task_id) is None]
+        self._core.restore(fresh, keys)
+        self._core.dispatch()
+        self._runtime.changed()
+        phases = Counter(record.phase.value for record in fresh)
+        logger.info(
+            "took over %d tasks from %s: %s",
+            len(fresh),
+            ", ".join(dead) or "brokers that stopped",
+            ", ".join(f"{count} {phase}" for phase, count in sorted(phases.items())),
+        )

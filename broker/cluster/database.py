@@ -1,0 +1,181 @@
+"""What a broker sharing PostgreSQL asks of the database, each an asyncio round trip.
+
+Claims take queued tasks from the shared pool with ``FOR UPDATE SKIP LOCKED``, so brokers
+claiming at once never wait for each other nor take the same row; one claim asks for every
+queue its workers have room in (one statement per queue, one pipeline, one round trip).
+The heartbeat and the take-over of dead brokers' tasks are one transaction, run by one broker at
+a time (a transaction-level advisory lock; the others skip their turn).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Collection, Mapping
+from typing import Any
+
+import psycopg
+
+from broker.journal.postgres_store import (
+    CONNECT_TIMEOUT,
+    FINISHED_CHANNEL,
+    QUEUED_CHANNEL,
+    stored_task,
+)
+from broker.journal.rows import StoredTask
+from broker.journal.store_url import redacted
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = "t.task_id, t.spec, t.key_until, t.args_type, t.args, t.result_type, t.result, t.state"
+_CLAIM = f"""
+UPDATE celeriac_tasks AS t SET owner = %(me)s, pool_seq = NULL
+FROM (
+    SELECT task_id, pool_seq FROM celeriac_tasks
+    WHERE pool_seq IS NOT NULL AND queue = %(queue)s
+    ORDER BY priority DESC, pool_seq
+    LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+) AS c
+WHERE t.task_id = c.task_id
+RETURNING c.pool_seq, {_COLUMNS}
+"""
+_FETCH = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE t.task_id = ANY(%s::text[])"
+_REGISTER = """
+INSERT INTO celeriac_brokers (broker_id, address) VALUES (%s, %s)
+ON CONFLICT (broker_id) DO UPDATE SET heartbeat_at = now()
+"""
+_HEARTBEAT = "UPDATE celeriac_brokers SET heartbeat_at = now() WHERE broker_id = %s"
+# The key of the take-over lock ("celr").
+_REAPER_LOCK = 0x63656C72
+_DEAD = """
+DELETE FROM celeriac_brokers
+WHERE heartbeat_at < now() - make_interval(secs => %s) AND broker_id <> %s
+RETURNING broker_id
+"""
+# Tasks of dead brokers, and tasks nobody owns outside the pool (a broker stopped cleanly and
+# gave them up, or a single-broker database turned shared).
+_ADOPT = f"""
+UPDATE celeriac_tasks AS t SET owner = %s
+WHERE t.owner = ANY(%s::text[]) OR (t.owner IS NULL AND t.pool_seq IS NULL)
+RETURNING {_COLUMNS}
+"""
+_DISOWN = "UPDATE celeriac_tasks SET owner = NULL WHERE owner = %s"
+_LEAVE = "DELETE FROM celeriac_brokers WHERE broker_id = %s"
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class ClusterDatabase:
+    """The broker's second connection, for claims, reads and heartbeats (asyncio).
+
+    Args:
+        url: The database.
+        broker_id: This broker's id (its rows' owner).
+    """
+
+    def __init__(self, url: str, broker_id: str) -> None:
+        self.url = url
+        self.shown = redacted(url)
+        self.broker_id = broker_id
+        self._conn: Connection | None = None
+
+    async def register(self, address: str) -> None:
+        """Announce this broker (its heartbeat starts now)."""
+        conn = await self._live()
+        await conn.execute(_REGISTER, (self.broker_id, address))
+
+    async def heartbeat_and_take_over(
+        self, address: str, timeout: float
+    ) -> tuple[bool, list[str], list[StoredTask]]:
+        """Beat, then take over the tasks of brokers silent for ``timeout`` s.
+
+        Returns:
+            Whether this broker was still registered (False: it had been presumed dead and is
+            registered again), the dead brokers' ids, and the rows taken over.
+        """
+        conn = await self._live()
+        async with conn.transaction():
+            beat = await conn.execute(_HEARTBEAT, (self.broker_id,))
+            alive = beat.rowcount == 1
+            if not alive:
+                await conn.execute(_REGISTER, (self.broker_id, address))
+            locked = await (
+                await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_REAPER_LOCK,))
+            ).fetchone()
+            if not locked or not locked[0]:
+                return alive, [], []
+            dead = [
+                row[0]
+                for row in await (await conn.execute(_DEAD, (timeout, self.broker_id))).fetchall()
+            ]
+            rows = await (await conn.execute(_ADOPT, (self.broker_id, dead))).fetchall()
+        return alive, dead, [stored_task(row) for row in rows]
+
+    async def claim(self, wanted: Mapping[str, int]) -> dict[str, list[StoredTask]]:
+        """Take up to ``wanted[queue]`` tasks of each queue from the pool, oldest first."""
+        conn = await self._live()
+        claimed: dict[str, list[StoredTask]] = {}
+        async with conn.transaction():
+            cursors = []
+            async with conn.pipeline():
+                for queue, count in wanted.items():
+                    cursor = conn.cursor()
+                    await cursor.execute(
+                        _CLAIM, {"me": self.broker_id, "queue": queue, "count": count}
+                    )
+                    cursors.append((queue, cursor))
+            for queue, cursor in cursors:
+                rows = sorted(await cursor.fetchall(), key=lambda row: row[0])
+                claimed[queue] = [stored_task(row[1:]) for row in rows]
+        return claimed
+
+    async def fetch(self, task_ids: Collection[str]) -> list[StoredTask]:
+        """The rows of ``task_ids`` that exist."""
+        conn = await self._live()
+        rows = await (await conn.execute(_FETCH, (list(task_ids),))).fetchall()
+        return [stored_task(row) for row in rows]
+
+    async def leave(self) -> None:
+        """Give up every task this broker owns (others adopt them) and deregister."""
+        conn = await self._live()
+        async with conn.transaction():
+            await conn.execute(_DISOWN, (self.broker_id,))
+            await conn.execute(_LEAVE, (self.broker_id,))
+
+    async def close(self) -> None:
+        """Close the connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def notifications(self) -> AsyncIterator[tuple[str, str]]:
+        """(channel, payload) of every wake-up, on a listening connection of its own.
+
+        Raises:
+            psycopg.Error: The connection was lost (the caller listens again).
+        """
+        conn = await _connect(self.url)
+        try:
+            await conn.execute(f"LISTEN {FINISHED_CHANNEL}".encode())
+            await conn.execute(f"LISTEN {QUEUED_CHANNEL}".encode())
+            yield "", ""  # listening: anything sent before this was missed
+            async for note in conn.notifies():
+                yield note.channel, note.payload
+        finally:
+            await conn.close()
+
+    async def _live(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await _connect(self.url)
+        return self._conn
+
+    def forget_connection(self) -> None:
+        """Drop a connection that failed; the next call connects again."""
+        self._conn = None
+
+
+async def _connect(url: str) -> Connection:
+    conn: Connection = await psycopg.AsyncConnection.connect(
+        url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="celeriac-broker"
+    )
+    return conn

@@ -1,0 +1,105 @@
+"""Several brokers sharing one PostgreSQL database, through real processes and a real server.
+
+Three brokers with ``--shared``, two workers and clients on different brokers: a task
+submitted to one broker runs on a worker attached to another and its result reaches a client
+waiting on a third; kill -9 of a broker under load loses nothing accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from client import Celeriac
+from client.result import AsyncResult
+from tests.e2e.conftest import Started
+from tests.support import BrokerProcess, WorkerProcess, run_python
+
+TASKS = "tests.e2e.tasks"
+
+
+def _brokers(url: str, count: int, cleanup: list[Started]) -> list[BrokerProcess]:
+    migrated = run_python("-m", "broker", "migrate", "--store", url)
+    assert migrated.returncode == 0, migrated.stderr
+    flags = ("--store", url, "--shared", "--broker-timeout", "2", "--lease-grace", "0.5")
+    brokers = [BrokerProcess(*flags) for _ in range(count)]
+    cleanup.extend(brokers)
+    for broker in brokers:
+        broker.wait_for_line("sharing the database as broker")
+    return brokers
+
+
+def _app(address: str, cleanup: list[Started]) -> Celeriac:
+    app = Celeriac("cluster", broker=address, connect_timeout=10)
+    cleanup.append(app)
+    return app
+
+
+@pytest.mark.timeout(120)
+def test_submitted_on_a_run_on_b_result_held_and_woken_on_c(
+    postgres_url: str, tmp_path: Path, cleanup: list[Started]
+) -> None:
+    a, b, c = _brokers(postgres_url, 3, cleanup)
+    on_b = WorkerProcess(b.address, TASKS, "--queues", "jobs", "--pool", "solo")
+    on_c = WorkerProcess(c.address, TASKS, "--queues", "other", "--pool", "solo")
+    cleanup += [on_b, on_c]
+    release = tmp_path / "release"
+    submitted = _app(a.address, cleanup).send_task(
+        f"{TASKS}.wait_for_release", args=(str(release),), queue="jobs"
+    )
+    on_b.wait_for_line(f"RUNNING {submitted.id}")
+    watcher = _app(c.address, cleanup)
+    # Read from the database: STARTED is not recorded there (docs/postgresql.md), PENDING is.
+    assert AsyncResult(submitted.id, app=watcher).state == "PENDING"
+
+    got: list[object] = []
+    waiting = threading.Thread(
+        target=lambda: got.append(AsyncResult(submitted.id, app=watcher).get(timeout=30))
+    )
+    waiting.start()
+    release.touch()
+    waiting.join(40)
+    assert got == ["released"]
+    assert f"RUNNING {submitted.id}" not in on_c.output
+    # The submitting broker's own session was pushed the result too.
+    assert submitted.get(timeout=10) == "released"
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_of_a_broker_under_load_loses_nothing(
+    postgres_url: str, cleanup: list[Started]
+) -> None:
+    brokers = _brokers(postgres_url, 3, cleanup)
+    every = ",".join(broker.address for broker in brokers)
+    # Each worker lists every broker, its own first: it moves on when that one dies.
+    workers = []
+    for index in (0, 1):
+        order = brokers[index:] + brokers[:index]
+        worker = WorkerProcess(",".join(b.address for b in order), TASKS, "--concurrency", "2")
+        workers.append(worker)
+    cleanup.extend(workers)
+    apps = [_app(f"{broker.address},{every}", cleanup) for broker in brokers]
+    # A task running on a worker of the broker about to die: another broker takes it over.
+    blocked = apps[0].send_task(f"{TASKS}.block_first_attempt", args=("m",))
+    workers[0].wait_for_line(f"BLOCKING {blocked.id}")  # the dying broker's own worker
+    accepted: dict[str, int] = {}
+    for round_ in range(10):
+        for app in apps:
+            accepted[app.send_task(f"{TASKS}.add", args=(round_, 1)).id] = round_ + 1
+    brokers[0].stop_hard()
+    for round_ in range(10, 20):
+        for app in apps[1:]:
+            accepted[app.send_task(f"{TASKS}.add", args=(round_, 1)).id] = round_ + 1
+    reader = apps[2]
+    results = {task_id: AsyncResult(task_id, app=reader).get(timeout=40) for task_id in accepted}
+    assert results == accepted
+    # Its lease came back after the broker timeout and the lease grace, and ran again.
+    assert AsyncResult(blocked.id, app=reader).get(timeout=20) == "done on attempt 2"
+    assert any(
+        re.search(r"took over \d+ tasks from \w+: .*leased", broker.output)
+        for broker in brokers[1:]
+    )
+    workers[0].stop_hard()  # its first attempt still sleeps
