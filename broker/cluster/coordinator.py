@@ -81,6 +81,7 @@ class Cluster:
         self._to_mirror: set[str] = set()
         self._mirroring: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self._beat_failing = False
 
     @property
     def broker_id(self) -> str:
@@ -222,7 +223,8 @@ class Cluster:
                 async for channel, payload in self._db.notifications():
                     self._on_notification(channel, payload)
             except psycopg.Error as error:
-                logger.warning(
+                log = logger.debug if self._beat_failing else logger.warning
+                log(
                     "listening for other brokers failed (%s); again in %g s",
                     first_line(error),
                     _RELISTEN_DELAY,
@@ -282,8 +284,13 @@ class Cluster:
             alive, dead, rows = await self._db.heartbeat_and_take_over(self._address, self._timeout)
         except psycopg.Error as error:
             self._db.forget_connection()
-            logger.warning("broker heartbeat failed: %s", first_line(error))
+            if not self._beat_failing:  # once per outage, not once per beat
+                logger.warning("broker heartbeat failed, retrying: %s", first_line(error))
+            self._beat_failing = True
             return
+        if self._beat_failing:
+            logger.warning("broker heartbeat succeeds again")
+            self._beat_failing = False
         if not alive:
             logger.warning(
                 "this broker was presumed dead (no heartbeat for %g s) and its tasks taken "
