@@ -1,4 +1,4 @@
-"""`python -m bench [--compare] [--quick] [--scenario NAME ...] [--runs N] [--out DIR]`."""
+"""`python -m bench [--compare] [--postgres] [--quick] [--scenario NAME ...] [--runs N]`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ JOURNAL_VARIANTS: dict[str, tuple[str, ...]] = {
     "celeriac-fsync-always": ("--fsync", "always"),
 }
 RET_INTERRUPTED = 130
+# Brokers sharing one PostgreSQL database in the --postgres systems (celeriac-pg1, -pg2, -pg3).
+CLUSTER_SIZES = (1, 2, 3)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +40,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--secure",
         action="store_true",
         help="also run Celeriac with TLS and tokens on (system celeriac-tls), alternating runs",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also run 1, 2 and 3 brokers sharing one PostgreSQL database (celeriac-pgN)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one run: a smoke test")
     parser.add_argument(
@@ -65,7 +72,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
 
 
 def factories(
-    compare: bool, journal_variants: bool = False, secure: bool = False
+    compare: bool, journal_variants: bool = False, secure: bool = False, postgres: bool = False
 ) -> dict[str, SystemFactory]:
     from bench.systems.celeriac_system import CeleriacSystem
 
@@ -78,6 +85,11 @@ def factories(
         from bench.systems.celeriac_secure import CeleriacSecureSystem
 
         systems["celeriac-tls"] = CeleriacSecureSystem
+    if postgres:
+        from bench.systems.celeriac_cluster import CeleriacClusterSystem
+
+        for count in CLUSTER_SIZES:
+            systems[f"celeriac-pg{count}"] = functools.partial(CeleriacClusterSystem, count)
     if compare:
         from bench.systems.celery_system import CelerySystem
 
@@ -110,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = threading.Event()
     install_interrupt_handlers(interrupted)
     config = build_config(args)
-    systems = factories(args.compare, args.journal_variants, args.secure)
+    systems = factories(args.compare, args.journal_variants, args.secure, args.postgres)
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
     # Measured before and after: a VM's wake cost drifts, and every latency here sits on it.
     wakeups_before = wakeups.describe()

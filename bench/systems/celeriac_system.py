@@ -45,15 +45,7 @@ class CeleriacSystem:
     def start(self, deployment: Deployment) -> None:
         from bench.tasks_celeriac import make_app
 
-        self.data_dir = tempfile.mkdtemp(prefix="celeriac-bench-")
-        self.broker = ManagedProcess.python(
-            "broker",
-            [
-                "-m", "broker", "serve", "--port", "0", "--log-level", "info",
-                "--data-dir", self.data_dir, *self.broker_flags,
-            ],
-        )  # fmt: skip
-        self.address = self.broker.wait_for_line(LISTENING).group(1)
+        self.start_broker()
         self.bench = make_app(self.url(), **self.client_options())
         # The asyncio pool runs `async def` tasks on its loop; that is how its users write them.
         self.noop = self.bench.async_noop if deployment.pool == "async" else self.bench.noop
@@ -74,7 +66,21 @@ class CeleriacSystem:
         if self.workers:
             self.round_trip()
 
-    # What a variant of the system (bench.systems.celeriac_secure) changes.
+    # What a variant of the system (bench.systems.celeriac_secure, celeriac_cluster) changes.
+
+    def start_broker(self) -> None:
+        self.data_dir = tempfile.mkdtemp(prefix="celeriac-bench-")
+        self.broker = ManagedProcess.python(
+            "broker",
+            [
+                "-m", "broker", "serve", "--port", "0", "--log-level", "info",
+                "--data-dir", self.data_dir, *self.broker_flags,
+            ],
+        )  # fmt: skip
+        self.address = self.broker.wait_for_line(LISTENING).group(1)
+
+    def worker_url(self, index: int) -> str:
+        return self.url()
 
     def url(self) -> str:
         return self.address
@@ -115,7 +121,7 @@ class CeleriacSystem:
             [
                 "-m", "worker",
                 "--tasks", "bench.tasks_celeriac",
-                "--broker", self.url(),
+                "--broker", self.worker_url(index),
                 "--pool", deployment.pool,
                 "--concurrency", str(deployment.concurrency),
                 "--queues", ",".join(deployment.queues),
@@ -123,7 +129,7 @@ class CeleriacSystem:
                 *prefetch,
                 *self.worker_flags(),
             ],
-            env={"CELERIAC_BROKER": self.url(), **self.worker_env()},
+            env={"CELERIAC_BROKER": self.worker_url(index), **self.worker_env()},
         )  # fmt: skip
         self.workers.append(worker)
         worker.wait_for_line(r"worker ready")

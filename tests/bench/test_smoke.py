@@ -90,3 +90,20 @@ def test_the_tls_and_token_variant_runs_beside_plain_celeriac(tmp_path: Path) ->
         assert secure["figures"]["p50 ms"]["median"] > 0
         measured += 1
     assert measured >= 2  # the process and solo pools from the Python client
+
+
+@pytest.mark.timeout(300)
+def test_the_postgres_variants_run_one_two_and_three_brokers(tmp_path: Path) -> None:
+    completed = run_python(
+        "-m", "bench", "--quick", "--postgres", "--scenario", "latency", "--out", str(tmp_path),
+        timeout=280,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    document = json.loads((tmp_path / "latest.json").read_text())
+    clusters = ["celeriac-pg1", "celeriac-pg2", "celeriac-pg3"]
+    assert document["meta"]["systems"] == ["celeriac", *clusters]
+    for outcome in document["scenarios"]["latency"].values():
+        for name in clusters:
+            assert outcome[name]["problem"] is None
+            assert outcome[name]["figures"]["p50 ms"]["median"] > 0
+    assert "bytes per row" in completed.stderr
