@@ -26,6 +26,7 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from collections.abc import Collection
@@ -33,8 +34,8 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from broker.cluster.database import ClusterDatabase
-from broker.core.model import Phase, TaskRecord
+from broker.cluster.database import REVOKE_CHANNEL, ClusterDatabase
+from broker.core.model import Phase, RevokeOutcome, TaskRecord
 from broker.errors import JournalUnavailable
 from broker.journal.postgres_store import FINISHED_CHANNEL, QUEUED_CHANNEL, first_line
 from broker.journal.rows import StoredTask, decode
@@ -150,7 +151,6 @@ class Cluster:
                 again = {row.task_id: row for row in await self._db.fetch(raced)}
                 rows = [again.get(row.task_id, row) for row in rows]
         except psycopg.Error as error:
-            self._db.forget_connection()
             raise JournalUnavailable(
                 f"the broker cannot read the shared database ({first_line(error)})"
             ) from None
@@ -161,6 +161,47 @@ class Cluster:
                     del self._looking[task_id]
                     self._finished_meanwhile.discard(task_id)
         return {record.task_id: record for record in self._mirror(rows)}
+
+    async def revoke(
+        self, task_ids: list[str], terminate: bool, reason: str
+    ) -> dict[str, RevokeOutcome]:
+        """Revoke tasks this broker does not hold: wherever they are, they never run.
+
+        Queued ones are taken out of the pool and revoked here; those another broker holds
+        are revoked there, on a NOTIFY it reads (their outcome is then CANCEL_SENT: asked);
+        finished ones are ALREADY_FINISHED. Ids found nowhere are left out (UNKNOWN).
+
+        Raises:
+            JournalUnavailable: The database cannot be reached now.
+        """
+        try:
+            taken = await self._db.take(task_ids)
+            if taken:
+                self._core.restore([decode(row) for row in taken], [])
+            outcomes = dict(
+                zip(
+                    [row.task_id for row in taken],
+                    self._core.revoke(
+                        [row.task_id for row in taken], terminate=terminate, reason=reason
+                    ),
+                    strict=True,
+                )
+            )
+            rest = [task_id for task_id in task_ids if task_id not in outcomes]
+            held_elsewhere = await self.lookup(rest) if rest else {}
+            for task_id in rest:
+                if task_id in held_elsewhere:
+                    outcomes[task_id] = RevokeOutcome.CANCEL_SENT
+                elif (record := self._core.get(task_id)) is not None and record.ready:
+                    outcomes[task_id] = RevokeOutcome.ALREADY_FINISHED
+            if held_elsewhere:
+                await self._db.ask_to_revoke(list(held_elsewhere), terminate, reason)
+        except psycopg.Error as error:
+            raise JournalUnavailable(
+                f"the broker cannot reach the shared database ({first_line(error)})"
+            ) from None
+        self._runtime.changed()
+        return outcomes
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -197,7 +238,6 @@ class Cluster:
         try:
             claimed = await self._db.claim(wanted)
         except psycopg.Error as error:
-            self._db.forget_connection()
             logger.warning("claiming queued tasks failed: %s", first_line(error))
             claimed = {}
         finally:
@@ -221,7 +261,10 @@ class Cluster:
         while True:
             try:
                 async for channel, payload in self._db.notifications():
-                    self._on_notification(channel, payload)
+                    try:
+                        self._on_notification(channel, payload)
+                    except Exception:
+                        logger.exception("handling a notification on %s failed", channel)
             except psycopg.Error as error:
                 log = logger.debug if self._beat_failing else logger.warning
                 log(
@@ -234,6 +277,8 @@ class Cluster:
     def _on_notification(self, channel: str, payload: str) -> None:
         if channel == FINISHED_CHANNEL:
             self._on_finished(payload.split(","))
+        elif channel == REVOKE_CHANNEL:
+            self._on_revoke(payload)
         elif channel == QUEUED_CHANNEL:
             for queue in payload.split(",") if payload else ("",):
                 self._wakeups[queue] += 1
@@ -248,6 +293,19 @@ class Cluster:
             self._empty.clear()
             self._maybe_claim()
             self._on_finished(self._core.lifecycle.results.waited_ids())
+
+    def _on_revoke(self, payload: str) -> None:
+        try:
+            request = json.loads(payload)
+            task_ids = [str(task_id) for task_id in request["ids"]]
+            terminate, reason = bool(request["terminate"]), str(request["reason"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored an unreadable revoke from another broker")
+            return
+        held = [task_id for task_id in task_ids if self._core.get(task_id) is not None]
+        if held:
+            self._core.revoke(held, terminate=terminate, reason=reason)
+            self._runtime.changed()
 
     def _on_finished(self, task_ids: Collection[str]) -> None:
         results = self._core.lifecycle.results
@@ -266,7 +324,6 @@ class Cluster:
                 try:
                     rows = await self._db.fetch(task_ids)
                 except psycopg.Error as error:
-                    self._db.forget_connection()
                     logger.warning("reading finished tasks failed: %s", first_line(error))
                     return
                 self._mirror(rows)
@@ -277,13 +334,15 @@ class Cluster:
         interval = self._timeout / 5
         while True:
             await asyncio.sleep(interval)
-            await self._beat()
+            try:
+                await self._beat()
+            except Exception:  # a bug here must not stop the heartbeat (others would adopt)
+                logger.exception("broker heartbeat failed")
 
     async def _beat(self) -> None:
         try:
             alive, dead, rows = await self._db.heartbeat_and_take_over(self._address, self._timeout)
         except psycopg.Error as error:
-            self._db.forget_connection()
             if not self._beat_failing:  # once per outage, not once per beat
                 logger.warning("broker heartbeat failed, retrying: %s", first_line(error))
             self._beat_failing = True

@@ -9,9 +9,13 @@ a time (a transaction-level advisory lock; the others skip their turn).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import json
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar, cast
 
 import psycopg
 
@@ -39,6 +43,12 @@ FROM (
 WHERE t.task_id = c.task_id
 RETURNING c.pool_seq, {_COLUMNS}
 """
+# Queued tasks of the pool, taken by id (to revoke them here).
+_TAKE = f"""
+UPDATE celeriac_tasks AS t SET owner = %s, pool_seq = NULL
+WHERE t.task_id = ANY(%s::text[]) AND t.pool_seq IS NOT NULL
+RETURNING {_COLUMNS}
+"""
 _FETCH = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE t.task_id = ANY(%s::text[])"
 _REGISTER = """
 INSERT INTO celeriac_brokers (broker_id, address) VALUES (%s, %s)
@@ -60,9 +70,34 @@ WHERE t.owner = ANY(%s::text[]) OR (t.owner IS NULL AND t.pool_seq IS NULL)
 RETURNING {_COLUMNS}
 """
 _DISOWN = "UPDATE celeriac_tasks SET owner = NULL WHERE owner = %s"
+# Revokes sent to whichever broker holds the tasks.
+REVOKE_CHANNEL = "celeriac_revoke"
 _LEAVE = "DELETE FROM celeriac_brokers WHERE broker_id = %s"
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+# A session idle inside a transaction this long is ended by the server, so a broker stalled
+# mid-transaction cannot hold the take-over lock (or claimed rows) for long.
+_IDLE_IN_TRANSACTION_MS = 10_000
+
+
+def _one_at_a_time(method: Method) -> Method:
+    """Run ``method`` alone on the connection, closing the connection when it fails.
+
+    The heartbeat, claims and reads are concurrent tasks, and two transactions must never
+    interleave on one connection.
+    """
+
+    @functools.wraps(method)
+    async def serialized(self: ClusterDatabase, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            try:
+                return await method(self, *args, **kwargs)
+            except psycopg.Error:
+                await self._drop()
+                raise
+
+    return cast(Method, serialized)
 
 
 class ClusterDatabase:
@@ -78,12 +113,15 @@ class ClusterDatabase:
         self.shown = redacted(url)
         self.broker_id = broker_id
         self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
 
+    @_one_at_a_time
     async def register(self, address: str) -> None:
         """Announce this broker (its heartbeat starts now)."""
         conn = await self._live()
         await conn.execute(_REGISTER, (self.broker_id, address))
 
+    @_one_at_a_time
     async def heartbeat_and_take_over(
         self, address: str, timeout: float
     ) -> tuple[bool, list[str], list[StoredTask]]:
@@ -111,6 +149,7 @@ class ClusterDatabase:
             rows = await (await conn.execute(_ADOPT, (self.broker_id, dead))).fetchall()
         return alive, dead, [stored_task(row) for row in rows]
 
+    @_one_at_a_time
     async def claim(self, wanted: Mapping[str, int]) -> dict[str, list[StoredTask]]:
         """Take up to ``wanted[queue]`` tasks of each queue from the pool, oldest first."""
         conn = await self._live()
@@ -129,12 +168,28 @@ class ClusterDatabase:
                 claimed[queue] = [stored_task(row[1:]) for row in rows]
         return claimed
 
+    @_one_at_a_time
+    async def take(self, task_ids: Collection[str]) -> list[StoredTask]:
+        """Take the pooled tasks among ``task_ids`` out of the pool, as this broker's."""
+        conn = await self._live()
+        rows = await (await conn.execute(_TAKE, (self.broker_id, list(task_ids)))).fetchall()
+        return [stored_task(row) for row in rows]
+
+    @_one_at_a_time
+    async def ask_to_revoke(self, task_ids: list[str], terminate: bool, reason: str) -> None:
+        """Ask the brokers holding ``task_ids`` to revoke them (a NOTIFY every broker reads)."""
+        conn = await self._live()
+        payload = json.dumps({"ids": task_ids, "terminate": terminate, "reason": reason[:200]})
+        await conn.execute("SELECT pg_notify(%s, %s)", (REVOKE_CHANNEL, payload))
+
+    @_one_at_a_time
     async def fetch(self, task_ids: Collection[str]) -> list[StoredTask]:
         """The rows of ``task_ids`` that exist."""
         conn = await self._live()
         rows = await (await conn.execute(_FETCH, (list(task_ids),))).fetchall()
         return [stored_task(row) for row in rows]
 
+    @_one_at_a_time
     async def leave(self) -> None:
         """Give up every task this broker owns (others adopt them) and deregister."""
         conn = await self._live()
@@ -144,9 +199,14 @@ class ClusterDatabase:
 
     async def close(self) -> None:
         """Close the connection."""
+        await self._drop()
+
+    async def _drop(self) -> None:
+        """Close the connection (after a failure, ending any transaction it had open)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close()
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
     async def notifications(self) -> AsyncIterator[tuple[str, str]]:
         """(channel, payload) of every wake-up, on a listening connection of its own.
@@ -158,6 +218,7 @@ class ClusterDatabase:
         try:
             await conn.execute(f"LISTEN {FINISHED_CHANNEL}".encode())
             await conn.execute(f"LISTEN {QUEUED_CHANNEL}".encode())
+            await conn.execute(f"LISTEN {REVOKE_CHANNEL}".encode())
             yield "", ""  # listening: anything sent before this was missed
             async for note in conn.notifies():
                 yield note.channel, note.payload
@@ -169,13 +230,13 @@ class ClusterDatabase:
             self._conn = await _connect(self.url)
         return self._conn
 
-    def forget_connection(self) -> None:
-        """Drop a connection that failed; the next call connects again."""
-        self._conn = None
-
 
 async def _connect(url: str) -> Connection:
     conn: Connection = await psycopg.AsyncConnection.connect(
-        url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="celeriac-broker"
+        url,
+        autocommit=True,
+        connect_timeout=CONNECT_TIMEOUT,
+        application_name="celeriac-broker",
+        options=f"-c idle_in_transaction_session_timeout={_IDLE_IN_TRANSACTION_MS}",
     )
     return conn

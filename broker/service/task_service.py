@@ -17,7 +17,7 @@ from types import MappingProxyType
 import grpc
 
 import broker as broker_package
-from broker.core.model import TaskRecord
+from broker.core.model import RevokeOutcome, TaskRecord
 from broker.core.results import Waiter
 from broker.errors import BrokerError, NotFound
 from broker.service import codec
@@ -121,9 +121,18 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.RevokeRequest, client_pb2.RevokeResponse],
     ) -> client_pb2.RevokeResponse:
         """Revoke tasks by id."""
-        outcomes = self._core.revoke(
-            list(request.task_ids), terminate=request.terminate, reason=request.reason
-        )
+        task_ids = list(request.task_ids)
+        outcomes = self._core.revoke(task_ids, terminate=request.terminate, reason=request.reason)
+        cluster = self._runtime.cluster
+        unknown = [
+            i for i, out in zip(task_ids, outcomes, strict=True) if out is RevokeOutcome.UNKNOWN
+        ]
+        if cluster is not None and unknown:  # held by another broker sharing the database?
+            found = await cluster.revoke(unknown, request.terminate, request.reason)
+            outcomes = [
+                found.get(task_id, outcome)
+                for task_id, outcome in zip(task_ids, outcomes, strict=True)
+            ]
         self._runtime.changed()
         await self._runtime.durable()
         return client_pb2.RevokeResponse(

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from client import Celeriac
+from client.errors import BrokerUnavailable
 from client.result import AsyncResult
 from tests.e2e.conftest import Started
+from tests.postgres import PostgresServer
 from tests.support import BrokerProcess, WorkerProcess, run_python
 
 TASKS = "tests.e2e.tasks"
@@ -103,3 +105,47 @@ def test_kill_9_of_a_broker_under_load_loses_nothing(
         for broker in brokers[1:]
     )
     workers[0].stop_hard()  # its first attempt still sleeps
+
+
+@pytest.mark.timeout(120)
+def test_a_revoke_sent_to_any_broker_reaches_the_task_wherever_it_is(
+    postgres_url: str, tmp_path: Path, cleanup: list[Started]
+) -> None:
+    a, b = _brokers(postgres_url, 2, cleanup)
+    worker = WorkerProcess(a.address, TASKS, "--queues", "busy", "--pool", "solo")
+    cleanup.append(worker)
+    on_a, on_b = _app(a.address, cleanup), _app(b.address, cleanup)
+    pooled = on_a.send_task(f"{TASKS}.add", args=(1, 1), queue="nobody")  # no worker: the pool
+    running = on_a.send_task(
+        f"{TASKS}.wait_for_release", args=(str(tmp_path / "never"),), queue="busy"
+    )
+    worker.wait_for_line(f"RUNNING {running.id}")
+
+    AsyncResult(pooled.id, app=on_b).revoke()
+    AsyncResult(running.id, app=on_b).revoke(terminate=True)
+    AsyncResult(pooled.id, app=on_a).get(timeout=20, propagate=False)
+    assert AsyncResult(pooled.id, app=on_a).state == "REVOKED"
+    AsyncResult(running.id, app=on_b).get(timeout=20, propagate=False)
+    assert AsyncResult(running.id, app=on_b).state == "REVOKED"
+
+
+@pytest.mark.timeout(120)
+def test_a_database_restart_is_ridden_out_by_every_broker(
+    postgres_server: PostgresServer, postgres_url: str, cleanup: list[Started]
+) -> None:
+    a, b = _brokers(postgres_url, 2, cleanup)
+    worker = WorkerProcess(b.address, TASKS, "--pool", "solo")
+    cleanup.append(worker)
+    app = _app(a.address, cleanup)
+    assert app.send_task(f"{TASKS}.add", args=(1, 1)).get(timeout=20) == 2
+
+    postgres_server.stop()
+    try:
+        with pytest.raises(BrokerUnavailable) as refused:
+            app.send_task(f"{TASKS}.add", args=(2, 2))
+        assert refused.value.reason == "JOURNAL_UNAVAILABLE"
+    finally:
+        postgres_server.start()
+    a.wait_for_line("journal writes succeed again")
+    # B listens again and claims what A hands to the pool; A's waiter is woken by B's finish.
+    assert app.send_task(f"{TASKS}.add", args=(3, 3)).get(timeout=30) == 6
