@@ -4,12 +4,14 @@
 two and three brokers over one PostgreSQL server started for the system (the tests' own
 throwaway server, tests/postgres.py, from Debian's packages). The client and the workers take
 the list of brokers, each starting from a different one (client: the first; worker i: broker i
-modulo the count), so submits, claims and results cross brokers. The report's ratio column then
-reads the embedded broker over each; the database's size per task is logged at stop.
+modulo the count), so submits, claims and results cross brokers. One server serves the whole
+run, a fresh database per start. The report's ratio column then reads the embedded broker over
+each; the database's size per task is logged at stop.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 
 import psycopg
@@ -20,6 +22,16 @@ from tests.postgres import PostgresServer
 
 logger = logging.getLogger(__name__)
 
+# One server for the whole run (each start takes a fresh database on it), removed at exit.
+_SERVERS: list[PostgresServer] = []
+
+
+def _server() -> PostgresServer:
+    if not _SERVERS:
+        _SERVERS.append(PostgresServer())
+        atexit.register(_SERVERS[0].destroy)
+    return _SERVERS[0]
+
 
 class CeleriacClusterSystem(CeleriacSystem):
     """``brokers`` brokers with --shared over one PostgreSQL database."""
@@ -27,14 +39,12 @@ class CeleriacClusterSystem(CeleriacSystem):
     def __init__(self, brokers: int) -> None:
         super().__init__(f"celeriac-pg{brokers}")
         self.count = brokers
-        self.server: PostgresServer | None = None
         self.database = ""
         self.others: list[ManagedProcess] = []
         self.addresses: list[str] = []
 
     def start_broker(self) -> None:
-        self.server = PostgresServer()
-        self.database = self.server.new_database()
+        self.database = _server().new_database()
         migrate = ManagedProcess.python(
             "migrate", ["-m", "broker", "migrate", "--store", self.database]
         )
@@ -62,10 +72,9 @@ class CeleriacClusterSystem(CeleriacSystem):
         for broker in self.others:
             broker.stop()
         self.others = []
-        if self.server is not None:
+        if self.database:
             self._log_size()
-            self.server.destroy()
-            self.server = None
+            self.database = ""
 
     def _log_size(self) -> None:
         try:
