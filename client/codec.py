@@ -112,6 +112,8 @@ def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
         idempotency_window_ms=ms(options.idempotency_window),
         ignore_result=options.ignore_result,
         result_ttl_ms=ms(options.result_ttl),
+        concurrency_key=options.concurrency_key,
+        concurrency_limit=options.concurrency_limit,
     )
     if options.headers:
         message.headers.update(options.headers)

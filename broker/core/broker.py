@@ -248,7 +248,8 @@ class Broker:
         return [
             QueueStats(
                 name,
-                len(lc.queues[name]) if name in lc.queues else 0,
+                (len(lc.queues[name]) if name in lc.queues else 0)
+                + (lc.gates.parked_in(name) if lc.gates.active else 0),
                 lc.scheduled_in(name),
                 lc.leased_in(name),
                 self._dispatcher.consumer_count(name),
@@ -296,7 +297,7 @@ class Broker:
         if ready is None:
             return 0
         error = TaskError("TaskRevoked", "purged")
-        records = ready.drain()
+        records = ready.drain() + self.lifecycle.gates.drain(queue)
         for record in records:
             self.lifecycle.finish(record, TaskState.REVOKED, error=error, kind=EventKind.REVOKED)
         return len(records)

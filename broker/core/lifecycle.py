@@ -21,6 +21,7 @@ from collections.abc import Callable
 from broker.clock import Clock
 from broker.core.deadletters import DeadLetters
 from broker.core.events import EventKind, EventSink, TaskEvent
+from broker.core.gates import Gates
 from broker.core.leases import Lease, LeaseTable
 from broker.core.model import Payload, Phase, TaskError, TaskRecord, TaskState
 from broker.core.queues import ReadyQueue
@@ -49,7 +50,8 @@ class Lifecycle:
         self.timers = TimerHeap()
         self.tasks: dict[str, TaskRecord] = {}
         self.queues: dict[str, ReadyQueue] = {}
-        self.leases = LeaseTable()
+        self.gates = Gates(clock.monotonic, self.timers, self._reopen)
+        self.leases = LeaseTable(self.gates)
         self.results = ResultStore(self.timers, max_results, self._drop_finished)
         self.dead_letters = DeadLetters(self.timers, max_dead_letters, self._dead_letter_expired)
         self.result_ttl = result_ttl
@@ -280,6 +282,8 @@ class Lifecycle:
         """Give ``record`` its final state, store the result and wake waiters."""
         if record.phase is Phase.QUEUED:
             self.queue(record.spec.queue).discard(record)
+            if self.gates.active:
+                self.gates.dropped(record)
         if record.lease_id:
             lease = self.leases.get(record.lease_id)
             if lease is not None:
@@ -413,6 +417,12 @@ class Lifecycle:
     def _due(self, record: TaskRecord, due: float) -> None:
         if record.phase is Phase.SCHEDULED and record.due == due:
             self.enqueue(record, EventKind.QUEUED)
+
+    def _reopen(self, record: TaskRecord) -> None:
+        # Back from a dispatch gate: it never left QUEUED, so nothing is journaled or emitted.
+        name = record.spec.queue
+        self.queue(name).push(record, front=True)
+        self.dirty_queues.add(name)
 
     def _expiry_due(self, record: TaskRecord) -> None:
         if record.phase in (Phase.QUEUED, Phase.SCHEDULED) and self.tasks.get(record.task_id):

@@ -123,6 +123,9 @@ class TaskSpec:
     ignore_result: bool = False
     result_ttl_ms: int = 0
     max_retries: int | None = None
+    # At most concurrency_limit leases at once for this key (the task name when empty).
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
 
 
 class TaskRecord:
@@ -250,6 +253,8 @@ class Hello:
     pool: str = ""
     version: str = ""
     held_lease_ids: tuple[str, ...] = ()
+    # (task name, tasks per second; 0 for none) for the tasks whose rate limit it declares.
+    rate_limits: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,12 @@ class WorkerSessions:
                 raise InvalidName(f"invalid queue name {queue[:140]!r} in Hello.queues")
         for name in hello.task_names:
             check_name(name, "a name in Hello.task_names")
+        for name, _ in hello.rate_limits:
+            check_name(name, "a task name in Hello.rate_limits")
         self._fence(hello.worker_id)
+        for name, per_second in hello.rate_limits:
+            # The latest hello wins: a redeployed worker brings its tasks' current limits.
+            self._lifecycle.gates.set_rate(name, per_second)
         clock = self._lifecycle.clock
         session = Session(uuid.uuid4().hex, hello, clock.time(), clock.monotonic())
         kept = self._reclaim(session, hello.held_lease_ids)

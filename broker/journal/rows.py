@@ -7,7 +7,8 @@ bytes columns. Never pickle or marshal.
 
 The spec array, by position (FORMAT_VERSION 2): name, queue, headers (object), priority, eta,
 expires, time limit ms, soft time limit ms, idempotency key, idempotency window ms, ignore
-result, result TTL ms, max retries (or null). It holds nothing of the task's identity (the row
+result, result TTL ms, max retries (or null), then, only for a
+concurrency-limited task, its concurrency key and limit. It holds nothing of the task's identity (the row
 has the task id), so tasks submitted with the same options have the same spec text and a
 recovery decodes it once for all of them. Version 1 arrays have the task id as submitted
 second; they are still read.
@@ -158,12 +159,20 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
             f"{_number(spec.eta)},{_number(spec.expires)},{spec.time_limit_ms},"
             f"{spec.soft_time_limit_ms},{_text(spec.idempotency_key)},"
             f"{spec.idempotency_window_ms},{'true' if spec.ignore_result else 'false'},"
-            f"{spec.result_ttl_ms},{'null' if spec.max_retries is None else spec.max_retries}]"
+            f"{spec.result_ttl_ms},{'null' if spec.max_retries is None else spec.max_retries}"
+            f"{_concurrency(spec)}]"
         )
         row.args = record.args
         if spec.idempotency_key:
             row.key_until = key_until(spec)
     return row
+
+
+def _concurrency(spec: TaskSpec) -> str:
+    # Written only when set, so rows of unlimited tasks keep their 13 items.
+    if not spec.concurrency_limit:
+        return ""
+    return f",{_text(spec.concurrency_key)},{spec.concurrency_limit}"
 
 
 def _number(value: float | None) -> str:
@@ -259,7 +268,8 @@ _V1_SPEC_ITEMS = 14
 
 def _decode_spec(values: list[Any]) -> TaskSpec:
     (name, queue, headers, priority, eta, expires, time_limit_ms, soft_time_limit_ms,
-     key, window_ms, ignore_result, result_ttl_ms, max_retries) = values  # fmt: skip
+     key, window_ms, ignore_result, result_ttl_ms, max_retries, *concurrency) = values  # fmt: skip
+    concurrency_key, concurrency_limit = concurrency if concurrency else ("", 0)
     return TaskSpec(
         name=intern(str(name)),
         queue=intern(str(queue)),
@@ -274,4 +284,6 @@ def _decode_spec(values: list[Any]) -> TaskSpec:
         ignore_result=bool(ignore_result),
         result_ttl_ms=int(result_ttl_ms),
         max_retries=None if max_retries is None else int(max_retries),
+        concurrency_key=str(concurrency_key),
+        concurrency_limit=int(concurrency_limit),
     )

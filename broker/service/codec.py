@@ -32,6 +32,7 @@ from broker.core.model import (
 )
 from broker.core.sessions import Outbox, Session
 from broker.errors import InvalidArgument
+from celeriac.rates import InvalidRate, parse_rate
 from celeriac.v1 import admin_pb2, client_pb2, tasks_pb2, worker_pb2
 
 _STATE_TO_PB = {
@@ -148,6 +149,8 @@ def spec_from_pb(message: tasks_pb2.TaskSpec) -> TaskSpec:
         ignore_result=message.ignore_result,
         result_ttl_ms=message.result_ttl_ms,
         max_retries=message.max_retries if message.HasField("max_retries") else None,
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
     )
 
 
@@ -226,7 +229,15 @@ def hello_from_pb(message: worker_pb2.Hello) -> Hello:
         pool=message.pool,
         version=message.version,
         held_lease_ids=tuple(message.held_lease_ids),
+        rate_limits=tuple(_rate_from_pb(name, rate) for name, rate in message.rate_limits.items()),
     )
+
+
+def _rate_from_pb(name: str, rate: str) -> tuple[str, float]:
+    try:
+        return name, parse_rate(rate)
+    except InvalidRate as problem:
+        raise InvalidArgument(f"Hello.rate_limits[{name[:140]!r}]: {problem}") from None
 
 
 def report_from_pb(message: worker_pb2.Report) -> Report:

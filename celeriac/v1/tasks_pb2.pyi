@@ -249,6 +249,8 @@ class TaskSpec(_message.Message):
     IGNORE_RESULT_FIELD_NUMBER: _builtins.int
     RESULT_TTL_MS_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Optional. The broker mints a UUID4 when empty. Submitting an id the broker already holds
     returns the existing task instead of creating a second one (dedup).
@@ -276,6 +278,15 @@ class TaskSpec(_message.Message):
     max_retries: _builtins.int
     """How many times the task may be retried after failures the worker reports as retryable.
     Unset leaves the decision to the worker's task options (default 3).
+    """
+    concurrency_key: _builtins.str
+    """With concurrency_limit: the key whose leases are limited, across all workers. Tasks of any
+    name that share a key share its slots. Empty means the task name.
+    """
+    concurrency_limit: _builtins.int
+    """At most this many leases of concurrency_key are held at once, by all workers together; a
+    task over it waits in its queue (in order) until a lease of the key ends, however it ends.
+    0 means no limit.
     """
     @_builtins.property
     def args(self) -> Global___Payload:
@@ -311,10 +322,12 @@ class TaskSpec(_message.Message):
         ignore_result: _builtins.bool = ...,
         result_ttl_ms: _builtins.int = ...,
         max_retries: _builtins.int | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "eta", b"eta", "expires", b"expires", "max_retries", b"max_retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "eta", b"eta", "expires", b"expires", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window_ms", b"idempotency_window_ms", "ignore_result", b"ignore_result", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "result_ttl_ms", b"result_ttl_ms", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "eta", b"eta", "expires", b"expires", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window_ms", b"idempotency_window_ms", "ignore_result", b"ignore_result", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "result_ttl_ms", b"result_ttl_ms", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
