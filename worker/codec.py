@@ -126,6 +126,7 @@ def hello(
     version: str,
     held_lease_ids: Iterable[str],
     rate_limits: Mapping[str, str],
+    periodic_tasks: Sequence[tasks_pb2.PeriodicTask] = (),
 ) -> worker_pb2.WorkerMessage:
     """The first message of a session."""
     return worker_pb2.WorkerMessage(
@@ -140,6 +141,7 @@ def hello(
             version=version,
             held_lease_ids=list(held_lease_ids),
             rate_limits=rate_limits,
+            periodic_tasks=periodic_tasks,
         )
     )
 

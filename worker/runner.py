@@ -223,6 +223,7 @@ class Worker:
                 name: rate_text(task.options.rate_limit)
                 for name, task in self.registry.tasks.items()
             },
+            periodic_tasks=self.registry.periodic,
             concurrency=self._pool.slots,
             pool=self.config.pool,
             version=_version(),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from broker.clock import Clock
 from broker.core.deadletters import DeadLetters
@@ -28,6 +29,9 @@ from broker.core.queues import ReadyQueue
 from broker.core.results import ResultStore
 from broker.core.sessions import Session
 from broker.core.timers import TimerHeap
+
+if TYPE_CHECKING:
+    from broker.core.periodic import PeriodicEntry
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,9 @@ class Lifecycle:
         # The journal rows (TaskRecord.journal_row) of the records dropped since the journal
         # last took them: a task id noted None may have a new record by the time it is taken.
         self.dropped_rows: list[int] = []
+        # Periodic entry name -> its entry, or None once removed; journaled with ``changes``
+        # in the same batch (a tick's run and its progress are one change).
+        self.periodic_changes: dict[str, PeriodicEntry | None] | None = None
         self._seq_back = 0
         self._seq_front = 0
         self._scheduled: Counter[str] = Counter()
@@ -142,12 +149,25 @@ class Lifecycle:
         """Start noting every persisted transition in :attr:`changes` (a journal is attached)."""
         if self.changes is None:
             self.changes = {}
+            self.periodic_changes = {}
 
     def take_changes(self) -> dict[str, TaskRecord | None]:
         """The changes noted since the last call, and a fresh map for the next ones."""
         changes = self.changes or {}
         if self.changes is not None:
             self.changes = {}
+        return changes
+
+    def note_periodic(self, name: str, entry: PeriodicEntry | None) -> None:
+        """Note a periodic entry's new state (None: removed) for the journal."""
+        if self.periodic_changes is not None:
+            self.periodic_changes[name] = entry
+
+    def take_periodic_changes(self) -> dict[str, PeriodicEntry | None]:
+        """The periodic changes noted since the last call, and a fresh map for the next ones."""
+        changes = self.periodic_changes or {}
+        if self.periodic_changes is not None:
+            self.periodic_changes = {}
         return changes
 
     # -- transitions -------------------------------------------------------------------------

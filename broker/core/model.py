@@ -10,6 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broker.core.periodic import PeriodicSpec
 
 DEFAULT_QUEUE = "default"
 # The headers of every spec submitted without any: one read-only map instead of one per task.
@@ -255,6 +259,8 @@ class Hello:
     held_lease_ids: tuple[str, ...] = ()
     # (task name, tasks per second; 0 for none) for the tasks whose rate limit it declares.
     rate_limits: tuple[tuple[str, float], ...] = ()
+    # The periodic entries its apps declare (broker.core.periodic.PeriodicSpec).
+    periodic: tuple[PeriodicSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

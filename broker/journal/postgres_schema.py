@@ -16,6 +16,10 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
     absent). A finished task's arguments are cleared; rows go when results expire or are
     forgotten.
 
+``celeriac_state``
+    Broker state other than tasks (broker.journal.rows.Batch.state): ``key`` (text, the key,
+    e.g. ``periodic/<name>``) and ``value`` (its JSON, as text). Periodic tasks live here.
+
 Migrations only ever add: a migration is one transaction, applied under an advisory lock so
 that brokers started together with ``--migrate`` apply each step once.
 """
@@ -52,6 +56,16 @@ MIGRATIONS = (
             result_type text,
             result bytea,
             state text NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        2,
+        "broker state other than tasks (periodic tasks)",
+        """
+        CREATE TABLE celeriac_state (
+            key text PRIMARY KEY,
+            value text NOT NULL
         );
         """,
     ),

@@ -336,6 +336,70 @@ class TaskSpec(_message.Message):
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
 
 @_typing.final
+class PeriodicTask(_message.Message):
+    """A periodic task (Celery's beat_schedule entry), held by the broker: at every tick of its
+    schedule the broker submits `task`, exactly once per tick, with no beat process. Workers
+    declare entries in Hello.periodic_tasks; the broker upserts them by name.
+
+    Missed ticks (the broker was down across several): one catch-up run for the latest, at once;
+    older ones are skipped and counted in the run's "celeriac-periodic-missed" header. Every run
+    also carries "celeriac-periodic" (the entry's name) and "celeriac-periodic-tick" (ISO 8601
+    UTC) headers, and its task id is derived from the name and the tick.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    CRONTAB_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    LAST_RUN_FIELD_NUMBER: _builtins.int
+    NEXT_TICK_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique name of the entry. Required."""
+    interval_seconds: _builtins.float
+    """Seconds between ticks, counted from when the entry was first declared. Set exactly one
+    of interval_seconds and crontab.
+    """
+    crontab: _builtins.str
+    """Five-field cron expression, "minute hour day-of-month month day-of-week", in UTC
+    (Celery's crontab(); names such as "mon-fri" and steps such as "*/15" work).
+    """
+    expires_ms: _builtins.int
+    """Each run expires this long after its tick (so a stale catch-up never runs); 0: never."""
+    @_builtins.property
+    def task(self) -> Global___TaskSpec:
+        """What each run submits: name, queue, args and options. task_id, eta, expires and
+        idempotency_key must be empty (each run's id comes from its tick).
+        """
+
+    @_builtins.property
+    def last_run(self) -> _timestamp_pb2.Timestamp:
+        """In listings only: the last tick that ran, and the next tick due."""
+
+    @_builtins.property
+    def next_tick(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        interval_seconds: _builtins.float = ...,
+        crontab: _builtins.str = ...,
+        task: Global___TaskSpec | None = ...,
+        expires_ms: _builtins.int = ...,
+        last_run: _timestamp_pb2.Timestamp | None = ...,
+        next_tick: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_run", b"last_run", "next_tick", b"next_tick", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crontab", b"crontab", "expires_ms", b"expires_ms", "interval_seconds", b"interval_seconds", "last_run", b"last_run", "name", b"name", "next_tick", b"next_tick", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodicTask: _TypeAlias = PeriodicTask  # noqa: Y015
+
+@_typing.final
 class TaskResult(_message.Message):
     """What the broker knows about a task."""
 

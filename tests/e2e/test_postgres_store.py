@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from broker.journal.postgres_store import PostgresStore
+from broker.journal.rows import Batch
 from client import Celeriac
 from client.errors import BrokerUnavailable
 from client.result import AsyncResult
@@ -56,13 +58,14 @@ def test_the_schema_is_versioned_and_applied_by_migrate_never_silently(
     migrated = run_python("-m", "broker", "migrate", "--store", with_password)
     assert migrated.returncode == 0, migrated.stderr
     assert "schema migration 1 applied" in migrated.stderr
+    assert "schema migration 2 applied" in migrated.stderr
     assert "s3cret-pw" not in migrated.stderr + migrated.stdout
     again = run_python("-m", "broker", "migrate", "--store", with_password)
     assert "schema migration" not in again.stderr
-    assert "at schema version 1" in again.stderr
+    assert "at schema version 2" in again.stderr
     with psycopg.connect(postgres_url) as conn:
         versions = conn.execute("SELECT version FROM celeriac_schema_version").fetchall()
-    assert versions == [(1,)]
+    assert sorted(versions) == [(1,), (2,)]
 
     broker, app = _serving(with_password, cleanup)
     assert app.send_task(f"{TASKS}.add", args=(1, 2)).id
@@ -116,3 +119,14 @@ def test_a_database_restart_refuses_new_work_then_recovers_by_itself(
     after = app.send_task(f"{TASKS}.add", args=(3, 3))
     assert after.get(timeout=20) == 6
     assert AsyncResult(before.id, app=app).get(timeout=5) == 2
+
+
+def test_broker_state_rows_are_put_replaced_and_deleted_with_a_batch(postgres_url: str) -> None:
+    store = PostgresStore(_migrated(postgres_url), "everysec")
+    store.open()
+    try:
+        store.write(Batch(state={"periodic/a": '{"v":1}', "periodic/b": '{"v":2}'}))
+        store.write(Batch(state={"periodic/a": '{"v":3}', "periodic/b": None}))
+        assert list(store.load_state()) == [("periodic/a", '{"v":3}')]
+    finally:
+        store.close()
