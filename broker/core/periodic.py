@@ -14,8 +14,8 @@ Exactly one run per tick:
 * the entry's progress (``done_until``: every tick at or before it is done) is journaled in the
   same batch as the run's task, so a restart neither repeats nor forgets a tick.
 
-Missed ticks (the broker was down across several): ONE catch-up run, for the most recent missed
-tick, as soon as the broker is back; the older ones are skipped and counted in a WARNING and in
+Missed ticks (the broker was down across several, or its loop stalled longer than an interval):
+ONE catch-up run, for the most recent missed tick, as soon as the broker is back; the older ones are skipped and counted in a WARNING and in
 the run's ``celeriac-periodic-missed`` header (Celery's beat also runs an overdue entry once). A
 run's ``expires`` counts from its tick, not from when it was sent, so an entry with ``expires``
 never runs a catch-up staler than that: it ends REVOKED (expired) instead.
@@ -256,8 +256,8 @@ class Periodic:
         if missed:
             headers[MISSED_HEADER] = str(missed)
             logger.warning(
-                "periodic task %s missed %d tick(s) while the broker was down: running the "
-                "latest (%s) once",
+                "periodic task %s missed %d tick(s) (the broker was down, or too busy to keep "
+                "time): running the latest (%s) once",
                 spec.name,
                 missed,
                 _shown(tick),
