@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from broker.clock import Clock, SystemClock
@@ -267,11 +268,11 @@ class Broker:
     def queue_stats(self) -> list[QueueStats]:
         """Depths of every known queue, by name."""
         lc = self.lifecycle
+        parked = lc.gates.parked_by_queue() if lc.gates.active else Counter[str]()
         return [
             QueueStats(
                 name,
-                (len(lc.queues[name]) if name in lc.queues else 0)
-                + (lc.gates.parked_in(name) if lc.gates.active else 0),
+                (len(lc.queues[name]) if name in lc.queues else 0) + parked[name],
                 lc.scheduled_in(name),
                 lc.leased_in(name),
                 self._dispatcher.consumer_count(name),

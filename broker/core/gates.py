@@ -20,7 +20,7 @@ rate gate arms one timer for its next token, and only while it has parked tasks.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from broker.core.model import Phase, TaskRecord
@@ -186,13 +186,13 @@ class Gates:
                 gate.pending.discard(record.task_id)
                 self._reopen_next(gate)
 
-    def parked_in(self, queue: str) -> int:
-        """Tasks of ``queue`` parked on any gate (still QUEUED, so counted in its depth)."""
-        return sum(
-            1
+    def parked_by_queue(self) -> Counter[str]:
+        """Tasks parked on any gate, by queue (still QUEUED, so counted in its depth)."""
+        return Counter(
+            record.spec.queue
             for gate in self._all()
             for record in gate.parked
-            if record.phase is Phase.QUEUED and record.spec.queue == queue
+            if record.phase is Phase.QUEUED
         )
 
     def drain(self, queue: str) -> list[TaskRecord]:
