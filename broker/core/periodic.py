@@ -15,10 +15,11 @@ Exactly one run per tick:
   same batch as the run's task, so a restart neither repeats nor forgets a tick.
 
 Missed ticks (the broker was down across several, or its loop stalled longer than an interval):
-ONE catch-up run, for the most recent missed tick, as soon as the broker is back; the older ones are skipped and counted in a WARNING and in
-the run's ``celeriac-periodic-missed`` header (Celery's beat also runs an overdue entry once). A
-run's ``expires`` counts from its tick, not from when it was sent, so an entry with ``expires``
-never runs a catch-up staler than that: it ends REVOKED (expired) instead.
+ONE catch-up run, for the most recent missed tick, as soon as the broker is back; the older ones
+are skipped and counted in a WARNING and in the run's ``celeriac-periodic-missed`` header
+(Celery's beat also runs an overdue entry once). A run's ``expires`` counts from its tick, not
+from when it was sent, so an entry with ``expires`` never runs a catch-up staler than that: it
+ends REVOKED (expired) instead.
 """
 
 from __future__ import annotations
