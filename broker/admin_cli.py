@@ -181,6 +181,10 @@ def _purge(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> i
         f"purged {purged.purged} task(s) from {args.queue}",
         queue=args.queue,
         purged=purged.purged,
+    )
+    return RET_OK
+
+
 def _periodic(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
     if args.action == "remove":
         if not args.name:
@@ -189,10 +193,12 @@ def _periodic(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -
         if not stub.RemovePeriodicTask(request, timeout=CALL_TIMEOUT).removed:
             print(f"error: no periodic task named {args.name!r}", file=sys.stderr)
             return RET_ERROR
-        print(f"removed periodic task {args.name}")
+        _say(args, f"removed periodic task {args.name}", removed=args.name)
         return RET_OK
     listing = stub.ListPeriodicTasks(admin_pb2.ListPeriodicTasksRequest(), timeout=CALL_TIMEOUT)
-    _table(
+    _show(
+        args,
+        ("name", "task", "schedule", "last_run", "next_tick"),
         ("NAME", "TASK", "SCHEDULE", "LAST_RUN", "NEXT_TICK"),
         [
             (
@@ -290,6 +296,8 @@ def _fields(args: argparse.Namespace, fields: dict[str, object]) -> None:
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         print(f"{name.ljust(width)}  {shown}")
+
+
 def _moment(stamp: Any) -> str:
     return str(stamp.ToDatetime(UTC).isoformat(timespec="seconds"))
 

@@ -7,10 +7,10 @@ bytes columns. Never pickle or marshal.
 
 The spec array, by position (FORMAT_VERSION 2): name, queue, headers (object), priority, eta,
 expires, time limit ms, soft time limit ms, idempotency key, idempotency window ms, ignore
-result, result TTL ms, max retries (or null), then, only for a
-concurrency-limited task, its concurrency key and limit. It holds nothing of the task's identity (the row
-has the task id), so tasks submitted with the same options have the same spec text and a
-recovery decodes it once for all of them. Version 1 arrays have the task id as submitted
+result, result TTL ms, max retries (or null), then, only for a concurrency-limited task, its
+concurrency key and limit. It holds nothing of the task's identity (the row has the task id),
+so tasks submitted with the same options have the same spec text and a recovery decodes it
+once for all of them. Version 1 arrays have the task id as submitted
 second; they are still read.
 
 The state array, by position: phase, state, retries, attempts, redeliveries, worker id, lease
