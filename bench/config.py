@@ -34,6 +34,7 @@ class BenchConfig:
         scaling_tasks: tasks per throughput measurement in the scaling scenario.
         scaling_round_trips: round trips per latency measurement in the scaling scenario.
         idle_window_s: how long the broker's CPU is watched with idle workers connected.
+        rate_limit_tasks: rate-limited tasks per rate-limit run (at bench.limits.STAMPED_RATE).
     """
 
     runs: int = 3
@@ -53,6 +54,7 @@ class BenchConfig:
     scaling_tasks: int = 5_000
     scaling_round_trips: int = 300
     idle_window_s: float = 3.0
+    rate_limit_tasks: int = 500
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -74,4 +76,5 @@ class BenchConfig:
             scaling_tasks=1_000,
             scaling_round_trips=50,
             idle_window_s=1.0,
+            rate_limit_tasks=40,
         )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench.limits import STAMPED_RATE
 from client import Celeriac
 
 # The worker's per-task INFO lines (worker.tasklog) are off, as Celery's are on its side
@@ -19,6 +21,7 @@ from client import Celeriac
 logging.getLogger("worker.tasklog").setLevel(logging.WARNING)
 
 NOOP = "bench.noop"
+STAMPED = "bench.stamped"
 ASYNC_NOOP = "bench.async_noop"
 ADD = "bench.add"
 
@@ -31,6 +34,7 @@ class CeleriacBench:
     noop: Any
     async_noop: Any
     add: Any
+    stamped: Any
 
 
 def noop() -> None:
@@ -46,6 +50,11 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+def stamped() -> float:
+    """When it started (wall clock): the rate-limit scenario's probe."""
+    return time.time()
+
+
 def make_app(broker: str, **options: Any) -> CeleriacBench:
     """A Celeriac app on the broker at this address with the benchmark's tasks."""
     app = Celeriac("bench", broker=broker, **options)
@@ -54,6 +63,7 @@ def make_app(broker: str, **options: Any) -> CeleriacBench:
         noop=app.task(name=NOOP)(noop),
         async_noop=app.task(name=ASYNC_NOOP)(async_noop),
         add=app.task(name=ADD)(add),
+        stamped=app.task(name=STAMPED, rate_limit=f"{STAMPED_RATE}/s")(stamped),
     )
 
 

@@ -56,6 +56,11 @@ def add_commands(commands: Any) -> None:
     task = commands.add_parser("task", parents=[common], help="look a task up by id")
     task.add_argument("task_id")
     commands.add_parser("info", parents=[common], help="the broker's version, limits, refusals")
+    periodic = commands.add_parser(
+        "periodic", parents=[common], help="list periodic tasks, or remove one by name"
+    )
+    periodic.add_argument("action", choices=["list", "remove"])
+    periodic.add_argument("name", nargs="?", help="the entry to remove")
     events = commands.add_parser(
         "events", parents=[common], help="tail task and worker events (Ctrl-C ends)"
     )
@@ -142,6 +147,8 @@ def _dispatch(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -
         )
     elif args.command == "purge":
         return _purge(stub, args)
+    elif args.command == "periodic":
+        return _periodic(stub, args)
     else:
         return _dead(stub, args)
     return RET_OK
@@ -174,6 +181,35 @@ def _purge(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> i
         f"purged {purged.purged} task(s) from {args.queue}",
         queue=args.queue,
         purged=purged.purged,
+    )
+    return RET_OK
+
+
+def _periodic(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    if args.action == "remove":
+        if not args.name:
+            return usage_error("periodic remove needs the entry's name")
+        request = admin_pb2.RemovePeriodicTaskRequest(name=args.name)
+        if not stub.RemovePeriodicTask(request, timeout=CALL_TIMEOUT).removed:
+            print(f"error: no periodic task named {args.name!r}", file=sys.stderr)
+            return RET_ERROR
+        _say(args, f"removed periodic task {args.name}", removed=args.name)
+        return RET_OK
+    listing = stub.ListPeriodicTasks(admin_pb2.ListPeriodicTasksRequest(), timeout=CALL_TIMEOUT)
+    _show(
+        args,
+        ("name", "task", "schedule", "last_run", "next_tick"),
+        ("NAME", "TASK", "SCHEDULE", "LAST_RUN", "NEXT_TICK"),
+        [
+            (
+                entry.name,
+                entry.task.name,
+                entry.crontab or f"every {entry.interval_seconds:g}s",
+                _moment(entry.last_run) if entry.HasField("last_run") else "never",
+                _moment(entry.next_tick),
+            )
+            for entry in listing.periodic_tasks
+        ],
     )
     return RET_OK
 
@@ -260,6 +296,10 @@ def _fields(args: argparse.Namespace, fields: dict[str, object]) -> None:
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         print(f"{name.ljust(width)}  {shown}")
+
+
+def _moment(stamp: Any) -> str:
+    return str(stamp.ToDatetime(UTC).isoformat(timespec="seconds"))
 
 
 def _dead(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, overload
 
-from client import shared, signals
+from client import periodic, shared, signals
 from client.canvas import Signature
 from client.chunks import group_chunks
 from client.conf import AppConf, settings_of
@@ -77,6 +77,9 @@ class Celeriac:
         self._plain_options: dict[
             str, tuple[TaskOptions | None, ClientConfig, ResolvedOptions]
         ] = {}
+        # Celery's per-app signal, sent once before the periodic tasks are read (see configure).
+        self.on_after_configure = signals.Signal("on_after_configure")
+        self._configured = False
         shared.app_created(self)  # the shared tasks declared so far are this app's too
 
     def __repr__(self) -> str:
@@ -129,6 +132,49 @@ class Celeriac:
             except ModuleNotFoundError as exc:
                 if exc.name != module:
                     raise
+
+    def configure(self) -> None:
+        """Send ``on_after_configure`` once (a worker does before it reads the schedule).
+
+        Celery sends it when the app's configuration is first read; receivers typically call
+        :meth:`add_periodic_task`.
+        """
+        if not self._configured:
+            self._configured = True
+            self.on_after_configure.send(self, source=self.conf)
+
+    def add_periodic_task(
+        self,
+        schedule: object,
+        sig: Signature | _Task,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | Iterable[Any] = (),
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Add a ``beat_schedule`` entry, with Celery's signature; returns its name.
+
+        ``app.add_periodic_task(30.0, cleanup.s(), name="cleanup")`` or with
+        ``crontab(...)``, a timedelta or ``schedule(...)``. Without a name the entry is named
+        after the signature (``repr``), as in Celery. The entry is checked now.
+
+        Raises:
+            InvalidTaskSpec: The schedule, the task or an option is invalid.
+        """
+        if isinstance(sig, _Task):
+            sig = sig.s()
+        merged = sig.clone(args, dict(kwargs or {}), **opts)
+        key = name or repr(merged)
+        entry = {
+            "task": merged.name,
+            "schedule": schedule,
+            "args": merged.args,
+            "kwargs": merged.kwargs,
+            "options": merged.options,
+        }
+        periodic.entry_from(self, key, entry)
+        self.conf.update(beat_schedule={**self.config.beat_schedule, key: entry})
+        return key
 
     def config_from_object(self, source: object, namespace: str | None = None) -> None:
         """Load settings from a module, an object or a dotted path, as Celery's method does.

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from celeriac.v1 import client_pb2, tasks_pb2
 from client import states
+from client.periodic import PeriodicEntry
 from client.records import (
     EncodedValue,
     RemoteError,
@@ -112,6 +113,8 @@ def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
         idempotency_window_ms=ms(options.idempotency_window),
         ignore_result=options.ignore_result,
         result_ttl_ms=ms(options.result_ttl),
+        concurrency_key=options.concurrency_key,
+        concurrency_limit=options.concurrency_limit,
     )
     if options.headers:
         message.headers.update(options.headers)
@@ -122,6 +125,20 @@ def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
     if options.max_retries is not None:
         message.max_retries = options.max_retries
     return message
+
+
+def periodic_task(entry: PeriodicEntry) -> tasks_pb2.PeriodicTask:
+    """A periodic entry as a worker declares it in its hello (the broker mints each run's id)."""
+    task = _options_message(entry.spec.options)
+    task.args.content_type = entry.spec.args.content_type
+    task.args.body = entry.spec.args.body
+    return tasks_pb2.PeriodicTask(
+        name=entry.name,
+        interval_seconds=entry.interval,
+        crontab=entry.crontab,
+        task=task,
+        expires_ms=ms(entry.expires),
+    )
 
 
 def submitted(reply: client_pb2.SubmitResponse, watch: object | None = None) -> Submitted:

@@ -63,7 +63,8 @@ NOT_USED = {
     "worker_max_tasks_per_child": "not supported",
     "task_time_limit": "the worker's --time-limit or a task's time_limit",
     "task_soft_time_limit": "the worker's --soft-time-limit or a task's soft_time_limit",
-    "beat_schedule": "periodic tasks are not supported yet",
+    "beat_scheduler": "the broker runs periodic tasks; there is no beat process",
+    "beat_max_loop_interval": "the broker runs periodic tasks; there is no beat process",
 }
 
 # The prefixes of Celery's setting names: an unknown name with one is a Celery setting Celeriac

@@ -55,6 +55,9 @@ class ClientConfig:
         task_always_eager: ``delay()`` and ``apply_async()`` run the task here and now instead
             of sending it (Celery's setting, for tests; see :mod:`client.eager`).
         task_eager_propagates: An eagerly run task's failure is raised at once.
+        beat_schedule: Periodic tasks, in Celery's shape (``{"name": {"task": ..., "schedule":
+            30.0 | timedelta | crontab(...), "args": ..., "kwargs": ..., "options": ...}}``);
+            workers send them to the broker, which runs them (see :mod:`client.periodic`).
         tls_ca: PEM bundle of the CAs that sign the broker's certificate (turns TLS on; the
             system's trust store serves ``grpcs://`` without it).
         tls_cert: PEM client certificate, for a broker that requires mutual TLS.
@@ -74,6 +77,7 @@ class ClientConfig:
     group_chunk_size: int = setting(1000, at_least(1), env="")
     task_always_eager: bool = setting(False, env="")
     task_eager_propagates: bool = setting(False, env="")
+    beat_schedule: Mapping[str, Mapping[str, Any]] = computed_setting(dict, env="")
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

@@ -22,7 +22,7 @@ from client.errors import InvalidTaskSpec
 from client.ids import new_task_id
 from client.records import EncodedValue, ResolvedOptions, SubmitSpec
 from client.serialization import content_type_for, encode_args
-from client.task import TaskOptions, check_priority
+from client.task import TaskOptions, check_concurrency_limit, check_priority
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class CallOptions:
         result_ttl: Seconds the result is kept after the task finishes.
         serializer: ``"json"`` (default), ``"pickle"`` (needs ``allow_pickle``), a content type.
         max_retries: Override the task's ``max_retries`` for this call.
+        concurrency_key: The key this call's ``concurrency_limit`` counts against, across all
+            workers (e.g. ``f"tenant:{tenant_id}"``); tasks of any name may share a key.
+        concurrency_limit: Override the task's ``concurrency_limit`` for this call.
     """
 
     task_id: str | None = None
@@ -62,6 +65,8 @@ class CallOptions:
     result_ttl: float | None = None
     serializer: str | None = None
     max_retries: int | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> CallOptions:
@@ -188,6 +193,7 @@ def resolve_options(
         result_ttl=_seconds("result_ttl", _first(call.result_ttl, task.result_ttl)),
         max_retries=_max_retries(call.max_retries),
         content_type=content_type_for(serializer),
+        **_concurrency(call, task),
     )
 
 
@@ -300,6 +306,18 @@ def _headers(headers: Mapping[str, str]) -> dict[str, str]:
                 f"headers must map str to str; got {key!r}: {type(value).__name__}"
             )
     return dict(headers)
+
+
+def _concurrency(call: CallOptions, task: TaskOptions) -> dict[str, Any]:
+    limit = check_concurrency_limit(_first(call.concurrency_limit, task.concurrency_limit))
+    key = call.concurrency_key or ""
+    if key and limit is None:
+        raise InvalidTaskSpec(
+            f"concurrency_key {key!r} needs a concurrency_limit (a task option, or this call's)"
+        )
+    if not isinstance(key, str):
+        raise InvalidTaskSpec(f"concurrency_key must be a string, got {key!r}")
+    return {"concurrency_key": key, "concurrency_limit": limit or 0}
 
 
 def _max_retries(max_retries: object) -> int | None:

@@ -38,6 +38,8 @@ class ResolvedOptions:
     ignore_result: bool = False
     result_ttl: float | None = None
     max_retries: int | None = None
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
     # How the arguments are encoded: application/json or application/x-python-pickle.
     content_type: str = "application/json"
 

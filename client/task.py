@@ -13,6 +13,7 @@ from datetime import datetime
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from celeriac.rates import InvalidRate, parse_rate
 from client import signals
 from client.context import (
     DirectCallReporter,
@@ -74,6 +75,12 @@ class TaskOptions:
             one INFO line without a traceback instead of an ERROR with one, as Celery does.
         retry_kwargs: For ``autoretry_for`` retries, as in Celery: ``max_retries`` overrides
             the task's, ``countdown`` replaces the backoff delay.
+        rate_limit: Celery's ``"10/s"``, ``"10/m"``, ``"10/h"`` or a number per second, but
+            GLOBAL: the broker starts at most this many of the task per period across all
+            workers together (Celery's limit is per worker). Workers declare it in their
+            session hello; the latest worker to connect wins when two disagree.
+        concurrency_limit: At most this many of the task run at once across all workers, per
+            ``concurrency_key`` (an ``apply_async`` option; the task name when not given).
     """
 
     queue: str | None = None
@@ -96,8 +103,15 @@ class TaskOptions:
     track_started: bool = True
     throws: tuple[type[BaseException], ...] = ()
     retry_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: str | float | None = None
+    concurrency_limit: int | None = None
 
     def __post_init__(self) -> None:
+        try:
+            parse_rate(self.rate_limit)
+        except InvalidRate as exc:
+            raise InvalidTaskSpec(str(exc)) from None
+        check_concurrency_limit(self.concurrency_limit)
         unknown = sorted(set(self.retry_kwargs) - {"max_retries", "countdown"})
         if unknown:
             raise InvalidTaskSpec(
@@ -128,8 +142,6 @@ class TaskOptions:
 
 # Celery task options Celeriac does not offer yet, and why: refused by name, never ignored.
 UNSUPPORTED_TASK_OPTIONS = {
-    "rate_limit": "rate limits are not supported yet; Celeriac's will be global, held by the "
-    "broker across all workers (Celery's are per worker)",
     "typing": "argument checking at call time is not supported",
     "reject_on_worker_lost": "a task whose worker is lost is always redelivered (at least once), "
     "up to the broker's max_deliveries",
@@ -162,6 +174,15 @@ def class_defaults(base: type[Task]) -> dict[str, Any]:
     for cls in reversed(base.__mro__[: base.__mro__.index(Task)]):
         defaults.update({k: v for k, v in vars(cls).items() if k in OPTION_NAMES})
     return defaults
+
+
+def check_concurrency_limit(limit: object) -> int | None:
+    """Return ``limit`` if it is None or an int >= 1, else raise InvalidTaskSpec."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidTaskSpec(f"concurrency_limit must be an int >= 1 or None, got {limit!r}")
+    return limit
 
 
 def check_priority(priority: object) -> int:

@@ -7,7 +7,7 @@ out through `hello`, `report`, `pong` and `control_reply`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -125,6 +125,8 @@ def hello(
     pool: str,
     version: str,
     held_lease_ids: Iterable[str],
+    rate_limits: Mapping[str, str],
+    periodic_tasks: Sequence[tasks_pb2.PeriodicTask] = (),
 ) -> worker_pb2.WorkerMessage:
     """The first message of a session."""
     return worker_pb2.WorkerMessage(
@@ -138,6 +140,8 @@ def hello(
             pool=pool,
             version=version,
             held_lease_ids=list(held_lease_ids),
+            rate_limits=rate_limits,
+            periodic_tasks=periodic_tasks,
         )
     )
 

@@ -16,8 +16,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from client import shared
+from celeriac.v1 import tasks_pb2
+from client import codec, periodic, shared
 from client.app import Celeriac
+from client.errors import InvalidTaskSpec
 from client.task import Task
 from worker.errors import TaskModuleError
 
@@ -30,6 +32,8 @@ class Registry:
 
     tasks: dict[str, Task]
     apps: tuple[Celeriac, ...]
+    # The periodic tasks the apps declare, as sent in the session hello.
+    periodic: tuple[tasks_pb2.PeriodicTask, ...] = ()
 
     def broker_address(self) -> str | None:
         """The broker address of the first app that names one, if any."""
@@ -76,4 +80,20 @@ def load(modules: Sequence[str]) -> Registry:
                 apps.append(app)
                 tasks.update(app.tasks)
     logger.debug("loaded %d tasks from %s", len(tasks), ", ".join(modules))
-    return Registry(tasks=tasks, apps=tuple(apps))
+    return Registry(tasks=tasks, apps=tuple(apps), periodic=periodic_tasks(apps))
+
+
+def periodic_tasks(apps: Sequence[Celeriac]) -> tuple[tasks_pb2.PeriodicTask, ...]:
+    """The periodic tasks ``apps`` declare (after their ``on_after_configure`` receivers ran).
+
+    Raises:
+        TaskModuleError: An entry is malformed (the message names it).
+    """
+    declared: dict[str, tasks_pb2.PeriodicTask] = {}
+    for app in apps:
+        try:
+            entries = periodic.entries_of(app)
+        except InvalidTaskSpec as exc:
+            raise TaskModuleError(str(exc)) from None
+        declared.update((entry.name, codec.periodic_task(entry)) for entry in entries)
+    return tuple(declared.values())

@@ -24,6 +24,7 @@ from importlib import metadata
 import grpc
 
 from celeriac.connection import open_aio_channel
+from celeriac.rates import rate_text
 from client import signals
 from worker import codec, control, tasklog
 from worker.config import WorkerConfig, grpc_target, worker_id
@@ -217,6 +218,12 @@ class Worker:
             pid=os.getpid(),
             queues=self.config.queues,
             task_names=self.registry.tasks,
+            # Every task's, "" for none: a limit removed from the code is removed at the broker.
+            rate_limits={
+                name: rate_text(task.options.rate_limit)
+                for name, task in self.registry.tasks.items()
+            },
+            periodic_tasks=self.registry.periodic,
             concurrency=self._pool.slots,
             pool=self.config.pool,
             version=_version(),

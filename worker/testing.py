@@ -55,7 +55,9 @@ class RunningWorker:
             {}, tasks=modules, broker=broker, concurrency=concurrency, pool=pool, **settings
         )
         if isinstance(tasks, Celeriac):
-            registry = loader.Registry(tasks=dict(tasks.tasks), apps=(tasks,))
+            registry = loader.Registry(
+                tasks=dict(tasks.tasks), apps=(tasks,), periodic=loader.periodic_tasks((tasks,))
+            )
         else:
             registry = loader.load(config.tasks)
         self.loop = asyncio.new_event_loop()

@@ -6,12 +6,13 @@ from bench.scenarios.base import Scenario, Variant
 from bench.scenarios.enqueue import Enqueue
 from bench.scenarios.latency import Latency
 from bench.scenarios.memory import Memory
+from bench.scenarios.rate_limit import RateLimit
 from bench.scenarios.scaling import Scaling
 from bench.scenarios.throughput import Throughput
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
-    for scenario in (Throughput(), Enqueue(), Latency(), Memory(), Scaling())
+    for scenario in (Throughput(), Enqueue(), Latency(), Memory(), Scaling(), RateLimit())
 }
 
 __all__ = ["SCENARIOS", "Scenario", "Variant"]

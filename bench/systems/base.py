@@ -84,6 +84,10 @@ class System(Protocol):
         With ``ignore_result`` the tasks store no result and nobody can wait for one.
         """
 
+    def submit_stamped(self, count: int) -> Pending:
+        """Submit ``count`` rate-limited ``bench.stamped`` tasks (bench.limits.STAMPED_RATE);
+        each result is the wall time it started."""
+
     def round_trip(self) -> None:
         """`add.delay(1, 2).get()`, checking the answer."""
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, signals
+
+from bench.limits import STAMPED_RATE
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -23,6 +26,7 @@ class CeleryBench:
     app: Any
     noop: Any
     add: Any
+    stamped: Any
 
 
 def noop() -> None:
@@ -50,6 +54,11 @@ def _quiet_per_task_logs(**_: Any) -> None:
 signals.after_setup_logger.connect(_quiet_per_task_logs)
 
 
+def stamped() -> float:
+    """When it started (wall clock): the rate-limit scenario's probe."""
+    return time.time()
+
+
 def make_app(url: str) -> CeleryBench:
     """A Celery app using the Redis server at url as broker and result backend."""
     app = Celery("bench", broker=url, backend=url, set_as_current=False)
@@ -68,6 +77,7 @@ def make_app(url: str) -> CeleryBench:
         app=app,
         noop=app.task(name="bench.noop")(noop),
         add=app.task(name="bench.add")(add),
+        stamped=app.task(name="bench.stamped", rate_limit=f"{STAMPED_RATE}/s")(stamped),
     )
 
 

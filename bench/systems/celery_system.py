@@ -117,6 +117,12 @@ class CelerySystem:
         result: Pending = group(self.bench.noop.s() for _ in range(count)).apply_async(**options)
         return result
 
+    def submit_stamped(self, count: int) -> Pending:
+        from celery import group
+
+        result: Pending = group(self.bench.stamped.s() for _ in range(count)).apply_async()
+        return result
+
     def round_trip(self) -> None:
         answer = self.bench.add.delay(1, 2).get(timeout=ROUND_TRIP_TIMEOUT)
         if answer != 3:

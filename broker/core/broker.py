@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from broker.clock import Clock, SystemClock
@@ -29,9 +30,10 @@ from broker.core.model import (
     TaskSpec,
     TaskState,
 )
+from broker.core.periodic import Periodic, PeriodicSpec
 from broker.core.results import Waiter
 from broker.core.sessions import Outbox, Session
-from broker.core.validation import Limits, payload_bytes, validate_spec
+from broker.core.validation import Limits, check_name, payload_bytes, validate_spec
 from broker.core.workers import WorkerSessions
 from broker.errors import (
     BrokerError,
@@ -76,9 +78,13 @@ class Broker:
             sink=sink,
         )
         self._dispatcher = Dispatcher(self.lifecycle)
+        self.periodic = Periodic(
+            self.clock, self.lifecycle.timers, self.submit, self.lifecycle.note_periodic
+        )
         self.workers = WorkerSessions(
             self.lifecycle,
             self._dispatcher,
+            self.declare_periodic,
             ping_timeout=cfg.ping_timeout,
             lease_grace=cfg.lease_grace,
             max_deliveries=cfg.max_deliveries,
@@ -180,6 +186,23 @@ class Broker:
         """Drop the stored results of finished tasks now; returns how many were dropped."""
         return sum(1 for task_id in set(task_ids) if self.lifecycle.forget(task_id))
 
+    def declare_periodic(self, specs: Sequence[PeriodicSpec]) -> None:
+        """Upsert periodic entries by name, all or none (see broker.core.periodic).
+
+        Raises:
+            InvalidArgument: An entry's name, schedule or task template is invalid; the message
+                names the entry.
+        """
+        for spec in specs:
+            check_name(spec.name, "PeriodicTask.name")
+            spec.check()
+            try:
+                validate_spec(spec.template, self._limits)
+            except BrokerError as error:
+                raise error.prefixed(f"periodic task {spec.name[:140]!r}: ") from None
+        for spec in specs:
+            self.periodic.upsert(spec)
+
     # -- recovery ----------------------------------------------------------------------------
 
     def restore(
@@ -270,10 +293,11 @@ class Broker:
     def queue_stats(self) -> list[QueueStats]:
         """Depths of every known queue, by name."""
         lc = self.lifecycle
+        parked = lc.gates.parked_by_queue() if lc.gates.active else Counter[str]()
         return [
             QueueStats(
                 name,
-                len(lc.queues[name]) if name in lc.queues else 0,
+                (len(lc.queues[name]) if name in lc.queues else 0) + parked[name],
                 lc.scheduled_in(name),
                 lc.leased_in(name),
                 self._dispatcher.consumer_count(name),
@@ -321,7 +345,7 @@ class Broker:
         if ready is None:
             return 0
         error = TaskError("TaskRevoked", "purged")
-        records = ready.drain()
+        records = ready.drain() + self.lifecycle.gates.drain(queue)
         for record in records:
             self.lifecycle.finish(record, TaskState.REVOKED, error=error, kind=EventKind.REVOKED)
         return len(records)

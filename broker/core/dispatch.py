@@ -7,7 +7,8 @@ Invariants kept after every :meth:`Dispatcher.pump`:
 * sessions consuming the same queue take turns (round-robin);
 * a session consuming several queues fills its credit from them in the order it listed them.
 
-Expired tasks met at the head of a queue are finished (TaskExpired) instead of being assigned.
+Expired tasks met at the head of a queue are finished (TaskExpired) instead of being assigned;
+tasks a rate or concurrency limit holds back are parked on its gate (broker.core.gates).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Dispatcher:
             if expires is not None and expires <= now:
                 lifecycle.expire(record)
                 continue
+            if lifecycle.gates.active and not lifecycle.gates.admit(record):
+                continue  # parked on a rate or concurrency gate until it opens
             return record
         return None
 

@@ -14,6 +14,7 @@ from broker.core.model import TaskRecord
 from broker.core.timers import Timer
 
 if TYPE_CHECKING:
+    from broker.core.gates import Gates
     from broker.core.sessions import Session
 
 
@@ -35,7 +36,9 @@ class Lease:
 class LeaseTable:
     """Every lease the broker holds, by id."""
 
-    def __init__(self) -> None:
+    def __init__(self, gates: Gates) -> None:
+        # Told of every lease of a concurrency-limited task that begins or ends.
+        self._gates = gates
         # A per-process prefix: a worker reconnecting to a restarted broker can never have
         # its old lease ids mistaken for new ones.
         self._prefix = uuid.uuid4().hex[:12]
@@ -52,6 +55,8 @@ class LeaseTable:
         self._leases[lease_id] = lease
         session.leases[lease_id] = lease
         record.lease_id = lease_id
+        if record.spec.concurrency_limit:
+            self._gates.leased(record)
         return lease
 
     def adopt(self, record: TaskRecord, session: Session, lease_id: str) -> Lease:
@@ -60,6 +65,8 @@ class LeaseTable:
         self._leases[lease_id] = lease
         session.leases[lease_id] = lease
         record.lease_id = lease_id
+        if record.spec.concurrency_limit:
+            self._gates.leased(record)
         return lease
 
     def get(self, lease_id: str) -> Lease | None:
@@ -68,7 +75,9 @@ class LeaseTable:
 
     def release(self, lease: Lease) -> None:
         """Stop holding ``lease``: later reports naming it are rejected."""
-        self._leases.pop(lease.lease_id, None)
+        released = self._leases.pop(lease.lease_id, None) is not None
+        if released and lease.record.spec.concurrency_limit:
+            self._gates.released(lease.record)
         lease.session.leases.pop(lease.lease_id, None)
         if lease.record.lease_id == lease.lease_id:
             lease.record.lease_id = ""

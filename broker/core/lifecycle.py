@@ -17,16 +17,21 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from broker.clock import Clock
 from broker.core.deadletters import DeadLetters
 from broker.core.events import EventKind, EventSink, TaskEvent
+from broker.core.gates import Gates
 from broker.core.leases import Lease, LeaseTable
 from broker.core.model import Payload, Phase, TaskError, TaskRecord, TaskState
 from broker.core.queues import ReadyQueue
 from broker.core.results import ResultStore
 from broker.core.sessions import Session
 from broker.core.timers import TimerHeap
+
+if TYPE_CHECKING:
+    from broker.core.periodic import PeriodicEntry
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +54,8 @@ class Lifecycle:
         self.timers = TimerHeap()
         self.tasks: dict[str, TaskRecord] = {}
         self.queues: dict[str, ReadyQueue] = {}
-        self.leases = LeaseTable()
+        self.gates = Gates(clock.monotonic, self.timers, self._reopen)
+        self.leases = LeaseTable(self.gates)
         self.results = ResultStore(self.timers, max_results, self._drop_finished)
         self.dead_letters = DeadLetters(self.timers, max_dead_letters, self._dead_letter_expired)
         self.result_ttl = result_ttl
@@ -67,6 +73,9 @@ class Lifecycle:
         # The journal rows (TaskRecord.journal_row) of the records dropped since the journal
         # last took them: a task id noted None may have a new record by the time it is taken.
         self.dropped_rows: list[int] = []
+        # Periodic entry name -> its entry, or None once removed; journaled with ``changes``
+        # in the same batch (a tick's run and its progress are one change).
+        self.periodic_changes: dict[str, PeriodicEntry | None] | None = None
         self._seq_back = 0
         self._seq_front = 0
         self._scheduled: Counter[str] = Counter()
@@ -140,12 +149,25 @@ class Lifecycle:
         """Start noting every persisted transition in :attr:`changes` (a journal is attached)."""
         if self.changes is None:
             self.changes = {}
+            self.periodic_changes = {}
 
     def take_changes(self) -> dict[str, TaskRecord | None]:
         """The changes noted since the last call, and a fresh map for the next ones."""
         changes = self.changes or {}
         if self.changes is not None:
             self.changes = {}
+        return changes
+
+    def note_periodic(self, name: str, entry: PeriodicEntry | None) -> None:
+        """Note a periodic entry's new state (None: removed) for the journal."""
+        if self.periodic_changes is not None:
+            self.periodic_changes[name] = entry
+
+    def take_periodic_changes(self) -> dict[str, PeriodicEntry | None]:
+        """The periodic changes noted since the last call, and a fresh map for the next ones."""
+        changes = self.periodic_changes or {}
+        if self.periodic_changes is not None:
+            self.periodic_changes = {}
         return changes
 
     # -- transitions -------------------------------------------------------------------------
@@ -280,6 +302,8 @@ class Lifecycle:
         """Give ``record`` its final state, store the result and wake waiters."""
         if record.phase is Phase.QUEUED:
             self.queue(record.spec.queue).discard(record)
+            if self.gates.active:
+                self.gates.dropped(record)
         if record.lease_id:
             lease = self.leases.get(record.lease_id)
             if lease is not None:
@@ -427,6 +451,12 @@ class Lifecycle:
     def _due(self, record: TaskRecord, due: float) -> None:
         if record.phase is Phase.SCHEDULED and record.due == due:
             self.enqueue(record, EventKind.QUEUED)
+
+    def _reopen(self, record: TaskRecord) -> None:
+        # Back from a dispatch gate: it never left QUEUED, so nothing is journaled or emitted.
+        name = record.spec.queue
+        self.queue(name).push(record, front=True)
+        self.dirty_queues.add(name)
 
     def _expiry_due(self, record: TaskRecord) -> None:
         # The record itself: a released task claimed back is a new record under the same id.

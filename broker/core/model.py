@@ -10,6 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broker.core.periodic import PeriodicSpec
 
 DEFAULT_QUEUE = "default"
 # The headers of every spec submitted without any: one read-only map instead of one per task.
@@ -123,6 +127,9 @@ class TaskSpec:
     ignore_result: bool = False
     result_ttl_ms: int = 0
     max_retries: int | None = None
+    # At most concurrency_limit leases at once for this key (the task name when empty).
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
 
 
 class TaskRecord:
@@ -250,6 +257,10 @@ class Hello:
     pool: str = ""
     version: str = ""
     held_lease_ids: tuple[str, ...] = ()
+    # (task name, tasks per second; 0 for none) for the tasks whose rate limit it declares.
+    rate_limits: tuple[tuple[str, float], ...] = ()
+    # The periodic entries its apps declare (broker.core.periodic.PeriodicSpec).
+    periodic: tuple[PeriodicSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

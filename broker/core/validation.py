@@ -50,7 +50,18 @@ def validate_spec(spec: TaskSpec, limits: Limits) -> None:
         )
     if spec.max_retries is not None and spec.max_retries < 0:
         raise InvalidArgument("max_retries must not be negative")
+    if spec.concurrency_key:
+        _check_concurrency(spec)
     _check_payload(spec, limits)
+
+
+def _check_concurrency(spec: TaskSpec) -> None:
+    if not spec.concurrency_limit:
+        raise InvalidArgument(
+            "concurrency_key needs concurrency_limit (how many leases the key may hold at once)"
+        )
+    if len(spec.concurrency_key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(f"concurrency_key is longer than {MAX_KEY_LENGTH} characters")
 
 
 def check_name(name: str, what: str) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 
 from broker.core.dispatch import Dispatcher
 from broker.core.leases import Lease
@@ -26,6 +27,7 @@ from broker.core.model import (
     TaskRecord,
     TaskState,
 )
+from broker.core.periodic import PeriodicSpec
 from broker.core.sessions import Session
 from broker.core.validation import QUEUE_NAME, check_name
 from broker.errors import InvalidArgument, InvalidName, NotFound, SessionFenced
@@ -47,6 +49,7 @@ class WorkerSessions:
         self,
         lifecycle: Lifecycle,
         dispatcher: Dispatcher,
+        declare_periodic: Callable[[Sequence[PeriodicSpec]], None],
         *,
         ping_timeout: float,
         lease_grace: float,
@@ -55,6 +58,7 @@ class WorkerSessions:
     ) -> None:
         self._lifecycle = lifecycle
         self._dispatcher = dispatcher
+        self._declare_periodic = declare_periodic
         self._ping_timeout = ping_timeout
         self._lease_grace = lease_grace
         self._max_deliveries = max_deliveries
@@ -76,7 +80,14 @@ class WorkerSessions:
                 raise InvalidName(f"invalid queue name {queue[:140]!r} in Hello.queues")
         for name in hello.task_names:
             check_name(name, "a name in Hello.task_names")
+        for name, _ in hello.rate_limits:
+            check_name(name, "a task name in Hello.rate_limits")
+        if hello.periodic:
+            self._declare_periodic(hello.periodic)  # checks every entry before changing any
         self._fence(hello.worker_id)
+        for name, per_second in hello.rate_limits:
+            # The latest hello wins: a redeployed worker brings its tasks' current limits.
+            self._lifecycle.gates.set_rate(name, per_second)
         clock = self._lifecycle.clock
         session = Session(uuid.uuid4().hex, hello, clock.time(), clock.monotonic())
         kept = self._reclaim(session, hello.held_lease_ids)

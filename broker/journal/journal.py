@@ -37,8 +37,16 @@ from dataclasses import dataclass, field
 
 from broker.core.broker import Broker
 from broker.core.model import Phase, TaskRecord
+from broker.core.periodic import PeriodicEntry
 from broker.errors import BrokerError, JournalUnavailable
-from broker.journal.rows import Batch, Decoder, encode
+from broker.journal.rows import (
+    STATE_PERIODIC,
+    Batch,
+    Decoder,
+    decode_periodic,
+    encode,
+    encode_periodic,
+)
 from broker.journal.store import Store
 
 logger = logging.getLogger(__name__)
@@ -122,6 +130,8 @@ class Journal:
         self._unsynced = False
         self._rows_unchecked = 0  # rows written since the last checkpoint
         self._closed = False
+        # The periodic changes of the batch being written (put back if its write fails).
+        self._periodic_writing: dict[str, PeriodicEntry | None] = {}
 
     def recover(self) -> Recovered:
         """Load every row into the core, then start noting changes. Call once, before serving."""
@@ -144,6 +154,9 @@ class Journal:
                 record.journal_row = last_row
         self._last_row = last_row
         self._broker.restore(records, keys)
+        for key, value in self._store.load_state():
+            if key.startswith(STATE_PERIODIC):
+                self._broker.periodic.restore(decode_periodic(value))
         self._lifecycle.track_changes()
         self._arm_tick()
         return Recovered(
@@ -192,9 +205,13 @@ class Journal:
         if self._writing is not None or self._retry is not None or self._closed:
             return
         changes = self._lifecycle.take_changes()
-        if not changes:
+        periodic = self._lifecycle.take_periodic_changes()
+        if not changes and not periodic:
             return
         batch = self._encode(changes)
+        for name, entry in periodic.items():
+            batch.state[STATE_PERIODIC + name] = None if entry is None else encode_periodic(entry)
+        self._periodic_writing = periodic  # given back if the write fails
         group = self._next or _Group()
         self._next = None
         self._writing = group
@@ -222,7 +239,7 @@ class Journal:
 
     def _target(self) -> _Group | None:
         """The group whose batch will hold every change made so far (None: all written)."""
-        if self._lifecycle.changes:
+        if self._lifecycle.changes or self._lifecycle.periodic_changes:
             if self._next is None:
                 self._next = _Group()
             return self._next
@@ -299,6 +316,7 @@ class Journal:
             _resolve(group, None)
         else:
             self._give_back(changes, batch)
+            self._give_back_periodic(self._periodic_writing)
             if self._failed is None:
                 logger.error(
                     "journal write failed, refusing new work until a write succeeds: %s", problem
@@ -327,6 +345,12 @@ class Journal:
             return
         for task_id, record in changes.items():
             pending.setdefault(task_id, record)
+
+    def _give_back_periodic(self, periodic: dict[str, PeriodicEntry | None]) -> None:
+        pending = self._lifecycle.periodic_changes
+        if pending is not None:
+            for name, entry in periodic.items():
+                pending.setdefault(name, entry)
 
     def _retry_write(self) -> None:
         self._retry = None

@@ -14,16 +14,20 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
     ``key_until`` (when the idempotency key stops deduplicating, epoch seconds, or NULL),
     ``args_type``/``args`` and ``result_type``/``result`` (content type and bytes, NULL when
     absent). A finished task's arguments are cleared; rows go when results expire or are
-    forgotten. Since version 2, for brokers sharing the database (``--shared``): ``owner``
+    forgotten. Since version 3, for brokers sharing the database (``--shared``): ``owner``
     (the broker holding the task; NULL with a single broker, and for a task in the shared
     pool), ``pool_seq`` (a pooled task's place in line), and ``queue``/``priority``
     (generated from ``spec``, whose arrays have 13 items since row format 2 and 14 before,
     the task id second) for the pool's index.
 
-``celeriac_brokers`` (version 2)
+``celeriac_brokers`` (version 3)
     The brokers sharing the database: ``broker_id`` (the key), ``address``, ``started_at``,
     ``heartbeat_at``. A broker silent for ``--broker-timeout`` is deleted by another, which
     adopts its tasks.
+
+``celeriac_state``
+    Broker state other than tasks (broker.journal.rows.Batch.state): ``key`` (text, the key,
+    e.g. ``periodic/<name>``) and ``value`` (its JSON, as text). Periodic tasks live here.
 
 Migrations only ever add: a migration is one transaction, applied under an advisory lock so
 that brokers started together with ``--migrate`` apply each step once.
@@ -66,6 +70,16 @@ MIGRATIONS = (
     ),
     Migration(
         2,
+        "broker state other than tasks (periodic tasks)",
+        """
+        CREATE TABLE celeriac_state (
+            key text PRIMARY KEY,
+            value text NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        3,
         "several brokers: task owners, the shared pool of queued tasks, broker heartbeats",
         """
         ALTER TABLE celeriac_tasks

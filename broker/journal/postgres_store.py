@@ -81,6 +81,11 @@ FROM unnest(
 WHERE t.task_id = u.task_id AND (NOT %(fenced)s OR t.owner = %(owner)s)
 """
 _DELETE = "DELETE FROM celeriac_tasks WHERE task_id = ANY(%s::text[])"
+_PUT_STATE = """
+INSERT INTO celeriac_state (key, value) SELECT * FROM unnest(%s::text[], %s::text[])
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value
+"""
+_DELETE_STATE = "DELETE FROM celeriac_state WHERE key = ANY(%s::text[])"
 _SELECT = (
     "SELECT task_id, spec, key_until, args_type, args, result_type, result, state "
     "FROM celeriac_tasks"
@@ -168,6 +173,12 @@ class PostgresStore:
             for row in cursor:
                 yield stored_task(row)
 
+    def load_state(self) -> Iterator[tuple[str, str]]:
+        """Every stored (key, value) of broker state other than tasks."""
+        rows = self._live().execute("SELECT key, value FROM celeriac_state").fetchall()
+        for key, value in rows:
+            yield str(key), str(value)
+
     def write(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction, one round trip."""
         shared = self.owner is not None
@@ -205,10 +216,9 @@ class PostgresStore:
                     cursor.execute(_UPDATE, updates | common)
                 if batch.deletes:
                     cursor.execute(_DELETE, (batch.deletes,))
-                if pooled:
-                    cursor.execute(_NOTIFY_QUEUED, (pooled,))
-                for payload in _payloads(finished):
-                    cursor.execute("SELECT pg_notify(%s, %s)", (FINISHED_CHANNEL, payload))
+                if batch.state:
+                    _write_state(cursor, batch.state)
+                _notify(cursor, pooled, finished)
         except psycopg.OperationalError:
             self._drop_connection()  # the next write connects again
             raise
@@ -288,6 +298,23 @@ def migrate_store(url: str) -> int:
         logger.info("schema migration %d applied: %s", step.version, step.description)
     logger.info("database %s is at schema version %s", shown, version)
     return version or 0
+
+
+def _write_state(cursor: psycopg.Cursor[Any], state: dict[str, str | None]) -> None:
+    puts = [(key, value) for key, value in state.items() if value is not None]
+    if puts:
+        cursor.execute(_PUT_STATE, ([key for key, _ in puts], [value for _, value in puts]))
+    deletes = [key for key, value in state.items() if value is None]
+    if deletes:
+        cursor.execute(_DELETE_STATE, (deletes,))
+
+
+def _notify(cursor: psycopg.Cursor[Any], pooled: list[str], finished: list[str]) -> None:
+    """Wake the other brokers at commit: queues that gained pooled tasks, finished task ids."""
+    if pooled:
+        cursor.execute(_NOTIFY_QUEUED, (pooled,))
+    for payload in _payloads(finished):
+        cursor.execute("SELECT pg_notify(%s, %s)", (FINISHED_CHANNEL, payload))
 
 
 def _payloads(task_ids: list[str]) -> Iterator[str]:

@@ -7,9 +7,10 @@ bytes columns. Never pickle or marshal.
 
 The spec array, by position (FORMAT_VERSION 2): name, queue, headers (object), priority, eta,
 expires, time limit ms, soft time limit ms, idempotency key, idempotency window ms, ignore
-result, result TTL ms, max retries (or null). It holds nothing of the task's identity (the row
-has the task id), so tasks submitted with the same options have the same spec text and a
-recovery decodes it once for all of them. Version 1 arrays have the task id as submitted
+result, result TTL ms, max retries (or null), then, only for a concurrency-limited task, its
+concurrency key and limit. It holds nothing of the task's identity (the row has the task id),
+so tasks submitted with the same options have the same spec text and a recovery decodes it
+once for all of them. Version 1 arrays have the task id as submitted
 second; they are still read.
 
 The state array, by position: phase, state, retries, attempts, redeliveries, worker id, lease
@@ -24,6 +25,7 @@ instead of at random places (task ids are random). A store keyed by task id may 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from broker.core.model import (
     TaskSpec,
     TaskState,
 )
+from broker.core.periodic import PeriodicEntry, PeriodicSpec
 
 FORMAT_VERSION = 2
 
@@ -89,9 +92,12 @@ class Batch:
     rows: list[TaskRow] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     deleted_rows: list[int] = field(default_factory=list)
+    # Broker state other than tasks, by key (see STATE_PERIODIC): the encoded value, or None
+    # to delete the key. Written in the same transaction as the task rows.
+    state: dict[str, str | None] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.deletes)
+        return len(self.rows) + len(self.deletes) + len(self.state)
 
 
 def new_row_columns(row: TaskRow, result_type: str | None, result: bytes | None) -> tuple[Any, ...]:
@@ -152,18 +158,30 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
     row.row = record.journal_row
     if not row.row:
         spec = record.spec
-        row.spec = (
-            f"[{_text(spec.name)},{_text(spec.queue)},"
-            f"{_dumps(dict(spec.headers)) if spec.headers else '{}'},{spec.priority},"
-            f"{_number(spec.eta)},{_number(spec.expires)},{spec.time_limit_ms},"
-            f"{spec.soft_time_limit_ms},{_text(spec.idempotency_key)},"
-            f"{spec.idempotency_window_ms},{'true' if spec.ignore_result else 'false'},"
-            f"{spec.result_ttl_ms},{'null' if spec.max_retries is None else spec.max_retries}]"
-        )
+        row.spec = _spec_text(spec)
         row.args = record.args
         if spec.idempotency_key:
             row.key_until = key_until(spec)
     return row
+
+
+def _spec_text(spec: TaskSpec) -> str:
+    return (
+        f"[{_text(spec.name)},{_text(spec.queue)},"
+        f"{_dumps(dict(spec.headers)) if spec.headers else '{}'},{spec.priority},"
+        f"{_number(spec.eta)},{_number(spec.expires)},{spec.time_limit_ms},"
+        f"{spec.soft_time_limit_ms},{_text(spec.idempotency_key)},"
+        f"{spec.idempotency_window_ms},{'true' if spec.ignore_result else 'false'},"
+        f"{spec.result_ttl_ms},{'null' if spec.max_retries is None else spec.max_retries}"
+        f"{_concurrency(spec)}]"
+    )
+
+
+def _concurrency(spec: TaskSpec) -> str:
+    # Written only when set, so rows of unlimited tasks keep their 13 items.
+    if not spec.concurrency_limit:
+        return ""
+    return f",{_text(spec.concurrency_key)},{spec.concurrency_limit}"
 
 
 def _number(value: float | None) -> str:
@@ -259,7 +277,8 @@ _V1_SPEC_ITEMS = 14
 
 def _decode_spec(values: list[Any]) -> TaskSpec:
     (name, queue, headers, priority, eta, expires, time_limit_ms, soft_time_limit_ms,
-     key, window_ms, ignore_result, result_ttl_ms, max_retries) = values  # fmt: skip
+     key, window_ms, ignore_result, result_ttl_ms, max_retries, *concurrency) = values  # fmt: skip
+    concurrency_key, concurrency_limit = concurrency if concurrency else ("", 0)
     return TaskSpec(
         name=intern(str(name)),
         queue=intern(str(queue)),
@@ -274,4 +293,62 @@ def _decode_spec(values: list[Any]) -> TaskSpec:
         ignore_result=bool(ignore_result),
         result_ttl_ms=int(result_ttl_ms),
         max_retries=None if max_retries is None else int(max_retries),
+        concurrency_key=str(concurrency_key),
+        concurrency_limit=int(concurrency_limit),
     )
+
+
+# -- broker state other than tasks ----------------------------------------------------------
+
+# Key prefix of a periodic entry's state row (broker.core.periodic); the rest is its name.
+STATE_PERIODIC = "periodic/"
+
+
+def encode_periodic(entry: PeriodicEntry) -> str:
+    """A periodic entry and its progress, as one JSON object (arguments in base64)."""
+    spec = entry.spec
+    args = spec.template.args
+    return _dumps(
+        {
+            "name": spec.name,
+            "interval": spec.interval,
+            "crontab": spec.crontab,
+            "expires_ms": spec.expires_ms,
+            "anchor": entry.anchor,
+            "done_until": entry.done_until,
+            "last_run": entry.last_run,
+            "task": json.loads(_spec_text(spec.template)),
+            "args": None
+            if args is None
+            else [args.content_type, base64.b64encode(args.body).decode("ascii")],
+        }
+    )
+
+
+def decode_periodic(text: str) -> PeriodicEntry:
+    """Rebuild a periodic entry from its state row.
+
+    Raises:
+        ValueError: The row does not decode (a corrupt or foreign file).
+    """
+    try:
+        values = json.loads(text)
+        args = values["args"]
+        template = _decode_spec(values["task"])
+        template.args = None if args is None else Payload(args[0], base64.b64decode(args[1]))
+        spec = PeriodicSpec(
+            name=str(values["name"]),
+            template=template,
+            interval=float(values["interval"]),
+            crontab=str(values["crontab"]),
+            expires_ms=int(values["expires_ms"]),
+        )
+        last_run = values["last_run"]
+        return PeriodicEntry(
+            spec,
+            float(values["anchor"]),
+            float(values["done_until"]),
+            None if last_run is None else float(last_run),
+        )
+    except Exception as problem:
+        raise ValueError(f"periodic entry: undecodable row ({problem})") from None

@@ -70,6 +70,13 @@ _UPDATE_DROP_ARGS = (
     "WHERE row = ?"
 )
 _DELETE = "DELETE FROM tasks WHERE row = ?"
+# Broker state other than tasks (periodic entries); added without changing the format version:
+# a journal from before simply has no such rows yet.
+_STATE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS broker_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+)
+_PUT_STATE = "INSERT OR REPLACE INTO broker_state VALUES (?, ?)"
+_DELETE_STATE = "DELETE FROM broker_state WHERE key = ?"
 
 
 class SQLiteStore:
@@ -113,6 +120,7 @@ class SQLiteStore:
                     f"{self.path} has journal format version {version}; this broker reads "
                     f"version {FORMAT_VERSION} (refusing to start rather than lose it)"
                 )
+            db.execute(_STATE_SCHEMA)
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is not a usable journal: {error}") from None
         self._db = db
@@ -144,6 +152,13 @@ class SQLiteStore:
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is corrupt: {error}") from None
 
+    def load_state(self) -> Iterator[tuple[str, str]]:
+        """Every stored (key, value) of broker state other than tasks."""
+        try:
+            yield from self._conn().execute("SELECT key, value FROM broker_state")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path} is corrupt: {error}") from None
+
     def write(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction."""
         db = self._conn()
@@ -170,6 +185,8 @@ class SQLiteStore:
                 db.executemany(_UPDATE_DROP_ARGS, drops)
             if batch.deleted_rows:
                 db.executemany(_DELETE, [(row,) for row in batch.deleted_rows])
+            if batch.state:
+                _write_state(db, batch.state)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -206,6 +223,15 @@ class SQLiteStore:
         if self._db is None:
             raise StoreError(f"{self.path} is not open")
         return self._db
+
+
+def _write_state(db: sqlite3.Connection, state: dict[str, str | None]) -> None:
+    puts = [(key, value) for key, value in state.items() if value is not None]
+    if puts:
+        db.executemany(_PUT_STATE, puts)
+    deletes = [(key,) for key, value in state.items() if value is None]
+    if deletes:
+        db.executemany(_DELETE_STATE, deletes)
 
 
 def _read_version(db: sqlite3.Connection) -> str | None:

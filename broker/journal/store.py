@@ -25,6 +25,9 @@ The contract:
   promises: written to the OS for ``everysec`` and ``no``, on stable storage for ``always``.
   Any failure raises (OSError or the store's own error) and leaves the batch entirely
   unapplied; the journal then refuses new work and retries the same changes.
+- ``load_state()`` yields every (key, value) of the broker state that is not tasks
+  (periodic entries, see ``Batch.state``); ``write`` upserts ``batch.state``'s values and
+  deletes its keys whose value is None, in the same transaction as the task rows.
 - ``sync()`` puts everything written so far on stable storage (``everysec`` calls it once a
   second when there were writes).
 - ``checkpoint()`` keeps the files in proportion to live state (``compact`` in other stores);
@@ -55,6 +58,9 @@ class Store(Protocol):
 
     def load(self) -> Iterator[StoredTask]:
         """Every stored task."""
+
+    def load_state(self) -> Iterator[tuple[str, str]]:
+        """Every stored (key, value) of broker state other than tasks."""
 
     def write(self, batch: Batch) -> None:
         """Apply ``batch`` atomically, durable per the fsync policy when this returns."""

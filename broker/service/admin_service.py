@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from broker.errors import BrokerError
+from broker.errors import BrokerError, InvalidArgument
 from broker.service import codec, control
 from broker.service.decoding import decoded
 from broker.service.events import BrokerEvent, Subscriber
@@ -118,6 +118,32 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             answers=answers, missing=missing, unknown=unknown
         )
         return control.fitted(response, self._core.config.max_message_bytes)
+
+    @translate_errors
+    async def ListPeriodicTasks(
+        self,
+        request: admin_pb2.ListPeriodicTasksRequest,
+        context: Context[admin_pb2.ListPeriodicTasksRequest, admin_pb2.ListPeriodicTasksResponse],
+    ) -> admin_pb2.ListPeriodicTasksResponse:
+        """Every periodic task, by name."""
+        entries = sorted(self._core.periodic.entries.items())
+        return admin_pb2.ListPeriodicTasksResponse(
+            periodic_tasks=[codec.periodic_to_pb(entry) for _, entry in entries]
+        )
+
+    @translate_errors
+    async def RemovePeriodicTask(
+        self,
+        request: admin_pb2.RemovePeriodicTaskRequest,
+        context: Context[admin_pb2.RemovePeriodicTaskRequest, admin_pb2.RemovePeriodicTaskResponse],
+    ) -> admin_pb2.RemovePeriodicTaskResponse:
+        """Stop and forget one periodic task."""
+        if not request.name:
+            raise InvalidArgument("name is required")
+        removed = self._core.periodic.remove(request.name)
+        self._runtime.changed()
+        await self._runtime.durable()
+        return admin_pb2.RemovePeriodicTaskResponse(removed=removed)
 
     async def Events(
         self,

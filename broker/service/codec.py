@@ -30,8 +30,10 @@ from broker.core.model import (
     TaskSpec,
     TaskState,
 )
+from broker.core.periodic import PeriodicEntry, PeriodicSpec
 from broker.core.sessions import Outbox, Session
 from broker.errors import InvalidArgument
+from celeriac.rates import InvalidRate, parse_rate
 from celeriac.v1 import admin_pb2, client_pb2, tasks_pb2, worker_pb2
 
 _STATE_TO_PB = {
@@ -148,7 +150,31 @@ def spec_from_pb(message: tasks_pb2.TaskSpec) -> TaskSpec:
         ignore_result=message.ignore_result,
         result_ttl_ms=message.result_ttl_ms,
         max_retries=message.max_retries if message.HasField("max_retries") else None,
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
     )
+
+
+def spec_to_pb(spec: TaskSpec) -> tasks_pb2.TaskSpec:
+    """Describe a spec (a periodic task's template, for listings)."""
+    message = tasks_pb2.TaskSpec(
+        task_id=spec.task_id,
+        name=spec.name,
+        queue=spec.queue,
+        headers=dict(spec.headers),
+        priority=spec.priority,
+        time_limit_ms=spec.time_limit_ms,
+        soft_time_limit_ms=spec.soft_time_limit_ms,
+        ignore_result=spec.ignore_result,
+        result_ttl_ms=spec.result_ttl_ms,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
+    )
+    if spec.args is not None:
+        _write_payload(message.args, spec.args)
+    if spec.max_retries is not None:
+        message.max_retries = spec.max_retries
+    return message
 
 
 def submit_response(result: SubmitResult) -> client_pb2.SubmitResponse:
@@ -226,7 +252,43 @@ def hello_from_pb(message: worker_pb2.Hello) -> Hello:
         pool=message.pool,
         version=message.version,
         held_lease_ids=tuple(message.held_lease_ids),
+        rate_limits=tuple(_rate_from_pb(name, rate) for name, rate in message.rate_limits.items()),
+        periodic=tuple(periodic_from_pb(entry) for entry in message.periodic_tasks),
     )
+
+
+def periodic_from_pb(message: tasks_pb2.PeriodicTask) -> PeriodicSpec:
+    """Convert a declared periodic task; the core checks it."""
+    return PeriodicSpec(
+        name=message.name,
+        template=spec_from_pb(message.task),
+        interval=message.interval_seconds,
+        crontab=message.crontab,
+        expires_ms=message.expires_ms,
+    )
+
+
+def periodic_to_pb(entry: PeriodicEntry) -> tasks_pb2.PeriodicTask:
+    """Describe a periodic task for a listing."""
+    spec = entry.spec
+    message = tasks_pb2.PeriodicTask(
+        name=spec.name,
+        interval_seconds=spec.interval,
+        crontab=spec.crontab,
+        expires_ms=spec.expires_ms,
+        task=spec_to_pb(spec.template),
+    )
+    if entry.last_run is not None:
+        _write_time(message.last_run, entry.last_run)
+    _write_time(message.next_tick, entry.next_tick)
+    return message
+
+
+def _rate_from_pb(name: str, rate: str) -> tuple[str, float]:
+    try:
+        return name, parse_rate(rate)
+    except InvalidRate as problem:
+        raise InvalidArgument(f"Hello.rate_limits[{name[:140]!r}]: {problem}") from None
 
 
 def report_from_pb(message: worker_pb2.Report) -> Report:

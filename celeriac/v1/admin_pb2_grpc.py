@@ -64,6 +64,16 @@ class AdminServiceStub:
                 request_serializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueRequest.SerializeToString,
                 response_deserializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueResponse.FromString,
                 _registered_method=True)
+        self.ListPeriodicTasks = channel.unary_unary(
+                '/celeriac.v1.AdminService/ListPeriodicTasks',
+                request_serializer=celeriac_dot_v1_dot_admin__pb2.ListPeriodicTasksRequest.SerializeToString,
+                response_deserializer=celeriac_dot_v1_dot_admin__pb2.ListPeriodicTasksResponse.FromString,
+                _registered_method=True)
+        self.RemovePeriodicTask = channel.unary_unary(
+                '/celeriac.v1.AdminService/RemovePeriodicTask',
+                request_serializer=celeriac_dot_v1_dot_admin__pb2.RemovePeriodicTaskRequest.SerializeToString,
+                response_deserializer=celeriac_dot_v1_dot_admin__pb2.RemovePeriodicTaskResponse.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/celeriac.v1.AdminService/Events',
                 request_serializer=celeriac_dot_v1_dot_admin__pb2.EventsRequest.SerializeToString,
@@ -116,6 +126,20 @@ class AdminServiceServicer:
 
     def PurgeQueue(self, request, context):
         """Drop every ready task of a queue (they finish as REVOKED with reason "purged").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeriodicTasks(self, request, context):
+        """Every periodic task the broker holds, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePeriodicTask(self, request, context):
+        """Stop and forget a periodic task (a worker declaring it again brings it back).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,6 +198,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.PurgeQueue,
                     request_deserializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueRequest.FromString,
                     response_serializer=celeriac_dot_v1_dot_admin__pb2.PurgeQueueResponse.SerializeToString,
+            ),
+            'ListPeriodicTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeriodicTasks,
+                    request_deserializer=celeriac_dot_v1_dot_admin__pb2.ListPeriodicTasksRequest.FromString,
+                    response_serializer=celeriac_dot_v1_dot_admin__pb2.ListPeriodicTasksResponse.SerializeToString,
+            ),
+            'RemovePeriodicTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePeriodicTask,
+                    request_deserializer=celeriac_dot_v1_dot_admin__pb2.RemovePeriodicTaskRequest.FromString,
+                    response_serializer=celeriac_dot_v1_dot_admin__pb2.RemovePeriodicTaskResponse.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -348,6 +382,60 @@ class AdminService:
             '/celeriac.v1.AdminService/PurgeQueue',
             celeriac_dot_v1_dot_admin__pb2.PurgeQueueRequest.SerializeToString,
             celeriac_dot_v1_dot_admin__pb2.PurgeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeriodicTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeriac.v1.AdminService/ListPeriodicTasks',
+            celeriac_dot_v1_dot_admin__pb2.ListPeriodicTasksRequest.SerializeToString,
+            celeriac_dot_v1_dot_admin__pb2.ListPeriodicTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePeriodicTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeriac.v1.AdminService/RemovePeriodicTask',
+            celeriac_dot_v1_dot_admin__pb2.RemovePeriodicTaskRequest.SerializeToString,
+            celeriac_dot_v1_dot_admin__pb2.RemovePeriodicTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class AdminServiceStub:
     """Drop dead letters."""
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PurgeQueueRequest, _admin_pb2.PurgeQueueResponse]
     """Drop every ready task of a queue (they finish as REVOKED with reason "purged")."""
+    ListPeriodicTasks: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPeriodicTasksRequest, _admin_pb2.ListPeriodicTasksResponse]
+    """Every periodic task the broker holds, by name."""
+    RemovePeriodicTask: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemovePeriodicTaskRequest, _admin_pb2.RemovePeriodicTaskResponse]
+    """Stop and forget a periodic task (a worker declaring it again brings it back)."""
     Events: _grpc.UnaryStreamMultiCallable[_admin_pb2.EventsRequest, _admin_pb2.Event]
     """Task and worker events as they happen, until the caller cancels. Only events after the
     call began are sent (there is no history). A reader that falls behind never slows the
@@ -72,6 +76,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Drop dead letters."""
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.PurgeQueueRequest, _admin_pb2.PurgeQueueResponse]  # type: ignore[assignment]
     """Drop every ready task of a queue (they finish as REVOKED with reason "purged")."""
+    ListPeriodicTasks: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPeriodicTasksRequest, _admin_pb2.ListPeriodicTasksResponse]  # type: ignore[assignment]
+    """Every periodic task the broker holds, by name."""
+    RemovePeriodicTask: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemovePeriodicTaskRequest, _admin_pb2.RemovePeriodicTaskResponse]  # type: ignore[assignment]
+    """Stop and forget a periodic task (a worker declaring it again brings it back)."""
     Events: _aio.UnaryStreamMultiCallable[_admin_pb2.EventsRequest, _admin_pb2.Event]  # type: ignore[assignment]
     """Task and worker events as they happen, until the caller cancels. Only events after the
     call began are sent (there is no history). A reader that falls behind never slows the
@@ -134,6 +142,22 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.PurgeQueueResponse, _abc.Awaitable[_admin_pb2.PurgeQueueResponse]]:
         """Drop every ready task of a queue (they finish as REVOKED with reason "purged")."""
+
+    @_abc_1.abstractmethod
+    def ListPeriodicTasks(
+        self,
+        request: _admin_pb2.ListPeriodicTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListPeriodicTasksResponse, _abc.Awaitable[_admin_pb2.ListPeriodicTasksResponse]]:
+        """Every periodic task the broker holds, by name."""
+
+    @_abc_1.abstractmethod
+    def RemovePeriodicTask(
+        self,
+        request: _admin_pb2.RemovePeriodicTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RemovePeriodicTaskResponse, _abc.Awaitable[_admin_pb2.RemovePeriodicTaskResponse]]:
+        """Stop and forget a periodic task (a worker declaring it again brings it back)."""
 
     @_abc_1.abstractmethod
     def Events(

@@ -249,6 +249,8 @@ class TaskSpec(_message.Message):
     IGNORE_RESULT_FIELD_NUMBER: _builtins.int
     RESULT_TTL_MS_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Optional. The broker mints a UUID4 when empty. Submitting an id the broker already holds
     returns the existing task instead of creating a second one (dedup).
@@ -276,6 +278,15 @@ class TaskSpec(_message.Message):
     max_retries: _builtins.int
     """How many times the task may be retried after failures the worker reports as retryable.
     Unset leaves the decision to the worker's task options (default 3).
+    """
+    concurrency_key: _builtins.str
+    """With concurrency_limit: the key whose leases are limited, across all workers. Tasks of any
+    name that share a key share its slots. Empty means the task name.
+    """
+    concurrency_limit: _builtins.int
+    """At most this many leases of concurrency_key are held at once, by all workers together; a
+    task over it waits in its queue (in order) until a lease of the key ends, however it ends.
+    0 means no limit.
     """
     @_builtins.property
     def args(self) -> Global___Payload:
@@ -311,16 +322,82 @@ class TaskSpec(_message.Message):
         ignore_result: _builtins.bool = ...,
         result_ttl_ms: _builtins.int = ...,
         max_retries: _builtins.int | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "eta", b"eta", "expires", b"expires", "max_retries", b"max_retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "eta", b"eta", "expires", b"expires", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window_ms", b"idempotency_window_ms", "ignore_result", b"ignore_result", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "result_ttl_ms", b"result_ttl_ms", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "eta", b"eta", "expires", b"expires", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window_ms", b"idempotency_window_ms", "ignore_result", b"ignore_result", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "result_ttl_ms", b"result_ttl_ms", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class PeriodicTask(_message.Message):
+    """A periodic task (Celery's beat_schedule entry), held by the broker: at every tick of its
+    schedule the broker submits `task`, exactly once per tick, with no beat process. Workers
+    declare entries in Hello.periodic_tasks; the broker upserts them by name.
+
+    Missed ticks (the broker was down across several): one catch-up run for the latest, at once;
+    older ones are skipped and counted in the run's "celeriac-periodic-missed" header. Every run
+    also carries "celeriac-periodic" (the entry's name) and "celeriac-periodic-tick" (ISO 8601
+    UTC) headers, and its task id is derived from the name and the tick.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    CRONTAB_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    LAST_RUN_FIELD_NUMBER: _builtins.int
+    NEXT_TICK_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique name of the entry. Required."""
+    interval_seconds: _builtins.float
+    """Seconds between ticks, counted from when the entry was first declared. Set exactly one
+    of interval_seconds and crontab.
+    """
+    crontab: _builtins.str
+    """Five-field cron expression, "minute hour day-of-month month day-of-week", in UTC
+    (Celery's crontab(); names such as "mon-fri" and steps such as "*/15" work).
+    """
+    expires_ms: _builtins.int
+    """Each run expires this long after its tick (so a stale catch-up never runs); 0: never."""
+    @_builtins.property
+    def task(self) -> Global___TaskSpec:
+        """What each run submits: name, queue, args and options. task_id, eta, expires and
+        idempotency_key must be empty (each run's id comes from its tick).
+        """
+
+    @_builtins.property
+    def last_run(self) -> _timestamp_pb2.Timestamp:
+        """In listings only: the last tick that ran, and the next tick due."""
+
+    @_builtins.property
+    def next_tick(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        interval_seconds: _builtins.float = ...,
+        crontab: _builtins.str = ...,
+        task: Global___TaskSpec | None = ...,
+        expires_ms: _builtins.int = ...,
+        last_run: _timestamp_pb2.Timestamp | None = ...,
+        next_tick: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_run", b"last_run", "next_tick", b"next_tick", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crontab", b"crontab", "expires_ms", b"expires_ms", "interval_seconds", b"interval_seconds", "last_run", b"last_run", "name", b"name", "next_tick", b"next_tick", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodicTask: _TypeAlias = PeriodicTask  # noqa: Y015
 
 @_typing.final
 class TaskResult(_message.Message):

@@ -195,6 +195,26 @@ class Hello(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RateLimitsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKER_ID_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
@@ -204,6 +224,8 @@ class Hello(_message.Message):
     POOL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     HELD_LEASE_IDS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    PERIODIC_TASKS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable id chosen by the worker (e.g. "celeriac@host:pid"); shown in admin listings.
     Unique per worker process: a session whose worker_id matches an open session FENCES the
@@ -237,6 +259,23 @@ class Hello(_message.Message):
         task moved on).
         """
 
+    @_builtins.property
+    def rate_limits(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Global rate limits of this worker's tasks, by task name, in Celery's forms: "10/s",
+        "10/m", "10/h" or a plain number per second; "" or "0" means none. The broker holds each
+        limit across all workers together (Celery's are per worker) and the latest Hello naming a
+        task wins; a task this map does not name keeps the limit it had. A malformed rate refuses
+        the session with INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def periodic_tasks(self) -> _containers.RepeatedCompositeFieldContainer[_tasks_pb2.PeriodicTask]:
+        """Periodic tasks this worker's apps declare (beat_schedule, add_periodic_task). Each is
+        upserted by name: the same definition changes nothing (its schedule keeps its place), a
+        changed one replaces the old. A hello never removes an entry (AdminService's
+        RemovePeriodicTask does). An invalid entry refuses the session with INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
@@ -249,10 +288,12 @@ class Hello(_message.Message):
         pool: _builtins.str = ...,
         version: _builtins.str = ...,
         held_lease_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rate_limits: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        periodic_tasks: _abc.Iterable[_tasks_pb2.PeriodicTask] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "held_lease_ids", b"held_lease_ids", "hostname", b"hostname", "pid", b"pid", "pool", b"pool", "queues", b"queues", "task_names", b"task_names", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "held_lease_ids", b"held_lease_ids", "hostname", b"hostname", "periodic_tasks", b"periodic_tasks", "pid", b"pid", "pool", b"pool", "queues", b"queues", "rate_limits", b"rate_limits", "task_names", b"task_names", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,6 +54,8 @@ EXPECTED: dict[str, set[str]] = {
     "celeriac.v1.AdminService/PurgeQueue": set(),
     "celeriac.v1.AdminService/Events": set(),
     "celeriac.v1.AdminService/ControlWorkers": set(),
+    "celeriac.v1.AdminService/ListPeriodicTasks": set(),
+    "celeriac.v1.AdminService/RemovePeriodicTask": set(),
 }
 SERVICES = (
     client_pb2.DESCRIPTOR.services_by_name["TaskService"],

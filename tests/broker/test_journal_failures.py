@@ -68,3 +68,15 @@ def test_a_failed_write_refuses_new_work_until_writes_succeed_again(tmp_path: Pa
     # The unrecorded task stayed in memory and was written by the retry; the refused one was
     # never taken in.
     assert stored == ["after", "before", "unrecorded"]
+
+
+def test_broker_state_rows_are_put_replaced_and_deleted_with_a_batch(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path, "everysec")
+    store.open()
+    store.write(Batch(state={"periodic/a": '{"v":1}', "periodic/b": '{"v":2}'}))
+    store.write(Batch(state={"periodic/a": '{"v":3}', "periodic/b": None}))
+    store.close()
+    reopened = SQLiteStore(tmp_path, "everysec")
+    reopened.open()
+    assert list(reopened.load_state()) == [("periodic/a", '{"v":3}')]
+    reopened.close()

@@ -100,3 +100,17 @@ def test_a_session_that_never_says_hello_is_ended() -> None:
             assert "no Hello" in str(raised.value.details())
         finally:
             silent.put(None)
+
+
+def test_a_hello_with_a_malformed_rate_limit_is_refused_naming_the_task(
+    broker: RunningBroker,
+) -> None:
+    hello = worker_pb2.Hello(worker_id="bad-rate", rate_limits={"tasks.add": "ten a minute"})
+    with grpc.insecure_channel(broker.address) as channel:
+        stream = worker_pb2_grpc.WorkerServiceStub(channel).Session(
+            iter([worker_pb2.WorkerMessage(hello=hello)])
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(stream))
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "Hello.rate_limits['tasks.add']" in (refused.value.details() or "")

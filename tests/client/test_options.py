@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from celeriac.rates import parse_rate
 from client import Celeriac, Task
 from client.errors import ContentTypeRefused, InvalidTaskSpec, SerializationError
 from client.serialization import PICKLE
@@ -188,8 +189,8 @@ def test_celery_task_options_are_accepted_or_refused_with_the_reason() -> None:
     def celery_style() -> None: ...
 
     assert celery_style.options.throws == (KeyError,)
-    with pytest.raises(InvalidTaskSpec, match=r"'rate_limit' is not supported: .*global"):
-        app.task(rate_limit="10/m")
+    with pytest.raises(InvalidTaskSpec, match=r"'typing' is not supported"):
+        app.task(typing=True)
     with pytest.raises(InvalidTaskSpec, match="retry_kwargs accepts max_retries and countdown"):
         app.task(retry_kwargs={"interval": 3})
 
@@ -216,3 +217,31 @@ def test_a_base_class_gives_option_defaults_that_the_decorator_overrides() -> No
     assert app.build_spec(fetch.name, (), {}, {}).options.queue == "io"
     with pytest.raises(InvalidTaskSpec, match=r"base must be a subclass of client\.Task"):
         app.task(base=object)
+
+
+def test_rate_limits_take_celerys_forms_and_a_bad_one_fails_at_declaration() -> None:
+    app = make_app()
+    for rate in ("10/s", "10/m", "10/h", 5, 2.5, None, "0"):
+        app.task(name=f"t{rate}", rate_limit=rate)(lambda: None)
+    assert parse_rate("10/m") == pytest.approx(10 / 60)
+    assert parse_rate("3") == 3.0 and parse_rate("") == 0.0 and parse_rate("0/h") == 0.0
+    for bad in ("ten/m", "10/d", "-1/s", True, [10]):
+        with pytest.raises(InvalidTaskSpec, match="rate limit"):
+            app.task(name="bad", rate_limit=bad)
+
+
+def test_a_concurrency_key_and_limit_go_on_the_spec() -> None:
+    app = make_app()
+
+    @app.task(concurrency_limit=2)
+    def per_tenant() -> None: ...
+
+    spec = app.build_spec(per_tenant.name, (), {}, {"concurrency_key": "tenant:7"})
+    assert (spec.options.concurrency_key, spec.options.concurrency_limit) == ("tenant:7", 2)
+    override = app.build_spec(per_tenant.name, (), {}, {"concurrency_limit": 5})
+    assert (override.options.concurrency_key, override.options.concurrency_limit) == ("", 5)
+    assert app.build_spec("plain", (), {}, {}).options.concurrency_limit == 0
+    with pytest.raises(InvalidTaskSpec, match="needs a concurrency_limit"):
+        app.build_spec("plain", (), {}, {"concurrency_key": "k"})
+    with pytest.raises(InvalidTaskSpec, match="concurrency_limit must be an int >= 1"):
+        app.task(name="zero", concurrency_limit=0)

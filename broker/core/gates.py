@@ -1,0 +1,259 @@
+"""Dispatch gates: global rate limits per task name and concurrency limits per key.
+
+Both hold across every worker of the broker, unlike Celery's per-worker rate limits.
+
+* A **rate gate** (task name -> tasks per second) lets one task through per ``1/rate``
+  seconds: a token bucket of capacity one, Celery's shape, so a limit is never exceeded in a
+  burst. A timer late by less than one interval keeps the schedule (no drift from event-loop
+  lag); after a longer idle spell the schedule restarts from now, so idleness earns no burst.
+* A **slot gate** (concurrency key -> leases held) lets a task through while fewer than its
+  ``concurrency_limit`` leases of the same key are held. A lease ending any way (outcome,
+  retry, requeue after a worker died, revoke, time limit) frees the slot.
+
+A task the dispatcher pops that a gate holds back is *parked* on that gate, in order, and
+stays QUEUED (a restart puts it back in its queue from the journal: parking is never
+persisted). When the gate opens (the rate timer rings, a slot frees) the oldest parked task
+goes back to the front of its ready queue and dispatch takes it as usual. Nothing polls: a
+rate gate arms one timer for its next token, and only while it has parked tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+
+from broker.core.model import Phase, TaskRecord
+from broker.core.timers import Timer, TimerHeap
+
+logger = logging.getLogger(__name__)
+
+
+class _Gate:
+    """Tasks parked on one gate, oldest first, and those it reopened.
+
+    ``pending`` holds the ids of reopened tasks dispatch has not taken yet: if one of those
+    finishes first (revoked, expired), the next parked task is reopened in its place, so none
+    is stranded.
+    """
+
+    __slots__ = ("parked", "pending")
+
+    def __init__(self) -> None:
+        self.parked: deque[TaskRecord] = deque()
+        self.pending: set[str] = set()
+
+
+class RateGate(_Gate):
+    """One task name's global rate limit."""
+
+    __slots__ = ("interval", "next_at", "per_second", "timer")
+
+    def __init__(self, per_second: float) -> None:
+        super().__init__()
+        self.per_second = per_second
+        self.interval = 1.0 / per_second
+        self.next_at = float("-inf")  # monotonic time of the next token
+        self.timer: Timer | None = None
+
+    def take(self, now: float) -> bool:
+        """Take the token if it is due."""
+        if now < self.next_at:
+            return False
+        late = now - self.next_at
+        self.next_at = (self.next_at if late < self.interval else now) + self.interval
+        return True
+
+
+class SlotGate(_Gate):
+    """One concurrency key's held leases."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+
+
+def concurrency_key(record: TaskRecord) -> str:
+    """The key a concurrency-limited task counts against: its own key, else its task name."""
+    return record.spec.concurrency_key or record.spec.name
+
+
+class Gates:
+    """Every rate and slot gate of one broker.
+
+    Args:
+        monotonic: The clock's monotonic reading.
+        timers: The broker's timer heap (a rate gate's next token).
+        reopen: Puts a parked task back at the front of its ready queue.
+    """
+
+    def __init__(
+        self,
+        monotonic: Callable[[], float],
+        timers: TimerHeap,
+        reopen: Callable[[TaskRecord], None],
+    ) -> None:
+        self._monotonic = monotonic
+        self._timers = timers
+        self._reopen = reopen
+        self.rates: dict[str, RateGate] = {}
+        self.slots: dict[str, SlotGate] = {}
+        # True once any gate exists: the dispatcher's hot path asks nothing more until then.
+        self.active = False
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def set_rate(self, name: str, per_second: float) -> None:
+        """Limit task ``name`` to ``per_second`` across all workers (0: no limit)."""
+        gate = self.rates.get(name)
+        if gate is not None and gate.per_second == per_second:
+            return
+        if gate is not None and gate.timer is not None:
+            gate.timer.cancel()
+        if per_second <= 0:
+            if gate is not None:
+                del self.rates[name]
+                for record in reversed(gate.parked):  # front pushes: the oldest ends up first
+                    if record.phase is Phase.QUEUED:
+                        self._reopen(record)
+                logger.info("rate limit removed task=%s", name)
+            return
+        replacement = RateGate(per_second)
+        if gate is not None:
+            # The new interval counts from the last token given.
+            replacement.next_at = gate.next_at - gate.interval + replacement.interval
+            replacement.parked = gate.parked
+            replacement.pending = gate.pending
+        self.rates[name] = replacement
+        self.active = True
+        self._arm(replacement)
+        logger.info("rate limit task=%s rate=%g/s", name, per_second)
+
+    def rate_of(self, name: str) -> float:
+        """Task ``name``'s limit in tasks per second; 0.0 when it has none."""
+        gate = self.rates.get(name)
+        return gate.per_second if gate is not None else 0.0
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def admit(self, record: TaskRecord) -> bool:
+        """True when ``record`` may be leased now (its token is then taken).
+
+        Otherwise it is parked on the gate that holds it back, and comes back to its queue
+        when that gate opens. The caller leases an admitted task at once, which takes its slot
+        (:meth:`leased`).
+        """
+        spec = record.spec
+        slot: SlotGate | None = None
+        if spec.concurrency_limit:
+            slot = self._slot(concurrency_key(record))
+            if slot.held >= spec.concurrency_limit:
+                self._park(slot, record)
+                return False
+        rate = self.rates.get(spec.name)
+        if rate is not None:
+            if not rate.take(self._monotonic()):
+                self._park(rate, record)
+                self._arm(rate)
+                return False
+            rate.pending.discard(record.task_id)
+            self._arm(rate)
+        if slot is not None:
+            slot.pending.discard(record.task_id)
+        return True
+
+    def leased(self, record: TaskRecord) -> None:
+        """A lease of a concurrency-limited task began (assigned, or restored after a restart)."""
+        self._slot(concurrency_key(record)).held += 1
+
+    def released(self, record: TaskRecord) -> None:
+        """A lease of a concurrency-limited task ended: free its slot for the oldest parked."""
+        key = concurrency_key(record)
+        slot = self.slots.get(key)
+        if slot is None:
+            return
+        slot.held -= 1
+        self._reopen_next(slot)
+        if not (slot.held or slot.parked or slot.pending):
+            del self.slots[key]  # keys are user data: hold none that is idle
+
+    def dropped(self, record: TaskRecord) -> None:
+        """A queued task finished without running (revoked, expired, purged)."""
+        for gate in self._gates_of(record):
+            if record.task_id in gate.pending:
+                gate.pending.discard(record.task_id)
+                self._reopen_next(gate)
+
+    def parked_by_queue(self) -> Counter[str]:
+        """Tasks parked on any gate, by queue (still QUEUED, so counted in its depth)."""
+        return Counter(
+            record.spec.queue
+            for gate in self._all()
+            for record in gate.parked
+            if record.phase is Phase.QUEUED
+        )
+
+    def drain(self, queue: str) -> list[TaskRecord]:
+        """Take every live parked task of ``queue`` off its gate (a purge)."""
+        drained: list[TaskRecord] = []
+        for gate in self._all():
+            kept: deque[TaskRecord] = deque()
+            for record in gate.parked:
+                if record.phase is Phase.QUEUED:
+                    (drained if record.spec.queue == queue else kept).append(record)
+            gate.parked = kept
+        return drained
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _slot(self, key: str) -> SlotGate:
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = SlotGate()
+            self.active = True
+        return slot
+
+    def _all(self) -> Iterable[_Gate]:
+        yield from self.rates.values()
+        yield from self.slots.values()
+
+    def _gates_of(self, record: TaskRecord) -> Iterable[_Gate]:
+        rate = self.rates.get(record.spec.name)
+        if rate is not None:
+            yield rate
+        if record.spec.concurrency_limit:
+            slot = self.slots.get(concurrency_key(record))
+            if slot is not None:
+                yield slot
+
+    def _park(self, gate: _Gate, record: TaskRecord) -> None:
+        if record.task_id in gate.pending:
+            gate.pending.discard(record.task_id)
+            gate.parked.appendleft(record)  # reopened but beaten to it: keep its place
+        else:
+            gate.parked.append(record)
+        # Reopened by another gate but held back here: that gate's opening goes to the next.
+        for other in self._gates_of(record):
+            if other is not gate and record.task_id in other.pending:
+                other.pending.discard(record.task_id)
+                self._reopen_next(other)
+
+    def _arm(self, gate: RateGate) -> None:
+        if gate.timer is None and gate.parked and not gate.pending:
+            gate.timer = self._timers.schedule(gate.next_at, lambda: self._token_due(gate))
+
+    def _token_due(self, gate: RateGate) -> None:
+        gate.timer = None
+        # One task per token: once dispatch leases it, admit() arms the timer for the next.
+        self._reopen_next(gate)
+
+    def _reopen_next(self, gate: _Gate) -> None:
+        parked = gate.parked
+        while parked:
+            record = parked.popleft()
+            if record.phase is Phase.QUEUED:  # not revoked or expired while parked
+                gate.pending.add(record.task_id)
+                self._reopen(record)
+                return

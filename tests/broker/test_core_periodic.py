@@ -1,0 +1,200 @@
+"""Periodic tasks at the broker, on the injected clock: ticks, crontab, upserts, missed ticks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from broker.clock import ManualClock
+from broker.config import BrokerConfig
+from broker.core.broker import Broker
+from broker.core.model import Phase, TaskRecord, TaskState
+from broker.core.periodic import (
+    ENTRY_HEADER,
+    MISSED_HEADER,
+    TICK_HEADER,
+    PeriodicEntry,
+    PeriodicSpec,
+    run_id,
+)
+from broker.errors import InvalidArgument
+from broker.journal.rows import decode_periodic, encode_periodic
+from tests.broker.core_support import CONFIG, advance, spec
+
+SEVEN_AM = datetime(2026, 12, 3, 7, 0, tzinfo=UTC).timestamp()
+
+
+def make(start: float = SEVEN_AM - 30) -> tuple[Broker, ManualClock]:
+    clock = ManualClock(start_wall=start)
+    return Broker(CONFIG, clock), clock
+
+
+def runs(core: Broker, name: str = "tasks.add") -> list[TaskRecord]:
+    """Every task the broker holds of that name, oldest first."""
+    records = [r for r in core.lifecycle.tasks.values() if r.spec.name == name]
+    return sorted(records, key=lambda record: record.spec.headers[TICK_HEADER])  # ISO sorts
+
+
+def every(seconds: float, name: str = "tick", **template: object) -> PeriodicSpec:
+    return PeriodicSpec(name, spec("tasks.add", **template), interval=seconds)
+
+
+def test_an_interval_entry_runs_once_per_tick_from_when_it_was_declared() -> None:
+    core, clock = make()
+    core.declare_periodic([every(10.0, queue="beat")])
+    advance(core, clock, 9.9)
+    assert runs(core) == []
+    advance(core, clock, 0.1)
+    (first,) = runs(core)
+    assert first.spec.queue == "beat"
+    assert first.spec.headers[ENTRY_HEADER] == "tick"
+    assert first.task_id == run_id("tick", clock.time())
+    advance(core, clock, 10.0)
+    advance(core, clock, 5.0)
+    assert len(runs(core)) == 2
+    entry = core.periodic.entries["tick"]
+    assert entry.last_run == clock.time() - 5.0
+    assert entry.next_tick == clock.time() + 5.0
+
+
+def test_a_crontab_entry_runs_at_its_minute_in_utc() -> None:
+    core, clock = make()
+    core.declare_periodic([PeriodicSpec("morning", spec(), crontab="0 7 * * *")])
+    assert core.periodic.entries["morning"].next_tick == SEVEN_AM
+    advance(core, clock, 29.0)
+    assert runs(core) == []
+    advance(core, clock, 1.0)
+    (run,) = runs(core)
+    assert run.spec.headers[TICK_HEADER] == "2026-12-03T07:00:00.000+00:00"
+    advance(core, clock, 3600.0)
+    assert len(runs(core)) == 1
+    assert core.periodic.entries["morning"].next_tick == SEVEN_AM + 86400
+
+
+def test_declaring_the_same_entry_again_changes_nothing_and_new_arguments_keep_the_schedule() -> (
+    None
+):
+    core, clock = make()
+    core.declare_periodic([every(10.0)])
+    advance(core, clock, 6.0)
+    core.declare_periodic([every(10.0)])  # a second worker connects
+    advance(core, clock, 4.0)
+    assert len(runs(core)) == 1
+    core.declare_periodic([every(10.0, priority=5)])
+    advance(core, clock, 10.0)
+    assert [run.spec.priority for run in runs(core)] == [0, 5]
+    core.declare_periodic([every(3.0, priority=5)])  # rescheduled: counts from now
+    advance(core, clock, 2.9)
+    assert len(runs(core)) == 2
+    advance(core, clock, 0.1)
+    assert len(runs(core)) == 3
+
+
+def test_a_removed_entry_stops() -> None:
+    core, clock = make()
+    core.declare_periodic([every(1.0)])
+    assert core.periodic.remove("tick")
+    assert not core.periodic.remove("tick")
+    advance(core, clock, 5.0)
+    assert runs(core) == []
+
+
+def test_after_a_restart_missed_ticks_give_one_catch_up_run_for_the_latest() -> None:
+    core, clock = make()
+    # As journaled: declared an hour ago, last run 40 minutes ago, every 5 minutes.
+    now = clock.time()
+    entry = PeriodicEntry(every(300.0), now - 3600, now - 2400, now - 2400)
+    core.periodic.restore(entry)
+    core.fire_timers()
+    (catch_up,) = runs(core)
+    assert catch_up.spec.headers[MISSED_HEADER] == "7"  # 8 ticks were due; the latest ran
+    assert entry.done_until == now  # the latest tick at or before now (now is one)
+    advance(core, clock, 299.0)
+    assert len(runs(core)) == 1
+    advance(core, clock, 1.0)
+    assert len(runs(core)) == 2
+    assert MISSED_HEADER not in runs(core)[1].spec.headers
+
+
+def test_a_catch_up_older_than_the_entrys_expiry_never_runs() -> None:
+    core, clock = make()
+    now = clock.time()
+    # The latest missed tick was 50 s ago, and runs expire 30 s after their tick.
+    stale = PeriodicSpec("stale", spec(), interval=300.0, expires_ms=30_000)
+    core.periodic.restore(PeriodicEntry(stale, now - 3650, now - 2450, None))
+    core.fire_timers()
+    core.fire_timers()  # its expiry, armed in the past, applies on the next pass
+    (run,) = runs(core)
+    assert run.state is TaskState.REVOKED
+    assert run.error is not None and run.error.type == "TaskExpired"
+
+
+def test_a_resubmitted_tick_is_the_same_task() -> None:
+    core, clock = make()
+    tick = clock.time()
+    core.periodic.restore(PeriodicEntry(every(10.0), tick - 20, tick - 10, None))
+    core.fire_timers()
+    (run,) = runs(core)
+    # The journal lost the entry's progress but kept the run: the same tick dedups to it.
+    core.periodic.restore(PeriodicEntry(every(10.0), tick - 20, tick - 10, None))
+    core.fire_timers()
+    assert runs(core) == [run]
+    assert run.phase is Phase.QUEUED
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (PeriodicSpec("x", spec()), "exactly one of interval_seconds and crontab"),
+        (PeriodicSpec("x", spec(), interval=1.0, crontab="* * * * *"), "exactly one"),
+        (PeriodicSpec("x", spec(), interval=0.001), "at least"),
+        (PeriodicSpec("x", spec(), crontab="61 * * * *"), "not a five-field cron"),
+        (PeriodicSpec("x", spec(), crontab="* * * * * *"), "not a five-field cron"),
+        (PeriodicSpec("x", spec(task_id="fixed"), interval=1.0), "may not set task_id"),
+        (PeriodicSpec("x", spec(priority=12), interval=1.0), "periodic task 'x': priority"),
+        (PeriodicSpec("", spec(), interval=1.0), "PeriodicTask.name is required"),
+    ],
+)
+def test_invalid_entries_are_refused_and_none_of_the_batch_is_kept(
+    bad: PeriodicSpec, message: str
+) -> None:
+    core, _ = make()
+    with pytest.raises(InvalidArgument, match=message):
+        core.declare_periodic([every(1.0, name="fine"), bad])
+    assert core.periodic.entries == {}
+
+
+def test_an_entry_and_its_progress_survive_the_journal_row() -> None:
+    core, clock = make()
+    template = spec(queue="beat", headers={"h": "v"}, concurrency_limit=1)
+    core.declare_periodic([PeriodicSpec("row", template, crontab="*/5 * * * *", expires_ms=9)])
+    advance(core, clock, 3600.0)
+    entry = core.periodic.entries["row"]
+    back = decode_periodic(encode_periodic(entry))
+    assert back.spec == entry.spec
+    assert (back.anchor, back.done_until, back.last_run) == (
+        entry.anchor,
+        entry.done_until,
+        entry.last_run,
+    )
+    with pytest.raises(ValueError, match="periodic entry: undecodable row"):
+        decode_periodic('{"name": 1}')
+
+
+def test_memory_only_mode_notes_nothing_for_a_journal() -> None:
+    core = Broker(BrokerConfig(), ManualClock())
+    core.declare_periodic([every(1.0)])
+    assert core.lifecycle.periodic_changes is None
+
+
+def test_a_tick_recomputed_after_a_catch_up_is_the_same_tick_not_a_second_one() -> None:
+    # Values where a tick computed by division and one computed by addition round apart.
+    anchor, done_until, now = 1796281529.984, 1796281537.5839999, 1796281540.4362307
+    core, clock = make(start=now)
+    core.periodic.restore(PeriodicEntry(every(0.2), anchor, done_until, None))
+    core.fire_timers()
+    for _ in range(20):
+        advance(core, clock, 0.05)
+    ticks = [run.spec.headers[TICK_HEADER] for run in runs(core)]
+    assert len(ticks) == len(set(ticks)) == 1 + 5  # the catch-up, then one per 0.2 s
