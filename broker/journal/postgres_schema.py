@@ -17,8 +17,8 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
     forgotten. Since version 3, for brokers sharing the database (``--shared``): ``owner``
     (the broker holding the task; NULL with a single broker, and for a task in the shared
     pool), ``pool_seq`` (a pooled task's place in line), and ``queue``/``priority``
-    (generated from ``spec``, whose arrays have 13 items since row format 2 and 14 before,
-    the task id second) for the pool's index.
+    (generated from ``spec``: a format 1 array has 14 items, the task id second; later ones
+    13, 15 or 17, the queue second) for the pool's index.
 
 ``celeriac_brokers`` (version 3)
     The brokers sharing the database: ``broker_id`` (the key), ``address``, ``started_at``,
@@ -85,10 +85,10 @@ MIGRATIONS = (
         ALTER TABLE celeriac_tasks
             ADD COLUMN owner text,
             ADD COLUMN pool_seq bigint,
-            ADD COLUMN queue text GENERATED ALWAYS AS (
-                (spec::jsonb) ->> (jsonb_array_length(spec::jsonb) - 12)) STORED,
-            ADD COLUMN priority integer GENERATED ALWAYS AS (
-                ((spec::jsonb) ->> (jsonb_array_length(spec::jsonb) - 10))::integer) STORED;
+            ADD COLUMN queue text GENERATED ALWAYS AS ((spec::jsonb) ->>
+                CASE WHEN jsonb_array_length(spec::jsonb) = 14 THEN 2 ELSE 1 END) STORED,
+            ADD COLUMN priority integer GENERATED ALWAYS AS (((spec::jsonb) ->>
+                CASE WHEN jsonb_array_length(spec::jsonb) = 14 THEN 4 ELSE 3 END)::integer) STORED;
         CREATE SEQUENCE celeriac_pool_seq;
         CREATE INDEX celeriac_tasks_pool ON celeriac_tasks (queue, priority DESC, pool_seq)
             WHERE pool_seq IS NOT NULL;
