@@ -181,6 +181,13 @@ class TaskExpired(TaskRevokedError):
     """
 
 
+class ChordError(CeleriacError):
+    """A chord's body did not run because a member of its header failed (Celery's name).
+
+    The message names the member: ``Dependency <id> raised <Type>('<message>')``.
+    """
+
+
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return ""

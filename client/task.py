@@ -473,6 +473,12 @@ class Task:
 
         return Signature(self.app, self.name, args, kwargs)
 
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a workflow it ignores its parent's result (Celery's .si)."""
+        from client.canvas import Signature
+
+        return Signature(self.app, self.name, args, kwargs, immutable=True)
+
     def signature(
         self,
         args: tuple[Any, ...] | list[Any] | None = None,

@@ -52,6 +52,7 @@ from worker.jobs import (
     TaskEvent,
 )
 from worker.limits import check_result, fit_event
+from worker.parents import with_parents
 from worker.task_threads import TaskThreads
 
 logger = logging.getLogger(__name__)
@@ -325,6 +326,8 @@ def _prepare(
         args, kwargs = serialization.decode_args(
             job.args.body, job.args.content_type, allow_pickle=settings.allow_pickle
         )
+        if job.dependency_mode:
+            args = with_parents(job, task, args, settings.allow_pickle)
     except Exception as exc:  # SerializationError or ContentTypeRefused
         return failure(job.lease_id, exc, retryable=False)
     return _Call(task, args, kwargs)

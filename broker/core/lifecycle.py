@@ -83,6 +83,8 @@ class Lifecycle:
         # The records waiting for a due time, by task id: inspect lists them without a scan of
         # every task.
         self.scheduled: dict[str, TaskRecord] = {}
+        # Told about every task that finished (broker.core.workflows releases its dependants).
+        self.on_finished: Callable[[TaskRecord], None] | None = None
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -172,8 +174,13 @@ class Lifecycle:
 
     # -- transitions -------------------------------------------------------------------------
 
-    def accept(self, record: TaskRecord) -> None:
-        """Take a new task in: queue it, or schedule it when its eta is in the future."""
+    def accept(self, record: TaskRecord, *, hold: bool = False) -> None:
+        """Take a new task in: queue it, or schedule it when its eta is in the future.
+
+        Args:
+            record: The new task.
+            hold: Keep it WAITING for the tasks it depends on (see :meth:`release`).
+        """
         self.tasks[record.task_id] = record
         self.unfinished += 1
         if record.args is not None:
@@ -183,6 +190,16 @@ class Lifecycle:
             self._emit(EventKind.ACCEPTED, record, spec.name)
         if spec.expires is not None:
             self._arm_expiry(record)
+        if hold:
+            self._set_phase(record, Phase.WAITING)
+            if self.changes is not None:
+                self.changes[record.task_id] = record
+        else:
+            self.release(record)
+
+    def release(self, record: TaskRecord) -> None:
+        """Queue an accepted task, or schedule it when its eta is in the future."""
+        spec = record.spec
         if spec.eta is not None and spec.eta > self.clock.time():
             self.schedule(record, spec.eta, EventKind.SCHEDULED)
         else:
@@ -330,6 +347,8 @@ class Lifecycle:
             self.dead_letters.add(record, record.date_done, until)
             self._emit(EventKind.DEAD_LETTERED, record)
         self.results.store(record, self.clock.monotonic(), ttl)
+        if self.on_finished is not None:
+            self.on_finished(record)
 
     def revive(self, record: TaskRecord) -> None:
         """Turn a finished (dead-lettered) task into a fresh PENDING task in its queue."""
@@ -379,6 +398,8 @@ class Lifecycle:
         if record.spec.expires is not None:
             self._arm_expiry(record)
         self._track_seq(record.seq)
+        if record.phase is Phase.WAITING:
+            return  # broker.core.workflows registers it with its parents
         if record.phase is Phase.SCHEDULED and record.due is not None:
             record.phase = Phase.QUEUED  # not counted anywhere yet: _set_phase must not uncount
             self._set_phase(record, Phase.SCHEDULED)
@@ -445,7 +466,7 @@ class Lifecycle:
         self.dirty_queues.add(name)
 
     def _expiry_due(self, record: TaskRecord) -> None:
-        if record.phase in (Phase.QUEUED, Phase.SCHEDULED) and self.tasks.get(record.task_id):
+        if record.phase in _NOT_STARTED and self.tasks.get(record.task_id):
             self.expire(record)
 
     def expire(self, record: TaskRecord) -> None:
@@ -524,6 +545,10 @@ class Lifecycle:
     def _emit(self, kind: EventKind, record: TaskRecord, detail: str = "") -> None:
         if self.sink is not None:
             self.sink(TaskEvent(kind, record.task_id, self.clock.time(), detail))
+
+
+# Phases of a task that has not run yet, so that its ``expires`` still applies.
+_NOT_STARTED = (Phase.QUEUED, Phase.SCHEDULED, Phase.WAITING)
 
 
 def _payload_size(record: TaskRecord) -> int:

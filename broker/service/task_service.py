@@ -35,6 +35,7 @@ FEATURES = (
     "revoke",
     "priorities",
     "dead-letters",
+    "workflows",
     "dedup",
     "idempotency-keys",
     "custom-states",

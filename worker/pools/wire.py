@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypeAlias
 
-from worker.jobs import Job, Outcome, OutcomeState, Payload, TaskErrorInfo
+from worker.jobs import Job, Outcome, OutcomeState, ParentResult, Payload, TaskErrorInfo
 
 PayloadWire: TypeAlias = tuple[str, bytes] | None
 JobWire: TypeAlias = tuple[
@@ -37,6 +37,8 @@ JobWire: TypeAlias = tuple[
     int,  # priority
     int | None,  # max_retries
     int | None,  # max_payload_bytes
+    str,  # dependency_mode
+    tuple[ParentResult, ...],  # parents (rare: pickled as they are)
 ]
 ErrorWire: TypeAlias = tuple[str, str, str, bool] | None
 OutcomeWire: TypeAlias = tuple[
@@ -72,6 +74,8 @@ def job_to_wire(job: Job) -> JobWire:
         job.priority,
         job.max_retries,
         job.max_payload_bytes,
+        job.dependency_mode,
+        job.parents,
     )
 
 

@@ -1,0 +1,117 @@
+"""Celery's canvas through the real path: the broker holds the workflow, real workers run it.
+
+Celery's documented examples, in our own words: a chain of adds, a chord summing a group, a
+group inside a chain, callbacks and error callbacks, a failed chord member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from client import Celeriac, GroupResult, chain, chord, group
+from client.errors import ChordError
+from tests.e2e import canvas_tasks as t
+from tests.support import BrokerProcess, WorkerProcess
+
+TASKS = "tests.e2e.canvas_tasks"
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def app(broker_process: BrokerProcess) -> Iterator[Celeriac]:
+    """The canvas task module's app, pointed at this test's broker."""
+    client_app = Celeriac("canvas-client", broker=broker_process.address, connect_timeout=5)
+    t.app.conf = client_app.conf
+    yield t.app
+    t.app.close()
+    client_app.close()
+
+
+@pytest.fixture
+def worker(app: Celeriac, start_worker: StartWorker) -> WorkerProcess:
+    return start_worker("--pool", "thread", "--concurrency", "4", tasks=TASKS)
+
+
+def test_a_chain_passes_each_result_on_and_get_waits_for_the_last(worker: WorkerProcess) -> None:
+    result = chain(t.add.s(2, 2), t.add.s(4), t.add.s(8)).apply_async()
+    assert result.get(timeout=20) == 16
+    assert result.parent is not None and result.parent.get(timeout=5) == 8
+    assert (t.add.s(2, 2) | t.mul.s(8) | t.add.si(1, 1))().get(timeout=20) == 2
+
+
+def test_a_chord_sums_its_group_once_every_member_finished(worker: WorkerProcess) -> None:
+    result = chord(t.add.s(i, i) for i in range(10))(t.tsum.s())
+    assert result.get(timeout=20) == 90
+    assert isinstance(result.parent, GroupResult)
+    assert result.parent.get(timeout=5) == [i + i for i in range(10)]
+    assert chord([t.add.s(1, 1), t.add.s(2, 2)], t.echo.s("tail")).delay().get(timeout=20) == [
+        [2, 4],
+        "tail",
+    ]
+
+
+def test_groups_and_chains_nest_in_any_combination(worker: WorkerProcess) -> None:
+    # A group inside a chain is a chord; a chain inside a group runs as one member.
+    inner = t.add.s(1, 1) | group(t.add.s(10), t.mul.s(10)) | t.tsum.s()
+    assert inner.apply_async().get(timeout=20) == 32
+    members = group(t.add.s(1, 1) | t.mul.s(3), t.add.s(5, 5)).apply_async()
+    assert members.get(timeout=20) == [6, 10]
+    nested = t.add.s(2, 3) | chord([t.add.s(1), t.add.s(2)], t.tsum.s()) | t.mul.s(2)
+    assert nested.delay().get(timeout=20) == 26
+
+
+def test_link_runs_a_callback_with_the_result(worker: WorkerProcess, tmp_path: Path) -> None:
+    path = str(tmp_path / "notes")
+    t.add.apply_async((2, 2), link=t.note.s(path))
+    worker.wait_for_line("NOTED 4")
+    assert Path(path).read_text() == "4\n"
+
+
+def test_link_error_calls_errbacks_in_both_of_celerys_forms(
+    worker: WorkerProcess, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "errors")
+    result = t.fail.apply_async(
+        ("x",), link_error=[t.old_errback.s(path), t.new_errback.s(path)], link=t.note.s(path)
+    )
+    with pytest.raises(ValueError, match="failed with"):
+        result.get(timeout=20)
+    worker.wait_for_line(f"NOTED old {result.id}")
+    worker.wait_for_line(f"NOTED new {result.id} ValueError failed with")
+    assert "NOTED 4" not in worker.output  # the success callback never ran
+
+
+def test_a_failed_link_stops_the_chain_and_its_error_reaches_the_last(
+    worker: WorkerProcess,
+) -> None:
+    result = (t.add.s(1, 1) | t.fail.s() | t.add.s(1) | t.add.s(2)).apply_async()
+    with pytest.raises(ValueError, match=r"failed with \[2\]"):
+        result.get(timeout=20)
+    assert result.state == "FAILURE"
+    assert result.parent is not None and result.parent.state == "FAILURE"
+    assert "add" not in worker.output.split("failed with")[-1]  # nothing ran after the failure
+
+
+def test_a_failed_chord_member_fails_the_body_and_calls_its_errback(
+    worker: WorkerProcess, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "chord-errors")
+    header = [t.add.s(1, 1), t.fail.s("member"), t.add.s(2, 2)]
+    body = t.tsum.s().set(link_error=[t.old_errback.s(path)])
+    result = chord(header)(body)
+    with pytest.raises(ChordError, match=r"Dependency .* raised ValueError"):
+        result.get(timeout=20)
+    failed_member = result.parent[1].id  # type: ignore[index]
+    assert failed_member in str(result.result)
+    worker.wait_for_line(f"NOTED old {result.id}")
+
+
+def test_a_saved_group_is_restored_by_id(app: Celeriac, worker: WorkerProcess) -> None:
+    saved = group(t.add.s(i, 1) for i in range(5)).apply_async().save()
+    restored = GroupResult.restore(saved.id, app=app)
+    assert restored is not None and [r.id for r in restored] == [r.id for r in saved]
+    assert restored.get(timeout=20) == [1, 2, 3, 4, 5]
+    assert GroupResult.restore("no-such-group", app=app) is None
