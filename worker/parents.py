@@ -9,8 +9,9 @@ task's arguments, as Celery does:
 - ``errback`` (``link_error=``): Celery 5's two forms. A function that takes more than one
   argument (besides the errback signature's own) is called with ``(request, exc, traceback)``:
   the failed task's request (``id``, ``name``), its error rebuilt as an exception, and the
-  remote traceback text. Any other gets the failed task's id, Celery's older form. Unlike Celery, both run as tasks on a worker
-  (Celery runs the new form inside the failing worker), so an errback survives that worker.
+  remote traceback text. Any other gets the failed task's id, Celery's older form. Unlike
+  Celery, both run as tasks on a worker (Celery runs the new form inside the failing worker),
+  so an errback survives that worker.
 - ``ignore`` (``.si()``): nothing.
 
 A parent that stored no result (``ignore_result``) passes None.
