@@ -258,7 +258,6 @@ class ResultSet:
     """
 
     def __init__(self, results: Sequence[AsyncResult], app: Celeriac | None = None) -> None:
-        self.id: str | None = None
         self.results = list(results)
         self.app = app or (self.results[0].app if self.results else None)
         # In a workflow: the result of the step before the group.
@@ -268,7 +267,8 @@ class ResultSet:
         self._settled = 0
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} of {len(self.results)} tasks>"
+        name = getattr(self, "id", None) or ""
+        return f"<{type(self).__name__} {name} of {len(self.results)} tasks>".replace("  ", " ")
 
     def __len__(self) -> int:
         return len(self.results)
@@ -421,7 +421,7 @@ class GroupResult(ResultSet):
         self, id: str | None, results: Sequence[AsyncResult], app: Celeriac | None = None
     ) -> None:
         super().__init__(results, app)
-        self.id = id or str(uuid.uuid4())
+        self.id: str = id or str(uuid.uuid4())
 
     def save(self) -> GroupResult:
         """Record the group at the broker so that :meth:`restore` finds it by id later.
@@ -432,7 +432,6 @@ class GroupResult(ResultSet):
         """
         from client.workflow import barrier
 
-        assert self.id is not None  # set in __init__
         barrier(self._app(), self.id, [result.id for result in self.results])
         return self
 
@@ -448,7 +447,6 @@ class GroupResult(ResultSet):
 
     def delete(self) -> None:
         """Drop the saved group (not its members' results)."""
-        assert self.id is not None
         self._transport().forget([self.id])
 
 

@@ -154,7 +154,7 @@ class CeleriacSystem:
     ) -> Pending:
         from client import group
 
-        options: dict[str, object] = {"queue": queue} if queue else {}
+        options: dict[str, Any] = {"queue": queue} if queue else {}
         if ignore_result:
             options["ignore_result"] = True
         result: Pending = group(self.noop.s() for _ in range(count)).apply_async(**options)

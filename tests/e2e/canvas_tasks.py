@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from client import Celeriac, Task
+from client import Celeriac
 
 app = Celeriac("canvas", broker=os.environ.get("CELERIAC_BROKER", "127.0.0.1:7475"))
 
@@ -54,20 +54,14 @@ def note(*args: object) -> str:
 @app.task
 def old_errback(task_id: str, path: str) -> str:
     """Celery's old errback form: the failed task's id first."""
-    return note("old", task_id, path)
+    return str(note("old", task_id, path))
 
 
 @app.task
 def new_errback(request: object, exc: BaseException, traceback: str, path: str) -> str:
     """Celery 5's errback form: (request, exc, traceback)."""
     task_id = getattr(request, "id", "?")
-    return note("new", task_id, type(exc).__name__, str(exc), bool(traceback), path)
-
-
-@app.task(bind=True)
-def replaced(self: Task, x: int) -> None:
-    """Replaces itself by a chain; its result becomes the chain's."""
-    raise self.replace(add.s(x, 1) | mul.s(10))
+    return str(note("new", task_id, type(exc).__name__, str(exc), bool(traceback), path))
 
 
 @app.task

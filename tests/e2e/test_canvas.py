@@ -6,13 +6,15 @@ group inside a chain, callbacks and error callbacks, a failed chord member.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from client import Celeriac, GroupResult, chain, chord, group
-from client.errors import ChordError
+from client import AsyncResult, Celeriac, GroupResult, chain, chord, group
+from client.errors import ChordError, InvalidTaskSpec, LimitExceeded
+from client.records import SubmitSpec
 from tests.e2e import canvas_tasks as t
 from tests.support import BrokerProcess, WorkerProcess
 
@@ -91,7 +93,7 @@ def test_a_failed_link_stops_the_chain_and_its_error_reaches_the_last(
     with pytest.raises(ValueError, match=r"failed with \[2\]"):
         result.get(timeout=20)
     assert result.state == "FAILURE"
-    assert result.parent is not None and result.parent.state == "FAILURE"
+    assert isinstance(result.parent, AsyncResult) and result.parent.state == "FAILURE"
     assert "add" not in worker.output.split("failed with")[-1]  # nothing ran after the failure
 
 
@@ -115,3 +117,79 @@ def test_a_saved_group_is_restored_by_id(app: Celeriac, worker: WorkerProcess) -
     assert restored is not None and [r.id for r in restored] == [r.id for r in saved]
     assert restored.get(timeout=20) == [1, 2, 3, 4, 5]
     assert GroupResult.restore("no-such-group", app=app) is None
+
+
+def test_a_chord_survives_a_worker_killed_mid_chord(
+    app: Celeriac, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    doomed = start_worker("--pool", "solo", tasks=TASKS)
+    result = chord(t.slow_member.s(i, str(release)) for i in range(3))(t.tsum.s())
+    doomed.wait_for_line("MEMBER 0 RUNNING")
+    doomed.stop_hard()  # kill -9 in the middle of the chord
+    start_worker("--pool", "solo", tasks=TASKS)
+    release.touch()
+    assert result.get(timeout=30) == 0 + 1 + 2
+
+
+def test_a_chord_survives_a_broker_kill_9_and_restart(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "data")
+    release = tmp_path / "release"
+    started: list[BrokerProcess | WorkerProcess | Celeriac] = []
+    try:
+        first = BrokerProcess("--data-dir", data_dir, "--lease-grace", "0.5")
+        worker = WorkerProcess(first.address, TASKS, "--pool", "solo")
+        app = Celeriac("canvas-durable", broker=first.address, connect_timeout=5)
+        started += [first, worker, app]
+        header = [
+            app.signature(f"{TASKS}.add", (1, 1)),
+            app.signature(f"{TASKS}.add", (2, 2)),
+            app.signature(f"{TASKS}.slow_member", (2, str(release))),
+        ]
+        result = chord(header)(app.signature(f"{TASKS}.tsum"))
+        worker.wait_for_line("MEMBER 2 RUNNING")  # two members done, one running, body held
+        worker.stop_hard()
+        first.stop_hard()
+        second = BrokerProcess("--data-dir", data_dir, "--lease-grace", "0.5")
+        again = Celeriac("canvas-durable-again", broker=second.address, connect_timeout=5)
+        started += [second, again]
+        second.wait_for_line(r"recovered 4 tasks .* 1 leased, 2 finished, 1 waiting")
+        started.append(WorkerProcess(second.address, TASKS, "--pool", "solo"))
+        release.touch()
+        assert AsyncResult(result.id, app=again).get(timeout=30) == 2 + 4 + 2
+    finally:
+        for thing in reversed(started):
+            if isinstance(thing, Celeriac):
+                thing.close()
+            else:
+                thing.stop()
+
+
+def test_bad_workflows_are_refused_with_a_typed_reason_and_nothing_is_kept() -> None:
+    with (
+        BrokerProcess("--max-workflow-depth", "3", "--max-dependencies", "2") as broker,
+        Celeriac("canvas-limits", broker=broker.address, connect_timeout=5) as app,
+    ):
+        add = f"{TASKS}.add"
+        spec = app.build_spec(add, (1, 2), {}, {})
+        with pytest.raises(InvalidTaskSpec) as unknown:
+            app.transport.submit([_depending(spec, ("no-such-task",), "result")])
+        assert unknown.value.reason == "UNKNOWN_DEPENDENCY"
+        with pytest.raises(InvalidTaskSpec) as cycle:
+            app.transport.submit([_depending(spec, (spec.task_id,), "result")])
+        assert cycle.value.reason == "DEPENDENCY_CYCLE"
+        head = app.signature(add, (1, 1), task_id="head-of-a-refused-chain")
+        too_deep = chain(head, *(app.signature(add, (1,)) for _ in range(4)))
+        with pytest.raises(LimitExceeded, match="max_workflow_depth=3") as deep:
+            too_deep.apply_async()
+        assert deep.value.reason == "WORKFLOW_TOO_DEEP"
+        with pytest.raises(LimitExceeded, match="max_dependencies=2") as large:
+            chord(app.signature(add, (i, i)) for i in range(3))(app.signature(f"{TASKS}.tsum"))
+        assert large.value.reason == "WORKFLOW_TOO_LARGE"
+        # Each refused batch was all or nothing, and the broker serves on.
+        assert AsyncResult(head.options["task_id"], app=app).state == "UNKNOWN"
+        assert app.send_task(add, (1, 1)).state == "PENDING"
+
+
+def _depending(spec: SubmitSpec, parents: tuple[str, ...], mode: str) -> SubmitSpec:
+    return dataclasses.replace(spec, depends_on=parents, dependency_mode=mode)
