@@ -376,6 +376,8 @@ def _outcome(o: Outcome) -> worker_pb2.Outcome:
         message.result.CopyFrom(_payload(o.result))
     if o.error is not None:
         message.error.CopyFrom(_error(o.error))
+    if o.replaced_by:
+        message.replaced_by = o.replaced_by
     if o.state is OutcomeState.RETRY:
         if o.max_retries is not None:
             message.max_retries = o.max_retries

@@ -34,6 +34,7 @@ from client import serialization, signals
 from client.context import Request, executing
 from client.errors import (
     NotRegistered,
+    Replaced,
     Retry,
     TaskExpired,
     TaskRevokedError,
@@ -204,6 +205,8 @@ def decide_failure(job: Job, task: Task, exc: BaseException) -> Outcome:
         RETRY when a retry was asked for (explicitly or through `autoretry_for`) and retries
         remain; FAILURE otherwise, carrying the original exception.
     """
+    if isinstance(exc, Replaced):
+        return Outcome(job.lease_id, OutcomeState.SUCCESS, replaced_by=exc.task_id)
     options = task.options
     if isinstance(exc, Retry):
         limit = exc.max_retries if exc.max_retries is not None else _retry_limit(job, task)

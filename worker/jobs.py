@@ -107,6 +107,8 @@ class Outcome:
     retry_countdown: float | None = None
     retry_eta: datetime | None = None
     max_retries: int | None = None
+    # Task.replace: the id of the task that took this one's place (state SUCCESS, no result).
+    replaced_by: str = ""
 
 
 @dataclass(frozen=True)

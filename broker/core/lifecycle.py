@@ -83,8 +83,10 @@ class Lifecycle:
         # The records waiting for a due time, by task id: inspect lists them without a scan of
         # every task.
         self.scheduled: dict[str, TaskRecord] = {}
-        # Told about every task that finished (broker.core.workflows releases its dependants).
+        # Told about every task that finished (broker.core.workflows releases its dependants),
+        # and about every task that replaced itself (it takes its replacement's outcome).
         self.on_finished: Callable[[TaskRecord], None] | None = None
+        self.on_replaced: Callable[[TaskRecord], None] | None = None
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -305,6 +307,24 @@ class Lifecycle:
         self.recount(record)
         self.enqueue(record, EventKind.REQUEUED, front=True)
         logger.info("task requeued id=%s reason=%s", record.task_id, reason)
+
+    def replace(self, lease: Lease, replacement: str) -> None:
+        """The leased task handed its place to task ``replacement`` (Task.replace).
+
+        It waits, holding no lease, until the replacement finishes, then takes its outcome.
+        """
+        record = lease.record
+        self.leases.release(lease)
+        record.replaced_by = replacement
+        record.custom_state = ""
+        record.result = None
+        self.recount(record)
+        self._set_phase(record, Phase.WAITING)
+        if self.changes is not None:
+            self.changes[record.task_id] = record
+        self._emit(EventKind.STARTED, record, f"replaced by {replacement}")
+        if self.on_replaced is not None:
+            self.on_replaced(record)
 
     def finish(
         self,

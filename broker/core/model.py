@@ -179,6 +179,7 @@ class TaskRecord:
         "progress",
         "queue_entry",
         "redeliveries",
+        "replaced_by",
         "result",
         "retries",
         "seq",
@@ -209,6 +210,8 @@ class TaskRecord:
         self.dead_lettered = False
         # A released dependent task's parents' outcomes, handed to the worker with it.
         self.inputs: tuple[ParentOutcome, ...] | None = None
+        # Task.replace: the task whose outcome this one takes when it finishes.
+        self.replaced_by = ""
         # Whether a ready queue holds this record (broker.core.queues says how).
         self.queue_entry = 0
         # The payload bytes this record adds to Lifecycle.held_bytes (see Lifecycle.recount).
@@ -237,6 +240,8 @@ class Outcome:
     retry_eta: float | None = None
     # None: the worker applied no limit.
     max_retries: int | None = None
+    # Task.replace: the id of the task that took this one's place.
+    replaced_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

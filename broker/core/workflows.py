@@ -78,7 +78,10 @@ class Workflows:
         self._propagated: set[str] = set()
         self._settling: deque[TaskRecord] | None = None
         self._pending_children: dict[str, list[TaskRecord]] = {}
+        # Replacement id -> the tasks that replaced themselves by it (Task.replace).
+        self._adopters: dict[str, list[TaskRecord]] = {}
         lifecycle.on_finished = self._finished
+        lifecycle.on_replaced = self._replaced
 
     @property
     def waiting(self) -> int:
@@ -185,7 +188,13 @@ class Workflows:
     def restore(self, records: Iterable[TaskRecord]) -> None:
         """Rebuild the waits of restored tasks, once every record is back in the lifecycle."""
         for record in records:
-            if not record.spec.depends_on or record.phase is Phase.FINISHED:
+            if record.phase is Phase.FINISHED:
+                continue
+            if record.replaced_by:
+                if record.phase is Phase.WAITING:
+                    self._replaced(record)
+                continue
+            if not record.spec.depends_on:
                 continue
             if record.phase is Phase.WAITING:
                 self._hold(record)
@@ -225,10 +234,31 @@ class Workflows:
         elif not pending:
             self._complete(record, None)
 
+    def _replaced(self, record: TaskRecord) -> None:
+        """Lifecycle hook: ``record`` replaced itself; it takes its replacement's outcome."""
+        replacement = self._lifecycle.tasks.get(record.replaced_by)
+        if replacement is None:
+            error = TaskError(
+                "ReplacementLost", f"its replacement {record.replaced_by} is unknown to the broker"
+            )
+            self._lifecycle.finish(record, TaskState.FAILURE, error=error)
+        elif replacement.ready:
+            self._adopt(record, replacement)
+        else:
+            self._adopters.setdefault(replacement.task_id, []).append(record)
+
+    def _adopt(self, record: TaskRecord, replacement: TaskRecord) -> None:
+        if not record.ready:
+            self._lifecycle.finish(
+                record, replacement.state, result=replacement.result, error=replacement.error
+            )
+
     def _finished(self, record: TaskRecord) -> None:
         """Lifecycle hook: ``record`` finished; settle what waited for it, breadth first."""
         self._waiting.pop(record.task_id, None)
         self._depth.pop(record.task_id, None)
+        for adopter in self._adopters.pop(record.task_id, ()):
+            self._adopt(adopter, record)
         children = self._dependants.pop(record.task_id, None)
         if not children:
             return

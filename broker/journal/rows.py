@@ -18,7 +18,8 @@ second; they are still read.
 The state array, by position: phase, state, retries, attempts, redeliveries, worker id, lease
 id, due (wall s or null), date done (wall s or null), queue sequence number, dead-lettered
 flag, error ([type, message, traceback, retryable, kind] or null; rows written before the kind
-was kept have four items, and their kind is derived from the type again).
+was kept have four items, and their kind is derived from the type again); then, only for a
+task that replaced itself (Task.replace), its replacement's id.
 
 Each row also carries the journal's key for its task (``TaskRow.row``): increasing integers in
 the order tasks are first written, so a store can append new rows at the end of its index
@@ -154,7 +155,8 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
         f"{record.redeliveries},{_text(record.worker_id)},{_text(record.lease_id)},"
         f"{_number(record.due)},{_number(record.date_done)},{record.seq},"
         f"{'true' if record.dead_lettered else 'false'},"
-        f"{'null' if error is None else _error(error)}]"
+        f"{'null' if error is None else _error(error)}"
+        f"{',' + _text(record.replaced_by) if record.replaced_by else ''}]"
     )
     finished = record.phase is Phase.FINISHED
     row = TaskRow(record.task_id, state, result=record.result if finished else None)
@@ -247,7 +249,7 @@ class Decoder:
             if end != len(stored.state):
                 raise ValueError("trailing data")
             (phase, state, retries, attempts, redeliveries, worker_id, lease_id, due, done,
-             seq, dead, error) = state_values  # fmt: skip
+             seq, dead, error, *replaced) = state_values  # fmt: skip
             record = TaskRecord(stored.task_id, spec)
             record.args = stored.args
             record.phase = _PHASES[phase]
@@ -262,6 +264,7 @@ class Decoder:
             record.seq = int(seq)
             record.dead_lettered = bool(dead)
             record.error = None if error is None else _decode_error(error)
+            record.replaced_by = str(replaced[0]) if replaced else ""
             record.result = stored.result
             record.journal_row = stored.row
         except Exception as problem:

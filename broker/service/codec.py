@@ -349,6 +349,7 @@ def _outcome_from_pb(message: worker_pb2.Outcome, index: int) -> Outcome:
         retry_countdown_ms=message.retry_countdown_ms,
         retry_eta=_time_from_pb(message.retry_eta) if message.HasField("retry_eta") else None,
         max_retries=message.max_retries if message.HasField("max_retries") else None,
+        replaced_by=message.replaced_by,
     )
 
 

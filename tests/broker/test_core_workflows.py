@@ -238,3 +238,21 @@ def test_a_released_task_gets_its_inputs_back_after_a_restart() -> None:
 
 def test_config_defaults_allow_a_chord_of_ten_thousand() -> None:
     assert CONFIG.max_dependencies >= 10_000
+
+
+def test_a_replaced_task_takes_its_replacements_outcome_and_its_chain_goes_on() -> None:
+    core, _, rows = _journaled()
+    core.submit_many(_chain(2))
+    session = connect(core, credit=10)
+    (first,) = taken(session)
+    core.submit(spec(task_id="r"))
+    (replacement,) = taken(session)
+    outcome(core, session, first.lease_id, replaced_by="r")
+    record = core.get("t0")
+    assert record is not None and record.phase is Phase.WAITING and record.replaced_by == "r"
+    restarted, _ = rows.restart(1.0)
+    assert restarted.get("t0").replaced_by == "r"  # type: ignore[union-attr]
+    outcome(core, session, replacement.lease_id, result=RESULT)
+    assert core.get("t0").result == RESULT  # type: ignore[union-attr]
+    (second,) = taken(session)
+    assert second.record.task_id == "t1" and second.record.inputs[0].result == RESULT  # type: ignore[index]

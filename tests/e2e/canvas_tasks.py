@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from client import Celeriac
+from client import Celeriac, Task
 
 app = Celeriac("canvas", broker=os.environ.get("CELERIAC_BROKER", "127.0.0.1:7475"))
 
@@ -72,3 +72,9 @@ def slow_member(i: int, release: str) -> int:
     while not Path(release).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return i
+
+
+@app.task(bind=True)
+def replaced(self: Task, x: int) -> None:
+    """Replaces itself by a chain; its result becomes the chain's."""
+    raise self.replace(add.s(x, 1) | mul.s(10))

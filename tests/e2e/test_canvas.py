@@ -23,8 +23,9 @@ StartWorker = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
-def app(broker_process: BrokerProcess) -> Iterator[Celeriac]:
-    """The canvas task module's app, pointed at this test's broker."""
+def app(broker_process: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celeriac]:
+    """The canvas task module's app, pointed at this test's broker (in its workers too)."""
+    monkeypatch.setenv("CELERIAC_BROKER", broker_process.address)
     client_app = Celeriac("canvas-client", broker=broker_process.address, connect_timeout=5)
     t.app.conf = client_app.conf
     yield t.app
@@ -117,6 +118,16 @@ def test_a_saved_group_is_restored_by_id(app: Celeriac, worker: WorkerProcess) -
     assert restored is not None and [r.id for r in restored] == [r.id for r in saved]
     assert restored.get(timeout=20) == [1, 2, 3, 4, 5]
     assert GroupResult.restore("no-such-group", app=app) is None
+
+
+def test_a_task_replaced_by_a_chain_takes_its_result_and_its_chain_goes_on(
+    worker: WorkerProcess,
+) -> None:
+    alone = t.replaced.delay(4)
+    assert alone.get(timeout=20) == 50
+    assert (t.replaced.s(1) | t.add.s(1)).delay().get(timeout=20) == 21
+    in_chord = chord([t.replaced.s(2), t.add.s(1, 1)])(t.tsum.s())
+    assert in_chord.get(timeout=20) == 32
 
 
 def test_a_chord_survives_a_worker_killed_mid_chord(

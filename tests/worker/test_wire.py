@@ -54,7 +54,7 @@ def test_a_job_keeps_every_field() -> None:
 def test_outcomes_keep_every_field() -> None:
     outcomes = [
         Outcome("lease", OutcomeState.SUCCESS, result=Payload("application/json", b"3")),
-        Outcome("lease", OutcomeState.SUCCESS),
+        Outcome("lease", OutcomeState.SUCCESS, replaced_by="replacement"),
         Outcome(
             "lease",
             OutcomeState.RETRY,

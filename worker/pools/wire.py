@@ -49,6 +49,7 @@ OutcomeWire: TypeAlias = tuple[
     float | None,  # retry_countdown
     datetime | None,  # retry_eta
     int | None,  # max_retries
+    str,  # replaced_by
 ]
 
 _STATES = {state.value: state for state in OutcomeState}
@@ -100,12 +101,13 @@ def outcome_to_wire(outcome: Outcome) -> OutcomeWire:
         outcome.retry_countdown,
         outcome.retry_eta,
         outcome.max_retries,
+        outcome.replaced_by,
     )
 
 
 def outcome_from_wire(wire: OutcomeWire) -> Outcome:
     """The `Outcome` that `outcome_to_wire` flattened."""
-    lease_id, state, result, error, countdown, eta, max_retries = wire
+    lease_id, state, result, error, countdown, eta, max_retries, replaced_by = wire
     return Outcome(
         lease_id,
         _STATES[state],
@@ -114,4 +116,5 @@ def outcome_from_wire(wire: OutcomeWire) -> Outcome:
         countdown,
         eta,
         max_retries,
+        replaced_by,
     )
