@@ -90,3 +90,16 @@ def test_the_tls_and_token_variant_runs_beside_plain_celeriac(tmp_path: Path) ->
         assert secure["figures"]["p50 ms"]["median"] > 0
         measured += 1
     assert measured >= 2  # the process and solo pools from the Python client
+
+
+def test_quick_workflows_run_times_a_chord_and_a_chain(tmp_path: Path) -> None:
+    completed = run_python(
+        "-m", "bench", "--quick", "--scenario", "workflows", "--out", str(tmp_path)
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    variants = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["workflows"]
+    assert set(variants) == {"chord members=50", "chain links=20"}
+    for outcome in variants.values():
+        celeriac = outcome["celeriac"]
+        assert celeriac["problem"] is None
+        assert celeriac["figures"]["seconds"]["median"] > 0
