@@ -30,14 +30,20 @@ if TYPE_CHECKING:
 _INHERITED_EXCLUDED = frozenset({"link", "task_id"})
 
 
+@dataclass(frozen=True)
+class _After:
+    """What a step waits for: its parents' ids, and whether it receives them as a list."""
+
+    parents: tuple[str, ...] = ()
+    joined: bool = False
+
+
 @dataclass
 class _Step:
-    """A compiled part of a workflow."""
+    """A compiled part of a workflow: its result handle, and what a step after it waits for."""
 
     result: AsyncResult | GroupResult
-    # The ids whose results the next step receives, and whether it receives them as a list.
-    terminals: tuple[str, ...]
-    joined: bool
+    then: _After
 
 
 @dataclass
@@ -61,7 +67,7 @@ class _Plan:
 def send(app: Celeriac, canvas: Canvas) -> AsyncResult | GroupResult:
     """Submit every task of ``canvas``; returns the handle a Celery user gets for it."""
     plan = _Plan(app)
-    step = _compile(plan, canvas, (), False, {})
+    step = _compile(plan, canvas, _After(), {})
     _submit(app, plan.specs)
     for spec, (args, kwargs) in zip(plan.specs, plan.calls, strict=True):
         after_publish(spec, args, kwargs)
@@ -84,120 +90,85 @@ def _submit(app: Celeriac, specs: list[SubmitSpec]) -> None:
     transport.submit_chunks(app._chunks(specs, transport.server_info()), in_flight=1)
 
 
-def _compile(
-    plan: _Plan,
-    canvas: Canvas,
-    parents: tuple[str, ...],
-    joined: bool,
-    inherited: Mapping[str, Any],
-) -> _Step:
+def _compile(plan: _Plan, canvas: Canvas, after: _After, inherited: Mapping[str, Any]) -> _Step:
     if isinstance(canvas, Signature):
-        return _signature(plan, canvas, parents, joined, inherited)
+        return _signature(plan, canvas, after, inherited)
     if isinstance(canvas, chain):
-        return _chain(plan, canvas, parents, joined, inherited)
+        return _chain(plan, canvas, after, inherited)
     if isinstance(canvas, group):
-        return _group(plan, canvas, parents, joined, inherited)
-    return _chord(plan, canvas, parents, joined, inherited)
+        return _group(plan, canvas, after, inherited)
+    return _chord(plan, canvas, after, inherited)
 
 
-def _signature(
-    plan: _Plan,
-    sig: Signature,
-    parents: tuple[str, ...],
-    joined: bool,
-    inherited: Mapping[str, Any],
-) -> _Step:
+def _signature(plan: _Plan, sig: Signature, after: _After, inherited: Mapping[str, Any]) -> _Step:
     options = {**inherited, **sig.options}
     links = _callbacks(options.pop("link", None))
     errbacks = _callbacks(options.pop("link_error", None))
-    if parents:
-        mode = "ignore" if sig.immutable else ("results" if joined else "result")
+    if after.parents:
+        mode = "ignore" if sig.immutable else ("results" if after.joined else "result")
     else:
         mode = ""
-        if joined and not sig.immutable:  # a chord with an empty header: its body gets []
+        if after.joined and not sig.immutable:  # a chord with an empty header: its body gets []
             sig = sig.clone(([],))
-    task_id = plan.add(sig, options, parents, mode)
-    result = AsyncResult(task_id, app=plan.app)
-    _attach_callbacks(plan, (task_id,), False, links, errbacks)
-    return _Step(result, (task_id,), False)
+    task_id = plan.add(sig, options, after.parents, mode)
+    step = _Step(AsyncResult(task_id, app=plan.app), _After((task_id,)))
+    _attach_callbacks(plan, step.then, links, errbacks)
+    return step
 
 
 def _attach_callbacks(
-    plan: _Plan,
-    terminals: tuple[str, ...],
-    joined: bool,
-    links: list[Canvas],
-    errbacks: list[Canvas],
+    plan: _Plan, after: _After, links: list[Canvas], errbacks: list[Canvas]
 ) -> None:
     for link in links:
-        _compile(plan, link, terminals, joined, {})
+        _compile(plan, link, after, {})
     for errback in errbacks:
         if not isinstance(errback, Signature):
             raise InvalidTaskSpec(f"link_error takes signatures, got {type(errback).__name__}")
         options = {k: v for k, v in errback.options.items() if k not in ("link", "link_error")}
-        for parent in terminals:
+        for parent in after.parents:
             plan.add(errback, options, (parent,), "errback")
 
 
-def _chain(
-    plan: _Plan,
-    canvas: chain,
-    parents: tuple[str, ...],
-    joined: bool,
-    inherited: Mapping[str, Any],
-) -> _Step:
+def _chain(plan: _Plan, canvas: chain, after: _After, inherited: Mapping[str, Any]) -> _Step:
     options = {**inherited, **canvas.options}
     links = _callbacks(options.pop("link", None))
     step: _Step | None = None
     previous: AsyncResult | GroupResult | None = None
     for task in canvas.tasks:
-        step = _compile(plan, task, parents, joined, _passed_down(options))
+        step = _compile(plan, task, after, _passed_down(options))
         _set_parent(step.result, previous)
-        previous = step.result
-        parents, joined = step.terminals, step.joined
+        previous, after = step.result, step.then
     assert step is not None
-    _attach_callbacks(plan, step.terminals, step.joined, links, [])
+    _attach_callbacks(plan, step.then, links, [])
     return step
 
 
-def _group(
-    plan: _Plan,
-    canvas: group,
-    parents: tuple[str, ...],
-    joined: bool,
-    inherited: Mapping[str, Any],
-) -> _Step:
+def _group(plan: _Plan, canvas: group, after: _After, inherited: Mapping[str, Any]) -> _Step:
     options = {**inherited, **canvas.options}
     links = _callbacks(options.pop("link", None))
     results: list[AsyncResult] = []
     terminals: list[str] = []
     for task in canvas.tasks:
-        step = _compile(plan, task, parents, joined, _passed_down(options))
+        step = _compile(plan, task, after, _passed_down(options))
         if isinstance(step.result, GroupResult):
             results.extend(step.result.results)
         else:
             results.append(step.result)
-        terminals.extend(step.terminals)
-    result = GroupResult(None, results, plan.app)
-    _attach_callbacks(plan, tuple(terminals), True, links, [])
-    return _Step(result, tuple(terminals), True)
+        terminals.extend(step.then.parents)
+    then = _After(tuple(terminals), joined=True)
+    _attach_callbacks(plan, then, links, [])
+    return _Step(GroupResult(None, results, plan.app), then)
 
 
-def _chord(
-    plan: _Plan,
-    canvas: chord,
-    parents: tuple[str, ...],
-    joined: bool,
-    inherited: Mapping[str, Any],
-) -> _Step:
+def _chord(plan: _Plan, canvas: chord, after: _After, inherited: Mapping[str, Any]) -> _Step:
     if canvas.body is None:
         raise InvalidTaskSpec("a chord needs a body: chord(header)(body) or chord(h, body)")
     options = {**inherited, **canvas.options}
     # The errbacks go to the body only, as with Celery's default
     # (task_allow_error_cb_on_chord_header off): a failed member fails the body, which calls them.
     to_header = {k: v for k, v in _passed_down(options).items() if k != "link_error"}
-    header = _group(plan, canvas.header, parents, joined, to_header)
-    body = _compile(plan, canvas.body, header.terminals, True, options)
+    header = _group(plan, canvas.header, after, to_header)
+    body = _compile(plan, canvas.body, header.then, options)
     _set_parent(body.result, header.result)
     return body
 
