@@ -94,7 +94,8 @@ def test_the_tls_and_token_variant_runs_beside_plain_celeriac(tmp_path: Path) ->
 
 def test_quick_workflows_run_times_a_chord_and_a_chain(tmp_path: Path) -> None:
     completed = run_python(
-        "-m", "bench", "--quick", "--scenario", "workflows", "--out", str(tmp_path)
+        "-m", "bench", "--quick", "--scenario", "workflows", "--out", str(tmp_path),
+        timeout=120.0,  # a broker and a worker start for each variant; the machine is shared
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     variants = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["workflows"]
