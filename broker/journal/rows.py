@@ -10,10 +10,10 @@ expires, time limit ms, soft time limit ms, idempotency key, idempotency window 
 result, result TTL ms, max retries (or null), then, only for a concurrency-limited task or a
 task in a workflow, its concurrency key and limit ("" and 0 when unlimited), then, only for a
 task in a workflow, the ids it depends on (array) and its dependency mode (string,
-DependencyMode's value): 13, 15 or 17 items (a version 1 spec has 14). It holds nothing of the task's identity (the row has the task id),
-so tasks submitted with the same options have the same spec text and a recovery decodes it
-once for all of them. Version 1 arrays have the task id as submitted
-second; they are still read.
+DependencyMode's value): 13, 15 or 17 items (a version 1 spec has 14). It holds nothing of the
+task's identity (the row has the task id), so tasks submitted with the same options have the
+same spec text and a recovery decodes it once for all of them. Version 1 arrays have the task
+id as submitted second; they are still read.
 
 The state array, by position: phase, state, retries, attempts, redeliveries, worker id, lease
 id, due (wall s or null), date done (wall s or null), queue sequence number, dead-lettered
