@@ -35,6 +35,8 @@ class BenchConfig:
         scaling_round_trips: round trips per latency measurement in the scaling scenario.
         idle_window_s: how long the broker's CPU is watched with idle workers connected.
         rate_limit_tasks: rate-limited tasks per rate-limit run (at bench.limits.STAMPED_RATE).
+        chord_members: members of the workflows scenario's chord (the issue's 10,000).
+        chain_links: links of the workflows scenario's chain (the issue's 1,000).
     """
 
     runs: int = 3
@@ -55,6 +57,8 @@ class BenchConfig:
     scaling_round_trips: int = 300
     idle_window_s: float = 3.0
     rate_limit_tasks: int = 500
+    chord_members: int = 10_000
+    chain_links: int = 1_000
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -77,4 +81,6 @@ class BenchConfig:
             scaling_round_trips=50,
             idle_window_s=1.0,
             rate_limit_tasks=40,
+            chord_members=50,
+            chain_links=20,
         )

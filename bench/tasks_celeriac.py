@@ -24,6 +24,8 @@ NOOP = "bench.noop"
 STAMPED = "bench.stamped"
 ASYNC_NOOP = "bench.async_noop"
 ADD = "bench.add"
+INC = "bench.inc"
+COUNT = "bench.count"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class CeleriacBench:
     async_noop: Any
     add: Any
     stamped: Any
+    inc: Any
+    count: Any
 
 
 def noop() -> None:
@@ -55,6 +59,16 @@ def stamped() -> float:
     return time.time()
 
 
+def inc(x: int) -> int:
+    """A chain's link: one more than the link before."""
+    return x + 1
+
+
+def count(results: list[object]) -> int:
+    """A chord's body: how many member results arrived."""
+    return len(results)
+
+
 def make_app(broker: str, **options: Any) -> CeleriacBench:
     """A Celeriac app on the broker at this address with the benchmark's tasks."""
     app = Celeriac("bench", broker=broker, **options)
@@ -64,6 +78,8 @@ def make_app(broker: str, **options: Any) -> CeleriacBench:
         async_noop=app.task(name=ASYNC_NOOP)(async_noop),
         add=app.task(name=ADD)(add),
         stamped=app.task(name=STAMPED, rate_limit=f"{STAMPED_RATE}/s")(stamped),
+        inc=app.task(name=INC)(inc),
+        count=app.task(name=COUNT)(count),
     )
 
 

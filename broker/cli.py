@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--max-held-calls-per-stream", type=int, help="held GetResults")
     serve_parser.add_argument("--max-held-calls-per-peer", type=int, help="held GetResults")
     serve_parser.add_argument("--max-sessions-per-peer", type=int, help="sessions per address")
+    serve_parser.add_argument("--max-dependencies", type=int, help="most parents of one task")
+    serve_parser.add_argument("--max-workflow-depth", type=int, help="most links in a chain")
     serve_parser.add_argument("--lease-grace", type=float, help="seconds before requeueing")
     serve_parser.add_argument("--ping-interval", type=float, help="seconds between pings")
     serve_parser.add_argument("--ping-timeout", type=float, help="seconds without a message")

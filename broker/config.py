@@ -96,6 +96,10 @@ class BrokerConfig:
     max_sessions_per_peer: int = setting(1_000, at_least(1))
     # Specs in one SubmitMany: big enough for throughput, small enough to validate in one go.
     max_batch: int = setting(10_000, at_least(1))
+    # Workflows: the tasks one task may wait for (a chord's members), and how many links deep
+    # a chain of waiting tasks may go. A task's wait costs ~100 bytes per parent.
+    max_dependencies: int = setting(100_000, at_least(1))
+    max_workflow_depth: int = setting(10_000, at_least(1))
     # Workers are pinged this often and dropped after missing pings this long: a dead host is
     # noticed within seconds, not after a 30-minute visibility timeout.
     ping_interval: float = setting(2.0, positive)

@@ -102,6 +102,30 @@ class SessionsExceeded(LimitExceeded):
     reason = "SESSIONS_EXCEEDED"
 
 
+class WorkflowTooLarge(LimitExceeded):
+    """A task depends on more tasks than max_dependencies allows (a huge chord)."""
+
+    reason = "WORKFLOW_TOO_LARGE"
+
+
+class WorkflowTooDeep(LimitExceeded):
+    """A task would sit deeper in a chain of dependencies than max_workflow_depth allows."""
+
+    reason = "WORKFLOW_TOO_DEEP"
+
+
+class UnknownDependency(InvalidArgument):
+    """A task depends on a task id the broker does not hold (nor earlier in the batch)."""
+
+    reason = "UNKNOWN_DEPENDENCY"
+
+
+class DependencyCycle(InvalidArgument):
+    """A task depends on itself, directly or through other tasks of its batch."""
+
+    reason = "DEPENDENCY_CYCLE"
+
+
 class StaleLease(BrokerError):
     """A report names a lease the broker no longer holds."""
 

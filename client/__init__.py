@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from client import errors, states
 from client.app import Celeriac
-from client.canvas import Signature, group
+from client.canvas import Signature, chain, chord, group
 from client.config import ClientConfig
-from client.result import AsyncResult, GroupResult
+from client.result import AsyncResult, GroupResult, ResultSet
 from client.shared import shared_task
 from client.task import Task, TaskOptions
 
@@ -26,9 +26,12 @@ __all__ = [
     "Celeriac",
     "ClientConfig",
     "GroupResult",
+    "ResultSet",
     "Signature",
     "Task",
     "TaskOptions",
+    "chain",
+    "chord",
     "errors",
     "group",
     "shared_task",

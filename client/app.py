@@ -253,6 +253,10 @@ class Celeriac:
             QueueFull: The queue is at capacity.
             PayloadTooLarge: The encoded arguments exceed the broker's limit.
         """
+        if options.get("link") or options.get("link_error"):
+            from client.workflow import send
+
+            return send(self, Signature(self, name, args or (), kwargs, options))  # type: ignore[return-value]
         spec = before_publish(self.build_spec(name, args, kwargs, options), args, kwargs)
         result = AsyncResult.submitted(self.transport.submit([spec])[0], self)
         after_publish(spec, args, kwargs)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from client.errors import CeleriacError
 from client.records import ResolvedOptions, SubmitSpec
 
 T = TypeVar("T")
@@ -91,4 +92,7 @@ def chunk_failure(
         verdict = "were accepted" if accepted else "were not accepted either"
         end = later_start + later_count - 1
         parts.append(f"tasks {later_start}-{end} (sent already) {verdict}")
-    return type(failure)("; ".join(parts))
+    error = type(failure)("; ".join(parts))
+    if isinstance(failure, CeleriacError) and isinstance(error, CeleriacError):
+        error.reason, error.metadata = failure.reason, failure.metadata  # what a program matches
+    return error

@@ -99,6 +99,19 @@ def _fill_spec(message: tasks_pb2.TaskSpec, spec: SubmitSpec, options: tasks_pb2
     message.task_id = spec.task_id
     message.args.content_type = spec.args.content_type
     message.args.body = spec.args.body
+    if spec.depends_on:
+        message.depends_on.extend(spec.depends_on)
+    if spec.dependency_mode:
+        message.dependency_mode = _MODES[spec.dependency_mode]
+
+
+_MODES = {
+    "ignore": tasks_pb2.DEPENDENCY_MODE_IGNORE,
+    "result": tasks_pb2.DEPENDENCY_MODE_RESULT,
+    "results": tasks_pb2.DEPENDENCY_MODE_RESULTS,
+    "errback": tasks_pb2.DEPENDENCY_MODE_ERRBACK,
+    "barrier": tasks_pb2.DEPENDENCY_MODE_BARRIER,
+}
 
 
 def _options_message(options: ResolvedOptions) -> tasks_pb2.TaskSpec:
@@ -187,6 +200,7 @@ def result_record(message: tasks_pb2.TaskResult) -> ResultRecord:
         worker_id=message.worker_id,
         dead_lettered=message.dead_lettered,
         progress=_encoded(message, "progress"),
+        depends_on=tuple(message.depends_on),
     )
 
 

@@ -181,6 +181,25 @@ class TaskExpired(TaskRevokedError):
     """
 
 
+class Replaced(CeleriacError):
+    """Raised by ``self.replace(sig)`` to end a task that handed its place to another.
+
+    The worker reports the replacement's id; the broker gives the task the replacement's
+    outcome once it finishes. Do not catch it in the task.
+    """
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"replaced by task {task_id}")
+        self.task_id = task_id
+
+
+class ChordError(CeleriacError):
+    """A chord's body did not run because a member of its header failed (Celery's name).
+
+    The message names the member: ``Dependency <id> raised <Type>('<message>')``.
+    """
+
+
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return ""

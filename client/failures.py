@@ -22,6 +22,7 @@ import sys
 
 from client.errors import (
     CeleriacError,
+    ChordError,
     RemoteTaskError,
     SoftTimeLimitExceeded,
     TaskExpired,
@@ -34,7 +35,7 @@ from client.records import RemoteError
 _NEVER_REBUILT = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit"})
 
 _CELERIAC_ERRORS: dict[str, type[CeleriacError]] = {
-    kind.__name__: kind for kind in (TimeLimitExceeded, SoftTimeLimitExceeded)
+    kind.__name__: kind for kind in (TimeLimitExceeded, SoftTimeLimitExceeded, ChordError)
 }
 
 

@@ -105,8 +105,10 @@ _CALL_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(CallOptions))
 _CELERY_PUBLISH_OPTIONS = frozenset({"routing_key", "retry", "retry_policy"})
 # Celery's apply_async options Celeriac does not offer, and why: refused, never ignored.
 UNSUPPORTED_CALL_OPTIONS = {
-    "link": "callbacks are not supported yet; call the next task from this one",
-    "link_error": "error callbacks are not supported yet; use a class-based task's on_failure",
+    "link": "callbacks go with the blocking API (apply_async, send_task), not the asyncio one",
+    "link_error": (
+        "error callbacks go with the blocking API (apply_async, send_task), not the asyncio one"
+    ),
     "exchange": "Celeriac has no exchanges: it routes by queue (pass queue= or routing_key=)",
     "shadow": "renaming a task in logs is not supported",
     "add_to_parent": "results do not track their children",

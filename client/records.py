@@ -51,6 +51,10 @@ class SubmitSpec:
     task_id: str
     args: EncodedValue
     options: ResolvedOptions
+    # Workflows: the ids this task waits for and how ("result", "results", "errback",
+    # "ignore", "barrier"; see DependencyMode in tasks.proto).
+    depends_on: tuple[str, ...] = ()
+    dependency_mode: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class ResultRecord:
     worker_id: str = ""
     dead_lettered: bool = False
     progress: EncodedValue | None = None
+    # The tasks it waited for (a saved group's members, a chord body's header).
+    depends_on: tuple[str, ...] = ()
 
     @property
     def ready(self) -> bool:

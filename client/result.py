@@ -62,6 +62,8 @@ class AsyncResult:
             raise TypeError("AsyncResult needs the app that talks to the broker: app=...")
         self.id = id
         self.app = app
+        # In a workflow: the result of the step before (a chain's link, a chord's header).
+        self.parent: AsyncResult | GroupResult | None = None
         self._final: ResultRecord | None = None
         # The transport's watch on this task's result (see client.call_stream): held here so
         # that the result pushed by the broker is kept exactly as long as someone can read it.
@@ -248,26 +250,25 @@ class AsyncResult:
             )
 
 
-class GroupResult:
-    """The results of a group of tasks; collected in batches, not one call per task.
+class ResultSet:
+    """Results of any tasks, read together; collected in batches, not one call per task.
 
     Attributes:
-        id: An id for the group (client-side only).
-        results: One :class:`AsyncResult` per task, in submission order.
+        results: One :class:`AsyncResult` per task, in order.
     """
 
-    def __init__(
-        self, id: str | None, results: Sequence[AsyncResult], app: Celeriac | None = None
-    ) -> None:
-        self.id = id or str(uuid.uuid4())
+    def __init__(self, results: Sequence[AsyncResult], app: Celeriac | None = None) -> None:
         self.results = list(results)
         self.app = app or (self.results[0].app if self.results else None)
+        # In a workflow: the result of the step before the group.
+        self.parent: AsyncResult | GroupResult | None = None
         self._unknown: list[str] = []
         # How many results at the start of the group are known to be final (see _next_chunk).
         self._settled = 0
 
     def __repr__(self) -> str:
-        return f"<GroupResult {self.id} of {len(self.results)} tasks>"
+        name = getattr(self, "id", None) or ""
+        return f"<{type(self).__name__} {name} of {len(self.results)} tasks>".replace("  ", " ")
 
     def __len__(self) -> int:
         return len(self.results)
@@ -406,6 +407,47 @@ class GroupResult:
             outcome(app, result._final, propagate) if app and result._final else None
             for result in self.results
         ]
+
+
+class GroupResult(ResultSet):
+    """The results of a group: a :class:`ResultSet` with an id, which can be saved.
+
+    Attributes:
+        id: The group's id. It names something at the broker once :meth:`save` recorded it.
+        results: One :class:`AsyncResult` per task, in submission order.
+    """
+
+    def __init__(
+        self, id: str | None, results: Sequence[AsyncResult], app: Celeriac | None = None
+    ) -> None:
+        super().__init__(results, app)
+        self.id: str = id or str(uuid.uuid4())
+
+    def save(self) -> GroupResult:
+        """Record the group at the broker so that :meth:`restore` finds it by id later.
+
+        The broker holds it as a task that never runs (``celeriac.group``, waiting on the
+        members) and keeps it, like any result, for the result TTL once every member finished.
+        Saving the same id again is a no-op.
+        """
+        from client.workflow import barrier
+
+        barrier(self._app(), self.id, [result.id for result in self.results])
+        return self
+
+    @classmethod
+    def restore(cls, id: str, app: Celeriac | None = None) -> GroupResult | None:
+        """The group saved as ``id``, or None when the broker holds no such group."""
+        if app is None:
+            raise TypeError("GroupResult.restore needs the app that talks to the broker: app=...")
+        record = app.transport.get_result(id)
+        if record.state == states.UNKNOWN or not record.depends_on:
+            return None
+        return cls(id, [AsyncResult(task_id, app=app) for task_id in record.depends_on], app)
+
+    def delete(self) -> None:
+        """Drop the saved group (not its members' results)."""
+        self._transport().forget([self.id])
 
 
 def _by_id(results: Iterable[AsyncResult]) -> dict[str, list[AsyncResult]]:

@@ -23,7 +23,7 @@ from client.context import (
     current_request,
     executing,
 )
-from client.errors import ContentTypeRefused, InvalidTaskSpec, OutsideTaskError, Retry
+from client.errors import ContentTypeRefused, InvalidTaskSpec, OutsideTaskError, Replaced, Retry
 from client.serialization import JSON, content_type_for
 
 if TYPE_CHECKING:
@@ -472,6 +472,39 @@ class Task:
         from client.canvas import Signature
 
         return Signature(self.app, self.name, args, kwargs)
+
+    def replace(self, sig: Any) -> NoReturn:
+        """Hand this running task's place to ``sig`` (a signature, chain or chord), as Celery's.
+
+        ``sig`` is sent now and this task ends without a result of its own: the broker gives it
+        the replacement's outcome (state, result, error) once that finishes, so ``get()`` on
+        this task, the next link of its chain and its chord see the replacement's result.
+        Write ``raise self.replace(sig)`` or ``return self.replace(sig)``: it raises
+        :class:`~client.errors.Replaced` either way, which the worker reports.
+
+        Raises:
+            OutsideTaskError: Not called from inside a running task.
+            InvalidTaskSpec: ``sig`` is a group (it has no one result to take), or the task
+                runs eagerly (a replacement needs the broker).
+        """
+        from client.result import ResultSet
+        from client.workflow import send
+
+        if self.request.is_eager:
+            raise InvalidTaskSpec("Task.replace needs a broker: it is not available eagerly")
+        result = send(self.app, sig)
+        if isinstance(result, ResultSet):
+            raise InvalidTaskSpec(
+                "replace a task with a signature, chain or chord; a group has no one result "
+                "(use a chord whose body gathers the group's results)"
+            )
+        raise Replaced(result.id)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a workflow it ignores its parent's result (Celery's .si)."""
+        from client.canvas import Signature
+
+        return Signature(self.app, self.name, args, kwargs, immutable=True)
 
     def signature(
         self,

@@ -15,7 +15,16 @@ from google.protobuf import timestamp_pb2
 
 from celeriac.v1 import tasks_pb2, worker_pb2
 from worker.control import Control, ControlReply, HeldTask, Stats
-from worker.jobs import Heartbeat, Job, Outcome, OutcomeState, Payload, StateUpdate, TaskErrorInfo
+from worker.jobs import (
+    Heartbeat,
+    Job,
+    Outcome,
+    OutcomeState,
+    ParentResult,
+    Payload,
+    StateUpdate,
+    TaskErrorInfo,
+)
 from worker.limits import PayloadLimits
 
 # Millisecond fields are uint32 on the wire: longer spans are clamped to the largest value.
@@ -335,6 +344,29 @@ def job_from_assignment(a: worker_pb2.Assignment, max_payload_bytes: int | None 
         priority=a.priority,
         max_retries=a.max_retries if a.HasField("max_retries") else None,
         max_payload_bytes=max_payload_bytes,
+        dependency_mode=_MODES.get(a.dependency_mode, "") if a.dependency_mode else "",
+        parents=tuple(_parent(p) for p in a.parent_results) if a.parent_results else (),
+    )
+
+
+_MODES = {
+    tasks_pb2.DEPENDENCY_MODE_IGNORE: "ignore",
+    tasks_pb2.DEPENDENCY_MODE_RESULT: "result",
+    tasks_pb2.DEPENDENCY_MODE_RESULTS: "results",
+    tasks_pb2.DEPENDENCY_MODE_ERRBACK: "errback",
+}
+
+
+def _parent(message: tasks_pb2.ParentResult) -> ParentResult:
+    result = message.result if message.HasField("result") else None
+    error = message.error if message.HasField("error") else None
+    return ParentResult(
+        task_id=message.task_id,
+        name=message.name,
+        result=None if result is None else Payload(result.content_type, result.body),
+        error=None
+        if error is None
+        else TaskErrorInfo(error.type, error.message, error.traceback, error.retryable),
     )
 
 
@@ -344,6 +376,8 @@ def _outcome(o: Outcome) -> worker_pb2.Outcome:
         message.result.CopyFrom(_payload(o.result))
     if o.error is not None:
         message.error.CopyFrom(_error(o.error))
+    if o.replaced_by:
+        message.replaced_by = o.replaced_by
     if o.state is OutcomeState.RETRY:
         if o.max_retries is not None:
             message.max_retries = o.max_retries

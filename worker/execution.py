@@ -34,6 +34,7 @@ from client import serialization, signals
 from client.context import Request, executing
 from client.errors import (
     NotRegistered,
+    Replaced,
     Retry,
     TaskExpired,
     TaskRevokedError,
@@ -52,6 +53,7 @@ from worker.jobs import (
     TaskEvent,
 )
 from worker.limits import check_result, fit_event
+from worker.parents import with_parents
 from worker.task_threads import TaskThreads
 
 logger = logging.getLogger(__name__)
@@ -203,6 +205,8 @@ def decide_failure(job: Job, task: Task, exc: BaseException) -> Outcome:
         RETRY when a retry was asked for (explicitly or through `autoretry_for`) and retries
         remain; FAILURE otherwise, carrying the original exception.
     """
+    if isinstance(exc, Replaced):
+        return Outcome(job.lease_id, OutcomeState.SUCCESS, replaced_by=exc.task_id)
     options = task.options
     if isinstance(exc, Retry):
         limit = exc.max_retries if exc.max_retries is not None else _retry_limit(job, task)
@@ -325,6 +329,8 @@ def _prepare(
         args, kwargs = serialization.decode_args(
             job.args.body, job.args.content_type, allow_pickle=settings.allow_pickle
         )
+        if job.dependency_mode:
+            args = with_parents(job, task, args, settings.allow_pickle)
     except Exception as exc:  # SerializationError or ContentTypeRefused
         return failure(job.lease_id, exc, retryable=False)
     return _Call(task, args, kwargs)

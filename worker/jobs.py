@@ -25,6 +25,16 @@ class Payload:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ParentResult:
+    """The outcome of one task a dependent job waited for (a chain link, a chord member)."""
+
+    task_id: str
+    name: str = ""
+    result: Payload | None = None
+    error: TaskErrorInfo | None = None
+
+
 @dataclass(slots=True)
 class Job:
     """One task attempt to execute, under the broker's lease.
@@ -51,6 +61,10 @@ class Job:
     priority: int = 0
     max_retries: int | None = None
     max_payload_bytes: int | None = None
+    # A dependent task (a workflow): how it depends ("result", "results", "errback",
+    # "ignore"; "" for a plain task) and its parents' outcomes (see worker.parents).
+    dependency_mode: str = ""
+    parents: tuple[ParentResult, ...] = ()
 
 
 class OutcomeState(enum.Enum):
@@ -93,6 +107,8 @@ class Outcome:
     retry_countdown: float | None = None
     retry_eta: datetime | None = None
     max_retries: int | None = None
+    # Task.replace: the id of the task that took this one's place (state SUCCESS, no result).
+    replaced_by: str = ""
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,19 @@ from bench.scenarios.memory import Memory
 from bench.scenarios.rate_limit import RateLimit
 from bench.scenarios.scaling import Scaling
 from bench.scenarios.throughput import Throughput
+from bench.scenarios.workflows import Workflows
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
-    for scenario in (Throughput(), Enqueue(), Latency(), Memory(), Scaling(), RateLimit())
+    for scenario in (
+        Throughput(),
+        Enqueue(),
+        Latency(),
+        Memory(),
+        Scaling(),
+        RateLimit(),
+        Workflows(),
+    )
 }
 
 __all__ = ["SCENARIOS", "Scenario", "Variant"]

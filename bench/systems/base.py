@@ -13,6 +13,12 @@ CPU_COUNT = os.cpu_count() or 1
 COLLECT_TIMEOUT = 600.0
 
 
+def check_answer(what: str, answer: object, expected: object) -> None:
+    """Fail the run when a workflow's final result is not what it must be."""
+    if answer != expected:
+        raise AssertionError(f"{what} returned {answer!r}, expected {expected!r}")
+
+
 class Unsupported(Exception):
     """The system has no equivalent of this deployment (e.g. Celery has no asyncio pool)."""
 
@@ -90,6 +96,12 @@ class System(Protocol):
 
     def round_trip(self) -> None:
         """`add.delay(1, 2).get()`, checking the answer."""
+
+    def run_chord(self, members: int) -> None:
+        """`chord(noop.s() for each member)(count.s()).get()`, checking the count."""
+
+    def run_chain(self, links: int) -> None:
+        """`chain(inc.s(0), inc.s(), ...)` of ``links`` links, `.get()`, checking the sum."""
 
     def purge(self) -> None:
         """Drop every queued task, so one run's leftovers do not weigh on the next."""

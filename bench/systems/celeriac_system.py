@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from bench.processes import ManagedProcess, rss_bytes
-from bench.systems.base import Deployment, Pending
+from bench.systems.base import COLLECT_TIMEOUT, Deployment, Pending, check_answer
 from celeriac.v1 import admin_pb2, admin_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class CeleriacSystem:
     ) -> Pending:
         from client import group
 
-        options: dict[str, object] = {"queue": queue} if queue else {}
+        options: dict[str, Any] = {"queue": queue} if queue else {}
         if ignore_result:
             options["ignore_result"] = True
         result: Pending = group(self.noop.s() for _ in range(count)).apply_async(**options)
@@ -176,6 +176,20 @@ class CeleriacSystem:
         answer = self.bench.add.delay(1, 2).get(timeout=ROUND_TRIP_TIMEOUT)
         if answer != 3:
             raise AssertionError(f"add(1, 2) returned {answer!r}")
+
+    def run_chord(self, members: int) -> None:
+        from client import chord
+
+        body = self.bench.count.s()
+        result = chord(self.noop.s() for _ in range(members))(body)
+        check_answer("chord", result.get(timeout=COLLECT_TIMEOUT), members)
+
+    def run_chain(self, links: int) -> None:
+        from client import chain
+
+        inc = self.bench.inc
+        result = chain(inc.s(0), *(inc.s() for _ in range(links - 1))).apply_async()
+        check_answer("chain", result.get(timeout=COLLECT_TIMEOUT), links)
 
     def purge(self) -> None:
         for queue in self._queues():

@@ -27,6 +27,8 @@ class CeleryBench:
     noop: Any
     add: Any
     stamped: Any
+    inc: Any
+    count: Any
 
 
 def noop() -> None:
@@ -36,6 +38,16 @@ def noop() -> None:
 def add(x: int, y: int) -> int:
     """The round-trip probe."""
     return x + y
+
+
+def inc(x: int) -> int:
+    """A chain's link: one more than the link before."""
+    return x + 1
+
+
+def count(results: list[object]) -> int:
+    """A chord's body: how many member results arrived."""
+    return len(results)
 
 
 def _quiet_per_task_logs(**_: Any) -> None:
@@ -78,6 +90,8 @@ def make_app(url: str) -> CeleryBench:
         noop=app.task(name="bench.noop")(noop),
         add=app.task(name="bench.add")(add),
         stamped=app.task(name="bench.stamped", rate_limit=f"{STAMPED_RATE}/s")(stamped),
+        inc=app.task(name="bench.inc")(inc),
+        count=app.task(name="bench.count")(count),
     )
 
 

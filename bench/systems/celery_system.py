@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.processes import ManagedProcess, rss_bytes
 from bench.redis_server import RedisServer
-from bench.systems.base import Deployment, Pending, Unsupported
+from bench.systems.base import COLLECT_TIMEOUT, Deployment, Pending, Unsupported, check_answer
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,20 @@ class CelerySystem:
         answer = self.bench.add.delay(1, 2).get(timeout=ROUND_TRIP_TIMEOUT)
         if answer != 3:
             raise AssertionError(f"add(1, 2) returned {answer!r}")
+
+    def run_chord(self, members: int) -> None:
+        from celery import chord
+
+        body = self.bench.count.s()
+        result = chord(self.bench.noop.s() for _ in range(members))(body)
+        check_answer("chord", result.get(timeout=COLLECT_TIMEOUT), members)
+
+    def run_chain(self, links: int) -> None:
+        from celery import chain
+
+        inc = self.bench.inc
+        result = chain(inc.s(0), *(inc.s() for _ in range(links - 1))).apply_async()
+        check_answer("chain", result.get(timeout=COLLECT_TIMEOUT), links)
 
     def purge(self) -> None:
         self._redis().flushall()

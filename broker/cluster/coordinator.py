@@ -125,7 +125,7 @@ class Cluster:
         for queue in lifecycle.queues.values():
             if len(queue):
                 for record in queue.drain():
-                    lifecycle.release(record)
+                    lifecycle.hand_off(record)
         self._maybe_claim()
 
     # -- lookups for the services ------------------------------------------------------------

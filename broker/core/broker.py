@@ -21,6 +21,7 @@ from broker.core.events import EventKind, EventSink
 from broker.core.ids import TaskIds
 from broker.core.lifecycle import Lifecycle
 from broker.core.model import (
+    DependencyMode,
     Phase,
     QueueStats,
     RevokeOutcome,
@@ -35,6 +36,7 @@ from broker.core.results import Waiter
 from broker.core.sessions import Outbox, Session
 from broker.core.validation import Limits, check_name, payload_bytes, validate_spec
 from broker.core.workers import WorkerSessions
+from broker.core.workflows import Workflows
 from broker.errors import (
     BrokerError,
     HeldBytesExceeded,
@@ -91,6 +93,11 @@ class Broker:
             max_payload_bytes=cfg.max_payload_bytes,
         )
         self._keys = IdempotencyKeys(self.lifecycle.timers)
+        self.workflows = Workflows(
+            self.lifecycle,
+            max_dependencies=cfg.max_dependencies,
+            max_depth=cfg.max_workflow_depth,
+        )
         self._task_ids = TaskIds()
         self._limits = Limits(
             max_payload_bytes=cfg.max_payload_bytes, accept_content=cfg.accepted_content_types()
@@ -107,6 +114,8 @@ class Broker:
         existing = self._existing(spec)
         if existing is not None:
             return existing
+        if _in_workflow(spec):
+            self.workflows.check((spec,), self.lifecycle.tasks)
         self._check_capacity(1, payload_bytes(spec))
         if spec.queue not in self.lifecycle.queues:
             self._open_queues({spec.queue})
@@ -131,6 +140,8 @@ class Broker:
                 validate_spec(spec, self._limits)
             except BrokerError as error:
                 raise error.prefixed(f"tasks[{index}]: ") from None
+        if any(_in_workflow(spec) for spec in specs):
+            self.workflows.check(specs, self.lifecycle.tasks)
         self._check_capacity(len(specs), sum(payload_bytes(spec) for spec in specs))
         known = self.lifecycle.queues
         new_queues = {spec.queue for spec in specs if spec.queue not in known}
@@ -234,6 +245,7 @@ class Broker:
         for record in finished:
             lifecycle.restore(record)
         self.workers.restore_leases(leased)
+        self.workflows.restore(list(lifecycle.tasks.values()))
         for key, task_id, until in keys:
             if task_id in lifecycle.tasks:
                 self._keys.remember(key, task_id, lifecycle.mono_at(until))
@@ -419,7 +431,10 @@ class Broker:
             window = spec.idempotency_window_ms / 1000 or self.config.idempotency_window
             until = self.clock.monotonic() + window
             self._keys.remember(spec.idempotency_key, record.task_id, until)
-        self.lifecycle.accept(record)
+        if spec.depends_on:
+            self.workflows.accept(record)
+        else:
+            self.lifecycle.accept(record)
         return SubmitResult(record.task_id, True, record.state)
 
     def _revoke_one(self, task_id: str, terminate: bool, reason: str) -> RevokeOutcome:
@@ -443,3 +458,8 @@ class Broker:
         tasks = self.lifecycle.tasks
         dead = self.lifecycle.dead_letters
         return [tasks[i] for i in dict.fromkeys(task_ids) if i in dead and i in tasks]
+
+
+def _in_workflow(spec: TaskSpec) -> bool:
+    """Whether ``spec`` says anything about dependencies (the common task does not)."""
+    return bool(spec.depends_on) or spec.dependency_mode is not DependencyMode.RESULT

@@ -83,6 +83,10 @@ class Lifecycle:
         # The records waiting for a due time, by task id: inspect lists them without a scan of
         # every task.
         self.scheduled: dict[str, TaskRecord] = {}
+        # Told about every task that finished (broker.core.workflows releases its dependants),
+        # and about every task that replaced itself (it takes its replacement's outcome).
+        self.on_finished: Callable[[TaskRecord], None] | None = None
+        self.on_replaced: Callable[[TaskRecord], None] | None = None
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -172,8 +176,13 @@ class Lifecycle:
 
     # -- transitions -------------------------------------------------------------------------
 
-    def accept(self, record: TaskRecord) -> None:
-        """Take a new task in: queue it, or schedule it when its eta is in the future."""
+    def accept(self, record: TaskRecord, *, hold: bool = False) -> None:
+        """Take a new task in: queue it, or schedule it when its eta is in the future.
+
+        Args:
+            record: The new task.
+            hold: Keep it WAITING for the tasks it depends on (see :meth:`release`).
+        """
         self.tasks[record.task_id] = record
         self.unfinished += 1
         if record.args is not None:
@@ -183,6 +192,16 @@ class Lifecycle:
             self._emit(EventKind.ACCEPTED, record, spec.name)
         if spec.expires is not None:
             self._arm_expiry(record)
+        if hold:
+            self._set_phase(record, Phase.WAITING)
+            if self.changes is not None:
+                self.changes[record.task_id] = record
+        else:
+            self.release(record)
+
+    def release(self, record: TaskRecord) -> None:
+        """Queue an accepted task, or schedule it when its eta is in the future."""
+        spec = record.spec
         if spec.eta is not None and spec.eta > self.clock.time():
             self.schedule(record, spec.eta, EventKind.SCHEDULED)
         else:
@@ -289,6 +308,24 @@ class Lifecycle:
         self.enqueue(record, EventKind.REQUEUED, front=True)
         logger.info("task requeued id=%s reason=%s", record.task_id, reason)
 
+    def replace(self, lease: Lease, replacement: str) -> None:
+        """The leased task handed its place to task ``replacement`` (Task.replace).
+
+        It waits, holding no lease, until the replacement finishes, then takes its outcome.
+        """
+        record = lease.record
+        self.leases.release(lease)
+        record.replaced_by = replacement
+        record.custom_state = ""
+        record.result = None
+        self.recount(record)
+        self._set_phase(record, Phase.WAITING)
+        if self.changes is not None:
+            self.changes[record.task_id] = record
+        self._emit(EventKind.STARTED, record, f"replaced by {replacement}")
+        if self.on_replaced is not None:
+            self.on_replaced(record)
+
     def finish(
         self,
         record: TaskRecord,
@@ -330,6 +367,8 @@ class Lifecycle:
             self.dead_letters.add(record, record.date_done, until)
             self._emit(EventKind.DEAD_LETTERED, record)
         self.results.store(record, self.clock.monotonic(), ttl)
+        if self.on_finished is not None:
+            self.on_finished(record)
 
     def revive(self, record: TaskRecord) -> None:
         """Turn a finished (dead-lettered) task into a fresh PENDING task in its queue."""
@@ -346,7 +385,7 @@ class Lifecycle:
         self.recount(record)
         self.enqueue(record, EventKind.QUEUED)
 
-    def release(self, record: TaskRecord) -> None:
+    def hand_off(self, record: TaskRecord) -> None:
         """Let go of a queued task (just drained from its queue) another broker may claim.
 
         Brokers sharing a database hand queued tasks they have no credit for to the shared
@@ -393,6 +432,8 @@ class Lifecycle:
         if record.spec.expires is not None:
             self._arm_expiry(record)
         self._track_seq(record.seq)
+        if record.phase is Phase.WAITING:
+            return  # broker.core.workflows registers it with its parents
         if record.phase is Phase.SCHEDULED and record.due is not None:
             record.phase = Phase.QUEUED  # not counted anywhere yet: _set_phase must not uncount
             self._set_phase(record, Phase.SCHEDULED)
@@ -460,10 +501,7 @@ class Lifecycle:
 
     def _expiry_due(self, record: TaskRecord) -> None:
         # The record itself: a released task claimed back is a new record under the same id.
-        if (
-            record.phase in (Phase.QUEUED, Phase.SCHEDULED)
-            and self.tasks.get(record.task_id) is record
-        ):
+        if record.phase in _NOT_STARTED and self.tasks.get(record.task_id) is record:
             self.expire(record)
 
     def expire(self, record: TaskRecord) -> None:
@@ -542,6 +580,10 @@ class Lifecycle:
     def _emit(self, kind: EventKind, record: TaskRecord, detail: str = "") -> None:
         if self.sink is not None:
             self.sink(TaskEvent(kind, record.task_id, self.clock.time(), detail))
+
+
+# Phases of a task that has not run yet, so that its ``expires`` still applies.
+_NOT_STARTED = (Phase.QUEUED, Phase.SCHEDULED, Phase.WAITING)
 
 
 def _payload_size(record: TaskRecord) -> int:

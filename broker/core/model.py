@@ -38,6 +38,7 @@ READY_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKE
 class Phase(enum.Enum):
     """Where a task is inside the broker (finer than the state a client sees)."""
 
+    WAITING = "waiting"  # held until the tasks it depends on finish (broker.core.workflows)
     QUEUED = "queued"  # in a ready queue, waiting for credit
     SCHEDULED = "scheduled"  # waiting in the timer heap for its eta or retry backoff
     LEASED = "leased"  # assigned to a worker under a lease
@@ -103,6 +104,26 @@ class TaskError:
             object.__setattr__(self, "kind", classify(self.type))
 
 
+class DependencyMode(enum.Enum):
+    """How a task depends on ``TaskSpec.depends_on`` (``DependencyMode`` in tasks.proto)."""
+
+    IGNORE = "ignore"  # runs after every parent succeeded, receives nothing (.si())
+    RESULT = "result"  # runs after its one parent succeeded, receives its result (chain link)
+    RESULTS = "results"  # runs after every parent succeeded, receives their results (chord body)
+    ERRBACK = "errback"  # runs only if its one parent ends FAILURE (link_error)
+    BARRIER = "barrier"  # never runs: finished by the broker once every parent finished
+
+
+@dataclass(frozen=True, slots=True)
+class ParentOutcome:
+    """What a dependent task receives from one parent when it is released."""
+
+    task_id: str
+    name: str
+    result: Payload | None = None
+    error: TaskError | None = None
+
+
 @dataclass(slots=True)
 class TaskSpec:
     """What a client submits. See ``TaskSpec`` in tasks.proto for each field's meaning.
@@ -130,6 +151,9 @@ class TaskSpec:
     # At most concurrency_limit leases at once for this key (the task name when empty).
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    # Workflows: the tasks this one waits for, and how (see broker.core.workflows).
+    depends_on: tuple[str, ...] = ()
+    dependency_mode: DependencyMode = DependencyMode.RESULT
 
 
 class TaskRecord:
@@ -148,12 +172,14 @@ class TaskRecord:
         "due",
         "error",
         "held_bytes",
+        "inputs",
         "journal_row",
         "lease_id",
         "phase",
         "progress",
         "queue_entry",
         "redeliveries",
+        "replaced_by",
         "result",
         "retries",
         "seq",
@@ -182,6 +208,10 @@ class TaskRecord:
         self.due: float | None = None
         self.lease_id = ""
         self.dead_lettered = False
+        # A released dependent task's parents' outcomes, handed to the worker with it.
+        self.inputs: tuple[ParentOutcome, ...] | None = None
+        # Task.replace: the task whose outcome this one takes when it finishes.
+        self.replaced_by = ""
         # Whether a ready queue holds this record (broker.core.queues says how).
         self.queue_entry = 0
         # The payload bytes this record adds to Lifecycle.held_bytes (see Lifecycle.recount).
@@ -210,6 +240,8 @@ class Outcome:
     retry_eta: float | None = None
     # None: the worker applied no limit.
     max_retries: int | None = None
+    # Task.replace: the id of the task that took this one's place.
+    replaced_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

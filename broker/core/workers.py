@@ -248,7 +248,9 @@ class WorkerSessions:
     def _apply_outcome(self, lease: Lease, outcome: Outcome) -> None:
         lifecycle = self._lifecycle
         record = lease.record
-        if outcome.state is TaskState.SUCCESS:
+        if outcome.replaced_by and outcome.state is TaskState.SUCCESS:
+            lifecycle.replace(lease, outcome.replaced_by)
+        elif outcome.state is TaskState.SUCCESS:
             if (oversize := self._oversize(outcome.result)) is not None:
                 lifecycle.finish(record, TaskState.FAILURE, error=oversize, dead_letter=True)
             else:

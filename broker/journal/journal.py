@@ -88,11 +88,13 @@ class Recovered:
     leased: int
     finished: int
     seconds: float
+    # Tasks of workflows held for the tasks they depend on.
+    waiting: int = 0
 
     @property
     def total(self) -> int:
         """Every task restored."""
-        return self.queued + self.scheduled + self.leased + self.finished
+        return self.queued + self.scheduled + self.leased + self.finished + self.waiting
 
 
 class Journal:
@@ -165,6 +167,7 @@ class Journal:
             counts[Phase.LEASED],
             counts[Phase.FINISHED],
             time.monotonic() - started,
+            counts[Phase.WAITING],
         )
 
     def check_writable(self) -> None:

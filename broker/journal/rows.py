@@ -7,16 +7,19 @@ bytes columns. Never pickle or marshal.
 
 The spec array, by position (FORMAT_VERSION 2): name, queue, headers (object), priority, eta,
 expires, time limit ms, soft time limit ms, idempotency key, idempotency window ms, ignore
-result, result TTL ms, max retries (or null), then, only for a concurrency-limited task, its
-concurrency key and limit. It holds nothing of the task's identity (the row has the task id),
-so tasks submitted with the same options have the same spec text and a recovery decodes it
-once for all of them. Version 1 arrays have the task id as submitted
-second; they are still read.
+result, result TTL ms, max retries (or null), then, only for a concurrency-limited task or a
+task in a workflow, its concurrency key and limit ("" and 0 when unlimited), then, only for a
+task in a workflow, the ids it depends on (array) and its dependency mode (string,
+DependencyMode's value): 13, 15 or 17 items (a version 1 spec has 14). It holds nothing of the
+task's identity (the row has the task id), so tasks submitted with the same options have the
+same spec text and a recovery decodes it once for all of them. Version 1 arrays have the task
+id as submitted second; they are still read.
 
 The state array, by position: phase, state, retries, attempts, redeliveries, worker id, lease
 id, due (wall s or null), date done (wall s or null), queue sequence number, dead-lettered
 flag, error ([type, message, traceback, retryable, kind] or null; rows written before the kind
-was kept have four items, and their kind is derived from the type again).
+was kept have four items, and their kind is derived from the type again); then, only for a
+task that replaced itself (Task.replace), its replacement's id.
 
 Each row also carries the journal's key for its task (``TaskRow.row``): increasing integers in
 the order tasks are first written, so a store can append new rows at the end of its index
@@ -34,6 +37,7 @@ from typing import Any
 
 from broker.core.model import (
     NO_HEADERS,
+    DependencyMode,
     ErrorKind,
     Payload,
     Phase,
@@ -48,6 +52,7 @@ FORMAT_VERSION = 2
 
 _PHASES = {phase.value: phase for phase in Phase}
 _STATES = {state.value: state for state in TaskState}
+_MODES = {mode.value: mode for mode in DependencyMode}
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _text = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, in C
 # raw_decode skips decode()'s two whitespace scans (a quarter of a row's decoding); rows never
@@ -150,7 +155,8 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
         f"{record.redeliveries},{_text(record.worker_id)},{_text(record.lease_id)},"
         f"{_number(record.due)},{_number(record.date_done)},{record.seq},"
         f"{'true' if record.dead_lettered else 'false'},"
-        f"{'null' if error is None else _error(error)}]"
+        f"{'null' if error is None else _error(error)}"
+        f"{',' + _text(record.replaced_by) if record.replaced_by else ''}]"
     )
     finished = record.phase is Phase.FINISHED
     row = TaskRow(record.task_id, state, result=record.result if finished else None)
@@ -173,13 +179,19 @@ def _spec_text(spec: TaskSpec) -> str:
         f"{spec.soft_time_limit_ms},{_text(spec.idempotency_key)},"
         f"{spec.idempotency_window_ms},{'true' if spec.ignore_result else 'false'},"
         f"{spec.result_ttl_ms},{'null' if spec.max_retries is None else spec.max_retries}"
-        f"{_concurrency(spec)}]"
+        f"{_concurrency(spec)}{_dependencies(spec)}]"
     )
+
+
+def _dependencies(spec: TaskSpec) -> str:
+    if not spec.depends_on:
+        return ""
+    return f",{_dumps(list(spec.depends_on))},{_text(spec.dependency_mode.value)}"
 
 
 def _concurrency(spec: TaskSpec) -> str:
     # Written only when set, so rows of unlimited tasks keep their 13 items.
-    if not spec.concurrency_limit:
+    if not spec.concurrency_limit and not spec.depends_on:
         return ""
     return f",{_text(spec.concurrency_key)},{spec.concurrency_limit}"
 
@@ -237,7 +249,7 @@ class Decoder:
             if end != len(stored.state):
                 raise ValueError("trailing data")
             (phase, state, retries, attempts, redeliveries, worker_id, lease_id, due, done,
-             seq, dead, error) = state_values  # fmt: skip
+             seq, dead, error, *replaced) = state_values  # fmt: skip
             record = TaskRecord(stored.task_id, spec)
             record.args = stored.args
             record.phase = _PHASES[phase]
@@ -252,6 +264,7 @@ class Decoder:
             record.seq = int(seq)
             record.dead_lettered = bool(dead)
             record.error = None if error is None else _decode_error(error)
+            record.replaced_by = str(replaced[0]) if replaced else ""
             record.result = stored.result
             record.journal_row = stored.row
         except Exception as problem:
@@ -277,8 +290,9 @@ _V1_SPEC_ITEMS = 14
 
 def _decode_spec(values: list[Any]) -> TaskSpec:
     (name, queue, headers, priority, eta, expires, time_limit_ms, soft_time_limit_ms,
-     key, window_ms, ignore_result, result_ttl_ms, max_retries, *concurrency) = values  # fmt: skip
-    concurrency_key, concurrency_limit = concurrency if concurrency else ("", 0)
+     key, window_ms, ignore_result, result_ttl_ms, max_retries, *extra) = values  # fmt: skip
+    concurrency_key, concurrency_limit = extra[:2] if extra else ("", 0)
+    workflow = extra[2:]
     return TaskSpec(
         name=intern(str(name)),
         queue=intern(str(queue)),
@@ -295,6 +309,8 @@ def _decode_spec(values: list[Any]) -> TaskSpec:
         max_retries=None if max_retries is None else int(max_retries),
         concurrency_key=str(concurrency_key),
         concurrency_limit=int(concurrency_limit),
+        depends_on=tuple(str(i) for i in workflow[0]) if workflow else (),
+        dependency_mode=_MODES[workflow[1]] if workflow else DependencyMode.RESULT,
     )
 
 

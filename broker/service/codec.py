@@ -15,10 +15,12 @@ from broker.core.model import (
     NO_HEADERS,
     Assignment,
     Cancel,
+    DependencyMode,
     ErrorKind,
     Hello,
     LeaseExtension,
     Outcome,
+    ParentOutcome,
     Payload,
     QueueStats,
     Report,
@@ -152,6 +154,8 @@ def spec_from_pb(message: tasks_pb2.TaskSpec) -> TaskSpec:
         max_retries=message.max_retries if message.HasField("max_retries") else None,
         concurrency_key=message.concurrency_key,
         concurrency_limit=message.concurrency_limit,
+        depends_on=tuple(message.depends_on) if message.depends_on else (),
+        dependency_mode=_mode_from_pb(message.dependency_mode),
     )
 
 
@@ -175,6 +179,24 @@ def spec_to_pb(spec: TaskSpec) -> tasks_pb2.TaskSpec:
     if spec.max_retries is not None:
         message.max_retries = spec.max_retries
     return message
+
+
+_MODE_FROM_PB: dict[tasks_pb2.DependencyMode.ValueType, DependencyMode] = {
+    tasks_pb2.DEPENDENCY_MODE_UNSPECIFIED: DependencyMode.RESULT,
+    tasks_pb2.DEPENDENCY_MODE_IGNORE: DependencyMode.IGNORE,
+    tasks_pb2.DEPENDENCY_MODE_RESULT: DependencyMode.RESULT,
+    tasks_pb2.DEPENDENCY_MODE_RESULTS: DependencyMode.RESULTS,
+    tasks_pb2.DEPENDENCY_MODE_ERRBACK: DependencyMode.ERRBACK,
+    tasks_pb2.DEPENDENCY_MODE_BARRIER: DependencyMode.BARRIER,
+}
+_MODE_TO_PB = {mode: number for number, mode in _MODE_FROM_PB.items() if number}
+
+
+def _mode_from_pb(number: tasks_pb2.DependencyMode.ValueType) -> DependencyMode:
+    mode = _MODE_FROM_PB.get(number)
+    if mode is None:
+        raise InvalidArgument(f"dependency_mode {number} is not a known DependencyMode")
+    return mode
 
 
 def submit_response(result: SubmitResult) -> client_pb2.SubmitResponse:
@@ -229,6 +251,8 @@ def write_result(message: tasks_pb2.TaskResult, record: TaskRecord) -> None:
         _write_time(message.eta, record.due)
     if record.progress is not None:
         _write_payload(message.progress, record.progress)
+    if record.spec.depends_on:
+        message.depends_on.extend(record.spec.depends_on)
 
 
 def write_unknown(message: tasks_pb2.TaskResult, task_id: str) -> None:
@@ -325,6 +349,7 @@ def _outcome_from_pb(message: worker_pb2.Outcome, index: int) -> Outcome:
         retry_countdown_ms=message.retry_countdown_ms,
         retry_eta=_time_from_pb(message.retry_eta) if message.HasField("retry_eta") else None,
         max_retries=message.max_retries if message.HasField("max_retries") else None,
+        replaced_by=message.replaced_by,
     )
 
 
@@ -357,6 +382,23 @@ def write_assignment(message: worker_pb2.Assignment, assignment: Assignment) -> 
         _write_time(message.expires, spec.expires)
     if spec.max_retries is not None:
         message.max_retries = spec.max_retries
+    if spec.depends_on:
+        _write_dependency(message, record)
+
+
+def _write_dependency(message: worker_pb2.Assignment, record: TaskRecord) -> None:
+    message.dependency_mode = _MODE_TO_PB[record.spec.dependency_mode]
+    for parent in record.inputs or ():
+        _write_parent(message.parent_results.add(), parent)
+
+
+def _write_parent(message: tasks_pb2.ParentResult, parent: ParentOutcome) -> None:
+    message.task_id = parent.task_id
+    message.name = parent.name
+    if parent.result is not None:
+        _write_payload(message.result, parent.result)
+    if parent.error is not None:
+        message.error.CopyFrom(error_to_pb(parent.error))
 
 
 M = TypeVar("M", bound=Message)

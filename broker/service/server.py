@@ -299,13 +299,15 @@ class BrokerServer:
         runtime.journal = journal
         runtime.changed()  # arms the loop timer for what recovery scheduled
         logger.info(
-            "recovered %d tasks in %.2f s: %d queued, %d scheduled, %d leased, %d finished",
+            "recovered %d tasks in %.2f s: %d queued, %d scheduled, %d leased, %d finished, "
+            "%d waiting",
             recovered.total,
             recovered.seconds,
             recovered.queued,
             recovered.scheduled,
             recovered.leased,
             recovered.finished,
+            recovered.waiting,
         )
 
 

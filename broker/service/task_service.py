@@ -37,6 +37,7 @@ FEATURES = (
     "revoke",
     "priorities",
     "dead-letters",
+    "workflows",
     "dedup",
     "idempotency-keys",
     "custom-states",

@@ -55,6 +55,13 @@ class TaskServiceStub:
     QUEUES_EXCEEDED      max_queues queues are known                     (RESOURCE_EXHAUSTED)
     SESSIONS_EXCEEDED    the peer address has max_sessions_per_peer open sessions
     (RESOURCE_EXHAUSTED)
+    UNKNOWN_DEPENDENCY   TaskSpec.depends_on names a task the broker does not hold, nor an
+    earlier spec of the same batch                  (INVALID_ARGUMENT)
+    DEPENDENCY_CYCLE     a spec depends on itself, directly or through its batch
+    (INVALID_ARGUMENT)
+    WORKFLOW_TOO_LARGE   depends_on names more than max_dependencies tasks (RESOURCE_EXHAUSTED)
+    WORKFLOW_TOO_DEEP    the task would be more than max_workflow_depth links deep
+    (RESOURCE_EXHAUSTED)
     STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
     PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
     SESSION_FENCED       a newer session opened with this worker id      (FAILED_PRECONDITION)
@@ -142,6 +149,13 @@ class TaskServiceServicer:
     limit                                           (RESOURCE_EXHAUSTED)
     QUEUES_EXCEEDED      max_queues queues are known                     (RESOURCE_EXHAUSTED)
     SESSIONS_EXCEEDED    the peer address has max_sessions_per_peer open sessions
+    (RESOURCE_EXHAUSTED)
+    UNKNOWN_DEPENDENCY   TaskSpec.depends_on names a task the broker does not hold, nor an
+    earlier spec of the same batch                  (INVALID_ARGUMENT)
+    DEPENDENCY_CYCLE     a spec depends on itself, directly or through its batch
+    (INVALID_ARGUMENT)
+    WORKFLOW_TOO_LARGE   depends_on names more than max_dependencies tasks (RESOURCE_EXHAUSTED)
+    WORKFLOW_TOO_DEEP    the task would be more than max_workflow_depth links deep
     (RESOURCE_EXHAUSTED)
     STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
     PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)
@@ -294,6 +308,13 @@ class TaskService:
     limit                                           (RESOURCE_EXHAUSTED)
     QUEUES_EXCEEDED      max_queues queues are known                     (RESOURCE_EXHAUSTED)
     SESSIONS_EXCEEDED    the peer address has max_sessions_per_peer open sessions
+    (RESOURCE_EXHAUSTED)
+    UNKNOWN_DEPENDENCY   TaskSpec.depends_on names a task the broker does not hold, nor an
+    earlier spec of the same batch                  (INVALID_ARGUMENT)
+    DEPENDENCY_CYCLE     a spec depends on itself, directly or through its batch
+    (INVALID_ARGUMENT)
+    WORKFLOW_TOO_LARGE   depends_on names more than max_dependencies tasks (RESOURCE_EXHAUSTED)
+    WORKFLOW_TOO_DEEP    the task would be more than max_workflow_depth links deep
     (RESOURCE_EXHAUSTED)
     STALE_LEASE          a report names a lease the broker no longer holds (FAILED_PRECONDITION)
     PROTOCOL_VIOLATION   a worker broke the session protocol             (FAILED_PRECONDITION)

@@ -134,6 +134,71 @@ TASK_ERROR_KIND_RESULT_TOO_LARGE: TaskErrorKind.ValueType  # 8
 """Its result was larger than the broker's payload limit, so it was not stored."""
 Global___TaskErrorKind: _TypeAlias = TaskErrorKind  # noqa: Y015
 
+class _DependencyMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_MODE_UNSPECIFIED: _DependencyMode.ValueType  # 0
+    DEPENDENCY_MODE_IGNORE: _DependencyMode.ValueType  # 1
+    """Runs after every parent succeeded and receives nothing from them (Celery's .si())."""
+    DEPENDENCY_MODE_RESULT: _DependencyMode.ValueType  # 2
+    """Runs after its one parent succeeded; the parent's result is prepended to its arguments
+    (a chain link, a link= callback).
+    """
+    DEPENDENCY_MODE_RESULTS: _DependencyMode.ValueType  # 3
+    """Runs after every parent succeeded; the list of their results, in depends_on order, is
+    prepended to its arguments (a chord body).
+    """
+    DEPENDENCY_MODE_ERRBACK: _DependencyMode.ValueType  # 4
+    """Runs only if its one parent ends FAILURE, and receives that parent's id and error
+    (link_error=). Python workers call it Celery 5's way: with (request, exc, traceback) when
+    the function takes more than one argument, else with (task_id,).
+    """
+    DEPENDENCY_MODE_BARRIER: _DependencyMode.ValueType  # 5
+    """Never runs on a worker: the broker finishes it SUCCESS, without a result, once every
+    parent has finished in any state. A saved GroupResult is one (its id is the group's id
+    and TaskResult.depends_on lists the members); its name is free, "celeriac.group" by
+    convention.
+    """
+
+class DependencyMode(_DependencyMode, metaclass=_DependencyModeEnumTypeWrapper):
+    """How a task depends on the tasks named in TaskSpec.depends_on (Celery's canvas).
+
+    A task that waits for success (IGNORE, RESULT, RESULTS) runs once every parent succeeded.
+    When a parent fails or is revoked it never runs: it ends in the parent's state with the
+    parent's error (as Celery 5 marks the rest of a failed chain), except that a task waiting on
+    several parents (a chord body) fails with type "ChordError" naming the failed member. Either
+    way its own dependants follow the same rule. A task's ERRBACK dependants run when it ends
+    FAILURE (raised, or a chord body failed by a member); when it succeeds or is revoked they
+    are dropped without running.
+    """
+
+DEPENDENCY_MODE_UNSPECIFIED: DependencyMode.ValueType  # 0
+DEPENDENCY_MODE_IGNORE: DependencyMode.ValueType  # 1
+"""Runs after every parent succeeded and receives nothing from them (Celery's .si())."""
+DEPENDENCY_MODE_RESULT: DependencyMode.ValueType  # 2
+"""Runs after its one parent succeeded; the parent's result is prepended to its arguments
+(a chain link, a link= callback).
+"""
+DEPENDENCY_MODE_RESULTS: DependencyMode.ValueType  # 3
+"""Runs after every parent succeeded; the list of their results, in depends_on order, is
+prepended to its arguments (a chord body).
+"""
+DEPENDENCY_MODE_ERRBACK: DependencyMode.ValueType  # 4
+"""Runs only if its one parent ends FAILURE, and receives that parent's id and error
+(link_error=). Python workers call it Celery 5's way: with (request, exc, traceback) when
+the function takes more than one argument, else with (task_id,).
+"""
+DEPENDENCY_MODE_BARRIER: DependencyMode.ValueType  # 5
+"""Never runs on a worker: the broker finishes it SUCCESS, without a result, once every
+parent has finished in any state. A saved GroupResult is one (its id is the group's id
+and TaskResult.depends_on lists the members); its name is free, "celeriac.group" by
+convention.
+"""
+Global___DependencyMode: _TypeAlias = DependencyMode  # noqa: Y015
+
 @_typing.final
 class Payload(_message.Message):
     """Opaque bytes and how to decode them. The broker never looks inside."""
@@ -251,6 +316,8 @@ class TaskSpec(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DEPENDENCY_MODE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Optional. The broker mints a UUID4 when empty. Submitting an id the broker already holds
     returns the existing task instead of creating a second one (dedup).
@@ -288,6 +355,8 @@ class TaskSpec(_message.Message):
     task over it waits in its queue (in order) until a lease of the key ends, however it ends.
     0 means no limit.
     """
+    dependency_mode: Global___DependencyMode.ValueType
+    """How the task depends on depends_on; UNSPECIFIED with ids means RESULT."""
     @_builtins.property
     def args(self) -> Global___Payload:
         """Encoded arguments."""
@@ -303,6 +372,18 @@ class TaskSpec(_message.Message):
     @_builtins.property
     def expires(self) -> _timestamp_pb2.Timestamp:
         """Do not run after this time; an expired task finishes as FAILURE with type "TaskExpired"."""
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Workflows (chain, chord, callbacks): the ids of tasks this one waits for, in order. The
+        broker holds the task (state PENDING) until they have finished, then releases or fails it
+        as dependency_mode says; the parents' results travel to the worker in
+        Assignment.parent_results, never decoded by the broker. Each id must name a task the
+        broker holds: submitted earlier, or earlier in the same SubmitMany batch. Brokers that
+        offer it list the feature "workflows". Refusals: UNKNOWN_DEPENDENCY, DEPENDENCY_CYCLE,
+        WORKFLOW_TOO_LARGE (more than the broker's max_dependencies ids), WORKFLOW_TOO_DEEP
+        (a chain longer than its max_workflow_depth).
+        """
 
     def __init__(
         self,
@@ -324,10 +405,12 @@ class TaskSpec(_message.Message):
         max_retries: _builtins.int | None = ...,
         concurrency_key: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        dependency_mode: Global___DependencyMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "eta", b"eta", "expires", b"expires", "max_retries", b"max_retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "eta", b"eta", "expires", b"expires", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window_ms", b"idempotency_window_ms", "ignore_result", b"ignore_result", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "result_ttl_ms", b"result_ttl_ms", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "dependency_mode", b"dependency_mode", "depends_on", b"depends_on", "eta", b"eta", "expires", b"expires", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window_ms", b"idempotency_window_ms", "ignore_result", b"ignore_result", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "result_ttl_ms", b"result_ttl_ms", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -400,6 +483,43 @@ class PeriodicTask(_message.Message):
 Global___PeriodicTask: _TypeAlias = PeriodicTask  # noqa: Y015
 
 @_typing.final
+class ParentResult(_message.Message):
+    """The outcome of one parent of a dependent task, as handed to the worker that runs it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    name: _builtins.str
+    """The parent's task name."""
+    @_builtins.property
+    def result(self) -> Global___Payload:
+        """The parent's return value (a SUCCESS); unset when it stored none (ignore_result)."""
+
+    @_builtins.property
+    def error(self) -> Global___TaskError:
+        """The parent's error (for an ERRBACK)."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        result: Global___Payload | None = ...,
+        error: Global___TaskError | None = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "name", b"name", "result", b"result", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParentResult: _TypeAlias = ParentResult  # noqa: Y015
+
+@_typing.final
 class TaskResult(_message.Message):
     """What the broker knows about a task."""
 
@@ -419,6 +539,7 @@ class TaskResult(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     DEAD_LETTERED_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     custom_state: _builtins.str
@@ -455,6 +576,12 @@ class TaskResult(_message.Message):
     def progress(self) -> Global___Payload:
         """Latest progress reported by the task through a lease extension, if any."""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks it waits for (TaskSpec.depends_on), in order: a chord body lists its header's
+        members, which is how a saved GroupResult is read back.
+        """
+
     def __init__(
         self,
         *,
@@ -472,10 +599,11 @@ class TaskResult(_message.Message):
         worker_id: _builtins.str = ...,
         dead_lettered: _builtins.bool = ...,
         progress: Global___Payload | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["date_done", b"date_done", "error", b"error", "eta", b"eta", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "custom_state", b"custom_state", "date_done", b"date_done", "dead_lettered", b"dead_lettered", "error", b"error", "eta", b"eta", "name", b"name", "progress", b"progress", "queue", b"queue", "result", b"result", "retries", b"retries", "state", b"state", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "custom_state", b"custom_state", "date_done", b"date_done", "dead_lettered", b"dead_lettered", "depends_on", b"depends_on", "error", b"error", "eta", b"eta", "name", b"name", "progress", b"progress", "queue", b"queue", "result", b"result", "retries", b"retries", "state", b"state", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -433,6 +433,7 @@ class Outcome(_message.Message):
     RETRY_COUNTDOWN_MS_FIELD_NUMBER: _builtins.int
     RETRY_ETA_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    REPLACED_BY_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     state: _tasks_pb2.TaskState.ValueType
     """SUCCESS, FAILURE, RETRY or REVOKED (cancelled while running)."""
@@ -442,6 +443,12 @@ class Outcome(_message.Message):
     """RETRY: the retry limit the worker applied; the broker turns the retry into a FAILURE
     when the task's retries would exceed it. Unset means no limit (retry forever).
     A limit the caller set on the task itself (TaskSpec.max_retries) takes precedence.
+    """
+    replaced_by: _builtins.str
+    """Task.replace: the task handed its place to the task with this id (submitted before this
+    report). state is then SUCCESS and result unset. The broker holds the task until the
+    replacement finishes, then finishes it the same way (state, result, error), so whoever
+    waits on it, and the tasks that depend on it, get the replacement's outcome.
     """
     @_builtins.property
     def result(self) -> _tasks_pb2.Payload:
@@ -465,10 +472,11 @@ class Outcome(_message.Message):
         retry_countdown_ms: _builtins.int = ...,
         retry_eta: _timestamp_pb2.Timestamp | None = ...,
         max_retries: _builtins.int | None = ...,
+        replaced_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "error", b"error", "max_retries", b"max_retries", "result", b"result", "retry_eta", b"retry_eta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "error", b"error", "lease_id", b"lease_id", "max_retries", b"max_retries", "result", b"result", "retry_countdown_ms", b"retry_countdown_ms", "retry_eta", b"retry_eta", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "error", b"error", "lease_id", b"lease_id", "max_retries", b"max_retries", "replaced_by", b"replaced_by", "result", b"result", "retry_countdown_ms", b"retry_countdown_ms", "retry_eta", b"retry_eta", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -622,6 +630,8 @@ class Assignment(_message.Message):
     IGNORE_RESULT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    DEPENDENCY_MODE_FIELD_NUMBER: _builtins.int
+    PARENT_RESULTS_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     task_id: _builtins.str
     attempt: _builtins.int
@@ -636,6 +646,12 @@ class Assignment(_message.Message):
     priority: _builtins.int
     max_retries: _builtins.int
     """Retry limit from the caller, when it set one (overrides the task's own)."""
+    dependency_mode: _tasks_pb2.DependencyMode.ValueType
+    """A dependent task (TaskSpec.depends_on): how it depends, and its parents' outcomes. For
+    RESULT, the worker prepends the one parent's result to the arguments; for RESULTS, the
+    list of the parents' results in order; for ERRBACK, the failed parent's id (or Celery's
+    (request, exc, traceback)); for IGNORE, nothing.
+    """
     @_builtins.property
     def args(self) -> _tasks_pb2.Payload: ...
     @_builtins.property
@@ -644,6 +660,8 @@ class Assignment(_message.Message):
     def eta(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def expires(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def parent_results(self) -> _containers.RepeatedCompositeFieldContainer[_tasks_pb2.ParentResult]: ...
     def __init__(
         self,
         *,
@@ -662,10 +680,12 @@ class Assignment(_message.Message):
         ignore_result: _builtins.bool = ...,
         priority: _builtins.int = ...,
         max_retries: _builtins.int | None = ...,
+        dependency_mode: _tasks_pb2.DependencyMode.ValueType = ...,
+        parent_results: _abc.Iterable[_tasks_pb2.ParentResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "eta", b"eta", "expires", b"expires", "max_retries", b"max_retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "ignore_result", b"ignore_result", "lease_id", b"lease_id", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "retries", b"retries", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "args", b"args", "attempt", b"attempt", "dependency_mode", b"dependency_mode", "eta", b"eta", "expires", b"expires", "headers", b"headers", "ignore_result", b"ignore_result", "lease_id", b"lease_id", "max_retries", b"max_retries", "name", b"name", "parent_results", b"parent_results", "priority", b"priority", "queue", b"queue", "retries", b"retries", "soft_time_limit_ms", b"soft_time_limit_ms", "task_id", b"task_id", "time_limit_ms", b"time_limit_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015

@@ -109,3 +109,17 @@ def test_the_postgres_variants_run_one_two_and_three_brokers(tmp_path: Path) -> 
             assert rates
             assert all(figure["median"] > 0 for figure in rates.values())
     assert "bytes per row" in completed.stderr
+
+
+def test_quick_workflows_run_times_a_chord_and_a_chain(tmp_path: Path) -> None:
+    completed = run_python(
+        "-m", "bench", "--quick", "--scenario", "workflows", "--out", str(tmp_path),
+        timeout=120.0,  # a broker and a worker start for each variant; the machine is shared
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    variants = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["workflows"]
+    assert set(variants) == {"chord members=50", "chain links=20"}
+    for outcome in variants.values():
+        celeriac = outcome["celeriac"]
+        assert celeriac["problem"] is None
+        assert celeriac["figures"]["seconds"]["median"] > 0

@@ -6,7 +6,7 @@ import dataclasses
 import pickle
 from datetime import UTC, datetime
 
-from worker.jobs import Job, Outcome, OutcomeState, Payload, TaskErrorInfo
+from worker.jobs import Job, Outcome, OutcomeState, ParentResult, Payload, TaskErrorInfo
 from worker.pools.wire import job_from_wire, job_to_wire, outcome_from_wire, outcome_to_wire
 
 MOMENT = datetime(2026, 12, 2, 4, 30, tzinfo=UTC)
@@ -31,6 +31,11 @@ def _distinct_job() -> Job:
         priority=7,
         max_retries=5,
         max_payload_bytes=1024,
+        dependency_mode="results",
+        parents=(
+            ParentResult("parent", "tasks.add", Payload("application/json", b"3")),
+            ParentResult("failed", "tasks.add", error=TaskErrorInfo("ValueError", "boom")),
+        ),
     )
 
 
@@ -49,7 +54,7 @@ def test_a_job_keeps_every_field() -> None:
 def test_outcomes_keep_every_field() -> None:
     outcomes = [
         Outcome("lease", OutcomeState.SUCCESS, result=Payload("application/json", b"3")),
-        Outcome("lease", OutcomeState.SUCCESS),
+        Outcome("lease", OutcomeState.SUCCESS, replaced_by="replacement"),
         Outcome(
             "lease",
             OutcomeState.RETRY,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypeAlias
 
-from worker.jobs import Job, Outcome, OutcomeState, Payload, TaskErrorInfo
+from worker.jobs import Job, Outcome, OutcomeState, ParentResult, Payload, TaskErrorInfo
 
 PayloadWire: TypeAlias = tuple[str, bytes] | None
 JobWire: TypeAlias = tuple[
@@ -37,6 +37,8 @@ JobWire: TypeAlias = tuple[
     int,  # priority
     int | None,  # max_retries
     int | None,  # max_payload_bytes
+    str,  # dependency_mode
+    tuple[ParentResult, ...],  # parents (rare: pickled as they are)
 ]
 ErrorWire: TypeAlias = tuple[str, str, str, bool] | None
 OutcomeWire: TypeAlias = tuple[
@@ -47,6 +49,7 @@ OutcomeWire: TypeAlias = tuple[
     float | None,  # retry_countdown
     datetime | None,  # retry_eta
     int | None,  # max_retries
+    str,  # replaced_by
 ]
 
 _STATES = {state.value: state for state in OutcomeState}
@@ -72,6 +75,8 @@ def job_to_wire(job: Job) -> JobWire:
         job.priority,
         job.max_retries,
         job.max_payload_bytes,
+        job.dependency_mode,
+        job.parents,
     )
 
 
@@ -96,12 +101,13 @@ def outcome_to_wire(outcome: Outcome) -> OutcomeWire:
         outcome.retry_countdown,
         outcome.retry_eta,
         outcome.max_retries,
+        outcome.replaced_by,
     )
 
 
 def outcome_from_wire(wire: OutcomeWire) -> Outcome:
     """The `Outcome` that `outcome_to_wire` flattened."""
-    lease_id, state, result, error, countdown, eta, max_retries = wire
+    lease_id, state, result, error, countdown, eta, max_retries, replaced_by = wire
     return Outcome(
         lease_id,
         _STATES[state],
@@ -110,4 +116,5 @@ def outcome_from_wire(wire: OutcomeWire) -> Outcome:
         countdown,
         eta,
         max_retries,
+        replaced_by,
     )
