@@ -81,8 +81,8 @@ def test_an_interval_entry_runs_once_per_tick_however_many_workers_declare_it(
 
 @pytest.mark.skip(
     reason="flaky under load: after the broker's kill -9 the catch-up run (missed >= 1) sometimes "
-    "never reaches the worker within the test's 60 s (1 in 4 runs beside two CPU burners, 1 in 2 "
-    "CI runs); quarantined until the cause is found (issue 15's note)"
+    "never reaches the worker within the test's 60 s (1 in 4 runs beside two CPU burners, 1 in 1 "
+    "fresh-clone CI run); quarantined until the cause is found (issue 15's note)"
 )
 def test_kill_9_of_the_broker_repeats_no_tick_and_runs_one_catch_up(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
