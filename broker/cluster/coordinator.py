@@ -21,6 +21,12 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
   rows (the same restore as after a restart: running tasks wait ``lease_grace`` for their
   worker to come back, then are queued again). A broker stopping cleanly gives its rows up
   and the others adopt them at their next beat.
+- **Periodic tasks run on one broker.** Every broker keeps the entries its workers declare
+  (journaled to ``celeriac_state``; a NOTIFY on ``celeriac_periodic`` keeps the others'
+  copies current), but only the *leader* arms their timers: the broker holding a session
+  advisory lock, tried at every heartbeat. Each run is journaled in the same transaction as
+  its entry's progress, so the broker that takes the lead after the leader died (PostgreSQL
+  frees the lock when the leader's session ends) reads where it stopped: no tick runs twice.
 """
 
 from __future__ import annotations
@@ -37,8 +43,13 @@ import psycopg
 from broker.cluster.database import REVOKE_CHANNEL, ClusterDatabase
 from broker.core.model import Phase, RevokeOutcome, TaskRecord
 from broker.errors import JournalUnavailable
-from broker.journal.postgres_store import FINISHED_CHANNEL, QUEUED_CHANNEL, first_line
-from broker.journal.rows import StoredTask, decode
+from broker.journal.postgres_store import (
+    FINISHED_CHANNEL,
+    PERIODIC_CHANNEL,
+    QUEUED_CHANNEL,
+    first_line,
+)
+from broker.journal.rows import StoredTask, decode, decode_periodic
 
 if TYPE_CHECKING:
     from broker.service.runtime import Runtime
@@ -83,6 +94,10 @@ class Cluster:
         self._mirroring: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._beat_failing = False
+        # Periodic entries other brokers changed, to read (None in the set: all of them).
+        self._periodic_changed: set[str | None] = set()
+        self._periodic_syncing: asyncio.Task[None] | None = None
+        database.on_lost_lead = self._lost_lead
 
     @property
     def broker_id(self) -> str:
@@ -93,6 +108,7 @@ class Cluster:
         """Register, adopt what dead brokers left, and start listening and beating."""
         await self._db.register(self._address)
         await self._beat()
+        await self._elect()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._heartbeats())]
         await self._listening.wait()
@@ -279,6 +295,8 @@ class Cluster:
             self._on_finished(payload.split(","))
         elif channel == REVOKE_CHANNEL:
             self._on_revoke(payload)
+        elif channel == PERIODIC_CHANNEL:
+            self._on_periodic(payload)
         elif channel == QUEUED_CHANNEL:
             for queue in payload.split(",") if payload else ("",):
                 self._wakeups[queue] += 1
@@ -293,6 +311,7 @@ class Cluster:
             self._empty.clear()
             self._maybe_claim()
             self._on_finished(self._core.lifecycle.results.waited_ids())
+            self._sync_periodic({None})
 
     def _on_revoke(self, payload: str) -> None:
         try:
@@ -306,6 +325,82 @@ class Cluster:
         if held:
             self._core.revoke(held, terminate=terminate, reason=reason)
             self._runtime.changed()
+
+    # -- periodic tasks ----------------------------------------------------------------------
+
+    async def _elect(self) -> None:
+        """Take the lead if no broker holds it (at start and at every beat)."""
+        if self._db.leading:
+            return
+        try:
+            if not await self._db.lead():
+                return
+            stored = await self._db.periodic_entries()
+        except psycopg.Error as error:
+            logger.debug("taking the lead failed: %s", first_line(error))
+            return
+        entries = []
+        for name, row in stored.items():
+            try:
+                entries.append(decode_periodic(row))
+            except ValueError as problem:
+                logger.warning("periodic task %s skipped: %s", name, problem)
+        if not self._db.leading:  # lost while reading
+            return
+        self._core.periodic.lead(entries)
+        self._runtime.changed()
+        logger.info(
+            "this broker runs the periodic tasks of the brokers sharing the database (%d entries)",
+            len(self._core.periodic.entries),
+        )
+
+    def _lost_lead(self) -> None:
+        self._core.periodic.follow()
+        logger.warning(
+            "this broker lost the lead (its database session ended): periodic tasks run on "
+            "whichever broker takes it"
+        )
+
+    def _on_periodic(self, payload: str) -> None:
+        sender, _, names = payload.partition(" ")
+        if sender == self.broker_id:
+            return
+        try:
+            changed = {str(name) for name in json.loads(names)}
+        except (ValueError, TypeError):
+            logger.warning("ignored an unreadable periodic change from another broker")
+            return
+        self._sync_periodic(changed)
+
+    def _sync_periodic(self, names: Collection[str | None]) -> None:
+        self._periodic_changed.update(names)
+        if self._periodic_syncing is None:
+            self._periodic_syncing = asyncio.get_running_loop().create_task(self._read_periodic())
+
+    async def _read_periodic(self) -> None:
+        periodic = self._core.periodic
+        try:
+            while self._periodic_changed:
+                changed, self._periodic_changed = self._periodic_changed, set()
+                everything = None in changed
+                names = None if everything else {name for name in changed if name is not None}
+                try:
+                    stored = await self._db.periodic_entries(names)
+                except psycopg.Error as error:
+                    logger.warning("reading periodic tasks failed: %s", first_line(error))
+                    return
+                # A full read (after listening again) adds and updates but removes nothing: an
+                # entry declared here may not be written yet.
+                wanted = set(stored) if names is None else names
+                for name in wanted:
+                    row = stored.get(name)
+                    try:
+                        periodic.sync(name, None if row is None else decode_periodic(row))
+                    except ValueError as problem:
+                        logger.warning("periodic task %s skipped: %s", name, problem)
+                self._runtime.changed()
+        finally:
+            self._periodic_syncing = None
 
     def _on_finished(self, task_ids: Collection[str]) -> None:
         results = self._core.lifecycle.results
@@ -336,6 +431,7 @@ class Cluster:
             await asyncio.sleep(interval)
             try:
                 await self._beat()
+                await self._elect()
             except Exception:  # a bug here must not stop the heartbeat (others would adopt)
                 logger.exception("broker heartbeat failed")
 

@@ -22,10 +22,11 @@ import psycopg
 from broker.journal.postgres_store import (
     CONNECT_TIMEOUT,
     FINISHED_CHANNEL,
+    PERIODIC_CHANNEL,
     QUEUED_CHANNEL,
     stored_task,
 )
-from broker.journal.rows import StoredTask
+from broker.journal.rows import STATE_PERIODIC, StoredTask
 from broker.journal.store_url import redacted
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ _DISOWN = "UPDATE celeriac_tasks SET owner = NULL WHERE owner = %s"
 # Revokes sent to whichever broker holds the tasks.
 REVOKE_CHANNEL = "celeriac_revoke"
 _LEAVE = "DELETE FROM celeriac_brokers WHERE broker_id = %s"
+# The key of the session advisory lock the leader holds, the broker running periodic ticks
+# ("celp"). PostgreSQL releases it when the leader's session ends, a kill -9 included.
+_LEADER_LOCK = 0x63656C70
+_PERIODIC_ROWS = "SELECT key, value FROM celeriac_state WHERE key LIKE %s"
+_PERIODIC_ROWS_NAMED = "SELECT key, value FROM celeriac_state WHERE key = ANY(%s::text[])"
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
@@ -114,6 +120,10 @@ class ClusterDatabase:
         self.broker_id = broker_id
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
+        # Whether this connection's session holds the leader's lock; ``on_lost_lead`` runs
+        # when it is dropped while holding it (the lock goes with the session).
+        self.leading = False
+        self.on_lost_lead: Callable[[], None] | None = None
 
     @_one_at_a_time
     async def register(self, address: str) -> None:
@@ -169,6 +179,30 @@ class ClusterDatabase:
         return claimed
 
     @_one_at_a_time
+    async def lead(self) -> bool:
+        """Hold the leader's lock if no other broker does; True while this broker holds it."""
+        if not self.leading:
+            conn = await self._live()
+            row = await (
+                await conn.execute("SELECT pg_try_advisory_lock(%s)", (_LEADER_LOCK,))
+            ).fetchone()
+            self.leading = bool(row and row[0])
+        return self.leading
+
+    @_one_at_a_time
+    async def periodic_entries(self, names: Collection[str] | None = None) -> dict[str, str]:
+        """The stored periodic entries (name -> state row), all of them or those ``names``."""
+        conn = await self._live()
+        if names is None:
+            cursor = await conn.execute(_PERIODIC_ROWS, (STATE_PERIODIC + "%",))
+        else:
+            keys = [STATE_PERIODIC + name for name in names]
+            cursor = await conn.execute(_PERIODIC_ROWS_NAMED, (keys,))
+        return {
+            str(key)[len(STATE_PERIODIC) :]: str(value) for key, value in await cursor.fetchall()
+        }
+
+    @_one_at_a_time
     async def take(self, task_ids: Collection[str]) -> list[StoredTask]:
         """Take the pooled tasks among ``task_ids`` out of the pool, as this broker's."""
         conn = await self._live()
@@ -207,6 +241,13 @@ class ClusterDatabase:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
+        self._lose_lead()
+
+    def _lose_lead(self) -> None:
+        if self.leading:
+            self.leading = False
+            if self.on_lost_lead is not None:
+                self.on_lost_lead()
 
     async def notifications(self) -> AsyncIterator[tuple[str, str]]:
         """(channel, payload) of every wake-up, on a listening connection of its own.
@@ -219,6 +260,7 @@ class ClusterDatabase:
             await conn.execute(f"LISTEN {FINISHED_CHANNEL}".encode())
             await conn.execute(f"LISTEN {QUEUED_CHANNEL}".encode())
             await conn.execute(f"LISTEN {REVOKE_CHANNEL}".encode())
+            await conn.execute(f"LISTEN {PERIODIC_CHANNEL}".encode())
             yield "", ""  # listening: anything sent before this was missed
             async for note in conn.notifies():
                 yield note.channel, note.payload
@@ -227,6 +269,7 @@ class ClusterDatabase:
 
     async def _live(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            self._lose_lead()  # a new session holds no lock
             self._conn = await _connect(self.url)
         return self._conn
 

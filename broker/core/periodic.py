@@ -14,6 +14,11 @@ Exactly one run per tick:
 * the entry's progress (``done_until``: every tick at or before it is done) is journaled in the
   same batch as the run's task, so a restart neither repeats nor forgets a tick.
 
+Several brokers sharing a database (``--shared``) keep every entry, but only one of them, the
+*leader*, arms the timers (:meth:`Periodic.lead`; the others :meth:`Periodic.follow`): the
+others take declarations and keep their copies current (:meth:`Periodic.sync`), and the broker
+that takes the lead next starts from the stored progress of the last (broker.cluster).
+
 Missed ticks (the broker was down across several, or its loop stalled longer than an interval):
 ONE catch-up run, for the most recent missed tick, as soon as the broker is back; the older ones
 are skipped and counted in a WARNING and in the run's ``celeriac-periodic-missed`` header
@@ -185,6 +190,8 @@ class Periodic:
         self._submit = submit
         self._note = note
         self.entries: dict[str, PeriodicEntry] = {}
+        # Whether this broker runs the ticks (False on a broker following another's lead).
+        self.leading = True
 
     def upsert(self, spec: PeriodicSpec) -> None:
         """Declare an entry: new, changed (replaced) or the same (nothing changes)."""
@@ -224,12 +231,54 @@ class Periodic:
 
     def restore(self, entry: PeriodicEntry) -> None:
         """Take an entry back from the journal; a tick missed meanwhile is due at once."""
+        existing = self.entries.get(entry.spec.name)
+        if existing is not None:
+            self._disarm(existing)
         self.entries[entry.spec.name] = entry
         self._arm(entry)
+
+    def follow(self) -> None:
+        """Stop running ticks: another broker sharing the database runs them."""
+        self.leading = False
+        for entry in self.entries.values():
+            self._disarm(entry)
+
+    def lead(self, stored: list[PeriodicEntry]) -> None:
+        """Run the ticks from now on, carrying on from the entries as last ``stored``.
+
+        The stored progress is the last leader's (journaled with each run), so a tick it ran
+        is not run again; entries declared here and not stored yet keep their own.
+        """
+        self.leading = True
+        for entry in stored:
+            self.restore(entry)
+        for entry in self.entries.values():
+            if entry.timer is None:
+                self._arm(entry)
+
+    def sync(self, name: str, stored: PeriodicEntry | None) -> None:
+        """Take in entry ``name`` as another broker stored it (None: it was removed).
+
+        A follower keeps the stored copy as it is. The leader keeps its own progress and
+        takes only what changed: a new entry, a new definition (as a declaration here would),
+        or a removal.
+        """
+        existing = self.entries.get(name)
+        if stored is None:
+            if existing is not None:
+                self._disarm(existing)
+                del self.entries[name]
+                logger.info("periodic task removed name=%s (on another broker)", name)
+        elif not self.leading or existing is None:
+            self.restore(stored)
+        elif existing.spec != stored.spec:
+            self.upsert(stored.spec)
 
     # -- internals ---------------------------------------------------------------------------
 
     def _arm(self, entry: PeriodicEntry) -> None:
+        if not self.leading:
+            return
         clock = self._clock
         due = clock.monotonic() + (entry.next_tick - clock.time())
         entry.timer = self._timers.schedule(due, lambda: self._due(entry))

@@ -25,6 +25,7 @@ counterpart of the data dir's lock), so a second broker on the same database ref
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +34,7 @@ import psycopg
 
 from broker.core.model import Payload
 from broker.journal.postgres_schema import current_version, migrate, version_problem
-from broker.journal.rows import Batch, StoredTask, new_row_columns
+from broker.journal.rows import STATE_PERIODIC, Batch, StoredTask, new_row_columns
 from broker.journal.store import StoreError
 from broker.journal.store_url import redacted
 
@@ -93,6 +94,9 @@ _SELECT = (
 # Wake-ups for the other brokers, delivered when the batch commits (broker.cluster listens).
 FINISHED_CHANNEL = "celeriac_finished"
 QUEUED_CHANNEL = "celeriac_queued"
+# Periodic entries changed: "<broker id> <JSON array of names>" (broker.cluster keeps the other
+# brokers' copies current).
+PERIODIC_CHANNEL = "celeriac_periodic"
 # Under PostgreSQL's 8000-byte payload limit.
 _NOTIFY_BYTES = 7000
 # Past this many queues in one batch the wake-up names none: every broker with credit looks.
@@ -219,6 +223,8 @@ class PostgresStore:
                 if batch.state:
                     _write_state(cursor, batch.state)
                 _notify(cursor, pooled, finished)
+                if shared and batch.state:
+                    _notify_periodic(cursor, self.owner or "", batch.state)
         except psycopg.OperationalError:
             self._drop_connection()  # the next write connects again
             raise
@@ -315,6 +321,14 @@ def _notify(cursor: psycopg.Cursor[Any], pooled: list[str], finished: list[str])
         cursor.execute(_NOTIFY_QUEUED, (pooled,))
     for payload in _payloads(finished):
         cursor.execute("SELECT pg_notify(%s, %s)", (FINISHED_CHANNEL, payload))
+
+
+def _notify_periodic(cursor: psycopg.Cursor[Any], owner: str, state: dict[str, str | None]) -> None:
+    names = [
+        json.dumps(key[len(STATE_PERIODIC) :]) for key in state if key.startswith(STATE_PERIODIC)
+    ]
+    for payload in _payloads(names):
+        cursor.execute("SELECT pg_notify(%s, %s)", (PERIODIC_CHANNEL, f"{owner} [{payload}]"))
 
 
 def _payloads(task_ids: list[str]) -> Iterator[str]:

@@ -174,6 +174,8 @@ class BrokerServer:
         )
         bind_host = bracketed(config.host.removeprefix("[").removesuffix("]"))
         port = _bind(server, bind_host, config.port, security.credentials)
+        if config.shared:  # periodic ticks run on the cluster's leader only (broker.cluster)
+            runtime.broker.periodic.follow()
         # After binding (a taken port is the one error line) and before serving anyone.
         self._open_journal(runtime)
         self.address = f"{bind_host}:{port}"

@@ -198,3 +198,42 @@ def test_a_tick_recomputed_after_a_catch_up_is_the_same_tick_not_a_second_one() 
         advance(core, clock, 0.05)
     ticks = [run.spec.headers[TICK_HEADER] for run in runs(core)]
     assert len(ticks) == len(set(ticks)) == 1 + 5  # the catch-up, then one per 0.2 s
+
+
+def test_a_follower_runs_no_tick_until_it_leads_from_the_stored_progress() -> None:
+    leader, clock = make()
+    leader.declare_periodic([every(10.0)])
+    advance(leader, clock, 20.0)
+    stored = decode_periodic(encode_periodic(leader.periodic.entries["tick"]))
+    follower = Broker(CONFIG, clock)
+    follower.periodic.follow()
+    follower.declare_periodic([every(10.0)])  # its own worker declares it too
+    follower.periodic.sync("tick", stored)  # the leader's copy, read after its NOTIFY
+    advance(follower, clock, 30.0)
+    assert runs(follower) == []
+    follower.periodic.lead([stored])  # the leader died two ticks ago
+    advance(follower, clock, 0.0)
+    (catch_up,) = runs(follower)
+    assert catch_up.spec.headers[MISSED_HEADER] == "2"
+    assert catch_up.task_id not in {run.task_id for run in runs(leader)}
+    assert catch_up.task_id == run_id("tick", stored.anchor + 5 * 10.0)
+
+
+def test_the_leader_takes_new_and_changed_entries_from_the_others_and_keeps_its_progress() -> None:
+    core, clock = make()
+    core.declare_periodic([every(10.0)])
+    advance(core, clock, 10.0)
+    elsewhere = PeriodicEntry(every(10.0), clock.time() - 3.0, clock.time() - 3.0, None)
+    core.periodic.sync("tick", elsewhere)  # the same definition: the leader's schedule stays
+    assert core.periodic.entries["tick"].anchor == clock.time() - 10.0
+    core.periodic.sync(
+        "other", PeriodicEntry(every(5.0, "other"), clock.time(), clock.time(), None)
+    )
+    advance(core, clock, 5.0)
+    assert len(runs(core)) == 2  # "other" runs here
+    core.periodic.sync("tick", PeriodicEntry(every(10.0, priority=3), 0.0, 0.0, None))
+    assert core.periodic.entries["tick"].spec.template.priority == 3
+    core.periodic.sync("other", None)  # removed on another broker
+    assert "other" not in core.periodic.entries
+    advance(core, clock, 5.0)
+    assert [run.spec.priority for run in runs(core)][-1] == 3
