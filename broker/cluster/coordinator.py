@@ -27,6 +27,11 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
   advisory lock, tried at every heartbeat. Each run is journaled in the same transaction as
   its entry's progress, so the broker that takes the lead after the leader died (PostgreSQL
   frees the lock when the leader's session ends) reads where it stopped: no tick runs twice.
+- **Workflows across brokers.** A task waiting for parents another broker holds (a chain's
+  first link handed to the pool, a parent named by a later submit) is registered as waiting
+  for them; their finish comes as a ``celeriac_finished`` NOTIFY, the broker reads the parent
+  as a mirror and the core settles its dependants. A broker that claims (or adopts) a workflow
+  task reads its parents first, so the worker gets their results.
 """
 
 from __future__ import annotations
@@ -35,13 +40,13 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 import psycopg
 
 from broker.cluster.database import REVOKE_CHANNEL, ClusterDatabase
-from broker.core.model import Phase, RevokeOutcome, TaskRecord
+from broker.core.model import DependencyMode, Phase, RevokeOutcome, TaskRecord, TaskSpec
 from broker.errors import JournalUnavailable
 from broker.journal.postgres_store import (
     FINISHED_CHANNEL,
@@ -178,6 +183,26 @@ class Cluster:
                     self._finished_meanwhile.discard(task_id)
         return {record.task_id: record for record in self._mirror(rows)}
 
+    async def parents_elsewhere(
+        self, specs: Iterable[TaskSpec], besides: Collection[str] = ()
+    ) -> set[str]:
+        """Read the parents ``specs`` name that this broker does not hold (nor ``besides``).
+
+        Finished ones become mirrors (their results are a dependant's inputs); the ids of the
+        unfinished ones, which other brokers hold, are returned for
+        :meth:`~broker.core.workflows.Workflows.parents_elsewhere`.
+
+        Raises:
+            JournalUnavailable: The database cannot be read now.
+        """
+        missing = {
+            parent
+            for spec in specs
+            for parent in spec.depends_on
+            if parent not in besides and self._core.get(parent) is None
+        }
+        return set(await self.lookup(missing)) if missing else set()
+
     async def revoke(
         self, task_ids: list[str], terminate: bool, reason: str
     ) -> dict[str, RevokeOutcome]:
@@ -267,11 +292,32 @@ class Cluster:
             else:
                 full = True
         if records:
+            unread = await self._read_inputs(records)
             self._core.restore(records, [])
+            for record in unread:  # back to the pool with the next batch, never run without
+                self._core.lifecycle.queue(record.spec.queue).discard(record)
+                self._core.lifecycle.hand_off(record)
             self._core.dispatch()
             self._runtime.changed()
         if full or self._claim_again:
             self._maybe_claim()
+
+    async def _read_inputs(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """Read the parents whose results claimed workflow tasks take; returns those unread."""
+        taking = [
+            record
+            for record in records
+            if record.spec.depends_on
+            and record.spec.dependency_mode not in (DependencyMode.IGNORE, DependencyMode.BARRIER)
+        ]
+        if not taking:
+            return []
+        try:
+            await self.parents_elsewhere(record.spec for record in taking)
+        except JournalUnavailable as error:
+            logger.warning("claimed workflow tasks go back to the pool: %s", error)
+            return taking
+        return []
 
     async def _listen(self) -> None:
         while True:
@@ -311,6 +357,7 @@ class Cluster:
             self._empty.clear()
             self._maybe_claim()
             self._on_finished(self._core.lifecycle.results.waited_ids())
+            self._on_finished(self._core.workflows.awaited_ids())
             self._sync_periodic({None})
 
     def _on_revoke(self, payload: str) -> None:
@@ -404,10 +451,13 @@ class Cluster:
 
     def _on_finished(self, task_ids: Collection[str]) -> None:
         results = self._core.lifecycle.results
+        workflows = self._core.workflows
         for task_id in task_ids:
             if task_id in self._looking:
                 self._finished_meanwhile.add(task_id)
-            elif results.waited(task_id) and self._core.get(task_id) is None:
+            elif (results.waited(task_id) or workflows.awaits(task_id)) and self._core.get(
+                task_id
+            ) is None:
                 self._to_mirror.add(task_id)
         if self._to_mirror and self._mirroring is None:
             self._mirroring = asyncio.get_running_loop().create_task(self._mirror_finished())
@@ -453,9 +503,9 @@ class Cluster:
                 self._timeout,
             )
         if rows:
-            self._adopt(rows, dead)
+            await self._adopt(rows, dead)
 
-    def _adopt(self, rows: list[StoredTask], dead: list[str]) -> None:
+    async def _adopt(self, rows: list[StoredTask], dead: list[str]) -> None:
         records = [decode(row) for row in rows]
         keys = [
             (record.spec.idempotency_key, record.task_id, row.key_until)
@@ -463,7 +513,19 @@ class Cluster:
             if row.key_until is not None and record.spec.idempotency_key
         ]
         fresh = [record for record in records if self._core.get(record.task_id) is None]
-        self._core.restore(fresh, keys)
+        adopted = {record.task_id for record in fresh}
+        try:  # parents held elsewhere: waited for, or read for their results
+            elsewhere = await self.parents_elsewhere(
+                (record.spec for record in fresh if not record.ready), besides=adopted
+            )
+        except JournalUnavailable as error:
+            # Wait for every parent not held: one that finished meanwhile is read when
+            # listening resumes (Cluster._on_notification), rather than run a task too early.
+            logger.warning("reading the parents of tasks taken over failed: %s", error)
+            elsewhere = {parent for record in fresh for parent in record.spec.depends_on}
+        fresh = [record for record in fresh if self._core.get(record.task_id) is None]
+        with self._core.workflows.parents_elsewhere(elsewhere):
+            self._core.restore(fresh, keys)
         self._core.dispatch()
         self._runtime.changed()
         phases = Counter(record.phase.value for record in fresh)

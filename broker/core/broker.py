@@ -225,6 +225,7 @@ class Broker:
             records: Every task the journal holds, rebuilt as of the moment it was written.
             keys: Idempotency keys as (key, task id, wall time the window closes).
         """
+        scheduled: list[TaskRecord] = []
         queued: list[TaskRecord] = []
         finished: list[TaskRecord] = []
         leased: list[TaskRecord] = []
@@ -235,6 +236,7 @@ class Broker:
             elif record.phase is Phase.LEASED:
                 leased.append(record)
             elif record.phase is Phase.SCHEDULED:
+                scheduled.append(record)
                 lifecycle.restore(record)
             else:
                 queued.append(record)
@@ -245,7 +247,8 @@ class Broker:
         for record in finished:
             lifecycle.restore(record)
         self.workers.restore_leases(leased)
-        self.workflows.restore(list(lifecycle.tasks.values()))
+        # Only these records: a broker sharing a database restores more as it claims and reads.
+        self.workflows.restore([*scheduled, *queued, *finished, *leased])
         for key, task_id, until in keys:
             if task_id in lifecycle.tasks:
                 self._keys.remember(key, task_id, lifecycle.mono_at(until))

@@ -20,14 +20,18 @@ journaled apart from the task rows: ``depends_on`` is part of the spec, WAITING 
 :meth:`Workflows.restore` rebuilds the counts and the inputs from the restored records.
 
 Cycles cannot form: a task may depend only on tasks the broker already holds, or on tasks
-earlier in the same batch. Settling a finished task's dependants runs as a loop over a work
-list, never recursion, so a failure at the head of a 10,000-link chain costs no stack.
+earlier in the same batch, or (brokers sharing a database) on unfinished tasks another broker
+holds, named by :meth:`Workflows.parents_elsewhere`: their finish arrives as a restored
+finished record (:meth:`Workflows.restore`), which settles what waits for them. Settling a
+finished task's dependants runs as a loop over a work list, never recursion, so a failure at
+the head of a 10,000-link chain costs no stack.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 from broker.core.events import EventKind
 from broker.core.lifecycle import Lifecycle
@@ -80,6 +84,8 @@ class Workflows:
         self._pending_children: dict[str, list[TaskRecord]] = {}
         # Replacement id -> the tasks that replaced themselves by it (Task.replace).
         self._adopters: dict[str, list[TaskRecord]] = {}
+        # Unfinished parents other brokers hold, while a submit or a restore naming them runs.
+        self._elsewhere: Collection[str] = ()
         lifecycle.on_finished = self._finished
         lifecycle.on_replaced = self._replaced
 
@@ -87,6 +93,27 @@ class Workflows:
     def waiting(self) -> int:
         """Tasks held for their parents."""
         return len(self._waiting)
+
+    @contextlib.contextmanager
+    def parents_elsewhere(self, task_ids: Collection[str]) -> Iterator[None]:
+        """Within this block, ``task_ids`` are unfinished tasks other brokers hold.
+
+        Brokers sharing a database read them before a submit or a restore that names them
+        (broker.cluster): a task depending on one is accepted and waits for it.
+        """
+        self._elsewhere = task_ids
+        try:
+            yield
+        finally:
+            self._elsewhere = ()
+
+    def awaits(self, task_id: str) -> bool:
+        """Whether a held task waits for ``task_id`` to finish (as a parent or a replacement)."""
+        return task_id in self._dependants or task_id in self._adopters
+
+    def awaited_ids(self) -> list[str]:
+        """Every task a held task waits for, held here or not."""
+        return [*self._dependants, *self._adopters]
 
     # -- submit ------------------------------------------------------------------------------
 
@@ -156,7 +183,8 @@ class Workflows:
             if parent == spec.task_id:
                 raise DependencyCycle(f"task {spec.task_id!r} depends on itself")
             position = later.get(parent)
-            if parent not in known and (position is None or position >= index):
+            held = parent in known or parent in self._elsewhere
+            if not held and (position is None or position >= index):
                 if position is not None and _reaches(specs, later, parent, spec.task_id):
                     raise DependencyCycle(
                         f"task {spec.task_id!r} depends on {parent!r}, which depends on it"
@@ -186,9 +214,15 @@ class Workflows:
     # -- recovery ----------------------------------------------------------------------------
 
     def restore(self, records: Iterable[TaskRecord]) -> None:
-        """Rebuild the waits of restored tasks, once every record is back in the lifecycle."""
+        """Rebuild the waits of restored tasks, once every record is back in the lifecycle.
+
+        A restored finished task that held tasks wait for (a parent another broker ran) settles
+        them now.
+        """
         for record in records:
             if record.phase is Phase.FINISHED:
+                if self.awaits(record.task_id):
+                    self._finished(record)
                 continue
             if record.replaced_by:
                 if record.phase is Phase.WAITING:
@@ -212,7 +246,10 @@ class Workflows:
         for parent_id in record.spec.depends_on:
             parent = tasks.get(parent_id)
             if parent is None:
-                continue  # gone since (an expired result): nothing left to wait for
+                if parent_id in self._elsewhere:  # unfinished on another broker
+                    pending += 1
+                    self._dependants.setdefault(parent_id, []).append(record)
+                continue  # else gone since (an expired result): nothing left to wait for
             if parent.ready:
                 if failed is None and parent.state is not TaskState.SUCCESS:
                     failed = parent

@@ -71,7 +71,8 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.SubmitRequest, client_pb2.SubmitResponse],
     ) -> client_pb2.SubmitResponse:
         """Submit one task."""
-        answer = self.submit(request)
+        elsewhere = await self.parents_elsewhere(request.task.depends_on)
+        answer = self.submit(request, elsewhere)
         await self._runtime.durable()
         return answer
 
@@ -84,7 +85,14 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """Submit a batch, all or nothing."""
         self._runtime.check_accepting()
         self._runtime.check_recordable()
-        results = self._core.submit_many([codec.spec_from_pb(spec) for spec in request.tasks])
+        specs = [codec.spec_from_pb(spec) for spec in request.tasks]
+        if self._runtime.cluster is None:
+            results = self._core.submit_many(specs)
+        else:
+            batch = {spec.task_id for spec in specs}
+            parents = {parent for spec in specs for parent in spec.depends_on} - batch
+            with self._core.workflows.parents_elsewhere(await self.parents_elsewhere(parents)):
+                results = self._core.submit_many(specs)
         self._runtime.changed()
         await self._runtime.durable()
         return codec.submit_many_response(results)
@@ -193,17 +201,43 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """Run ``callback`` when a graceful shutdown begins; returns its unregistering."""
         return self._runtime.on_shutdown(callback)
 
-    def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
+    def submit(
+        self, request: client_pb2.SubmitRequest, elsewhere: Collection[str] = ()
+    ) -> client_pb2.SubmitResponse:
         """Accept one task (the body of Submit, unary or on a session).
+
+        Args:
+            request: The call.
+            elsewhere: The unfinished parents it names that other brokers hold
+                (:meth:`parents_elsewhere`).
 
         Raises:
             BrokerError: The spec is invalid, the queue is full or the broker is stopping.
         """
         self._runtime.check_accepting()
         self._runtime.check_recordable()
-        result = self._core.submit(codec.spec_from_pb(request.task))
+        spec = codec.spec_from_pb(request.task)
+        if elsewhere:
+            with self._core.workflows.parents_elsewhere(elsewhere):
+                result = self._core.submit(spec)
+        else:
+            result = self._core.submit(spec)
         self._runtime.changed()
         return codec.submit_response(result)
+
+    async def parents_elsewhere(self, parents: Collection[str]) -> set[str]:
+        """Those of ``parents`` (of a task being submitted) that other brokers hold, unfinished.
+
+        Only with a shared database; finished ones this broker does not hold are read as
+        mirrors, so the task's check and inputs find them.
+
+        Raises:
+            JournalUnavailable: The database cannot be read now.
+        """
+        cluster = self._runtime.cluster
+        if cluster is None or not parents:
+            return set()
+        return set(await cluster.lookup(parents))
 
     async def durable(self) -> None:
         """Return once every change so far is recorded (see Runtime.durable)."""

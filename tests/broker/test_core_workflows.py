@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.config import BrokerConfig
-from broker.core.model import DependencyMode, Payload, Phase, TaskState
+from broker.core.model import DependencyMode, Payload, Phase, TaskRecord, TaskState
 from broker.errors import DependencyCycle, UnknownDependency, WorkflowTooDeep, WorkflowTooLarge
 from tests.broker.core_support import (
     CONFIG,
@@ -256,3 +256,37 @@ def test_a_replaced_task_takes_its_replacements_outcome_and_its_chain_goes_on() 
     assert core.get("t0").result == RESULT  # type: ignore[union-attr]
     (second,) = taken(session)
     assert second.record.task_id == "t1" and second.record.inputs[0].result == RESULT  # type: ignore[index]
+
+
+def _finished(task_id: str, body: bytes) -> TaskRecord:
+    """A finished record as another broker sharing the database stored it (a mirror)."""
+    record = TaskRecord(task_id, spec(task_id=task_id))
+    record.phase, record.state = Phase.FINISHED, TaskState.SUCCESS
+    record.result = Payload("application/json", body)
+    return record
+
+
+def test_a_chord_body_waits_for_members_other_brokers_hold_and_takes_their_results() -> None:
+    core, _ = make_broker()
+    body = spec(
+        task_id="body", depends_on=("m0", "m1", "here"), dependency_mode=DependencyMode.RESULTS
+    )
+    with pytest.raises(UnknownDependency):  # unknown, and not said to be held elsewhere
+        core.submit_many([body])
+    core.submit_many([spec(task_id="here", queue="none")])
+    with core.workflows.parents_elsewhere({"m0", "m1"}):
+        core.submit_many([body])
+    assert core.workflows.awaits("m0") and core.workflows.awaits("m1")
+    session = connect(core, credit=10, queues=("default",))
+    core.restore([_finished("m1", b"1")], [])  # finished on another broker, read back
+    core.restore([_finished("other", b"0")], [])  # restoring an unrelated task settles nothing
+    here = core.get("here")
+    assert here is not None
+    core.lifecycle.finish(here, TaskState.SUCCESS, result=Payload("application/json", b"2"))
+    core.dispatch()
+    assert taken(session) == []  # m0 still runs elsewhere
+    assert core.get("body").phase is Phase.WAITING  # type: ignore[union-attr]
+    core.restore([_finished("m0", b"0")], [])
+    core.dispatch()
+    (released,) = taken(session)
+    assert [p.result.body for p in released.record.inputs] == [b"0", b"1", b"2"]  # type: ignore[union-attr]

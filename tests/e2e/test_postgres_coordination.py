@@ -7,14 +7,19 @@ different brokers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from client import Celeriac, GroupResult, Signature, chain, chord, group
+from tests.e2e import canvas_tasks as t
 from tests.e2e.conftest import Started
 from tests.e2e.test_periodic import assert_one_run_per_tick, runs_of
 from tests.e2e.test_postgres_cluster import _brokers
-from tests.support import WorkerProcess, wait_until
+from tests.support import BrokerProcess, WorkerProcess, wait_until
 
 PERIODIC_TASKS = "tests.e2e.periodic_tasks"
+CANVAS_TASKS = "tests.e2e.canvas_tasks"
 LEADS = "this broker runs the periodic tasks"
 
 
@@ -52,3 +57,47 @@ def test_a_periodic_tick_runs_once_across_brokers_and_after_the_leader_is_killed
     # One run per tick, the new leader carrying on from the last tick the old one recorded
     # (a takeover slower than a period shows as one catch-up run counting the ticks missed).
     assert_one_run_per_tick(runs)
+
+
+@pytest.fixture
+def canvas_brokers(postgres_url: str, cleanup: list[Started]) -> Iterator[list[BrokerProcess]]:
+    """Brokers A, B and C; a worker on A takes queue "left", one on B "right", C has none."""
+    brokers = _brokers(postgres_url, 3, cleanup)
+    for broker, queue in zip(brokers, ("left", "right"), strict=False):
+        cleanup.append(
+            WorkerProcess(broker.address, CANVAS_TASKS, "--queues", queue, "--pool", "thread")
+        )
+    client_app = Celeriac("canvas-client", broker=brokers[2].address, connect_timeout=10)
+    cleanup.append(client_app)
+    conf = t.app.conf
+    t.app.conf = client_app.conf  # the canvas module's tasks submit through C
+    yield brokers
+    t.app.close()
+    t.app.conf = conf
+
+
+def _on(queue: str, signature: Signature) -> Signature:
+    return signature.set(queue=queue)
+
+
+@pytest.mark.timeout(120)
+def test_a_chain_and_a_chord_run_on_two_brokers_workers_submitted_through_a_third(
+    canvas_brokers: list[BrokerProcess],
+) -> None:
+    # Each link runs on the other broker's worker; C holds the waiting links.
+    links = chain(
+        _on("left", t.add.s(2, 2)), _on("right", t.add.s(4)), _on("left", t.mul.s(3))
+    ).apply_async()
+    assert links.get(timeout=30) == 24
+    assert links.parent is not None and links.parent.get(timeout=5) == 8
+    # The members run on both; the body waits on C for results recorded by A and B.
+    summed = chord(_on(("left", "right")[i % 2], t.add.s(i, i)) for i in range(10))(
+        _on("right", t.tsum.s())
+    )
+    assert summed.get(timeout=30) == 90
+    # A group saved after its members left C's memory (for the pool): the barrier names
+    # tasks other brokers hold.
+    members = group(_on(("left", "right")[i % 2], t.add.s(i, 1)) for i in range(4))
+    saved = members.apply_async().save()
+    restored = GroupResult.restore(saved.id, app=t.app)
+    assert restored is not None and restored.get(timeout=30) == [1, 2, 3, 4]
