@@ -27,6 +27,9 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
   advisory lock, tried at every heartbeat. Each run is journaled in the same transaction as
   its entry's progress, so the broker that takes the lead after the leader died (PostgreSQL
   frees the lock when the leader's session ends) reads where it stopped: no tick runs twice.
+- **Rate limits across brokers.** A broker's rate gate takes its tokens from the database
+  (:meth:`Cluster.ask_tokens`, the gates' budget): a reservation moves one row per task name
+  on by the tokens' span, so tokens are spaced by ``1/rate`` however many brokers ask.
 - **Workflows across brokers.** A task waiting for parents another broker holds (a chain's
   first link handed to the pool, a parent named by a later submit) is registered as waiting
   for them; their finish comes as a ``celeriac_finished`` NOTIFY, the broker reads the parent
@@ -103,6 +106,8 @@ class Cluster:
         self._periodic_changed: set[str | None] = set()
         self._periodic_syncing: asyncio.Task[None] | None = None
         database.on_lost_lead = self._lost_lead
+        self._reserving: set[asyncio.Task[None]] = set()
+        self._core.lifecycle.gates.budget = self
 
     @property
     def broker_id(self) -> str:
@@ -125,9 +130,10 @@ class Cluster:
 
     async def stop(self) -> None:
         """Stop, give this broker's tasks up to the others, and close (after the journal)."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._reserving]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self._db.leave()
         except psycopg.Error as error:
@@ -244,7 +250,27 @@ class Cluster:
         self._runtime.changed()
         return outcomes
 
+    def ask_tokens(self, name: str, per_second: float, count: int) -> None:
+        """Reserve ``count`` rate tokens of task ``name`` in the database (the gates' budget)."""
+        task = asyncio.get_running_loop().create_task(self._reserve(name, per_second, count))
+        self._reserving.add(task)
+        task.add_done_callback(self._reserving.discard)
+
     # -- internals ---------------------------------------------------------------------------
+
+    async def _reserve(self, name: str, per_second: float, count: int) -> None:
+        interval = 1.0 / per_second
+        try:
+            delay = await self._db.reserve_tokens(name, count * interval)
+        except psycopg.Error as error:
+            logger.warning("reserving rate tokens of %s failed: %s", name, first_line(error))
+            await asyncio.sleep(_RELISTEN_DELAY)
+            starts: list[float] = []  # none: the gate asks again
+        else:
+            start = self._core.clock.monotonic() + delay
+            starts = [start + index * interval for index in range(count)]
+        self._core.lifecycle.gates.grant(name, starts)
+        self._runtime.changed()
 
     def _mirror(self, rows: list[StoredTask]) -> list[TaskRecord]:
         """Keep finished rows as mirrors (waking their waiters); return the unfinished ones."""

@@ -77,6 +77,16 @@ _LEAVE = "DELETE FROM celeriac_brokers WHERE broker_id = %s"
 # The key of the session advisory lock the leader holds, the broker running periodic ticks
 # ("celp"). PostgreSQL releases it when the leader's session ends, a kill -9 included.
 _LEADER_LOCK = 0x63656C70
+# Rate limit tokens: the row ``rate/<task name>`` holds the epoch second at which the next
+# token of that task starts; a reservation of ``span`` seconds of tokens moves it on (from now
+# at the earliest) and returns how long until its first token.
+_RATE_PREFIX = "rate/"
+_EPOCH = "extract(epoch FROM clock_timestamp())::float8"
+_RESERVE = f"""
+INSERT INTO celeriac_state AS s (key, value) VALUES (%(key)s, ({_EPOCH} + %(span)s)::text)
+ON CONFLICT (key) DO UPDATE SET value = (greatest(s.value::float8, {_EPOCH}) + %(span)s)::text
+RETURNING s.value::float8 - %(span)s - {_EPOCH}
+"""
 _PERIODIC_ROWS = "SELECT key, value FROM celeriac_state WHERE key LIKE %s"
 _PERIODIC_ROWS_NAMED = "SELECT key, value FROM celeriac_state WHERE key = ANY(%s::text[])"
 
@@ -188,6 +198,14 @@ class ClusterDatabase:
             ).fetchone()
             self.leading = bool(row and row[0])
         return self.leading
+
+    @_one_at_a_time
+    async def reserve_tokens(self, name: str, span: float) -> float:
+        """Reserve ``span`` seconds of task ``name``'s rate tokens; seconds until they start."""
+        conn = await self._live()
+        cursor = await conn.execute(_RESERVE, {"key": _RATE_PREFIX + name, "span": span})
+        row = await cursor.fetchone()
+        return max(0.0, float(row[0])) if row else 0.0
 
     @_one_at_a_time
     async def periodic_entries(self, names: Collection[str] | None = None) -> dict[str, str]:

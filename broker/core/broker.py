@@ -290,13 +290,20 @@ class Broker:
         """Credit open sessions hold and no ready task uses, by queue they consume.
 
         A session consuming several queues counts in each (a claim may then take more than
-        fits; what stays queued goes back to the shared pool).
+        fits; what stays queued goes back to the shared pool). Tasks parked on a rate or
+        concurrency gate count as using it: otherwise a broker would claim every limited task
+        of the pool for credit they never take, leaving other brokers' workers none.
         """
         idle: dict[str, int] = {}
         for session in self.workers.sessions.values():
             if session.can_take_work:
                 for queue in session.queues:
                     idle[queue] = idle.get(queue, 0) + session.credit
+        if self.lifecycle.gates.active:
+            for queue, parked in self.lifecycle.gates.parked_by_queue().items():
+                if queue in idle:
+                    idle[queue] -= parked
+            idle = {queue: credit for queue, credit in idle.items() if credit > 0}
         return idle
 
     def dispatch(self) -> None:

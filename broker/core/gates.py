@@ -15,18 +15,32 @@ stays QUEUED (a restart puts it back in its queue from the journal: parking is n
 persisted). When the gate opens (the rate timer rings, a slot frees) the oldest parked task
 goes back to the front of its ready queue and dispatch takes it as usual. Nothing polls: a
 rate gate arms one timer for its next token, and only while it has parked tasks.
+
+Brokers sharing a database (broker.cluster) hold a rate limit together: a :class:`Budget`
+then hands out the tokens. A rate gate with parked tasks asks it for up to a second's worth;
+the budget reserves them in the database (start times spaced by ``1/rate`` across every
+broker) and gives them back with :meth:`Gates.grant`. A token unused one interval after its
+time is dropped, so tokens never bunch into a burst.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from broker.core.model import Phase, TaskRecord
 from broker.core.timers import Timer, TimerHeap
 
 logger = logging.getLogger(__name__)
+
+
+class Budget(Protocol):
+    """Where rate tokens come from when several brokers share one limit."""
+
+    def ask_tokens(self, name: str, per_second: float, count: int) -> None:
+        """Reserve ``count`` tokens of task ``name``; answer with :meth:`Gates.grant`."""
 
 
 class _Gate:
@@ -47,17 +61,28 @@ class _Gate:
 class RateGate(_Gate):
     """One task name's global rate limit."""
 
-    __slots__ = ("interval", "next_at", "per_second", "timer")
+    __slots__ = ("asking", "interval", "next_at", "per_second", "timer", "tokens")
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(self, per_second: float, shared: bool = False) -> None:
         super().__init__()
         self.per_second = per_second
         self.interval = 1.0 / per_second
         self.next_at = float("-inf")  # monotonic time of the next token
         self.timer: Timer | None = None
+        # With a budget: the monotonic times of the tokens granted, and whether it was asked.
+        self.tokens: deque[float] | None = deque() if shared else None
+        self.asking = False
 
     def take(self, now: float) -> bool:
         """Take the token if it is due."""
+        tokens = self.tokens
+        if tokens is not None:
+            while tokens and tokens[0] < now - self.interval:
+                tokens.popleft()  # unused in time: spending it now would make a burst
+            if tokens and tokens[0] <= now:
+                tokens.popleft()
+                return True
+            return False
         if now < self.next_at:
             return False
         late = now - self.next_at
@@ -102,6 +127,8 @@ class Gates:
         self.slots: dict[str, SlotGate] = {}
         # True once any gate exists: the dispatcher's hot path asks nothing more until then.
         self.active = False
+        # Hands out rate tokens when brokers share a database; None: this broker's own clock.
+        self.budget: Budget | None = None
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -120,7 +147,7 @@ class Gates:
                         self._reopen(record)
                 logger.info("rate limit removed task=%s", name)
             return
-        replacement = RateGate(per_second)
+        replacement = RateGate(per_second, shared=self.budget is not None)
         if gate is not None:
             # The new interval counts from the last token given.
             replacement.next_at = gate.next_at - gate.interval + replacement.interval
@@ -128,8 +155,20 @@ class Gates:
             replacement.pending = gate.pending
         self.rates[name] = replacement
         self.active = True
-        self._arm(replacement)
+        self._arm(replacement, name)
         logger.info("rate limit task=%s rate=%g/s", name, per_second)
+
+    def grant(self, name: str, starts: Sequence[float]) -> None:
+        """The budget's answer: tokens of task ``name`` at monotonic times ``starts``.
+
+        No tokens (the budget could not reserve any) lets the gate ask again.
+        """
+        gate = self.rates.get(name)
+        if gate is None or gate.tokens is None:
+            return
+        gate.asking = False
+        gate.tokens.extend(starts)
+        self._arm(gate, name)
 
     def rate_of(self, name: str) -> float:
         """Task ``name``'s limit in tasks per second; 0.0 when it has none."""
@@ -156,10 +195,10 @@ class Gates:
         if rate is not None:
             if not rate.take(self._monotonic()):
                 self._park(rate, record)
-                self._arm(rate)
+                self._arm(rate, spec.name)
                 return False
             rate.pending.discard(record.task_id)
-            self._arm(rate)
+            self._arm(rate, spec.name)
         if slot is not None:
             slot.pending.discard(record.task_id)
         return True
@@ -240,9 +279,21 @@ class Gates:
                 other.pending.discard(record.task_id)
                 self._reopen_next(other)
 
-    def _arm(self, gate: RateGate) -> None:
-        if gate.timer is None and gate.parked and not gate.pending:
-            gate.timer = self._timers.schedule(gate.next_at, lambda: self._token_due(gate))
+    def _arm(self, gate: RateGate, name: str) -> None:
+        if gate.timer is not None or not gate.parked or gate.pending:
+            return
+        tokens = gate.tokens
+        if tokens is None:
+            due = gate.next_at
+        elif tokens:
+            due = tokens[0]
+        else:
+            if not gate.asking and self.budget is not None:
+                gate.asking = True
+                wanted = min(len(gate.parked), max(1, int(gate.per_second)))
+                self.budget.ask_tokens(name, gate.per_second, wanted)
+            return
+        gate.timer = self._timers.schedule(due, lambda: self._token_due(gate))
 
     def _token_due(self, gate: RateGate) -> None:
         gate.timer = None

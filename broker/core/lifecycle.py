@@ -396,6 +396,8 @@ class Lifecycle:
         del self.tasks[record.task_id]
         self.unfinished -= 1
         self._uncount(record)
+        if self.gates.active:  # reopened by a gate but not taken: the gate's next goes instead
+            self.gates.dropped(record)
         if self.changes is not None:
             self.changes[record.task_id] = record
 

@@ -27,7 +27,9 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
 
 ``celeriac_state``
     Broker state other than tasks (broker.journal.rows.Batch.state): ``key`` (text, the key,
-    e.g. ``periodic/<name>``) and ``value`` (its JSON, as text). Periodic tasks live here.
+    e.g. ``periodic/<name>``) and ``value`` (its JSON, as text). Periodic tasks live here, and
+    with several brokers ``rate/<task name>``: when the next rate-limit token of that task
+    starts (epoch seconds; broker.cluster.database).
 
 Migrations only ever add: a migration is one transaction, applied under an advisory lock so
 that brokers started together with ``--migrate`` apply each step once.

@@ -239,3 +239,41 @@ def test_a_concurrency_limited_spec_survives_the_journal_row() -> None:
     assert (back.spec.concurrency_key, back.spec.concurrency_limit) == ("k", 3)
     plain = encode(core.get(core.submit(spec()).task_id), lambda _: 0.0)  # type: ignore[arg-type]
     assert plain.spec is not None and plain.spec.count(",") == row.spec.count(",") - 2
+
+
+class _Budget:
+    """Rate tokens handed out by hand, as a shared database would (broker.cluster)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float, int]] = []
+
+    def ask_tokens(self, name: str, per_second: float, count: int) -> None:
+        self.asked.append((name, per_second, count))
+
+
+def test_with_a_budget_the_rate_gate_runs_tasks_only_at_the_tokens_it_was_granted() -> None:
+    core, clock = make_broker()
+    budget = _Budget()
+    core.lifecycle.gates.budget = budget
+    session = limited(core, "tasks.add", 2.0)
+    for i in range(4):
+        core.submit(spec(task_id=f"t{i}"))
+    grant(core, session, 10)
+    assert ids(session) == []  # no token of its own: asked once, when the first task parked
+    assert budget.asked == [("tasks.add", 2.0, 1)]
+    now = clock.monotonic()
+    core.lifecycle.gates.grant("tasks.add", [now + 1.0, now + 1.5])
+    advance(core, clock, 0.99)
+    assert ids(session) == []
+    advance(core, clock, 0.01)
+    assert ids(session) == ["t0"]
+    advance(core, clock, 0.5)
+    assert ids(session) == ["t1"]
+    assert budget.asked[1:] == [("tasks.add", 2.0, 2)]  # spent: a second's worth for two
+    now = clock.monotonic()
+    core.lifecycle.gates.grant("tasks.add", [now - 5.0, now - 0.1, now])
+    advance(core, clock, 0.0)
+    # The stale token (late by more than an interval) is dropped, not spent in a burst.
+    assert ids(session) == ["t2"]
+    advance(core, clock, 0.0)
+    assert ids(session) == ["t3"]

@@ -13,13 +13,16 @@ import pytest
 
 from client import Celeriac, GroupResult, Signature, chain, chord, group
 from tests.e2e import canvas_tasks as t
+from tests.e2e import limited_tasks
 from tests.e2e.conftest import Started
+from tests.e2e.limited_tasks import RATE
 from tests.e2e.test_periodic import assert_one_run_per_tick, runs_of
 from tests.e2e.test_postgres_cluster import _brokers
 from tests.support import BrokerProcess, WorkerProcess, wait_until
 
 PERIODIC_TASKS = "tests.e2e.periodic_tasks"
 CANVAS_TASKS = "tests.e2e.canvas_tasks"
+LIMITED_TASKS = "tests.e2e.limited_tasks"
 LEADS = "this broker runs the periodic tasks"
 
 
@@ -101,3 +104,34 @@ def test_a_chain_and_a_chord_run_on_two_brokers_workers_submitted_through_a_thir
     saved = members.apply_async().save()
     restored = GroupResult.restore(saved.id, app=t.app)
     assert restored is not None and restored.get(timeout=30) == [1, 2, 3, 4]
+
+
+@pytest.mark.timeout(120)
+def test_a_rate_limit_holds_across_the_workers_of_two_brokers_together(
+    postgres_url: str, cleanup: list[Started]
+) -> None:
+    brokers = _brokers(postgres_url, 3, cleanup)
+    workers = [
+        WorkerProcess(broker.address, LIMITED_TASKS, "--pool", "thread", "--concurrency", "4")
+        for broker in brokers[:2]
+    ]
+    cleanup.extend(workers)
+    client_app = Celeriac("limits-client", broker=brokers[2].address, connect_timeout=10)
+    cleanup.append(client_app)
+    conf = limited_tasks.app.conf
+    limited_tasks.app.conf = client_app.conf
+    try:
+        count = 41
+        runs = group(limited_tasks.stamped.s() for _ in range(count)).apply_async().get(timeout=40)
+    finally:
+        limited_tasks.app.close()
+        limited_tasks.app.conf = conf
+    starts = sorted(started for started, _ in runs)
+    assert {pid for _, pid in runs} == {worker.process.pid for worker in workers}
+    achieved = (count - 1) / (starts[-1] - starts[0])
+    # Each broker's own gate would let the two reach twice the rate; the shared tokens keep
+    # both together at it.
+    assert RATE * 0.6 < achieved < RATE * 1.25, f"achieved {achieved:.1f}/s for {RATE}/s"
+    for index, start in enumerate(starts):
+        within = sum(1 for other in starts[index:] if other - start < 1.0)
+        assert within <= RATE * 1.5
