@@ -30,6 +30,11 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
 - **Rate limits across brokers.** A broker's rate gate takes its tokens from the database
   (:meth:`Cluster.ask_tokens`, the gates' budget): a reservation moves one row per task name
   on by the tokens' span, so tokens are spaced by ``1/rate`` however many brokers ask.
+- **Concurrency limits across brokers.** A task with a ``concurrency_limit`` runs once it
+  holds one of its key's slots in ``celeriac_slots`` (:meth:`Cluster.ask_slot`, for the
+  oldest task a gate holds back, one at a time); the end of its lease, on whichever broker,
+  gives the slot back (batched) and a NOTIFY on ``celeriac_slots`` tells brokers with tasks
+  waiting for that key to ask again.
 - **Workflows across brokers.** A task waiting for parents another broker holds (a chain's
   first link handed to the pool, a parent named by a later submit) is registered as waiting
   for them; their finish comes as a ``celeriac_finished`` NOTIFY, the broker reads the parent
@@ -48,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from broker.cluster.database import REVOKE_CHANNEL, ClusterDatabase
+from broker.cluster.database import REVOKE_CHANNEL, SLOTS_CHANNEL, ClusterDatabase
 from broker.core.model import DependencyMode, Phase, RevokeOutcome, TaskRecord, TaskSpec
 from broker.errors import JournalUnavailable
 from broker.journal.postgres_store import (
@@ -107,7 +112,10 @@ class Cluster:
         self._periodic_syncing: asyncio.Task[None] | None = None
         database.on_lost_lead = self._lost_lead
         self._reserving: set[asyncio.Task[None]] = set()
-        self._core.lifecycle.gates.budget = self
+        # Concurrency slots to give back (key, task id), written one batch at a time.
+        self._to_free: list[tuple[str, str]] = []
+        self._freeing: asyncio.Task[None] | None = None
+        self._core.lifecycle.gates.share(self)
 
     @property
     def broker_id(self) -> str:
@@ -130,7 +138,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """Stop, give this broker's tasks up to the others, and close (after the journal)."""
-        tasks = [*self._tasks, *self._reserving]
+        tasks = [*self._tasks, *self._reserving, *filter(None, [self._freeing])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -256,7 +264,46 @@ class Cluster:
         self._reserving.add(task)
         task.add_done_callback(self._reserving.discard)
 
+    def ask_slot(self, key: str, limit: int, task_id: str) -> None:
+        """Take one of ``key``'s slots for ``task_id`` in the database (the gates' budget)."""
+        task = asyncio.get_running_loop().create_task(self._take_slot(key, limit, task_id))
+        self._reserving.add(task)
+        task.add_done_callback(self._reserving.discard)
+
+    def free_slot(self, key: str, task_id: str) -> None:
+        """Give ``task_id``'s slot of ``key`` back, with the others freed meanwhile."""
+        self._to_free.append((key, task_id))
+        if self._freeing is None:
+            self._freeing = asyncio.get_running_loop().create_task(self._free_slots())
+
     # -- internals ---------------------------------------------------------------------------
+
+    async def _take_slot(self, key: str, limit: int, task_id: str) -> None:
+        gates = self._core.lifecycle.gates
+        try:
+            granted = await self._db.take_slot(key, task_id, limit)
+        except psycopg.Error as error:
+            logger.warning("taking a concurrency slot failed: %s", first_line(error))
+            gates.slot_answer(key, task_id, False)
+            await asyncio.sleep(_RELISTEN_DELAY)
+            gates.slot_freed(key)  # ask again
+            return
+        gates.slot_answer(key, task_id, granted)
+        self._core.dispatch()
+        self._runtime.changed()
+
+    async def _free_slots(self) -> None:
+        try:
+            while self._to_free:
+                slots, self._to_free = self._to_free, []
+                try:
+                    await self._db.free_slots(slots)
+                except psycopg.Error as error:
+                    logger.warning("giving concurrency slots back failed: %s", first_line(error))
+                    self._to_free[:0] = slots
+                    await asyncio.sleep(_RELISTEN_DELAY)
+        finally:
+            self._freeing = None
 
     async def _reserve(self, name: str, per_second: float, count: int) -> None:
         interval = 1.0 / per_second
@@ -369,6 +416,8 @@ class Cluster:
             self._on_revoke(payload)
         elif channel == PERIODIC_CHANNEL:
             self._on_periodic(payload)
+        elif channel == SLOTS_CHANNEL:
+            self._on_slots_freed(json.loads(payload))
         elif channel == QUEUED_CHANNEL:
             for queue in payload.split(",") if payload else ("",):
                 self._wakeups[queue] += 1
@@ -385,6 +434,7 @@ class Cluster:
             self._on_finished(self._core.lifecycle.results.waited_ids())
             self._on_finished(self._core.workflows.awaited_ids())
             self._sync_periodic({None})
+            self._on_slots_freed(list(self._core.lifecycle.gates.slots))
 
     def _on_revoke(self, payload: str) -> None:
         try:
@@ -398,6 +448,11 @@ class Cluster:
         if held:
             self._core.revoke(held, terminate=terminate, reason=reason)
             self._runtime.changed()
+
+    def _on_slots_freed(self, keys: list[str]) -> None:
+        gates = self._core.lifecycle.gates
+        for key in keys:
+            gates.slot_freed(str(key))
 
     # -- periodic tasks ----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from broker.journal.postgres_store import (
     FINISHED_CHANNEL,
     PERIODIC_CHANNEL,
     QUEUED_CHANNEL,
+    json_payloads,
     stored_task,
 )
 from broker.journal.rows import STATE_PERIODIC, StoredTask
@@ -86,6 +87,34 @@ _RESERVE = f"""
 INSERT INTO celeriac_state AS s (key, value) VALUES (%(key)s, ({_EPOCH} + %(span)s)::text)
 ON CONFLICT (key) DO UPDATE SET value = (greatest(s.value::float8, {_EPOCH}) + %(span)s)::text
 RETURNING s.value::float8 - %(span)s - {_EPOCH}
+"""
+# Concurrency slots (celeriac_slots): a task takes one of its key's slots while fewer than the
+# limit are held by other tasks (its own row again is a slot it already holds). The key's
+# transaction advisory lock makes the count and the insert one step across brokers.
+_SLOT_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+_SLOT_LOCK_CLASS = 0x63656C73  # "cels"
+_TAKE_SLOT = """
+INSERT INTO celeriac_slots (key, task_id, broker_id)
+SELECT %(key)s, %(task_id)s, %(me)s
+WHERE (SELECT count(*) FROM celeriac_slots WHERE key = %(key)s AND task_id <> %(task_id)s)
+    < %(limit)s
+ON CONFLICT (key, task_id) DO UPDATE SET broker_id = EXCLUDED.broker_id
+RETURNING 1
+"""
+_FREE_SLOTS = """
+DELETE FROM celeriac_slots
+WHERE (key, task_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+# Slots freed, "<JSON array of keys>": brokers with tasks waiting for one ask again.
+SLOTS_CHANNEL = "celeriac_slots"
+# Slots whose task no broker runs or holds any more (its broker died between taking the slot
+# and giving it back); a minute's grace covers a task whose row is still on its way.
+_LOST_SLOTS = """
+DELETE FROM celeriac_slots AS s
+WHERE s.taken_at < now() - interval '1 minute' AND NOT EXISTS (
+    SELECT 1 FROM celeriac_tasks AS t
+    WHERE t.task_id = s.task_id AND t.owner IS NOT NULL AND t.state NOT LIKE '["finished"%%'
+)
 """
 _PERIODIC_ROWS = "SELECT key, value FROM celeriac_state WHERE key LIKE %s"
 _PERIODIC_ROWS_NAMED = "SELECT key, value FROM celeriac_state WHERE key = ANY(%s::text[])"
@@ -167,6 +196,7 @@ class ClusterDatabase:
                 for row in await (await conn.execute(_DEAD, (timeout, self.broker_id))).fetchall()
             ]
             rows = await (await conn.execute(_ADOPT, (self.broker_id, dead))).fetchall()
+            await conn.execute(_LOST_SLOTS)
         return alive, dead, [stored_task(row) for row in rows]
 
     @_one_at_a_time
@@ -206,6 +236,28 @@ class ClusterDatabase:
         cursor = await conn.execute(_RESERVE, {"key": _RATE_PREFIX + name, "span": span})
         row = await cursor.fetchone()
         return max(0.0, float(row[0])) if row else 0.0
+
+    @_one_at_a_time
+    async def take_slot(self, key: str, task_id: str, limit: int) -> bool:
+        """Take one of ``key``'s ``limit`` slots for ``task_id``; False when all are held."""
+        conn = await self._live()
+        async with conn.transaction():
+            await conn.execute(_SLOT_LOCK, (_SLOT_LOCK_CLASS, key))
+            params = {"key": key, "task_id": task_id, "me": self.broker_id, "limit": limit}
+            taken = await (await conn.execute(_TAKE_SLOT, params)).fetchone()
+        return taken is not None
+
+    @_one_at_a_time
+    async def free_slots(self, slots: Collection[tuple[str, str]]) -> None:
+        """Give the slots (key, task id) back, and wake the brokers waiting for their keys."""
+        conn = await self._live()
+        keys = sorted({key for key, _ in slots})
+        async with conn.transaction():
+            await conn.execute(
+                _FREE_SLOTS, ([key for key, _ in slots], [task_id for _, task_id in slots])
+            )
+            for payload in json_payloads(keys):
+                await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, payload))
 
     @_one_at_a_time
     async def periodic_entries(self, names: Collection[str] | None = None) -> dict[str, str]:
@@ -279,6 +331,7 @@ class ClusterDatabase:
             await conn.execute(f"LISTEN {QUEUED_CHANNEL}".encode())
             await conn.execute(f"LISTEN {REVOKE_CHANNEL}".encode())
             await conn.execute(f"LISTEN {PERIODIC_CHANNEL}".encode())
+            await conn.execute(f"LISTEN {SLOTS_CHANNEL}".encode())
             yield "", ""  # listening: anything sent before this was missed
             async for note in conn.notifies():
                 yield note.channel, note.payload

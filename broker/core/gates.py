@@ -20,7 +20,11 @@ Brokers sharing a database (broker.cluster) hold a rate limit together: a :class
 then hands out the tokens. A rate gate with parked tasks asks it for up to a second's worth;
 the budget reserves them in the database (start times spaced by ``1/rate`` across every
 broker) and gives them back with :meth:`Gates.grant`. A token unused one interval after its
-time is dropped, so tokens never bunch into a burst.
+time is dropped, so tokens never bunch into a burst. A concurrency slot is then a slot in the
+database, taken for one task at a time: a slot gate with parked tasks asks the budget for a
+slot for the oldest (:meth:`Gates.slot_answer`), runs it once granted, asks for the next, and
+asks again when any broker frees a slot of its key (:meth:`Gates.slot_freed`); every lease's
+end gives its slot back, whichever broker took it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ class Budget(Protocol):
 
     def ask_tokens(self, name: str, per_second: float, count: int) -> None:
         """Reserve ``count`` tokens of task ``name``; answer with :meth:`Gates.grant`."""
+
+    def ask_slot(self, key: str, limit: int, task_id: str) -> None:
+        """Take one of ``key``'s ``limit`` slots for ``task_id``; answer with slot_answer."""
+
+    def free_slot(self, key: str, task_id: str) -> None:
+        """Give ``task_id``'s slot of ``key`` back (nothing when it holds none)."""
 
 
 class _Gate:
@@ -93,11 +103,22 @@ class RateGate(_Gate):
 class SlotGate(_Gate):
     """One concurrency key's held leases."""
 
-    __slots__ = ("held",)
+    __slots__ = ("acquired", "asking", "freed", "held", "key")
 
-    def __init__(self) -> None:
+    def __init__(self, key: str, shared: bool = False) -> None:
         super().__init__()
+        self.key = key
         self.held = 0
+        # With a budget: the tasks holding a slot in the database, the task a slot is being
+        # asked for, and whether a slot was freed while asking (a refusal then asks again).
+        self.acquired: set[str] | None = set() if shared else None
+        self.asking: str | None = None
+        self.freed = False
+
+    @property
+    def idle(self) -> bool:
+        """Holding nothing and waiting for nothing: the gate can go."""
+        return not (self.held or self.parked or self.pending or self.acquired or self.asking)
 
 
 def concurrency_key(record: TaskRecord) -> str:
@@ -131,6 +152,15 @@ class Gates:
         self.budget: Budget | None = None
 
     # -- configuration -----------------------------------------------------------------------
+
+    def share(self, budget: Budget) -> None:
+        """Take rate tokens and concurrency slots from ``budget`` (brokers sharing a database).
+
+        Dispatch then asks the gates about every task: even the first task of a concurrency
+        key needs a slot from the budget.
+        """
+        self.budget = budget
+        self.active = True
 
     def set_rate(self, name: str, per_second: float) -> None:
         """Limit task ``name`` to ``per_second`` across all workers (0: no limit)."""
@@ -188,7 +218,12 @@ class Gates:
         slot: SlotGate | None = None
         if spec.concurrency_limit:
             slot = self._slot(concurrency_key(record))
-            if slot.held >= spec.concurrency_limit:
+            if slot.acquired is not None:
+                if record.task_id not in slot.acquired:
+                    self._park(slot, record)
+                    self._ask_slot(slot)
+                    return False
+            elif slot.held >= spec.concurrency_limit:
                 self._park(slot, record)
                 return False
         rate = self.rates.get(spec.name)
@@ -214,16 +249,52 @@ class Gates:
         if slot is None:
             return
         slot.held -= 1
+        if slot.acquired is not None:
+            # Always: a lease taken over from a dead broker holds a slot this one never took.
+            self._free(slot, record.task_id)
         self._reopen_next(slot)
-        if not (slot.held or slot.parked or slot.pending):
+        if slot.idle:
             del self.slots[key]  # keys are user data: hold none that is idle
 
     def dropped(self, record: TaskRecord) -> None:
-        """A queued task finished without running (revoked, expired, purged)."""
+        """A queued task finished without running (revoked, expired, purged), or left."""
         for gate in self._gates_of(record):
+            if isinstance(gate, SlotGate) and gate.acquired and record.task_id in gate.acquired:
+                self._free(gate, record.task_id)
             if record.task_id in gate.pending:
                 gate.pending.discard(record.task_id)
                 self._reopen_next(gate)
+
+    def slot_answer(self, key: str, task_id: str, granted: bool) -> None:
+        """The budget's answer to :meth:`Budget.ask_slot`."""
+        slot = self.slots.get(key)
+        if slot is None or slot.acquired is None or slot.asking != task_id:
+            if granted and self.budget is not None:
+                self.budget.free_slot(key, task_id)
+            return
+        slot.asking = None
+        freed, slot.freed = slot.freed, False
+        if granted:
+            record = _take_parked(slot, task_id)
+            if record is None:  # finished or gone meanwhile
+                self._free(slot, task_id)
+            else:
+                slot.acquired.add(task_id)
+                slot.pending.add(task_id)
+                self._reopen(record)
+        if granted or freed:
+            self._ask_slot(slot)  # another slot may be free
+        if slot.idle:
+            del self.slots[key]
+
+    def slot_freed(self, key: str) -> None:
+        """A broker gave a slot of ``key`` back: the oldest task parked for it may take it."""
+        slot = self.slots.get(key)
+        if slot is not None and slot.acquired is not None:
+            if slot.asking is not None:
+                slot.freed = True
+            else:
+                self._ask_slot(slot)
 
     def parked_by_queue(self) -> Counter[str]:
         """Tasks parked on any gate, by queue (still QUEUED, so counted in its depth)."""
@@ -250,9 +321,27 @@ class Gates:
     def _slot(self, key: str) -> SlotGate:
         slot = self.slots.get(key)
         if slot is None:
-            slot = self.slots[key] = SlotGate()
+            slot = self.slots[key] = SlotGate(key, shared=self.budget is not None)
             self.active = True
         return slot
+
+    def _ask_slot(self, slot: SlotGate) -> None:
+        """Ask the budget for a slot for the oldest task parked on ``slot``, one at a time."""
+        if slot.asking is not None or self.budget is None:
+            return
+        parked = slot.parked
+        while parked and parked[0].phase is not Phase.QUEUED:
+            parked.popleft()  # revoked or expired while parked
+        if parked:
+            oldest = parked[0]
+            slot.asking = oldest.task_id
+            self.budget.ask_slot(slot.key, oldest.spec.concurrency_limit, oldest.task_id)
+
+    def _free(self, slot: SlotGate, task_id: str) -> None:
+        if slot.acquired is not None:
+            slot.acquired.discard(task_id)
+        if self.budget is not None:
+            self.budget.free_slot(slot.key, task_id)
 
     def _all(self) -> Iterable[_Gate]:
         yield from self.rates.values()
@@ -301,6 +390,9 @@ class Gates:
         self._reopen_next(gate)
 
     def _reopen_next(self, gate: _Gate) -> None:
+        if isinstance(gate, SlotGate) and gate.acquired is not None:
+            self._ask_slot(gate)  # a parked task runs only once it holds a slot
+            return
         parked = gate.parked
         while parked:
             record = parked.popleft()
@@ -308,3 +400,12 @@ class Gates:
                 gate.pending.add(record.task_id)
                 self._reopen(record)
                 return
+
+
+def _take_parked(gate: _Gate, task_id: str) -> TaskRecord | None:
+    """Take the live task ``task_id`` off ``gate``'s parked tasks; None when not there."""
+    for index, record in enumerate(gate.parked):
+        if record.task_id == task_id:
+            del gate.parked[index]
+            return record if record.phase is Phase.QUEUED else None
+    return None

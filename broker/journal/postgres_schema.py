@@ -25,6 +25,12 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
     ``heartbeat_at``. A broker silent for ``--broker-timeout`` is deleted by another, which
     adopts its tasks.
 
+``celeriac_slots`` (version 4)
+    Concurrency limits across brokers: one row per task holding a slot of its concurrency key,
+    ``key`` and ``task_id`` (together the key), ``broker_id`` (the broker that took it) and
+    ``taken_at``. A key's rows are counted, under a transaction advisory lock on the key, to
+    take a slot; a lease's end deletes its row (broker.cluster.database).
+
 ``celeriac_state``
     Broker state other than tasks (broker.journal.rows.Batch.state): ``key`` (text, the key,
     e.g. ``periodic/<name>``) and ``value`` (its JSON, as text). Periodic tasks live here, and
@@ -102,6 +108,19 @@ MIGRATIONS = (
             address text NOT NULL,
             started_at timestamptz NOT NULL DEFAULT now(),
             heartbeat_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    Migration(
+        4,
+        "several brokers: concurrency limit slots held across brokers",
+        """
+        CREATE TABLE celeriac_slots (
+            key text NOT NULL,
+            task_id text NOT NULL,
+            broker_id text NOT NULL,
+            taken_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (key, task_id)
         );
         """,
     ),

@@ -324,11 +324,15 @@ def _notify(cursor: psycopg.Cursor[Any], pooled: list[str], finished: list[str])
 
 
 def _notify_periodic(cursor: psycopg.Cursor[Any], owner: str, state: dict[str, str | None]) -> None:
-    names = [
-        json.dumps(key[len(STATE_PERIODIC) :]) for key in state if key.startswith(STATE_PERIODIC)
-    ]
-    for payload in _payloads(names):
-        cursor.execute("SELECT pg_notify(%s, %s)", (PERIODIC_CHANNEL, f"{owner} [{payload}]"))
+    names = [key[len(STATE_PERIODIC) :] for key in state if key.startswith(STATE_PERIODIC)]
+    for payload in json_payloads(names):
+        cursor.execute("SELECT pg_notify(%s, %s)", (PERIODIC_CHANNEL, f"{owner} {payload}"))
+
+
+def json_payloads(names: list[str]) -> Iterator[str]:
+    """``names`` as JSON arrays that each fit a notification (names may hold commas)."""
+    for part in _payloads([json.dumps(name) for name in names]):
+        yield f"[{part}]"
 
 
 def _payloads(task_ids: list[str]) -> Iterator[str]:

@@ -242,19 +242,27 @@ def test_a_concurrency_limited_spec_survives_the_journal_row() -> None:
 
 
 class _Budget:
-    """Rate tokens handed out by hand, as a shared database would (broker.cluster)."""
+    """Rate tokens and slots handed out by hand, as a shared database would (broker.cluster)."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, float, int]] = []
+        self.slots_asked: list[tuple[str, int, str]] = []
+        self.freed: list[tuple[str, str]] = []
 
     def ask_tokens(self, name: str, per_second: float, count: int) -> None:
         self.asked.append((name, per_second, count))
+
+    def ask_slot(self, key: str, limit: int, task_id: str) -> None:
+        self.slots_asked.append((key, limit, task_id))
+
+    def free_slot(self, key: str, task_id: str) -> None:
+        self.freed.append((key, task_id))
 
 
 def test_with_a_budget_the_rate_gate_runs_tasks_only_at_the_tokens_it_was_granted() -> None:
     core, clock = make_broker()
     budget = _Budget()
-    core.lifecycle.gates.budget = budget
+    core.lifecycle.gates.share(budget)
     session = limited(core, "tasks.add", 2.0)
     for i in range(4):
         core.submit(spec(task_id=f"t{i}"))
@@ -277,3 +285,30 @@ def test_with_a_budget_the_rate_gate_runs_tasks_only_at_the_tokens_it_was_grante
     assert ids(session) == ["t2"]
     advance(core, clock, 0.0)
     assert ids(session) == ["t3"]
+
+
+def test_with_a_budget_a_concurrency_limited_task_runs_once_it_holds_a_slot_of_the_database() -> (
+    None
+):
+    core, _ = make_broker()
+    budget = _Budget()
+    gates = core.lifecycle.gates
+    gates.share(budget)
+    for i in range(3):
+        core.submit(spec(task_id=f"t{i}", concurrency_key="k", concurrency_limit=2))
+    session = connect(core, credit=10)
+    assert ids(session) == []
+    assert budget.slots_asked == [("k", 2, "t0")]  # one at a time, the oldest first
+    gates.slot_answer("k", "t0", granted=True)
+    core.dispatch()
+    assert ids(session) == ["t0"]
+    assert budget.slots_asked[1:] == [("k", 2, "t1")]  # another may be free
+    gates.slot_answer("k", "t1", granted=False)  # every slot is held (another broker's too)
+    core.dispatch()
+    assert ids(session) == [] and len(budget.slots_asked) == 2
+    gates.slot_freed("k")  # some broker gave one back
+    assert budget.slots_asked[2:] == [("k", 2, "t1")]
+    core.revoke(["t1"], terminate=False, reason="test")
+    gates.slot_answer("k", "t1", granted=True)  # too late: given back at once
+    assert budget.freed == [("k", "t1")]
+    assert budget.slots_asked[3:] == [("k", 2, "t2")]

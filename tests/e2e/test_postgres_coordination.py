@@ -7,6 +7,7 @@ different brokers.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -106,10 +107,9 @@ def test_a_chain_and_a_chord_run_on_two_brokers_workers_submitted_through_a_thir
     assert restored is not None and restored.get(timeout=30) == [1, 2, 3, 4]
 
 
-@pytest.mark.timeout(120)
-def test_a_rate_limit_holds_across_the_workers_of_two_brokers_together(
-    postgres_url: str, cleanup: list[Started]
-) -> None:
+@pytest.fixture
+def limits_brokers(postgres_url: str, cleanup: list[Started]) -> Iterator[list[WorkerProcess]]:
+    """Brokers A and B with a worker each, and C with none, through which the tasks go."""
     brokers = _brokers(postgres_url, 3, cleanup)
     workers = [
         WorkerProcess(broker.address, LIMITED_TASKS, "--pool", "thread", "--concurrency", "4")
@@ -120,14 +120,19 @@ def test_a_rate_limit_holds_across_the_workers_of_two_brokers_together(
     cleanup.append(client_app)
     conf = limited_tasks.app.conf
     limited_tasks.app.conf = client_app.conf
-    try:
-        count = 41
-        runs = group(limited_tasks.stamped.s() for _ in range(count)).apply_async().get(timeout=40)
-    finally:
-        limited_tasks.app.close()
-        limited_tasks.app.conf = conf
+    yield workers
+    limited_tasks.app.close()
+    limited_tasks.app.conf = conf
+
+
+@pytest.mark.timeout(120)
+def test_a_rate_limit_holds_across_the_workers_of_two_brokers_together(
+    limits_brokers: list[WorkerProcess],
+) -> None:
+    count = 41
+    runs = group(limited_tasks.stamped.s() for _ in range(count)).apply_async().get(timeout=40)
     starts = sorted(started for started, _ in runs)
-    assert {pid for _, pid in runs} == {worker.process.pid for worker in workers}
+    assert {pid for _, pid in runs} == {worker.process.pid for worker in limits_brokers}
     achieved = (count - 1) / (starts[-1] - starts[0])
     # Each broker's own gate would let the two reach twice the rate; the shared tokens keep
     # both together at it.
@@ -135,3 +140,14 @@ def test_a_rate_limit_holds_across_the_workers_of_two_brokers_together(
     for index, start in enumerate(starts):
         within = sum(1 for other in starts[index:] if other - start < 1.0)
         assert within <= RATE * 1.5
+
+
+@pytest.mark.timeout(120)
+def test_a_concurrency_limit_holds_across_the_workers_of_two_brokers_together(
+    limits_brokers: list[WorkerProcess],
+) -> None:
+    runs = group(limited_tasks.exclusive.s(0.05) for _ in range(12)).apply_async().get(timeout=40)
+    assert {pid for _, _, pid in runs} == {worker.process.pid for worker in limits_brokers}
+    spans = sorted((started, ended) for started, ended, _ in runs)
+    for (_, ended), (next_start, _) in itertools.pairwise(spans):
+        assert next_start >= ended - 0.005, "two runs of one concurrency key overlapped"
