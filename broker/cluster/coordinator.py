@@ -142,6 +142,7 @@ class Cluster:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._db.on_lost_lead = None  # closing lets the lead go: nothing to warn about
         try:
             await self._db.leave()
         except psycopg.Error as error:
@@ -329,7 +330,8 @@ class Cluster:
             record = decode(stored)
             (finished if record.phase is Phase.FINISHED else unfinished).append(record)
         if finished:
-            self._core.restore(finished, [])
+            self._core.restore(finished, [])  # may release tasks that waited for them
+            self._core.dispatch()
             self._runtime.changed()
         return unfinished
 
