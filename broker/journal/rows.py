@@ -74,6 +74,8 @@ class TaskRow:
         result: The stored result of a finished task.
         drop_args: Clear the stored arguments (a finished task never runs again).
         row: The journal's key for this task's row (see the module docstring).
+        front: The task was put back at the front of its queue (a redelivery): a shared
+            pool gives it a place ahead of the tasks waiting there.
     """
 
     task_id: str
@@ -84,6 +86,7 @@ class TaskRow:
     result: Payload | None = None
     drop_args: bool = False
     row: int = 0
+    front: bool = False
 
 
 @dataclass(slots=True)
@@ -162,6 +165,8 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
     row = TaskRow(record.task_id, state, result=record.result if finished else None)
     row.drop_args = record.args is None
     row.row = record.journal_row
+    if record.seq < 0:  # front pushes take negative places (Lifecycle.enqueue)
+        row.front = True
     if not row.row:
         spec = record.spec
         row.spec = _spec_text(spec)
