@@ -16,6 +16,8 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
   push) reads the row and keeps it as a finished record (a mirror): the core then answers and
   wakes waiters exactly as for its own tasks. No polling: the wait is held, the wake-up is the
   NOTIFY.
+- **Counts.** Every heartbeat also counts the pool by queue: queue depths (``queues``) and
+  ``max_queued`` count it, as fresh as that count.
 - **Failover.** Brokers beat a heartbeat every ``broker_timeout / 5`` s. A broker silent for
   ``broker_timeout`` is presumed dead: the first broker to notice deletes it and adopts its
   rows (the same restore as after a restart: running tasks wait ``lease_grace`` for their
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from broker.cluster.database import REVOKE_CHANNEL, ClusterDatabase
+from broker.cluster.database import DROP_CHANNEL, REVOKE_CHANNEL, ClusterDatabase
 from broker.core.model import Phase, RevokeOutcome, TaskRecord
 from broker.errors import JournalUnavailable
 from broker.journal.postgres_store import FINISHED_CHANNEL, QUEUED_CHANNEL, first_line
@@ -203,6 +205,56 @@ class Cluster:
         self._runtime.changed()
         return outcomes
 
+    async def adopt_finished(self, task_ids: Collection[str] | None, queue: str = "") -> None:
+        """Take finished tasks over from the brokers holding them, to forget or requeue here.
+
+        Args:
+            task_ids: The tasks (those unfinished or unknown are left alone); None for every
+                dead letter of ``queue`` ("" for every queue).
+            queue: See ``task_ids``.
+
+        Raises:
+            JournalUnavailable: The database cannot be reached now.
+        """
+        try:
+            taken = await self._db.adopt_finished(task_ids, queue)
+        except psycopg.Error as error:
+            raise JournalUnavailable(
+                f"the broker cannot reach the shared database ({first_line(error)})"
+            ) from None
+        fresh = [row for row in taken if self._core.get(row.task_id) is None]
+        if fresh:
+            self._core.restore([decode(row) for row in fresh], [])
+
+    async def dead_letters(self, queue: str) -> list[TaskRecord]:
+        """Every broker's dead letters as written (of ``queue``, or all when ""), unordered.
+
+        Raises:
+            JournalUnavailable: The database cannot be read now.
+        """
+        try:
+            rows = await self._db.dead_letters(queue)
+        except psycopg.Error as error:
+            raise JournalUnavailable(
+                f"the broker cannot read the shared database ({first_line(error)})"
+            ) from None
+        return [decode(row) for row in rows]
+
+    async def take_queue(self, queue: str) -> None:
+        """Bring the pool's tasks of ``queue`` here (queued, as this broker's), to purge them.
+
+        Raises:
+            JournalUnavailable: The database cannot be reached now.
+        """
+        try:
+            taken = await self._db.take_queue(queue)
+        except psycopg.Error as error:
+            raise JournalUnavailable(
+                f"the broker cannot reach the shared database ({first_line(error)})"
+            ) from None
+        if taken:
+            self._core.restore([decode(row) for row in taken], [])
+
     # -- internals ---------------------------------------------------------------------------
 
     def _mirror(self, rows: list[StoredTask]) -> list[TaskRecord]:
@@ -279,6 +331,8 @@ class Cluster:
             self._on_finished(payload.split(","))
         elif channel == REVOKE_CHANNEL:
             self._on_revoke(payload)
+        elif channel == DROP_CHANNEL:
+            self._on_drop(payload)
         elif channel == QUEUED_CHANNEL:
             for queue in payload.split(",") if payload else ("",):
                 self._wakeups[queue] += 1
@@ -306,6 +360,18 @@ class Cluster:
         if held:
             self._core.revoke(held, terminate=terminate, reason=reason)
             self._runtime.changed()
+
+    def _on_drop(self, payload: str) -> None:
+        """Another broker took finished tasks over: let go of them here."""
+        try:
+            request = json.loads(payload)
+            sender, task_ids = str(request["from"]), [str(i) for i in request["ids"]]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored an unreadable take-over from another broker")
+            return
+        if sender != self.broker_id:
+            for task_id in task_ids:
+                self._core.lifecycle.disown(task_id)
 
     def _on_finished(self, task_ids: Collection[str]) -> None:
         results = self._core.lifecycle.results
@@ -358,6 +424,14 @@ class Cluster:
             )
         if rows:
             self._adopt(rows, dead)
+        await self.count_pool()
+
+    async def count_pool(self) -> None:
+        """Count the pool for queue depths and max_queued (fresh to one heartbeat)."""
+        try:
+            self._core.set_pool_depths(await self._db.pool_depths())
+        except psycopg.Error as error:
+            logger.debug("counting the shared pool failed: %s", first_line(error))
 
     def _adopt(self, rows: list[StoredTask], dead: list[str]) -> None:
         records = [decode(row) for row in rows]

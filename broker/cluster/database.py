@@ -14,7 +14,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -23,6 +23,7 @@ from broker.journal.postgres_store import (
     CONNECT_TIMEOUT,
     FINISHED_CHANNEL,
     QUEUED_CHANNEL,
+    notify_parts,
     stored_task,
 )
 from broker.journal.rows import StoredTask
@@ -43,12 +44,38 @@ FROM (
 WHERE t.task_id = c.task_id
 RETURNING c.pool_seq, {_COLUMNS}
 """
-# Queued tasks of the pool, taken by id (to revoke them here).
+# Queued tasks of the pool, taken by id (to revoke them here) or by queue (to purge it).
 _TAKE = f"""
 UPDATE celeriac_tasks AS t SET owner = %s, pool_seq = NULL
 WHERE t.task_id = ANY(%s::text[]) AND t.pool_seq IS NOT NULL
 RETURNING {_COLUMNS}
 """
+_TAKE_QUEUE = f"""
+UPDATE celeriac_tasks AS t SET owner = %s, pool_seq = NULL
+WHERE t.queue = %s AND t.pool_seq IS NOT NULL
+RETURNING {_COLUMNS}
+"""
+# Finished tasks taken from whichever broker holds them (to forget them, or to requeue or
+# purge dead letters here), by id or every dead letter (of a queue); the brokers that held
+# them let go of them on DROP_CHANNEL. A dead letter's row has its flag at position 10 of
+# the state array (broker.journal.rows).
+_FINISHED = """t.state LIKE '["finished"%%'"""
+_DEAD_LETTER = f"""{_FINISHED} AND (t.state::jsonb ->> 10)::boolean
+    AND (%(queue)s = '' OR t.queue = %(queue)s)"""
+_ADOPT_FINISHED = f"""
+UPDATE celeriac_tasks AS t SET owner = %(me)s
+WHERE t.task_id = ANY(%(ids)s::text[]) AND {_FINISHED}
+RETURNING {_COLUMNS}
+"""
+_ADOPT_DEAD_LETTERS = f"""
+UPDATE celeriac_tasks AS t SET owner = %(me)s WHERE {_DEAD_LETTER} RETURNING {_COLUMNS}
+"""
+_DEAD_LETTERS = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE {_DEAD_LETTER}"
+DROP_CHANNEL = "celeriac_drop"
+# The pool's depth by queue (an index-only scan of the pool's index).
+_POOL_DEPTHS = (
+    "SELECT queue, count(*) FROM celeriac_tasks WHERE pool_seq IS NOT NULL GROUP BY queue"
+)
 _FETCH = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE t.task_id = ANY(%s::text[])"
 _REGISTER = """
 INSERT INTO celeriac_brokers (broker_id, address) VALUES (%s, %s)
@@ -169,10 +196,51 @@ class ClusterDatabase:
         return claimed
 
     @_one_at_a_time
+    async def pool_depths(self) -> dict[str, int]:
+        """How many tasks wait in the shared pool, by queue."""
+        conn = await self._live()
+        rows = await (await conn.execute(_POOL_DEPTHS)).fetchall()
+        return {str(queue): int(count) for queue, count in rows}
+
+    @_one_at_a_time
     async def take(self, task_ids: Collection[str]) -> list[StoredTask]:
         """Take the pooled tasks among ``task_ids`` out of the pool, as this broker's."""
         conn = await self._live()
         rows = await (await conn.execute(_TAKE, (self.broker_id, list(task_ids)))).fetchall()
+        return [stored_task(row) for row in rows]
+
+    @_one_at_a_time
+    async def take_queue(self, queue: str) -> list[StoredTask]:
+        """Take every task of ``queue`` out of the pool, as this broker's."""
+        conn = await self._live()
+        rows = await (await conn.execute(_TAKE_QUEUE, (self.broker_id, queue))).fetchall()
+        return [stored_task(row) for row in rows]
+
+    @_one_at_a_time
+    async def adopt_finished(
+        self, task_ids: Collection[str] | None, queue: str = ""
+    ) -> list[StoredTask]:
+        """Take finished tasks over from the brokers holding them, telling those to let go.
+
+        Args:
+            task_ids: The tasks; None for every dead letter (of ``queue``, or of all queues).
+            queue: With ``task_ids`` None, the dead letters' queue ("" for every queue).
+        """
+        conn = await self._live()
+        params = {"me": self.broker_id, "ids": list(task_ids or ()), "queue": queue}
+        statement = _ADOPT_DEAD_LETTERS if task_ids is None else _ADOPT_FINISHED
+        async with conn.transaction():
+            rows = await (await conn.execute(statement, params)).fetchall()
+            taken = [stored_task(row) for row in rows]
+            for payload in _drop_payloads(self.broker_id, [row.task_id for row in taken]):
+                await conn.execute("SELECT pg_notify(%s, %s)", (DROP_CHANNEL, payload))
+        return taken
+
+    @_one_at_a_time
+    async def dead_letters(self, queue: str) -> list[StoredTask]:
+        """Every broker's dead letters (of ``queue``, or of all queues when "")."""
+        conn = await self._live()
+        rows = await (await conn.execute(_DEAD_LETTERS, {"queue": queue})).fetchall()
         return [stored_task(row) for row in rows]
 
     @_one_at_a_time
@@ -219,6 +287,7 @@ class ClusterDatabase:
             await conn.execute(f"LISTEN {FINISHED_CHANNEL}".encode())
             await conn.execute(f"LISTEN {QUEUED_CHANNEL}".encode())
             await conn.execute(f"LISTEN {REVOKE_CHANNEL}".encode())
+            await conn.execute(f"LISTEN {DROP_CHANNEL}".encode())
             yield "", ""  # listening: anything sent before this was missed
             async for note in conn.notifies():
                 yield note.channel, note.payload
@@ -229,6 +298,12 @@ class ClusterDatabase:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await _connect(self.url)
         return self._conn
+
+
+def _drop_payloads(broker_id: str, task_ids: list[str]) -> Iterator[str]:
+    """``{"from": broker_id, "ids": [...]}`` in payloads that fit a notification."""
+    for part in notify_parts(task_ids, lambda task_id: len(json.dumps(task_id)) + 1):
+        yield json.dumps({"from": broker_id, "ids": part})
 
 
 async def _connect(url: str) -> Connection:

@@ -402,14 +402,25 @@ class Lifecycle:
     def forget(self, task_id: str) -> bool:
         """Drop a finished task's record and result now; True if there was one."""
         record = self.tasks.get(task_id)
+        if record is None or not self.disown(task_id):
+            return False
+        self._note_dropped(record)
+        self._emit(EventKind.FORGOTTEN, record)
+        return True
+
+    def disown(self, task_id: str) -> bool:
+        """Let go of a finished task another broker took over (a shared database).
+
+        Its row is the other broker's now: nothing is noted for the journal and no event is
+        emitted. True if the task was held here.
+        """
+        record = self.tasks.get(task_id)
         if record is None or not record.ready:
             return False
         self.results.discard(task_id)
         self.dead_letters.remove(task_id)
         del self.tasks[task_id]
         self._uncount(record)
-        self._note_dropped(record)
-        self._emit(EventKind.FORGOTTEN, record)
         return True
 
     # -- recovery ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ counterpart of the data dir's lock), so a second broker on the same database ref
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -52,9 +52,7 @@ _LOAD_CHUNK = 10_000
 # broker to claim (broker.cluster). A redelivered task goes ahead of every task waiting there,
 # as at the front of a broker's own queue: the pool is ordered by place, and its places are
 # negative (the latest redelivery first, as with front pushes on one broker).
-_PLACE = (
-    "CASE WHEN front THEN -nextval('celeriac_pool_seq') ELSE nextval('celeriac_pool_seq') END"
-)
+_PLACE = "CASE WHEN front THEN -nextval('celeriac_pool_seq') ELSE nextval('celeriac_pool_seq') END"
 _UPSERT = f"""
 INSERT INTO celeriac_tasks
     (task_id, spec, key_until, args_type, args, result_type, result, state, owner, pool_seq)
@@ -325,16 +323,23 @@ def _notify(cursor: psycopg.Cursor[Any], pooled: list[str], finished: list[str])
 
 def _payloads(task_ids: list[str]) -> Iterator[str]:
     """``task_ids`` comma-joined in payloads that fit a notification."""
+    for part in notify_parts(task_ids, lambda task_id: len(task_id) + 1):
+        yield ",".join(part)
+
+
+def notify_parts(task_ids: list[str], cost: Callable[[str], int]) -> Iterator[list[str]]:
+    """``task_ids`` in parts whose ``cost`` (each id's bytes in a payload) fits a notification."""
     part: list[str] = []
     size = 0
     for task_id in task_ids:
-        if part and size + len(task_id) + 1 > _NOTIFY_BYTES:
-            yield ",".join(part)
+        length = cost(task_id)
+        if part and size + length > _NOTIFY_BYTES:
+            yield part
             part, size = [], 0
         part.append(task_id)
-        size += len(task_id) + 1
+        size += length
     if part:
-        yield ",".join(part)
+        yield part
 
 
 def stored_task(row: tuple[Any, ...]) -> StoredTask:

@@ -146,8 +146,11 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         request: client_pb2.ForgetRequest,
         context: Context[client_pb2.ForgetRequest, client_pb2.ForgetResponse],
     ) -> client_pb2.ForgetResponse:
-        """Drop stored results now."""
-        forgotten = self._core.forget(list(request.task_ids))
+        """Drop stored results now (held by another broker sharing the database too)."""
+        task_ids = list(request.task_ids)
+        if self._runtime.cluster is not None:
+            await self._runtime.cluster.adopt_finished(task_ids)
+        forgotten = self._core.forget(task_ids)
         await self._runtime.durable()
         return client_pb2.ForgetResponse(forgotten=forgotten)
 

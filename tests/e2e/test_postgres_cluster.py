@@ -23,10 +23,10 @@ from tests.support import BrokerProcess, WorkerProcess, run_python
 TASKS = "tests.e2e.tasks"
 
 
-def _brokers(url: str, count: int, cleanup: list[Started]) -> list[BrokerProcess]:
+def _brokers(url: str, count: int, cleanup: list[Started], *extra: str) -> list[BrokerProcess]:
     migrated = run_python("-m", "broker", "migrate", "--store", url)
     assert migrated.returncode == 0, migrated.stderr
-    flags = ("--store", url, "--shared", "--broker-timeout", "2", "--lease-grace", "0.5")
+    flags = ("--store", url, "--shared", "--broker-timeout", "2", "--lease-grace", "0.5", *extra)
     brokers = [BrokerProcess(*flags) for _ in range(count)]
     cleanup.extend(brokers)
     for broker in brokers:
