@@ -16,6 +16,9 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
   push) reads the row and keeps it as a finished record (a mirror): the core then answers and
   wakes waiters exactly as for its own tasks. No polling: the wait is held, the wake-up is the
   NOTIFY.
+- **Running states.** STARTED acks and custom states (``update_state``, meta included) are
+  written to the task's row (``Lifecycle.share_running``), so a lookup from any broker reads
+  them; a short task's start and finish reported together are still one row write.
 - **Counts.** Every heartbeat also counts the pool by queue: queue depths (``queues``) and
   ``max_queued`` count it, as fresh as that count.
 - **Failover.** Brokers beat a heartbeat every ``broker_timeout / 5`` s. A broker silent for
@@ -68,6 +71,7 @@ class Cluster:
     ) -> None:
         self._runtime = runtime
         self._core = runtime.broker
+        self._core.lifecycle.share_running = True  # other brokers read STARTED and custom states
         self._db = database
         self._address = address
         self._timeout = timeout

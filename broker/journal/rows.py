@@ -19,7 +19,9 @@ The state array, by position: phase, state, retries, attempts, redeliveries, wor
 id, due (wall s or null), date done (wall s or null), queue sequence number, dead-lettered
 flag, error ([type, message, traceback, retryable, kind] or null; rows written before the kind
 was kept have four items, and their kind is derived from the type again); then, only for a
-task that replaced itself (Task.replace), its replacement's id.
+task that replaced itself (Task.replace) or a running task in a custom state, its
+replacement's id ("" for none); then, only for the latter, the custom state's name (its meta is
+the row's result while the task runs).
 
 Each row also carries the journal's key for its task (``TaskRow.row``): increasing integers in
 the order tasks are first written, so a store can append new rows at the end of its index
@@ -158,11 +160,11 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
         f"{record.redeliveries},{_text(record.worker_id)},{_text(record.lease_id)},"
         f"{_number(record.due)},{_number(record.date_done)},{record.seq},"
         f"{'true' if record.dead_lettered else 'false'},"
-        f"{'null' if error is None else _error(error)}"
-        f"{',' + _text(record.replaced_by) if record.replaced_by else ''}]"
+        f"{'null' if error is None else _error(error)}{_state_tail(record)}]"
     )
-    finished = record.phase is Phase.FINISHED
-    row = TaskRow(record.task_id, state, result=record.result if finished else None)
+    # A running task's result is the meta of its custom state.
+    kept = record.phase is Phase.FINISHED or record.custom_state
+    row = TaskRow(record.task_id, state, result=record.result if kept else None)
     row.drop_args = record.args is None
     row.row = record.journal_row
     if record.seq < 0:  # front pushes take negative places (Lifecycle.enqueue)
@@ -174,6 +176,13 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
         if spec.idempotency_key:
             row.key_until = key_until(spec)
     return row
+
+
+def _state_tail(record: TaskRecord) -> str:
+    """The state array's optional last items (see the module docstring)."""
+    if record.custom_state:
+        return f",{_text(record.replaced_by)},{_text(record.custom_state)}"
+    return f",{_text(record.replaced_by)}" if record.replaced_by else ""
 
 
 def _spec_text(spec: TaskSpec) -> str:
@@ -254,7 +263,7 @@ class Decoder:
             if end != len(stored.state):
                 raise ValueError("trailing data")
             (phase, state, retries, attempts, redeliveries, worker_id, lease_id, due, done,
-             seq, dead, error, *replaced) = state_values  # fmt: skip
+             seq, dead, error, *tail) = state_values  # fmt: skip
             record = TaskRecord(stored.task_id, spec)
             record.args = stored.args
             record.phase = _PHASES[phase]
@@ -269,7 +278,9 @@ class Decoder:
             record.seq = int(seq)
             record.dead_lettered = bool(dead)
             record.error = None if error is None else _decode_error(error)
-            record.replaced_by = str(replaced[0]) if replaced else ""
+            if tail:
+                record.replaced_by = str(tail[0])
+                record.custom_state = str(tail[1]) if len(tail) > 1 else ""
             record.result = stored.result
             record.journal_row = stored.row
         except Exception as problem:

@@ -10,6 +10,7 @@ any broker.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,21 @@ def test_purge_forget_and_dead_letters_act_on_tasks_other_brokers_hold(
     worker.wait_for_line(failed[0].id, start=lines)  # run again by a's worker
     assert admin(b.address, "dead", "purge", failed[1].id).returncode == 0
     wait_until(lambda: _dead_ids(a.address) == {failed[0].id, failed[2].id}, timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_a_custom_state_and_its_meta_read_the_same_on_every_broker(
+    postgres_url: str, tmp_path: Path, cleanup: list[Started]
+) -> None:
+    a, b = _brokers(postgres_url, 2, cleanup)
+    worker = WorkerProcess(a.address, TASKS, "--queues", "jobs", "--pool", "solo")
+    cleanup.append(worker)
+    release = tmp_path / "release"
+    running = _app(a.address, cleanup).send_task(
+        f"{TASKS}.reports_progress", args=(str(release),), queue="jobs"
+    )
+    elsewhere = AsyncResult(running.id, app=_app(b.address, cleanup))
+    wait_until(lambda: elsewhere.state == "PROGRESS")
+    assert elsewhere.info == {"done": 1, "total": 2}
+    release.touch()
+    assert elsewhere.get(timeout=20) == "finished"
