@@ -31,16 +31,25 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
 
 from broker.cluster.database import DROP_CHANNEL, REVOKE_CHANNEL, ClusterDatabase
-from broker.core.model import Phase, RevokeOutcome, TaskRecord
+from broker.core.model import (
+    Phase,
+    RevokeOutcome,
+    SubmitResult,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+)
 from broker.errors import JournalUnavailable
 from broker.journal.postgres_store import FINISHED_CHANNEL, QUEUED_CHANNEL, first_line
 from broker.journal.rows import StoredTask, decode
@@ -54,6 +63,25 @@ logger = logging.getLogger(__name__)
 MAX_CLAIM = 1000
 # Seconds before listening again after the listening connection was lost.
 _RELISTEN_DELAY = 1.0
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """Raise a database error as JournalUnavailable: the call is refused with UNAVAILABLE."""
+    try:
+        yield
+    except psycopg.Error as error:
+        raise JournalUnavailable(
+            f"the broker cannot reach the shared database ({first_line(error)})"
+        ) from None
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What :meth:`Cluster.reserve` found: repeats answered, by spec index, and keys taken."""
+
+    answers: dict[int, SubmitResult] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
 
 
 class Cluster:
@@ -209,6 +237,48 @@ class Cluster:
         self._runtime.changed()
         return outcomes
 
+    async def reserve(self, specs: Sequence[TaskSpec]) -> Reservation:
+        """Reserve the idempotency keys of new tasks across brokers.
+
+        A spec with an idempotency key this broker does not know gets it reserved in
+        ``celeriac_keys`` (one round trip for the batch) under the id its task will have (set
+        in ``spec.task_id`` now, unless it names one): a key another broker reserved is
+        answered as that broker would (its task's id, not created, its state from its row,
+        PENDING while it has none), and that spec is not to be submitted here.
+
+        Raises:
+            JournalUnavailable: The database cannot be reached now (nothing is accepted).
+        """
+        reservation = Reservation()
+        wanted: dict[str, tuple[str, float]] = {}
+        keyed: list[tuple[int, str]] = []
+        for index, spec in enumerate(specs):
+            if not spec.idempotency_key or self._core.known(spec):
+                continue
+            if not spec.task_id:
+                spec.task_id = self._core.new_task_id()
+            key = f"k:{spec.idempotency_key}"
+            wanted.setdefault(key, (spec.task_id, self._core.idempotency_until(spec)))
+            keyed.append((index, key))
+        if not wanted:
+            return reservation
+        with _database_errors():
+            won, holders = await self._db.reserve(wanted)
+        reservation.keys = list(won)
+        for index, key in keyed:
+            # The key may name another broker's task, or an earlier spec's in this batch.
+            task_id, row = holders.get(key, (specs[index].task_id, None))
+            if task_id != specs[index].task_id:
+                state = TaskState.PENDING if row is None else decode(row).state
+                reservation.answers[index] = SubmitResult(task_id, False, state)
+        return reservation
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give up the keys of a reservation whose tasks were refused after all."""
+        if reservation.keys:
+            with contextlib.suppress(psycopg.Error):  # they lapse by themselves
+                await self._db.release(reservation.keys)
+
     async def adopt_finished(self, task_ids: Collection[str] | None, queue: str = "") -> None:
         """Take finished tasks over from the brokers holding them, to forget or requeue here.
 
@@ -220,12 +290,8 @@ class Cluster:
         Raises:
             JournalUnavailable: The database cannot be reached now.
         """
-        try:
+        with _database_errors():
             taken = await self._db.adopt_finished(task_ids, queue)
-        except psycopg.Error as error:
-            raise JournalUnavailable(
-                f"the broker cannot reach the shared database ({first_line(error)})"
-            ) from None
         fresh = [row for row in taken if self._core.get(row.task_id) is None]
         if fresh:
             self._core.restore([decode(row) for row in fresh], [])
@@ -236,12 +302,8 @@ class Cluster:
         Raises:
             JournalUnavailable: The database cannot be read now.
         """
-        try:
+        with _database_errors():
             rows = await self._db.dead_letters(queue)
-        except psycopg.Error as error:
-            raise JournalUnavailable(
-                f"the broker cannot read the shared database ({first_line(error)})"
-            ) from None
         return [decode(row) for row in rows]
 
     async def take_queue(self, queue: str) -> None:
@@ -250,12 +312,8 @@ class Cluster:
         Raises:
             JournalUnavailable: The database cannot be reached now.
         """
-        try:
+        with _database_errors():
             taken = await self._db.take_queue(queue)
-        except psycopg.Error as error:
-            raise JournalUnavailable(
-                f"the broker cannot reach the shared database ({first_line(error)})"
-            ) from None
         if taken:
             self._core.restore([decode(row) for row in taken], [])
 

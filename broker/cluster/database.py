@@ -72,6 +72,30 @@ UPDATE celeriac_tasks AS t SET owner = %(me)s WHERE {_DEAD_LETTER} RETURNING {_C
 """
 _DEAD_LETTERS = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE {_DEAD_LETTER}"
 DROP_CHANNEL = "celeriac_drop"
+# Idempotency keys reserved for this broker's new tasks (see Cluster.reserve). A
+# reservation is taken over once it lapsed, or when its task never got a row and the broker
+# that reserved it is gone or reserved it more than _STALE_RESERVATION s ago (its submit was
+# refused, or the task was forgotten since).
+_RESERVE = """
+INSERT INTO celeriac_keys AS k (key, task_id, broker_id, key_until)
+SELECT key, task_id, %(me)s, key_until
+FROM unnest(%(keys)s::text[], %(ids)s::text[], %(until)s::float8[]) AS u(key, task_id, key_until)
+ON CONFLICT (key) DO UPDATE SET task_id = EXCLUDED.task_id, broker_id = EXCLUDED.broker_id,
+    key_until = EXCLUDED.key_until, reserved_at = now()
+WHERE k.key_until < extract(epoch FROM now())
+    OR (NOT EXISTS (SELECT 1 FROM celeriac_tasks AS t WHERE t.task_id = k.task_id)
+        AND (k.reserved_at < now() - make_interval(secs => %(stale)s)
+            OR NOT EXISTS (SELECT 1 FROM celeriac_brokers AS b WHERE b.broker_id = k.broker_id)))
+RETURNING k.key
+"""
+_RESERVED = f"""
+SELECT k.key, k.task_id, {_COLUMNS}
+FROM celeriac_keys AS k LEFT JOIN celeriac_tasks AS t ON t.task_id = k.task_id
+WHERE k.key = ANY(%(keys)s::text[])
+"""
+_RELEASE = "DELETE FROM celeriac_keys WHERE key = ANY(%s::text[]) AND broker_id = %s"
+_LAPSED_KEYS = "DELETE FROM celeriac_keys WHERE key_until < extract(epoch FROM now())"
+_STALE_RESERVATION = 60.0
 # The pool's depth by queue (an index-only scan of the pool's index).
 _POOL_DEPTHS = (
     "SELECT queue, count(*) FROM celeriac_tasks WHERE pool_seq IS NOT NULL GROUP BY queue"
@@ -174,6 +198,7 @@ class ClusterDatabase:
                 for row in await (await conn.execute(_DEAD, (timeout, self.broker_id))).fetchall()
             ]
             rows = await (await conn.execute(_ADOPT, (self.broker_id, dead))).fetchall()
+            await conn.execute(_LAPSED_KEYS)
         return alive, dead, [stored_task(row) for row in rows]
 
     @_one_at_a_time
@@ -201,6 +226,42 @@ class ClusterDatabase:
         conn = await self._live()
         rows = await (await conn.execute(_POOL_DEPTHS)).fetchall()
         return {str(queue): int(count) for queue, count in rows}
+
+    @_one_at_a_time
+    async def reserve(
+        self, wanted: Mapping[str, tuple[str, float]]
+    ) -> tuple[set[str], dict[str, tuple[str, StoredTask | None]]]:
+        """Reserve keys (``k:`` and an idempotency key) for new tasks.
+
+        Args:
+            wanted: key -> (the new task's id, epoch seconds the reservation lasts).
+
+        Returns:
+            The keys reserved for this broker now, and for every key the task it names with
+            that task's row (None while it has none).
+        """
+        conn = await self._live()
+        keys = list(wanted)
+        params = {
+            "me": self.broker_id,
+            "keys": keys,
+            "ids": [wanted[key][0] for key in keys],
+            "until": [wanted[key][1] for key in keys],
+            "stale": _STALE_RESERVATION,
+        }
+        async with conn.transaction():
+            won = {row[0] for row in await (await conn.execute(_RESERVE, params)).fetchall()}
+            held = await (await conn.execute(_RESERVED, params)).fetchall()
+        return won, {
+            str(row[0]): (str(row[1]), None if row[3] is None else stored_task(row[2:]))
+            for row in held
+        }
+
+    @_one_at_a_time
+    async def release(self, keys: list[str]) -> None:
+        """Give up keys reserved for tasks that were refused after all."""
+        conn = await self._live()
+        await conn.execute(_RELEASE, (keys, self.broker_id))
 
     @_one_at_a_time
     async def take(self, task_ids: Collection[str]) -> list[StoredTask]:

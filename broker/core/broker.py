@@ -160,6 +160,14 @@ class Broker:
         self._sweep_idle_queues()
         return results
 
+    def known(self, spec: TaskSpec) -> SubmitResult | None:
+        """The answer for a task this broker holds by ``spec``'s id or idempotency key, if any."""
+        return self._existing(spec)
+
+    def new_task_id(self) -> str:
+        """A fresh task id, as a submit without one gets."""
+        return self._task_ids.new()
+
     def get(self, task_id: str) -> TaskRecord | None:
         """The record of ``task_id``, or None when the broker does not know it."""
         return self.lifecycle.tasks.get(task_id)

@@ -25,6 +25,12 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
     ``heartbeat_at``. A broker silent for ``--broker-timeout`` is deleted by another, which
     adopts its tasks.
 
+``celeriac_keys`` (version 4)
+    Idempotency keys reserved by brokers sharing the database (``--shared``), so that a repeat
+    submitted to another broker is recognised: ``key`` (``k:`` and the idempotency key; the
+    key), ``task_id`` (the task it names), ``broker_id`` (the broker that reserved it),
+    ``key_until`` (epoch seconds the key's window closes), ``reserved_at``.
+
 ``celeriac_state``
     Broker state other than tasks (broker.journal.rows.Batch.state): ``key`` (text, the key,
     e.g. ``periodic/<name>``) and ``value`` (its JSON, as text). Periodic tasks live here.
@@ -101,6 +107,20 @@ MIGRATIONS = (
             started_at timestamptz NOT NULL DEFAULT now(),
             heartbeat_at timestamptz NOT NULL DEFAULT now()
         );
+        """,
+    ),
+    Migration(
+        4,
+        "several brokers: idempotency keys reserved across brokers",
+        """
+        CREATE TABLE celeriac_keys (
+            key text PRIMARY KEY,
+            task_id text NOT NULL,
+            broker_id text NOT NULL,
+            key_until double precision NOT NULL,
+            reserved_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX celeriac_keys_until ON celeriac_keys (key_until);
         """,
     ),
 )

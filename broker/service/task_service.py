@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import nullcontext
 from types import MappingProxyType
 
 import grpc
 
 import broker as broker_package
-from broker.core.model import RevokeOutcome, TaskRecord
+from broker.core.model import RevokeOutcome, SubmitResult, TaskRecord, TaskSpec
 from broker.core.results import Waiter
 from broker.errors import BrokerError, NotFound
 from broker.service import codec
@@ -71,7 +71,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.SubmitRequest, client_pb2.SubmitResponse],
     ) -> client_pb2.SubmitResponse:
         """Submit one task."""
-        answer = self.submit(request)
+        answer = await self.submit(request)
         await self._runtime.durable()
         return answer
 
@@ -84,7 +84,11 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """Submit a batch, all or nothing."""
         self._runtime.check_accepting()
         self._runtime.check_recordable()
-        results = self._core.submit_many([codec.spec_from_pb(spec) for spec in request.tasks])
+        specs = [codec.spec_from_pb(spec) for spec in request.tasks]
+        if self._runtime.cluster is not None and any(_keyed(spec) for spec in specs):
+            results = await self._submit_shared(specs, self._core.submit_many)
+        else:
+            results = self._core.submit_many(specs)
         self._runtime.changed()
         await self._runtime.durable()
         return codec.submit_many_response(results)
@@ -196,7 +200,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """Run ``callback`` when a graceful shutdown begins; returns its unregistering."""
         return self._runtime.on_shutdown(callback)
 
-    def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
+    async def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
         """Accept one task (the body of Submit, unary or on a session).
 
         Raises:
@@ -204,9 +208,39 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """
         self._runtime.check_accepting()
         self._runtime.check_recordable()
-        result = self._core.submit(codec.spec_from_pb(request.task))
+        spec = codec.spec_from_pb(request.task)
+        if self._runtime.cluster is not None and _keyed(spec):
+            result = (await self._submit_shared([spec], self._submit_one))[0]
+        else:
+            result = self._core.submit(spec)
         self._runtime.changed()
         return codec.submit_response(result)
+
+    def _submit_one(self, specs: Sequence[TaskSpec]) -> list[SubmitResult]:
+        return [self._core.submit(spec) for spec in specs]
+
+    async def _submit_shared(
+        self,
+        specs: list[TaskSpec],
+        submit: Callable[[Sequence[TaskSpec]], list[SubmitResult]],
+    ) -> list[SubmitResult]:
+        """Submit through ``submit`` what no other broker sharing the database knows already.
+
+        Idempotency keys are reserved across brokers first (Cluster.reserve);
+        repeats get the other broker's answer, and the reservations of a refused batch are
+        given up before the refusal is answered.
+        """
+        cluster = self._runtime.cluster
+        assert cluster is not None
+        reservation = await cluster.reserve(specs)
+        self._runtime.check_accepting()
+        fresh = [spec for index, spec in enumerate(specs) if index not in reservation.answers]
+        try:
+            created = iter(submit(fresh) if fresh else [])
+        except BrokerError:
+            await cluster.release(reservation)
+            raise
+        return [reservation.answers.get(index) or next(created) for index in range(len(specs))]
 
     async def durable(self) -> None:
         """Return once every change so far is recorded (see Runtime.durable)."""
@@ -365,3 +399,12 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
     def _all_ready(self, task_ids: list[str]) -> bool:
         records = (self._core.get(task_id) for task_id in task_ids)
         return all(record is None or record.ready for record in records)
+
+
+def _keyed(spec: TaskSpec) -> bool:
+    """Whether ``spec`` has an idempotency key (reserved across brokers sharing a database).
+
+    Task ids are not: clients mint one for every task, so checking them would cost every
+    submit a database round trip (docs/postgresql.md).
+    """
+    return bool(spec.idempotency_key)

@@ -3,8 +3,7 @@
 What one broker keeps for its own tasks must hold for the cluster: a redelivered task goes to
 the front of the pool, queue depths and ``max_queued`` count the pool, purge, forget and the
 dead-letter commands act wherever the tasks are, a running task's STARTED and custom states
-read the same on every broker, and a repeated task id or idempotency key is recognised by
-any broker.
+read the same on every broker, and a repeated idempotency key is recognised by any broker.
 """
 
 from __future__ import annotations
@@ -115,3 +114,21 @@ def test_a_custom_state_and_its_meta_read_the_same_on_every_broker(
     assert elsewhere.info == {"done": 1, "total": 2}
     release.touch()
     assert elsewhere.get(timeout=20) == "finished"
+
+
+@pytest.mark.timeout(120)
+def test_a_repeated_idempotency_key_is_recognised_by_another_broker(
+    postgres_url: str, cleanup: list[Started]
+) -> None:
+    a, b = _brokers(postgres_url, 2, cleanup)
+    on_a, on_b = _app(a.address, cleanup), _app(b.address, cleanup)
+    first = on_a.send_task(f"{TASKS}.add", args=(1, 1), queue="jobs", idempotency_key="k-1")
+    again = on_b.send_task(f"{TASKS}.add", args=(5, 5), queue="jobs", idempotency_key="k-1")
+    assert again.id == first.id
+    assert queues(b.address)["jobs"]["ready"] == 1  # the repeat made no task
+
+    worker = WorkerProcess(b.address, TASKS, "--queues", "jobs", "--pool", "solo")
+    cleanup.append(worker)
+    assert AsyncResult(first.id, app=on_b).get(timeout=20) == 2  # the first's arguments
+    # Within its window the key still names the finished task, on any broker.
+    assert on_b.send_task(f"{TASKS}.add", args=(9, 9), idempotency_key="k-1").id == first.id
