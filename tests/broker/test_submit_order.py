@@ -28,7 +28,7 @@ class _Service:
         self._created = created
         self._assigned = assigned
 
-    def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
+    async def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
         self._events.append("submit")
         return client_pb2.SubmitResponse(task_id=request.task.task_id, created=self._created)
 
