@@ -139,10 +139,40 @@ class Worker:
             WorkerError: The pool could not start.
         """
         loop = asyncio.get_running_loop()
-        await self._pool.start()  # before the channel: children must not inherit gRPC state
+        # Handlers first: a signal while the pool starts (children may take long in their
+        # worker_process_init) must stop the children it started, not kill this process alone.
         if handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.shutdown)
+        try:
+            if await self._start_pool():
+                await self._serve()
+        finally:
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+            await self._pool.close(0 if self._signals > 1 else self.config.shutdown_grace)
+        return self._signals < 2
+
+    async def _start_pool(self) -> bool:
+        """Start the pool, unless a shutdown comes first; True when it started."""
+        starting = asyncio.ensure_future(self._pool.start())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()  # nothing runs yet: close() stops the children begun
+                await asyncio.gather(starting, return_exceptions=True)
+        if starting.cancelled():
+            logger.info("worker stopped before its pool was ready")
+            return False
+        starting.result()  # the pool's own failure, if any
+        return True
+
+    async def _serve(self) -> None:
+        # The channel only after the pool: children must not inherit gRPC state.
         channel = open_aio_channel(
             grpc_target(self.address),
             self.config.security(self.address),
@@ -151,12 +181,7 @@ class Worker:
         try:
             await self._keep_connected(channel)
         finally:
-            if handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)
-            await self._pool.close(0 if self._signals > 1 else self.config.shutdown_grace)
             await channel.close(None)
-        return self._signals < 2
 
     def shutdown(self) -> None:
         """Warm shutdown on the first call, cold on the second (kill running tasks now)."""

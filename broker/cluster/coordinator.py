@@ -16,6 +16,11 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
   push) reads the row and keeps it as a finished record (a mirror): the core then answers and
   wakes waiters exactly as for its own tasks. No polling: the wait is held, the wake-up is the
   NOTIFY.
+- **Running states.** STARTED acks and custom states (``update_state``, meta included) are
+  written to the task's row (``Lifecycle.share_running``), so a lookup from any broker reads
+  them; a short task's start and finish reported together are still one row write.
+- **Counts.** Every heartbeat also counts the pool by queue: queue depths (``queues``) and
+  ``max_queued`` count it, as fresh as that count.
 - **Failover.** Brokers beat a heartbeat every ``broker_timeout / 5`` s. A broker silent for
   ``broker_timeout`` is presumed dead: the first broker to notice deletes it and adopts its
   rows (the same restore as after a restart: running tasks wait ``lease_grace`` for their
@@ -45,16 +50,26 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
 
-from broker.cluster.database import REVOKE_CHANNEL, SLOTS_CHANNEL, ClusterDatabase
-from broker.core.model import DependencyMode, Phase, RevokeOutcome, TaskRecord, TaskSpec
+from broker.cluster.database import DROP_CHANNEL, REVOKE_CHANNEL, SLOTS_CHANNEL, ClusterDatabase
+from broker.core.model import (
+    DependencyMode,
+    Phase,
+    RevokeOutcome,
+    SubmitResult,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+)
 from broker.errors import JournalUnavailable
 from broker.journal.postgres_store import (
     FINISHED_CHANNEL,
@@ -75,6 +90,25 @@ MAX_CLAIM = 1000
 _RELISTEN_DELAY = 1.0
 
 
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """Raise a database error as JournalUnavailable: the call is refused with UNAVAILABLE."""
+    try:
+        yield
+    except psycopg.Error as error:
+        raise JournalUnavailable(
+            f"the broker cannot reach the shared database ({first_line(error)})"
+        ) from None
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What :meth:`Cluster.reserve` found: repeats answered, by spec index, and keys taken."""
+
+    answers: dict[int, SubmitResult] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+
+
 class Cluster:
     """This broker's membership in the cluster (see the module docstring).
 
@@ -90,6 +124,7 @@ class Cluster:
     ) -> None:
         self._runtime = runtime
         self._core = runtime.broker
+        self._core.lifecycle.share_running = True  # other brokers read STARTED and custom states
         self._db = database
         self._address = address
         self._timeout = timeout
@@ -277,6 +312,86 @@ class Cluster:
         if self._freeing is None:
             self._freeing = asyncio.get_running_loop().create_task(self._free_slots())
 
+    async def reserve(self, specs: Sequence[TaskSpec]) -> Reservation:
+        """Reserve the idempotency keys of new tasks across brokers.
+
+        A spec with an idempotency key this broker does not know gets it reserved in
+        ``celeriac_keys`` (one round trip for the batch) under the id its task will have (set
+        in ``spec.task_id`` now, unless it names one): a key another broker reserved is
+        answered as that broker would (its task's id, not created, its state from its row,
+        PENDING while it has none), and that spec is not to be submitted here.
+
+        Raises:
+            JournalUnavailable: The database cannot be reached now (nothing is accepted).
+        """
+        reservation = Reservation()
+        wanted: dict[str, tuple[str, float]] = {}
+        keyed: list[tuple[int, str]] = []
+        for index, spec in enumerate(specs):
+            if not spec.idempotency_key or self._core.known(spec):
+                continue
+            if not spec.task_id:
+                spec.task_id = self._core.new_task_id()
+            key = f"k:{spec.idempotency_key}"
+            wanted.setdefault(key, (spec.task_id, self._core.idempotency_until(spec)))
+            keyed.append((index, key))
+        if not wanted:
+            return reservation
+        with _database_errors():
+            won, holders = await self._db.reserve(wanted)
+        reservation.keys = list(won)
+        for index, key in keyed:
+            # The key may name another broker's task, or an earlier spec's in this batch.
+            task_id, row = holders.get(key, (specs[index].task_id, None))
+            if task_id != specs[index].task_id:
+                state = TaskState.PENDING if row is None else decode(row).state
+                reservation.answers[index] = SubmitResult(task_id, False, state)
+        return reservation
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give up the keys of a reservation whose tasks were refused after all."""
+        if reservation.keys:
+            with contextlib.suppress(psycopg.Error):  # they lapse by themselves
+                await self._db.release(reservation.keys)
+
+    async def adopt_finished(self, task_ids: Collection[str] | None, queue: str = "") -> None:
+        """Take finished tasks over from the brokers holding them, to forget or requeue here.
+
+        Args:
+            task_ids: The tasks (those unfinished or unknown are left alone); None for every
+                dead letter of ``queue`` ("" for every queue).
+            queue: See ``task_ids``.
+
+        Raises:
+            JournalUnavailable: The database cannot be reached now.
+        """
+        with _database_errors():
+            taken = await self._db.adopt_finished(task_ids, queue)
+        fresh = [row for row in taken if self._core.get(row.task_id) is None]
+        if fresh:
+            self._core.restore([decode(row) for row in fresh], [])
+
+    async def dead_letters(self, queue: str) -> list[TaskRecord]:
+        """Every broker's dead letters as written (of ``queue``, or all when ""), unordered.
+
+        Raises:
+            JournalUnavailable: The database cannot be read now.
+        """
+        with _database_errors():
+            rows = await self._db.dead_letters(queue)
+        return [decode(row) for row in rows]
+
+    async def take_queue(self, queue: str) -> None:
+        """Bring the pool's tasks of ``queue`` here (queued, as this broker's), to purge them.
+
+        Raises:
+            JournalUnavailable: The database cannot be reached now.
+        """
+        with _database_errors():
+            taken = await self._db.take_queue(queue)
+        if taken:
+            self._core.restore([decode(row) for row in taken], [])
+
     # -- internals ---------------------------------------------------------------------------
 
     async def _take_slot(self, key: str, limit: int, task_id: str) -> None:
@@ -420,6 +535,8 @@ class Cluster:
             self._on_periodic(payload)
         elif channel == SLOTS_CHANNEL:
             self._on_slots_freed(json.loads(payload))
+        elif channel == DROP_CHANNEL:
+            self._on_drop(payload)
         elif channel == QUEUED_CHANNEL:
             for queue in payload.split(",") if payload else ("",):
                 self._wakeups[queue] += 1
@@ -532,6 +649,18 @@ class Cluster:
         finally:
             self._periodic_syncing = None
 
+    def _on_drop(self, payload: str) -> None:
+        """Another broker took finished tasks over: let go of them here."""
+        try:
+            request = json.loads(payload)
+            sender, task_ids = str(request["from"]), [str(i) for i in request["ids"]]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored an unreadable take-over from another broker")
+            return
+        if sender != self.broker_id:
+            for task_id in task_ids:
+                self._core.lifecycle.disown(task_id)
+
     def _on_finished(self, task_ids: Collection[str]) -> None:
         results = self._core.lifecycle.results
         workflows = self._core.workflows
@@ -587,6 +716,14 @@ class Cluster:
             )
         if rows:
             await self._adopt(rows, dead)
+        await self.count_pool()
+
+    async def count_pool(self) -> None:
+        """Count the pool for queue depths and max_queued (fresh to one heartbeat)."""
+        try:
+            self._core.set_pool_depths(await self._db.pool_depths())
+        except psycopg.Error as error:
+            logger.debug("counting the shared pool failed: %s", first_line(error))
 
     async def _adopt(self, rows: list[StoredTask], dead: list[str]) -> None:
         records = [decode(row) for row in rows]

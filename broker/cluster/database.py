@@ -14,7 +14,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -25,6 +25,7 @@ from broker.journal.postgres_store import (
     PERIODIC_CHANNEL,
     QUEUED_CHANNEL,
     json_payloads,
+    notify_parts,
     stored_task,
 )
 from broker.journal.rows import STATE_PERIODIC, StoredTask
@@ -45,12 +46,62 @@ FROM (
 WHERE t.task_id = c.task_id
 RETURNING c.pool_seq, {_COLUMNS}
 """
-# Queued tasks of the pool, taken by id (to revoke them here).
+# Queued tasks of the pool, taken by id (to revoke them here) or by queue (to purge it).
 _TAKE = f"""
 UPDATE celeriac_tasks AS t SET owner = %s, pool_seq = NULL
 WHERE t.task_id = ANY(%s::text[]) AND t.pool_seq IS NOT NULL
 RETURNING {_COLUMNS}
 """
+_TAKE_QUEUE = f"""
+UPDATE celeriac_tasks AS t SET owner = %s, pool_seq = NULL
+WHERE t.queue = %s AND t.pool_seq IS NOT NULL
+RETURNING {_COLUMNS}
+"""
+# Finished tasks taken from whichever broker holds them (to forget them, or to requeue or
+# purge dead letters here), by id or every dead letter (of a queue); the brokers that held
+# them let go of them on DROP_CHANNEL. A dead letter's row has its flag at position 10 of
+# the state array (broker.journal.rows).
+_FINISHED = """t.state LIKE '["finished"%%'"""
+_DEAD_LETTER = f"""{_FINISHED} AND (t.state::jsonb ->> 10)::boolean
+    AND (%(queue)s = '' OR t.queue = %(queue)s)"""
+_ADOPT_FINISHED = f"""
+UPDATE celeriac_tasks AS t SET owner = %(me)s
+WHERE t.task_id = ANY(%(ids)s::text[]) AND {_FINISHED}
+RETURNING {_COLUMNS}
+"""
+_ADOPT_DEAD_LETTERS = f"""
+UPDATE celeriac_tasks AS t SET owner = %(me)s WHERE {_DEAD_LETTER} RETURNING {_COLUMNS}
+"""
+_DEAD_LETTERS = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE {_DEAD_LETTER}"
+DROP_CHANNEL = "celeriac_drop"
+# Idempotency keys reserved for this broker's new tasks (see Cluster.reserve). A
+# reservation is taken over once it lapsed, or when its task never got a row and the broker
+# that reserved it is gone or reserved it more than _STALE_RESERVATION s ago (its submit was
+# refused, or the task was forgotten since).
+_RESERVE = """
+INSERT INTO celeriac_keys AS k (key, task_id, broker_id, key_until)
+SELECT key, task_id, %(me)s, key_until
+FROM unnest(%(keys)s::text[], %(ids)s::text[], %(until)s::float8[]) AS u(key, task_id, key_until)
+ON CONFLICT (key) DO UPDATE SET task_id = EXCLUDED.task_id, broker_id = EXCLUDED.broker_id,
+    key_until = EXCLUDED.key_until, reserved_at = now()
+WHERE k.key_until < extract(epoch FROM now())
+    OR (NOT EXISTS (SELECT 1 FROM celeriac_tasks AS t WHERE t.task_id = k.task_id)
+        AND (k.reserved_at < now() - make_interval(secs => %(stale)s)
+            OR NOT EXISTS (SELECT 1 FROM celeriac_brokers AS b WHERE b.broker_id = k.broker_id)))
+RETURNING k.key
+"""
+_RESERVED = f"""
+SELECT k.key, k.task_id, {_COLUMNS}
+FROM celeriac_keys AS k LEFT JOIN celeriac_tasks AS t ON t.task_id = k.task_id
+WHERE k.key = ANY(%(keys)s::text[])
+"""
+_RELEASE = "DELETE FROM celeriac_keys WHERE key = ANY(%s::text[]) AND broker_id = %s"
+_LAPSED_KEYS = "DELETE FROM celeriac_keys WHERE key_until < extract(epoch FROM now())"
+_STALE_RESERVATION = 60.0
+# The pool's depth by queue (an index-only scan of the pool's index).
+_POOL_DEPTHS = (
+    "SELECT queue, count(*) FROM celeriac_tasks WHERE pool_seq IS NOT NULL GROUP BY queue"
+)
 _FETCH = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE t.task_id = ANY(%s::text[])"
 _REGISTER = """
 INSERT INTO celeriac_brokers (broker_id, address) VALUES (%s, %s)
@@ -83,7 +134,7 @@ _LEADER_LOCK = 0x63656C70
 # at the earliest) and returns how long until its first token.
 _RATE_PREFIX = "rate/"
 _EPOCH = "extract(epoch FROM clock_timestamp())::float8"
-_RESERVE = f"""
+_RESERVE_TOKENS = f"""
 INSERT INTO celeriac_state AS s (key, value) VALUES (%(key)s, ({_EPOCH} + %(span)s)::text)
 ON CONFLICT (key) DO UPDATE SET value = (greatest(s.value::float8, {_EPOCH}) + %(span)s)::text
 RETURNING s.value::float8 - %(span)s - {_EPOCH}
@@ -197,6 +248,7 @@ class ClusterDatabase:
             ]
             rows = await (await conn.execute(_ADOPT, (self.broker_id, dead))).fetchall()
             await conn.execute(_LOST_SLOTS)
+            await conn.execute(_LAPSED_KEYS)
         return alive, dead, [stored_task(row) for row in rows]
 
     @_one_at_a_time
@@ -233,7 +285,7 @@ class ClusterDatabase:
     async def reserve_tokens(self, name: str, span: float) -> float:
         """Reserve ``span`` seconds of task ``name``'s rate tokens; seconds until they start."""
         conn = await self._live()
-        cursor = await conn.execute(_RESERVE, {"key": _RATE_PREFIX + name, "span": span})
+        cursor = await conn.execute(_RESERVE_TOKENS, {"key": _RATE_PREFIX + name, "span": span})
         row = await cursor.fetchone()
         return max(0.0, float(row[0])) if row else 0.0
 
@@ -273,10 +325,87 @@ class ClusterDatabase:
         }
 
     @_one_at_a_time
+    async def pool_depths(self) -> dict[str, int]:
+        """How many tasks wait in the shared pool, by queue."""
+        conn = await self._live()
+        rows = await (await conn.execute(_POOL_DEPTHS)).fetchall()
+        return {str(queue): int(count) for queue, count in rows}
+
+    @_one_at_a_time
+    async def reserve(
+        self, wanted: Mapping[str, tuple[str, float]]
+    ) -> tuple[set[str], dict[str, tuple[str, StoredTask | None]]]:
+        """Reserve keys (``k:`` and an idempotency key) for new tasks.
+
+        Args:
+            wanted: key -> (the new task's id, epoch seconds the reservation lasts).
+
+        Returns:
+            The keys reserved for this broker now, and for every key the task it names with
+            that task's row (None while it has none).
+        """
+        conn = await self._live()
+        keys = list(wanted)
+        params = {
+            "me": self.broker_id,
+            "keys": keys,
+            "ids": [wanted[key][0] for key in keys],
+            "until": [wanted[key][1] for key in keys],
+            "stale": _STALE_RESERVATION,
+        }
+        async with conn.transaction():
+            won = {row[0] for row in await (await conn.execute(_RESERVE, params)).fetchall()}
+            held = await (await conn.execute(_RESERVED, params)).fetchall()
+        return won, {
+            str(row[0]): (str(row[1]), None if row[3] is None else stored_task(row[2:]))
+            for row in held
+        }
+
+    @_one_at_a_time
+    async def release(self, keys: list[str]) -> None:
+        """Give up keys reserved for tasks that were refused after all."""
+        conn = await self._live()
+        await conn.execute(_RELEASE, (keys, self.broker_id))
+
+    @_one_at_a_time
     async def take(self, task_ids: Collection[str]) -> list[StoredTask]:
         """Take the pooled tasks among ``task_ids`` out of the pool, as this broker's."""
         conn = await self._live()
         rows = await (await conn.execute(_TAKE, (self.broker_id, list(task_ids)))).fetchall()
+        return [stored_task(row) for row in rows]
+
+    @_one_at_a_time
+    async def take_queue(self, queue: str) -> list[StoredTask]:
+        """Take every task of ``queue`` out of the pool, as this broker's."""
+        conn = await self._live()
+        rows = await (await conn.execute(_TAKE_QUEUE, (self.broker_id, queue))).fetchall()
+        return [stored_task(row) for row in rows]
+
+    @_one_at_a_time
+    async def adopt_finished(
+        self, task_ids: Collection[str] | None, queue: str = ""
+    ) -> list[StoredTask]:
+        """Take finished tasks over from the brokers holding them, telling those to let go.
+
+        Args:
+            task_ids: The tasks; None for every dead letter (of ``queue``, or of all queues).
+            queue: With ``task_ids`` None, the dead letters' queue ("" for every queue).
+        """
+        conn = await self._live()
+        params = {"me": self.broker_id, "ids": list(task_ids or ()), "queue": queue}
+        statement = _ADOPT_DEAD_LETTERS if task_ids is None else _ADOPT_FINISHED
+        async with conn.transaction():
+            rows = await (await conn.execute(statement, params)).fetchall()
+            taken = [stored_task(row) for row in rows]
+            for payload in _drop_payloads(self.broker_id, [row.task_id for row in taken]):
+                await conn.execute("SELECT pg_notify(%s, %s)", (DROP_CHANNEL, payload))
+        return taken
+
+    @_one_at_a_time
+    async def dead_letters(self, queue: str) -> list[StoredTask]:
+        """Every broker's dead letters (of ``queue``, or of all queues when "")."""
+        conn = await self._live()
+        rows = await (await conn.execute(_DEAD_LETTERS, {"queue": queue})).fetchall()
         return [stored_task(row) for row in rows]
 
     @_one_at_a_time
@@ -332,6 +461,7 @@ class ClusterDatabase:
             await conn.execute(f"LISTEN {REVOKE_CHANNEL}".encode())
             await conn.execute(f"LISTEN {PERIODIC_CHANNEL}".encode())
             await conn.execute(f"LISTEN {SLOTS_CHANNEL}".encode())
+            await conn.execute(f"LISTEN {DROP_CHANNEL}".encode())
             yield "", ""  # listening: anything sent before this was missed
             async for note in conn.notifies():
                 yield note.channel, note.payload
@@ -343,6 +473,12 @@ class ClusterDatabase:
             self._lose_lead()  # a new session holds no lock
             self._conn = await _connect(self.url)
         return self._conn
+
+
+def _drop_payloads(broker_id: str, task_ids: list[str]) -> Iterator[str]:
+    """``{"from": broker_id, "ids": [...]}`` in payloads that fit a notification."""
+    for part in notify_parts(task_ids, lambda task_id: len(json.dumps(task_id)) + 1):
+        yield json.dumps({"from": broker_id, "ids": part})
 
 
 async def _connect(url: str) -> Connection:

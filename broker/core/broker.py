@@ -105,6 +105,10 @@ class Broker:
         # Idle queues are swept when the count of known queues doubles (amortised O(1) per
         # submit), so memory follows the queues in use, not every name ever seen.
         self._sweep_queues_at = _QUEUE_SWEEP_MIN
+        # Queued tasks of a shared pool by queue (brokers sharing a database; see
+        # set_pool_depths): counted in queue depths and against max_queued.
+        self._pool_depths: dict[str, int] = {}
+        self._pooled = 0
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -155,6 +159,14 @@ class Broker:
         self._dispatcher.pump()
         self._sweep_idle_queues()
         return results
+
+    def known(self, spec: TaskSpec) -> SubmitResult | None:
+        """The answer for a task this broker holds by ``spec``'s id or idempotency key, if any."""
+        return self._existing(spec)
+
+    def new_task_id(self) -> str:
+        """A fresh task id, as a submit without one gets."""
+        return self._task_ids.new()
 
     def get(self, task_id: str) -> TaskRecord | None:
         """The record of ``task_id``, or None when the broker does not know it."""
@@ -316,16 +328,28 @@ class Broker:
         """Depths of every known queue, by name."""
         lc = self.lifecycle
         parked = lc.gates.parked_by_queue() if lc.gates.active else Counter[str]()
+        pool = self._pool_depths
         return [
             QueueStats(
                 name,
-                (len(lc.queues[name]) if name in lc.queues else 0) + parked[name],
+                (len(lc.queues[name]) if name in lc.queues else 0)
+                + parked[name]
+                + pool.get(name, 0),
                 lc.scheduled_in(name),
                 lc.leased_in(name),
                 self._dispatcher.consumer_count(name),
             )
-            for name in sorted(lc.queue_names())
+            for name in sorted(lc.queue_names() | pool.keys())
         ]
+
+    def set_pool_depths(self, depths: dict[str, int]) -> None:
+        """The queued tasks of the shared pool, by queue, as last counted (broker.cluster).
+
+        They count in :meth:`queue_stats` and against ``max_queued`` until the next count, so
+        both are as fresh as that count, not exact to the task.
+        """
+        self._pool_depths = depths
+        self._pooled = sum(depths.values())
 
     def scheduled(self, limit: int) -> tuple[list[TaskRecord], int]:
         """Up to ``limit`` tasks waiting for their due time, soonest first, and how many wait."""
@@ -426,13 +450,15 @@ class Broker:
                 max=self.config.max_held_bytes,
                 value=held + size,
             )
-        if self.lifecycle.unfinished + count > self.config.max_queued:
+        unfinished = self.lifecycle.unfinished + self._pooled
+        if unfinished + count > self.config.max_queued:
+            pooled = f" and the shared pool {self._pooled} more" if self._pooled else ""
             raise QueueFull(
-                f"queue full: the broker holds {self.lifecycle.unfinished} unfinished tasks "
-                f"(max_queued={self.config.max_queued})",
+                f"queue full: the broker holds {self.lifecycle.unfinished} unfinished tasks"
+                f"{pooled} (max_queued={self.config.max_queued})",
                 limit="max_queued",
                 max=self.config.max_queued,
-                value=self.lifecycle.unfinished,
+                value=unfinished,
             )
 
     def _accept(self, spec: TaskSpec) -> SubmitResult:

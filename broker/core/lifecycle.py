@@ -5,7 +5,9 @@ attached (:meth:`Lifecycle.track_changes`), every transition that must survive a
 notes the task in :attr:`Lifecycle.changes`, which the journal takes once per event-loop turn and
 writes as one row per task (state, not history: many changes to a task in one turn are one row).
 STARTED acks, custom states (``update_state``) and progress are not noted: a restart turns a
-leased task back into a queued one (after the lease grace), so they would not be used.
+leased task back into a queued one (after the lease grace), so they would not be used. Brokers
+sharing a database note STARTED acks and custom states (``share_running``), for other brokers
+to read; a task's start and finish reported together are still one row write.
 
 Callers (the :class:`~broker.core.broker.Broker` facade) decide *which* transition applies; this
 module makes it happen consistently: depth counters, lease release, result storage, waiters and
@@ -76,6 +78,8 @@ class Lifecycle:
         # Periodic entry name -> its entry, or None once removed; journaled with ``changes``
         # in the same batch (a tick's run and its progress are one change).
         self.periodic_changes: dict[str, PeriodicEntry | None] | None = None
+        # Note STARTED acks and custom states too (brokers sharing a database read them).
+        self.share_running = False
         self._seq_back = 0
         self._seq_front = 0
         self._scheduled: Counter[str] = Counter()
@@ -260,6 +264,7 @@ class Lifecycle:
         """The worker began executing ``lease``'s task."""
         record = lease.record
         record.state = TaskState.STARTED
+        self._note_running(record)
         self._emit(EventKind.STARTED, record, lease.lease_id)
 
     def update_state(self, lease: Lease, state: str, meta: Payload | None) -> None:
@@ -269,7 +274,13 @@ class Lifecycle:
         record.custom_state = state
         record.result = meta
         self.recount(record)
+        self._note_running(record)
         self._emit(EventKind.STARTED, record, state)
+
+    def _note_running(self, record: TaskRecord) -> None:
+        """Note a running task's state for other brokers to read (see the module docstring)."""
+        if self.share_running and self.changes is not None:
+            self.changes[record.task_id] = record
 
     def retry(self, lease: Lease, error: TaskError | None, due: float) -> None:
         """End an attempt that will run again at wall time ``due``."""
@@ -404,14 +415,25 @@ class Lifecycle:
     def forget(self, task_id: str) -> bool:
         """Drop a finished task's record and result now; True if there was one."""
         record = self.tasks.get(task_id)
+        if record is None or not self.disown(task_id):
+            return False
+        self._note_dropped(record)
+        self._emit(EventKind.FORGOTTEN, record)
+        return True
+
+    def disown(self, task_id: str) -> bool:
+        """Let go of a finished task another broker took over (a shared database).
+
+        Its row is the other broker's now: nothing is noted for the journal and no event is
+        emitted. True if the task was held here.
+        """
+        record = self.tasks.get(task_id)
         if record is None or not record.ready:
             return False
         self.results.discard(task_id)
         self.dead_letters.remove(task_id)
         del self.tasks[task_id]
         self._uncount(record)
-        self._note_dropped(record)
-        self._emit(EventKind.FORGOTTEN, record)
         return True
 
     # -- recovery ----------------------------------------------------------------------------

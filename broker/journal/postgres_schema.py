@@ -25,7 +25,13 @@ Tables (all prefixed ``celeriac_`` so they can share a database with an applicat
     ``heartbeat_at``. A broker silent for ``--broker-timeout`` is deleted by another, which
     adopts its tasks.
 
-``celeriac_slots`` (version 4)
+``celeriac_keys`` (version 4)
+    Idempotency keys reserved by brokers sharing the database (``--shared``), so that a repeat
+    submitted to another broker is recognised: ``key`` (``k:`` and the idempotency key; the
+    key), ``task_id`` (the task it names), ``broker_id`` (the broker that reserved it),
+    ``key_until`` (epoch seconds the key's window closes), ``reserved_at``.
+
+``celeriac_slots`` (version 5)
     Concurrency limits across brokers: one row per task holding a slot of its concurrency key,
     ``key`` and ``task_id`` (together the key), ``broker_id`` (the broker that took it) and
     ``taken_at``. A key's rows are counted, under a transaction advisory lock on the key, to
@@ -113,6 +119,20 @@ MIGRATIONS = (
     ),
     Migration(
         4,
+        "several brokers: idempotency keys reserved across brokers",
+        """
+        CREATE TABLE celeriac_keys (
+            key text PRIMARY KEY,
+            task_id text NOT NULL,
+            broker_id text NOT NULL,
+            key_until double precision NOT NULL,
+            reserved_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX celeriac_keys_until ON celeriac_keys (key_until);
+        """,
+    ),
+    Migration(
+        5,
         "several brokers: concurrency limit slots held across brokers",
         """
         CREATE TABLE celeriac_slots (

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -50,35 +50,38 @@ _LOAD_CHUNK = 10_000
 # In every statement below, %(owner)s is this broker's id in shared mode and NULL with one broker
 # (rows then have no owner), and %(fenced)s says whether rows another broker owns are left alone.
 # A row written as queued in shared mode goes to the pool (no owner, a place in line) for any
-# broker to claim (broker.cluster).
-_UPSERT = """
+# broker to claim (broker.cluster). A redelivered task goes ahead of every task waiting there,
+# as at the front of a broker's own queue: the pool is ordered by place, and its places are
+# negative (the latest redelivery first, as with front pushes on one broker).
+_PLACE = "CASE WHEN front THEN -nextval('celeriac_pool_seq') ELSE nextval('celeriac_pool_seq') END"
+_UPSERT = f"""
 INSERT INTO celeriac_tasks
     (task_id, spec, key_until, args_type, args, result_type, result, state, owner, pool_seq)
 SELECT task_id, spec, key_until, args_type, args, result_type, result, state,
     CASE WHEN pooled THEN NULL ELSE %(owner)s END,
-    CASE WHEN pooled THEN nextval('celeriac_pool_seq') END
+    CASE WHEN pooled THEN {_PLACE} END
 FROM unnest(
     %(task_id)s::text[], %(spec)s::text[], %(key_until)s::float8[], %(args_type)s::text[],
     %(args)s::bytea[], %(result_type)s::text[], %(result)s::bytea[], %(state)s::text[],
-    %(pooled)s::bool[])
-    AS u(task_id, spec, key_until, args_type, args, result_type, result, state, pooled)
+    %(pooled)s::bool[], %(front)s::bool[])
+    AS u(task_id, spec, key_until, args_type, args, result_type, result, state, pooled, front)
 ON CONFLICT (task_id) DO UPDATE SET
     spec = EXCLUDED.spec, key_until = EXCLUDED.key_until, args_type = EXCLUDED.args_type,
     args = EXCLUDED.args, result_type = EXCLUDED.result_type, result = EXCLUDED.result,
     state = EXCLUDED.state, owner = EXCLUDED.owner, pool_seq = EXCLUDED.pool_seq
 WHERE NOT %(fenced)s OR celeriac_tasks.owner IS NULL OR celeriac_tasks.owner = %(owner)s
 """
-_UPDATE = """
+_UPDATE = f"""
 UPDATE celeriac_tasks AS t SET
     state = u.state, result_type = u.result_type, result = u.result,
     args_type = CASE WHEN u.drop_args THEN NULL ELSE t.args_type END,
     args = CASE WHEN u.drop_args THEN NULL ELSE t.args END,
     owner = CASE WHEN u.pooled THEN NULL ELSE %(owner)s END,
-    pool_seq = CASE WHEN u.pooled THEN nextval('celeriac_pool_seq') END
+    pool_seq = CASE WHEN u.pooled THEN {_PLACE} END
 FROM unnest(
     %(task_id)s::text[], %(state)s::text[], %(result_type)s::text[], %(result)s::bytea[],
-    %(drop_args)s::bool[], %(pooled)s::bool[])
-    AS u(task_id, state, result_type, result, drop_args, pooled)
+    %(drop_args)s::bool[], %(pooled)s::bool[], %(front)s::bool[])
+    AS u(task_id, state, result_type, result, drop_args, pooled, front)
 WHERE t.task_id = u.task_id AND (NOT %(fenced)s OR t.owner = %(owner)s)
 """
 _DELETE = "DELETE FROM celeriac_tasks WHERE task_id = ANY(%s::text[])"
@@ -187,8 +190,8 @@ class PostgresStore:
         """Apply ``batch`` in one transaction, one round trip."""
         shared = self.owner is not None
         common = {"owner": self.owner, "fenced": shared}
-        inserts: dict[str, Any] = {name: [] for name in (*_INSERT_COLUMNS, "pooled")}
-        updates: dict[str, Any] = {name: [] for name in (*_UPDATE_COLUMNS, "pooled")}
+        inserts: dict[str, Any] = {name: [] for name in (*_INSERT_COLUMNS, "pooled", "front")}
+        updates: dict[str, Any] = {name: [] for name in (*_UPDATE_COLUMNS, "pooled", "front")}
         pooled: list[str] = []
         finished: list[str] = []
         for row in batch.rows:
@@ -207,6 +210,7 @@ class PostgresStore:
                 target[name].append(value)
             to_pool = shared and row.state.startswith(_QUEUED_PREFIX)
             target["pooled"].append(to_pool)
+            target["front"].append(row.front)
             if to_pool:
                 pooled.append(row.task_id)
             elif shared and row.state.startswith(_FINISHED_PREFIX):
@@ -331,22 +335,29 @@ def _notify_periodic(cursor: psycopg.Cursor[Any], owner: str, state: dict[str, s
 
 def json_payloads(names: list[str]) -> Iterator[str]:
     """``names`` as JSON arrays that each fit a notification (names may hold commas)."""
-    for part in _payloads([json.dumps(name) for name in names]):
-        yield f"[{part}]"
+    for part in notify_parts(names, lambda name: len(json.dumps(name)) + 1):
+        yield json.dumps(part)
 
 
 def _payloads(task_ids: list[str]) -> Iterator[str]:
     """``task_ids`` comma-joined in payloads that fit a notification."""
+    for part in notify_parts(task_ids, lambda task_id: len(task_id) + 1):
+        yield ",".join(part)
+
+
+def notify_parts(task_ids: list[str], cost: Callable[[str], int]) -> Iterator[list[str]]:
+    """``task_ids`` in parts whose ``cost`` (each id's bytes in a payload) fits a notification."""
     part: list[str] = []
     size = 0
     for task_id in task_ids:
-        if part and size + len(task_id) + 1 > _NOTIFY_BYTES:
-            yield ",".join(part)
+        length = cost(task_id)
+        if part and size + length > _NOTIFY_BYTES:
+            yield part
             part, size = [], 0
         part.append(task_id)
-        size += len(task_id) + 1
+        size += length
     if part:
-        yield ",".join(part)
+        yield part
 
 
 def stored_task(row: tuple[Any, ...]) -> StoredTask:

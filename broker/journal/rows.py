@@ -19,7 +19,9 @@ The state array, by position: phase, state, retries, attempts, redeliveries, wor
 id, due (wall s or null), date done (wall s or null), queue sequence number, dead-lettered
 flag, error ([type, message, traceback, retryable, kind] or null; rows written before the kind
 was kept have four items, and their kind is derived from the type again); then, only for a
-task that replaced itself (Task.replace), its replacement's id.
+task that replaced itself (Task.replace) or a running task in a custom state, its
+replacement's id ("" for none); then, only for the latter, the custom state's name (its meta is
+the row's result while the task runs).
 
 Each row also carries the journal's key for its task (``TaskRow.row``): increasing integers in
 the order tasks are first written, so a store can append new rows at the end of its index
@@ -74,6 +76,8 @@ class TaskRow:
         result: The stored result of a finished task.
         drop_args: Clear the stored arguments (a finished task never runs again).
         row: The journal's key for this task's row (see the module docstring).
+        front: The task was put back at the front of its queue (a redelivery): a shared
+            pool gives it a place ahead of the tasks waiting there.
     """
 
     task_id: str
@@ -84,6 +88,7 @@ class TaskRow:
     result: Payload | None = None
     drop_args: bool = False
     row: int = 0
+    front: bool = False
 
 
 @dataclass(slots=True)
@@ -155,13 +160,15 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
         f"{record.redeliveries},{_text(record.worker_id)},{_text(record.lease_id)},"
         f"{_number(record.due)},{_number(record.date_done)},{record.seq},"
         f"{'true' if record.dead_lettered else 'false'},"
-        f"{'null' if error is None else _error(error)}"
-        f"{',' + _text(record.replaced_by) if record.replaced_by else ''}]"
+        f"{'null' if error is None else _error(error)}{_state_tail(record)}]"
     )
-    finished = record.phase is Phase.FINISHED
-    row = TaskRow(record.task_id, state, result=record.result if finished else None)
+    # A running task's result is the meta of its custom state.
+    kept = record.phase is Phase.FINISHED or record.custom_state
+    row = TaskRow(record.task_id, state, result=record.result if kept else None)
     row.drop_args = record.args is None
     row.row = record.journal_row
+    if record.seq < 0:  # front pushes take negative places (Lifecycle.enqueue)
+        row.front = True
     if not row.row:
         spec = record.spec
         row.spec = _spec_text(spec)
@@ -169,6 +176,13 @@ def encode(record: TaskRecord, key_until: Callable[[TaskSpec], float]) -> TaskRo
         if spec.idempotency_key:
             row.key_until = key_until(spec)
     return row
+
+
+def _state_tail(record: TaskRecord) -> str:
+    """The state array's optional last items (see the module docstring)."""
+    if record.custom_state:
+        return f",{_text(record.replaced_by)},{_text(record.custom_state)}"
+    return f",{_text(record.replaced_by)}" if record.replaced_by else ""
 
 
 def _spec_text(spec: TaskSpec) -> str:
@@ -249,7 +263,7 @@ class Decoder:
             if end != len(stored.state):
                 raise ValueError("trailing data")
             (phase, state, retries, attempts, redeliveries, worker_id, lease_id, due, done,
-             seq, dead, error, *replaced) = state_values  # fmt: skip
+             seq, dead, error, *tail) = state_values  # fmt: skip
             record = TaskRecord(stored.task_id, spec)
             record.args = stored.args
             record.phase = _PHASES[phase]
@@ -264,7 +278,9 @@ class Decoder:
             record.seq = int(seq)
             record.dead_lettered = bool(dead)
             record.error = None if error is None else _decode_error(error)
-            record.replaced_by = str(replaced[0]) if replaced else ""
+            if tail:
+                record.replaced_by = str(tail[0])
+                record.custom_state = str(tail[1]) if len(tail) > 1 else ""
             record.result = stored.result
             record.journal_row = stored.row
         except Exception as problem:

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from broker.core.broker import DEFAULT_DEAD_LETTER_LIMIT
+from broker.core.model import TaskRecord
 from broker.errors import BrokerError, InvalidArgument
 from broker.service import codec, control
 from broker.service.decoding import decoded
@@ -15,6 +17,8 @@ from broker.service.status import abort_with, translate_errors
 from celeriac.v1 import admin_pb2, admin_pb2_grpc, worker_pb2
 
 Context = grpc.aio.ServicerContext
+# Every dead letter a broker holds (a limit no listing reaches).
+_EVERY = 1 << 62
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
@@ -31,7 +35,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         request: admin_pb2.ListQueuesRequest,
         context: Context[admin_pb2.ListQueuesRequest, admin_pb2.ListQueuesResponse],
     ) -> admin_pb2.ListQueuesResponse:
-        """Every known queue with its depths."""
+        """Every known queue with its depths (a shared pool's counted now)."""
+        if self._runtime.cluster is not None:
+            await self._runtime.cluster.count_pool()
         queues = [codec.queue_to_pb(stats) for stats in self._core.queue_stats()]
         return admin_pb2.ListQueuesResponse(queues=queues)
 
@@ -51,8 +57,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         request: admin_pb2.ListDeadLettersRequest,
         context: Context[admin_pb2.ListDeadLettersRequest, admin_pb2.ListDeadLettersResponse],
     ) -> admin_pb2.ListDeadLettersResponse:
-        """Dead letters, oldest first."""
-        listed, total = self._core.dead_letters(request.queue, request.limit)
+        """Dead letters, oldest first (every broker's, when sharing a database)."""
+        listed, total = await list_dead_letters(self._runtime, request.queue, request.limit)
         return admin_pb2.ListDeadLettersResponse(
             dead_letters=[codec.dead_letter_to_pb(record, at) for record, at in listed],
             total=total,
@@ -88,7 +94,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         request: admin_pb2.PurgeQueueRequest,
         context: Context[admin_pb2.PurgeQueueRequest, admin_pb2.PurgeQueueResponse],
     ) -> admin_pb2.PurgeQueueResponse:
-        """Revoke every ready task of a queue."""
+        """Revoke every ready task of a queue (a shared pool's too)."""
+        if self._runtime.cluster is not None:
+            self._runtime.check_recordable()
+            await self._runtime.cluster.take_queue(request.queue)
         count = self._core.purge_queue(request.queue)
         self._runtime.changed()
         await self._runtime.durable()
@@ -175,6 +184,38 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             events.unsubscribe(subscriber)
 
 
+async def list_dead_letters(
+    runtime: Runtime, queue: str, limit: int
+) -> tuple[list[tuple[TaskRecord, float]], int]:
+    """Dead letters oldest first (at most ``limit``, default 100) and the matching total.
+
+    Brokers sharing a database list every broker's, as written, with this broker's own.
+
+    Raises:
+        JournalUnavailable: The shared database cannot be read now.
+    """
+    core = runtime.broker
+    if runtime.cluster is None:
+        return core.dead_letters(queue, limit)
+    held, _ = core.dead_letters(queue, _EVERY)
+    here = {record.task_id for record, _ in held}
+    written = [
+        (record, record.date_done or 0.0)
+        for record in await runtime.cluster.dead_letters(queue)
+        if record.task_id not in here
+    ]
+    every = sorted(held + written, key=lambda entry: entry[1])
+    return every[: limit or DEFAULT_DEAD_LETTER_LIMIT], len(every)
+
+
+async def _adopt_dead_letters(
+    runtime: Runtime, task_ids: list[str], *, all: bool, queue: str
+) -> None:
+    """Bring dead letters other brokers hold here, when sharing a database."""
+    if runtime.cluster is not None:
+        await runtime.cluster.adopt_finished(None if all else task_ids, queue)
+
+
 async def requeue_dead_letters(
     runtime: Runtime, task_ids: list[str], *, all: bool, queue: str
 ) -> int:
@@ -184,6 +225,7 @@ async def requeue_dead_letters(
         BrokerError: The journal cannot record it, or the queues are full.
     """
     runtime.check_recordable()
+    await _adopt_dead_letters(runtime, task_ids, all=all, queue=queue)
     count = runtime.broker.requeue_dead_letters(task_ids, all=all, queue=queue)
     runtime.changed()
     await runtime.durable()
@@ -194,6 +236,7 @@ async def purge_dead_letters(
     runtime: Runtime, task_ids: list[str], *, all: bool, queue: str
 ) -> int:
     """Drop dead letters; answers once that is recorded (also the dashboard's)."""
+    await _adopt_dead_letters(runtime, task_ids, all=all, queue=queue)
     count = runtime.broker.purge_dead_letters(task_ids, all=all, queue=queue)
     await runtime.durable()
     return count

@@ -209,9 +209,7 @@ class ClientSession:
         call_id = call.call_id
         try:
             if kind == "submit":
-                parents = call.submit.task.depends_on
-                elsewhere = await self._service.parents_elsewhere(parents) if parents else ()
-                submitted = self._service.submit(call.submit, elsewhere)
+                submitted = await self._service.submit(call.submit)
                 watching = call.watch and self._watch(submitted.task_id)
                 return client_pb2.SessionReply(call_id=call_id, submit=submitted, watching=watching)
             if kind == "get_result":

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import nullcontext
 from types import MappingProxyType
 
 import grpc
 
 import broker as broker_package
-from broker.core.model import RevokeOutcome, TaskRecord
+from broker.core.model import RevokeOutcome, SubmitResult, TaskRecord, TaskSpec
 from broker.core.results import Waiter
 from broker.errors import BrokerError, NotFound
 from broker.service import codec
@@ -71,8 +71,7 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         context: Context[client_pb2.SubmitRequest, client_pb2.SubmitResponse],
     ) -> client_pb2.SubmitResponse:
         """Submit one task."""
-        elsewhere = await self.parents_elsewhere(request.task.depends_on)
-        answer = self.submit(request, elsewhere)
+        answer = await self.submit(request)
         await self._runtime.durable()
         return answer
 
@@ -86,13 +85,10 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         self._runtime.check_accepting()
         self._runtime.check_recordable()
         specs = [codec.spec_from_pb(spec) for spec in request.tasks]
-        if self._runtime.cluster is None:
-            results = self._core.submit_many(specs)
+        if self._runtime.cluster is not None and any(_shared_work(spec) for spec in specs):
+            results = await self._submit_shared(specs, self._core.submit_many)
         else:
-            batch = {spec.task_id for spec in specs}
-            parents = {parent for spec in specs for parent in spec.depends_on} - batch
-            with self._core.workflows.parents_elsewhere(await self.parents_elsewhere(parents)):
-                results = self._core.submit_many(specs)
+            results = self._core.submit_many(specs)
         self._runtime.changed()
         await self._runtime.durable()
         return codec.submit_many_response(results)
@@ -154,8 +150,11 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         request: client_pb2.ForgetRequest,
         context: Context[client_pb2.ForgetRequest, client_pb2.ForgetResponse],
     ) -> client_pb2.ForgetResponse:
-        """Drop stored results now."""
-        forgotten = self._core.forget(list(request.task_ids))
+        """Drop stored results now (held by another broker sharing the database too)."""
+        task_ids = list(request.task_ids)
+        if self._runtime.cluster is not None:
+            await self._runtime.cluster.adopt_finished(task_ids)
+        forgotten = self._core.forget(task_ids)
         await self._runtime.durable()
         return client_pb2.ForgetResponse(forgotten=forgotten)
 
@@ -201,15 +200,8 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         """Run ``callback`` when a graceful shutdown begins; returns its unregistering."""
         return self._runtime.on_shutdown(callback)
 
-    def submit(
-        self, request: client_pb2.SubmitRequest, elsewhere: Collection[str] = ()
-    ) -> client_pb2.SubmitResponse:
+    async def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
         """Accept one task (the body of Submit, unary or on a session).
-
-        Args:
-            request: The call.
-            elsewhere: The unfinished parents it names that other brokers hold
-                (:meth:`parents_elsewhere`).
 
         Raises:
             BrokerError: The spec is invalid, the queue is full or the broker is stopping.
@@ -217,27 +209,47 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
         self._runtime.check_accepting()
         self._runtime.check_recordable()
         spec = codec.spec_from_pb(request.task)
-        if elsewhere:
-            with self._core.workflows.parents_elsewhere(elsewhere):
-                result = self._core.submit(spec)
+        if self._runtime.cluster is not None and _shared_work(spec):
+            result = (await self._submit_shared([spec], self._submit_one))[0]
         else:
             result = self._core.submit(spec)
         self._runtime.changed()
         return codec.submit_response(result)
 
-    async def parents_elsewhere(self, parents: Collection[str]) -> set[str]:
-        """Those of ``parents`` (of a task being submitted) that other brokers hold, unfinished.
+    def _submit_one(self, specs: Sequence[TaskSpec]) -> list[SubmitResult]:
+        return [self._core.submit(spec) for spec in specs]
 
-        Only with a shared database; finished ones this broker does not hold are read as
-        mirrors, so the task's check and inputs find them.
+    async def _submit_shared(
+        self,
+        specs: list[TaskSpec],
+        submit: Callable[[Sequence[TaskSpec]], list[SubmitResult]],
+    ) -> list[SubmitResult]:
+        """Submit through ``submit`` what no other broker sharing the database knows already.
 
-        Raises:
-            JournalUnavailable: The database cannot be read now.
+        Idempotency keys are reserved across brokers first (Cluster.reserve);
+        repeats get the other broker's answer, and the reservations of a refused batch are
+        given up before the refusal is answered. Parents named but not held here are read
+        (Cluster.parents_elsewhere): a task may wait for tasks other brokers hold.
         """
         cluster = self._runtime.cluster
-        if cluster is None or not parents:
-            return set()
-        return set(await cluster.lookup(parents))
+        assert cluster is not None
+        reservation = await cluster.reserve(specs)
+        try:
+            elsewhere = await cluster.parents_elsewhere(
+                specs, besides={spec.task_id for spec in specs}
+            )
+        except BrokerError:
+            await cluster.release(reservation)
+            raise
+        self._runtime.check_accepting()
+        fresh = [spec for index, spec in enumerate(specs) if index not in reservation.answers]
+        try:
+            with self._core.workflows.parents_elsewhere(elsewhere):
+                created = iter(submit(fresh) if fresh else [])
+        except BrokerError:
+            await cluster.release(reservation)
+            raise
+        return [reservation.answers.get(index) or next(created) for index in range(len(specs))]
 
     async def durable(self) -> None:
         """Return once every change so far is recorded (see Runtime.durable)."""
@@ -396,3 +408,13 @@ class TaskService(client_pb2_grpc.TaskServiceServicer):
     def _all_ready(self, task_ids: list[str]) -> bool:
         records = (self._core.get(task_id) for task_id in task_ids)
         return all(record is None or record.ready for record in records)
+
+
+def _shared_work(spec: TaskSpec) -> bool:
+    """Whether submitting ``spec`` asks a shared database first (brokers sharing it).
+
+    An idempotency key is reserved across brokers, and parents this broker does not hold are
+    read. Task ids are not reserved: clients mint one for every task, so checking them would
+    cost every submit a database round trip (docs/postgresql.md).
+    """
+    return bool(spec.idempotency_key or spec.depends_on)

@@ -9,7 +9,7 @@ one drives `ClientSession` with a stand-in service and stream that record what h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any, cast
 
 import grpc.aio
@@ -28,9 +28,7 @@ class _Service:
         self._created = created
         self._assigned = assigned
 
-    def submit(
-        self, request: client_pb2.SubmitRequest, elsewhere: Collection[str] = ()
-    ) -> client_pb2.SubmitResponse:
+    async def submit(self, request: client_pb2.SubmitRequest) -> client_pb2.SubmitResponse:
         self._events.append("submit")
         return client_pb2.SubmitResponse(task_id=request.task.task_id, created=self._created)
 

@@ -18,15 +18,15 @@ from client.errors import BrokerUnavailable
 from client.result import AsyncResult
 from tests.e2e.conftest import Started
 from tests.postgres import PostgresServer
-from tests.support import BrokerProcess, WorkerProcess, run_python
+from tests.support import BrokerProcess, WorkerProcess, run_python, wait_until
 
 TASKS = "tests.e2e.tasks"
 
 
-def _brokers(url: str, count: int, cleanup: list[Started]) -> list[BrokerProcess]:
+def _brokers(url: str, count: int, cleanup: list[Started], *extra: str) -> list[BrokerProcess]:
     migrated = run_python("-m", "broker", "migrate", "--store", url)
     assert migrated.returncode == 0, migrated.stderr
-    flags = ("--store", url, "--shared", "--broker-timeout", "2", "--lease-grace", "0.5")
+    flags = ("--store", url, "--shared", "--broker-timeout", "2", "--lease-grace", "0.5", *extra)
     brokers = [BrokerProcess(*flags) for _ in range(count)]
     cleanup.extend(brokers)
     for broker in brokers:
@@ -54,8 +54,8 @@ def test_submitted_on_a_run_on_b_result_held_and_woken_on_c(
     )
     on_b.wait_for_line(f"RUNNING {submitted.id}")
     watcher = _app(c.address, cleanup)
-    # Read from the database: STARTED is not recorded there (docs/postgresql.md), PENDING is.
-    assert AsyncResult(submitted.id, app=watcher).state == "PENDING"
+    # Read from the database, where the running task's STARTED ack is written.
+    wait_until(lambda: AsyncResult(submitted.id, app=watcher).state == "STARTED")
 
     got: list[object] = []
     waiting = threading.Thread(
