@@ -151,6 +151,10 @@ class Cluster:
         self._to_free: list[tuple[str, str]] = []
         self._freeing: asyncio.Task[None] | None = None
         self._core.lifecycle.gates.share(self)
+        self._core.workflows.on_wait_elsewhere = self._look_for
+        # Replacements looked for (Task.replace through another broker, or handed to the pool).
+        self._looked_for: set[str] = set()
+        self._looking_for: asyncio.Task[None] | None = None
 
     @property
     def broker_id(self) -> str:
@@ -173,7 +177,8 @@ class Cluster:
 
     async def stop(self) -> None:
         """Stop, give this broker's tasks up to the others, and close (after the journal)."""
-        tasks = [*self._tasks, *self._reserving, *filter(None, [self._freeing])]
+        tasks = [*self._tasks, *self._reserving]
+        tasks += [task for task in (self._freeing, self._looking_for) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -660,6 +665,31 @@ class Cluster:
         if sender != self.broker_id:
             for task_id in task_ids:
                 self._core.lifecycle.disown(task_id)
+
+    def _look_for(self, task_id: str) -> None:
+        """Read a replacement this broker does not hold: finished, running elsewhere, or lost."""
+        self._looked_for.add(task_id)
+        if self._looking_for is None:
+            self._looking_for = asyncio.get_running_loop().create_task(self._read_looked_for())
+
+    async def _read_looked_for(self) -> None:
+        try:
+            while self._looked_for:
+                task_ids, self._looked_for = self._looked_for, set()
+                try:
+                    rows = await self._db.fetch(task_ids)
+                except psycopg.Error as error:  # waits for its finish wake-up instead
+                    logger.warning("looking for replacements failed: %s", first_line(error))
+                    return
+                self._mirror(rows)  # a finished one settles the replaced task
+                found = {row.task_id for row in rows}
+                workflows = self._core.workflows
+                for task_id in task_ids - found:
+                    if self._core.get(task_id) is None:
+                        workflows.replacement_lost(task_id)
+                self._runtime.changed()
+        finally:
+            self._looking_for = None
 
     def _on_finished(self, task_ids: Collection[str]) -> None:
         results = self._core.lifecycle.results

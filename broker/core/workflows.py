@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from broker.core.events import EventKind
 from broker.core.lifecycle import Lifecycle
@@ -86,6 +86,9 @@ class Workflows:
         self._adopters: dict[str, list[TaskRecord]] = {}
         # Unfinished parents other brokers hold, while a submit or a restore naming them runs.
         self._elsewhere: Collection[str] = ()
+        # Told the id of a replacement this broker does not hold, which another broker sharing
+        # the database may (broker.cluster looks for it); None: such a replacement is lost.
+        self.on_wait_elsewhere: Callable[[str], None] | None = None
         lifecycle.on_finished = self._finished
         lifecycle.on_replaced = self._replaced
 
@@ -275,14 +278,27 @@ class Workflows:
         """Lifecycle hook: ``record`` replaced itself; it takes its replacement's outcome."""
         replacement = self._lifecycle.tasks.get(record.replaced_by)
         if replacement is None:
-            error = TaskError(
-                "ReplacementLost", f"its replacement {record.replaced_by} is unknown to the broker"
-            )
-            self._lifecycle.finish(record, TaskState.FAILURE, error=error)
+            if self.on_wait_elsewhere is None:
+                self._lose(record)
+            else:  # another broker may hold it: it is looked for there
+                self._adopters.setdefault(record.replaced_by, []).append(record)
+                self.on_wait_elsewhere(record.replaced_by)
         elif replacement.ready:
             self._adopt(record, replacement)
         else:
             self._adopters.setdefault(replacement.task_id, []).append(record)
+
+    def replacement_lost(self, task_id: str) -> None:
+        """No broker knows task ``task_id``: the tasks it was to replace fail."""
+        for record in self._adopters.pop(task_id, ()):
+            self._lose(record)
+
+    def _lose(self, record: TaskRecord) -> None:
+        if not record.ready:
+            error = TaskError(
+                "ReplacementLost", f"its replacement {record.replaced_by} is unknown to the broker"
+            )
+            self._lifecycle.finish(record, TaskState.FAILURE, error=error)
 
     def _adopt(self, record: TaskRecord, replacement: TaskRecord) -> None:
         if not record.ready:

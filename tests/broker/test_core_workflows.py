@@ -290,3 +290,26 @@ def test_a_chord_body_waits_for_members_other_brokers_hold_and_takes_their_resul
     core.dispatch()
     (released,) = taken(session)
     assert [p.result.body for p in released.record.inputs] == [b"0", b"1", b"2"]  # type: ignore[union-attr]
+
+
+def test_a_replacement_another_broker_holds_is_looked_for_and_its_outcome_taken() -> None:
+    core, _ = make_broker()
+    looked_for: list[str] = []
+    core.workflows.on_wait_elsewhere = looked_for.append  # brokers sharing a database
+    core.submit_many([spec(task_id="t0"), spec(task_id="t1")])
+    session = connect(core, credit=10)
+    first, second = taken(session)
+    outcome(core, session, first.lease_id, replaced_by="elsewhere")
+    outcome(core, session, second.lease_id, replaced_by="nowhere")
+    assert looked_for == ["elsewhere", "nowhere"]
+    assert core.get("t0").phase is Phase.WAITING  # type: ignore[union-attr]
+    core.restore([_finished("elsewhere", b"5")], [])  # read back once it finished there
+    t0 = core.get("t0")
+    assert t0 is not None and t0.state is TaskState.SUCCESS and t0.result == RESULT5
+    core.workflows.replacement_lost("nowhere")  # no broker has it
+    t1 = core.get("t1")
+    assert t1 is not None and t1.state is TaskState.FAILURE
+    assert t1.error is not None and t1.error.type == "ReplacementLost"
+
+
+RESULT5 = Payload("application/json", b"5")

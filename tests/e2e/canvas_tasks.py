@@ -78,3 +78,9 @@ def slow_member(i: int, release: str) -> int:
 def replaced(self: Task, x: int) -> None:
     """Replaces itself by a chain; its result becomes the chain's."""
     raise self.replace(add.s(x, 1) | mul.s(10))
+
+
+@app.task(bind=True)
+def replaced_on(self: Task, i: int, release: str, queue: str) -> None:
+    """Replaces itself by ``slow_member`` on ``queue`` (another broker's worker, in a test)."""
+    raise self.replace(slow_member.s(i, release).set(queue=queue))

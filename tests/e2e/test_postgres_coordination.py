@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from tests.e2e.conftest import Started
 from tests.e2e.limited_tasks import RATE
 from tests.e2e.test_periodic import assert_one_run_per_tick, runs_of
 from tests.e2e.test_postgres_cluster import _brokers
-from tests.support import BrokerProcess, WorkerProcess, wait_until
+from tests.support import WorkerProcess, wait_until
 
 PERIODIC_TASKS = "tests.e2e.periodic_tasks"
 CANVAS_TASKS = "tests.e2e.canvas_tasks"
@@ -64,18 +65,24 @@ def test_a_periodic_tick_runs_once_across_brokers_and_after_the_leader_is_killed
 
 
 @pytest.fixture
-def canvas_brokers(postgres_url: str, cleanup: list[Started]) -> Iterator[list[BrokerProcess]]:
+def canvas_workers(postgres_url: str, cleanup: list[Started]) -> Iterator[list[WorkerProcess]]:
     """Brokers A, B and C; a worker on A takes queue "left", one on B "right", C has none."""
     brokers = _brokers(postgres_url, 3, cleanup)
+    workers = []
     for broker, queue in zip(brokers, ("left", "right"), strict=False):
-        cleanup.append(
-            WorkerProcess(broker.address, CANVAS_TASKS, "--queues", queue, "--pool", "thread")
+        # The tasks module's app (Task.replace submits through it) uses the worker's broker.
+        env = {"CELERIAC_BROKER": broker.address}
+        workers.append(
+            WorkerProcess(
+                broker.address, CANVAS_TASKS, "--queues", queue, "--pool", "thread", env=env
+            )
         )
+    cleanup.extend(workers)
     client_app = Celeriac("canvas-client", broker=brokers[2].address, connect_timeout=10)
     cleanup.append(client_app)
     conf = t.app.conf
     t.app.conf = client_app.conf  # the canvas module's tasks submit through C
-    yield brokers
+    yield workers
     t.app.close()
     t.app.conf = conf
 
@@ -86,7 +93,7 @@ def _on(queue: str, signature: Signature) -> Signature:
 
 @pytest.mark.timeout(120)
 def test_a_chain_and_a_chord_run_on_two_brokers_workers_submitted_through_a_third(
-    canvas_brokers: list[BrokerProcess],
+    canvas_workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     # Each link runs on the other broker's worker; C holds the waiting links.
     links = chain(
@@ -105,6 +112,15 @@ def test_a_chain_and_a_chord_run_on_two_brokers_workers_submitted_through_a_thir
     saved = members.apply_async().save()
     restored = GroupResult.restore(saved.id, app=t.app)
     assert restored is not None and restored.get(timeout=30) == [1, 2, 3, 4]
+    # A task replaced by one that runs on the other broker's worker (its broker let go of the
+    # replacement, for the pool, before the outcome came) takes its result when it finishes,
+    # and the chain it heads goes on.
+    release = tmp_path / "release"
+    replacing = _on("left", t.replaced_on.s(7, str(release), "right"))
+    replaced = (replacing | _on("left", t.mul.s(2))).delay()
+    canvas_workers[1].wait_for_line("MEMBER 7 RUNNING")
+    release.touch()
+    assert replaced.get(timeout=30) == 14
 
 
 @pytest.fixture
