@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefetch-hold", type=float, help="seconds a prefetched task waits before handed back"
     )
     parser.add_argument("--allow-pickle", action="store_true", default=None, help="accept pickle")
+    parser.add_argument(
+        "--no-redirect-stdouts",
+        dest="redirect_stdouts",
+        action="store_false",
+        default=None,
+        help="leave tasks' print() output on stdout/stderr instead of logging it",
+    )
     parser.add_argument("--tls-ca", help="PEM CA bundle for the broker's certificate (TLS on)")
     parser.add_argument("--tls-cert", help="PEM client certificate (for mutual TLS)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
@@ -88,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = WorkerConfig.from_env(flags=flags)
     except ValueError as exc:
         return usage_error(exc)
-    log_settings = logs.LogSettings(config.loglevel, config.logfile, config.log_format)
+    log_settings = logs.LogSettings(
+        config.loglevel, config.logfile, config.log_format, config.redirect_stdouts
+    )
     try:
         logs.configure(log_settings, filters=[TaskContext()])
     except OSError as exc:

@@ -62,6 +62,8 @@ class WorkerConfig:
         shutdown_grace: Seconds running tasks get to finish on a warm shutdown (Celery has no
             limit by default; 30 s matches the usual container stop timeout).
         allow_pickle: Accept pickled arguments (refused by default: unpickling runs code).
+        redirect_stdouts: Log what tasks print (WARNING lines of ``celeriac.redirected``, with
+            the task's id, in the worker's log file), as Celery's ``worker_redirect_stdouts``.
         reconnect_initial: First delay before reconnecting to a lost broker.
         reconnect_max: Cap of the exponential reconnect delay (a restarted broker is found
             within this long).
@@ -97,6 +99,7 @@ class WorkerConfig:
     soft_time_limit: float | None = setting(None, positive)
     shutdown_grace: float = setting(30.0, not_negative)
     allow_pickle: bool = False
+    redirect_stdouts: bool = True
     reconnect_initial: float = setting(0.1, positive)
     reconnect_max: float = setting(2.0, positive, not_below("reconnect_initial"))
     prefetch_max: int = setting(500, not_negative)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import warnings
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from celeriac.logs import LogSettings, configure
+from celeriac.logs import REDIRECTED_LOGGER, LoggingStream, LogSettings, configure
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +59,34 @@ def test_text_lines_start_with_the_time(tmp_path: Path) -> None:
         and len(clock) == 12
         and (level, rest) == ("WARNING", "celeriac.test: careful")
     )
+
+
+class _Failing(logging.Handler):
+    """A handler whose emit fails, so logging reports the error on sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            raise RuntimeError("the handler is broken")
+        except RuntimeError:
+            self.handleError(record)  # what logging's own handlers do
+
+
+def test_a_logging_stream_logs_whole_lines_and_a_failing_handler_cannot_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    original = io.StringIO()
+    stream = LoggingStream(logging.getLogger(REDIRECTED_LOGGER), original)
+    with caplog.at_level(logging.WARNING, logger=REDIRECTED_LOGGER):
+        stream.write("first ")
+        assert caplog.messages == []  # no newline yet
+        stream.write("line\n\n   \nsecond")
+        assert caplog.messages == ["first line"]  # blank lines dropped
+        stream.flush()
+        assert caplog.messages == ["first line", "second"]
+    broken = logging.getLogger("tests.broken")
+    broken.propagate = False
+    broken.addHandler(_Failing())
+    looping = LoggingStream(broken, original)
+    with contextlib.redirect_stderr(looping):  # logging's error report lands on this stream
+        looping.write("boom\n")
+    assert "the handler is broken" in original.getvalue()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -50,6 +51,14 @@ def fan_out(count: int) -> list[str]:
 @app.task
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+@app.task
+def chatty(text: str) -> str:
+    """Prints as a user's task does: to stdout, and a two-line note to stderr."""
+    print(f"said: {text}")
+    sys.stderr.write(f"noted: {text}\nsecond line\n")
+    return text
 
 
 @app.task

@@ -93,6 +93,32 @@ def test_json_lines_of_a_tasks_life_from_the_worker_and_its_child_go_to_the_logf
     assert "worker ready" not in worker.output  # the lines went to the file, not to stderr
 
 
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_what_a_task_prints_is_logged_with_its_task_in_the_logfile(
+    app: Celeriac, start_worker: Callable[..., WorkerProcess], tmp_path: Path, pool: str
+) -> None:
+    logfile = tmp_path / "worker.log"
+    args = ["--pool", pool, "--concurrency", "1", "--log-format", "json", "--logfile"]
+    worker = start_worker(*args, str(logfile), wait_ready=False)
+    said = tasks.chatty.delay("hello")
+    assert said.get(timeout=20) == "hello"
+    lines = [logged(logfile, r"^said: hello$"), logged(logfile, r"^noted: hello$")]
+    lines.append(logged(logfile, r"^second line$"))
+    for line in lines:
+        assert line["logger"] == "celeriac.redirected" and line["level"] == "WARNING", line
+        assert line["task_id"] == said.id, line
+    assert "hello" not in worker.output  # nothing went to the terminal
+
+
+def test_with_no_redirect_stdouts_prints_stay_on_the_terminal(
+    app: Celeriac, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker("--concurrency", "1", "--no-redirect-stdouts")
+    assert tasks.chatty.delay("plain").get(timeout=20) == "plain"
+    worker.wait_for_line(r"^said: plain$")
+    worker.wait_for_line(r"^noted: plain$")
+
+
 def test_the_broker_writes_json_lines_to_its_logfile(tmp_path: Path) -> None:
     logfile = tmp_path / "broker.log"
     args = ["-m", "broker", "serve", "--port", "0", "--memory-only"]
