@@ -16,6 +16,8 @@ run, the ones waiting for an eta or a retry backoff, and the finished ones it ra
   push) reads the row and keeps it as a finished record (a mirror): the core then answers and
   wakes waiters exactly as for its own tasks. No polling: the wait is held, the wake-up is the
   NOTIFY.
+- **A worker that moves** here from another broker names its leases in its Hello: their tasks
+  are taken over from whichever broker holds them before its session opens, so it keeps them.
 - **Running states.** STARTED acks and custom states (``update_state``, meta included) are
   written to the task's row (``Lifecycle.share_running``), so a lookup from any broker reads
   them; a short task's start and finish reported together are still one row write.
@@ -375,6 +377,32 @@ class Cluster:
         fresh = [row for row in taken if self._core.get(row.task_id) is None]
         if fresh:
             self._core.restore([decode(row) for row in fresh], [])
+
+    async def adopt_leases(self, worker_id: str, lease_ids: Collection[str]) -> None:
+        """Take over what a worker that moved here from another broker runs (its Hello).
+
+        The leases it names that this broker does not hold are taken from whichever broker
+        does (dead, or alive and told to let go), and restored as a worker's after a restart:
+        the worker's new session then reclaims them, so its outcomes are accepted here. When
+        the database cannot be reached, the worker connects anyway and its leases come back
+        with the dead broker's tasks, as before.
+        """
+        leases = self._core.lifecycle.leases
+        unknown = [lease_id for lease_id in lease_ids if leases.get(lease_id) is None]
+        if not unknown:
+            return
+        try:
+            rows = await self._db.adopt_leases(worker_id, unknown)
+        except psycopg.Error as error:
+            logger.warning(
+                "could not take over the leases of worker %s: %s", worker_id, first_line(error)
+            )
+            return
+        if rows:
+            self._core.restore([decode(row) for row in rows], [])
+            logger.info(
+                "took over %d running tasks of worker %s from another broker", len(rows), worker_id
+            )
 
     async def dead_letters(self, queue: str) -> list[TaskRecord]:
         """Every broker's dead letters as written (of ``queue``, or all when ""), unordered.

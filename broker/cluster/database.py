@@ -72,6 +72,14 @@ RETURNING {_COLUMNS}
 _ADOPT_DEAD_LETTERS = f"""
 UPDATE celeriac_tasks AS t SET owner = %(me)s WHERE {_DEAD_LETTER} RETURNING {_COLUMNS}
 """
+# The running tasks of a worker that moved here from another broker, by the leases it names
+# (worker id and lease id are items 5 and 6 of the state array).
+_ADOPT_LEASES = f"""
+UPDATE celeriac_tasks AS t SET owner = %(me)s
+WHERE t.owner IS DISTINCT FROM %(me)s AND t.state LIKE '["leased"%%'
+    AND (t.state::jsonb ->> 5) = %(worker)s AND (t.state::jsonb ->> 6) = ANY(%(leases)s::text[])
+RETURNING {_COLUMNS}
+"""
 _DEAD_LETTERS = f"SELECT {_COLUMNS} FROM celeriac_tasks AS t WHERE {_DEAD_LETTER}"
 DROP_CHANNEL = "celeriac_drop"
 # Idempotency keys reserved for this broker's new tasks (see Cluster.reserve). A
@@ -397,9 +405,24 @@ class ClusterDatabase:
         async with conn.transaction():
             rows = await (await conn.execute(statement, params)).fetchall()
             taken = [stored_task(row) for row in rows]
-            for payload in _drop_payloads(self.broker_id, [row.task_id for row in taken]):
-                await conn.execute("SELECT pg_notify(%s, %s)", (DROP_CHANNEL, payload))
+            await self._tell_to_drop(conn, [row.task_id for row in taken])
         return taken
+
+    @_one_at_a_time
+    async def adopt_leases(self, worker_id: str, lease_ids: list[str]) -> list[StoredTask]:
+        """Take over the tasks ``worker_id`` runs under ``lease_ids``, wherever they are held."""
+        conn = await self._live()
+        params = {"me": self.broker_id, "worker": worker_id, "leases": lease_ids}
+        async with conn.transaction():
+            rows = await (await conn.execute(_ADOPT_LEASES, params)).fetchall()
+            taken = [stored_task(row) for row in rows]
+            await self._tell_to_drop(conn, [row.task_id for row in taken])
+        return taken
+
+    async def _tell_to_drop(self, conn: Connection, task_ids: list[str]) -> None:
+        """Tell the brokers holding ``task_ids`` to let go of them, at commit."""
+        for payload in _drop_payloads(self.broker_id, task_ids):
+            await conn.execute("SELECT pg_notify(%s, %s)", (DROP_CHANNEL, payload))
 
     @_one_at_a_time
     async def dead_letters(self, queue: str) -> list[StoredTask]:

@@ -415,23 +415,33 @@ class Lifecycle:
     def forget(self, task_id: str) -> bool:
         """Drop a finished task's record and result now; True if there was one."""
         record = self.tasks.get(task_id)
-        if record is None or not self.disown(task_id):
+        if record is None or not record.ready:
             return False
+        self.disown(task_id)
         self._note_dropped(record)
         self._emit(EventKind.FORGOTTEN, record)
         return True
 
     def disown(self, task_id: str) -> bool:
-        """Let go of a finished task another broker took over (a shared database).
+        """Let go of a finished or leased task another broker took over (a shared database).
 
-        Its row is the other broker's now: nothing is noted for the journal and no event is
-        emitted. True if the task was held here.
+        Its row is the other broker's now (a leased one: its worker moved there): nothing is
+        noted for the journal and no event is emitted. True if the task was held here.
         """
         record = self.tasks.get(task_id)
-        if record is None or not record.ready:
+        if record is None:
             return False
-        self.results.discard(task_id)
-        self.dead_letters.remove(task_id)
+        if record.phase is Phase.LEASED:
+            lease = self.leases.get(record.lease_id)
+            if lease is not None:
+                self.leases.release(lease)
+            self._set_phase(record, Phase.QUEUED)  # uncounted from the leased
+            self.unfinished -= 1
+        elif record.ready:
+            self.results.discard(task_id)
+            self.dead_letters.remove(task_id)
+        else:
+            return False
         del self.tasks[task_id]
         self._uncount(record)
         return True

@@ -103,7 +103,11 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         if first.WhichOneof("kind") != "hello":
             raise ProtocolViolation("the first message of a session must be a Hello")
         self._runtime.check_accepting()
-        session, kept = self._core.workers.open(codec.hello_from_pb(first.hello))
+        hello = codec.hello_from_pb(first.hello)
+        cluster = self._runtime.cluster
+        if cluster is not None and hello.held_lease_ids:  # moved here from another broker?
+            await cluster.adopt_leases(hello.worker_id, hello.held_lease_ids)
+        session, kept = self._core.workers.open(hello)
         return session, kept
 
     def _welcome(self, session: WorkerSession, kept: list[str]) -> worker_pb2.BrokerMessage:

@@ -259,3 +259,17 @@ def test_a_second_session_of_a_live_worker_id_fences_the_first_and_keeps_its_lea
     # What the new session did not name is requeued after the grace period, as for a lost one.
     advance(core, clock, 5)
     assert dropped.record.phase is Phase.QUEUED and dropped.record.redeliveries == 1
+
+
+def test_a_lease_another_broker_took_over_is_let_go_without_a_requeue() -> None:
+    core, clock = make_broker()
+    task_id = core.submit(spec()).task_id
+    session = connect(core, "a", credit=1)
+    (assignment,) = taken(session)
+    core.workers.close(session, "the worker moved to another broker")
+    assert core.lifecycle.disown(task_id)
+    advance(core, clock, 3)  # the grace passes with nothing left to requeue
+    assert core.get(task_id) is None and core.lifecycle.unfinished == 0
+    assert [stats.leased for stats in core.queue_stats()] == [0]
+    fail(core, session, assignment.lease_id)  # a late report is rejected, not applied
+    assert session.take_outbox().rejections[0][0] == assignment.lease_id

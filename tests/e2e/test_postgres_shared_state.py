@@ -132,3 +132,21 @@ def test_a_repeated_idempotency_key_is_recognised_by_another_broker(
     assert AsyncResult(first.id, app=on_b).get(timeout=20) == 2  # the first's arguments
     # Within its window the key still names the finished task, on any broker.
     assert on_b.send_task(f"{TASKS}.add", args=(9, 9), idempotency_key="k-1").id == first.id
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_moves_to_another_broker_keeps_the_task_it_runs(
+    postgres_url: str, tmp_path: Path, cleanup: list[Started]
+) -> None:
+    a, b = _brokers(postgres_url, 2, cleanup)
+    worker = WorkerProcess(f"{a.address},{b.address}", TASKS, "--pool", "thread", "-c", "1")
+    cleanup.append(worker)
+    release = tmp_path / "release"
+    running = _app(a.address, cleanup).send_task(f"{TASKS}.wait_for_release", args=(str(release),))
+    worker.wait_for_line(f"RUNNING {running.id}")
+    a.stop_hard()
+    b.wait_for_line(r"took over 1 running tasks of worker")  # from its Hello, before a's timeout
+
+    release.touch()
+    assert AsyncResult(running.id, app=_app(b.address, cleanup)).get(timeout=20) == "released"
+    assert worker.output.count(f"RUNNING {running.id}") == 1  # its outcome was kept: ran once
