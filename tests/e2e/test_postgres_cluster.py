@@ -76,22 +76,25 @@ def test_kill_9_of_a_broker_under_load_loses_nothing(
 ) -> None:
     brokers = _brokers(postgres_url, 3, cleanup)
     every = ",".join(broker.address for broker in brokers)
-    # Each worker lists every broker, its own first: it moves on when that one dies.
+    # Each worker lists every broker, its own first: it moves on when that one dies (keeping
+    # the tasks it runs). A third knows only the broker about to die, and dies with it.
     workers = []
-    for index in (0, 1):
+    for index, queues in ((0, "default"), (1, "default,pinned")):
         order = brokers[index:] + brokers[:index]
-        worker = WorkerProcess(",".join(b.address for b in order), TASKS, "--concurrency", "2")
-        workers.append(worker)
-    cleanup.extend(workers)
+        addresses = ",".join(b.address for b in order)
+        workers.append(WorkerProcess(addresses, TASKS, "--concurrency", "2", "--queues", queues))
+    pinned = WorkerProcess(brokers[0].address, TASKS, "--queues", "pinned", "--pool", "thread")
+    cleanup.extend([*workers, pinned])
     apps = [_app(f"{broker.address},{every}", cleanup) for broker in brokers]
-    # A task running on a worker of the broker about to die: another broker takes it over.
-    blocked = apps[0].send_task(f"{TASKS}.block_first_attempt", args=("m",))
-    workers[0].wait_for_line(f"BLOCKING {blocked.id}")  # the dying broker's own worker
+    # A task running on the worker that dies with the broker: another broker takes it over.
+    blocked = apps[0].send_task(f"{TASKS}.block_first_attempt", args=("m",), queue="pinned")
+    pinned.wait_for_line(f"BLOCKING {blocked.id}")
     accepted: dict[str, int] = {}
     for round_ in range(10):
         for app in apps:
             accepted[app.send_task(f"{TASKS}.add", args=(round_, 1)).id] = round_ + 1
     brokers[0].stop_hard()
+    pinned.stop_hard()
     for round_ in range(10, 20):
         for app in apps[1:]:
             accepted[app.send_task(f"{TASKS}.add", args=(round_, 1)).id] = round_ + 1
@@ -104,7 +107,6 @@ def test_kill_9_of_a_broker_under_load_loses_nothing(
         re.search(r"took over \d+ tasks from \w+: .*leased", broker.output)
         for broker in brokers[1:]
     )
-    workers[0].stop_hard()  # its first attempt still sleeps
 
 
 @pytest.mark.timeout(120)
