@@ -204,7 +204,7 @@ def _periodic(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -
             (
                 entry.name,
                 entry.task.name,
-                entry.crontab or f"every {entry.interval_seconds:g}s",
+                _schedule(entry),
                 _moment(entry.last_run) if entry.HasField("last_run") else "never",
                 _moment(entry.next_tick),
             )
@@ -296,6 +296,13 @@ def _fields(args: argparse.Namespace, fields: dict[str, object]) -> None:
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         print(f"{name.ljust(width)}  {shown}")
+
+
+def _schedule(entry: tasks_pb2.PeriodicTask) -> str:
+    """A periodic task's schedule as a listing shows it."""
+    if not entry.crontab:
+        return f"every {entry.interval_seconds:g}s"
+    return f"{entry.crontab} ({entry.timezone or 'UTC'})"
 
 
 def _moment(stamp: Any) -> str:

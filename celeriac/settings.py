@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celeriac.address import FORMS, AddressError, host_problem, parse_address
 
@@ -236,6 +237,17 @@ def is_address(value: str, _config: object) -> str | None:
 def is_host(value: str, _config: object) -> str | None:
     """The value is a host name or IP literal to bind."""
     return host_problem(value)
+
+
+def is_time_zone(value: str, _config: object) -> str | None:
+    """An IANA time zone name ("Europe/Paris"), or empty for none."""
+    if not value:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return "is not a known IANA time zone (such as 'Europe/Paris' or 'UTC')"
+    return None
 
 
 def redacted_url(url: str) -> str:

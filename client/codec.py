@@ -149,6 +149,7 @@ def periodic_task(entry: PeriodicEntry) -> tasks_pb2.PeriodicTask:
         name=entry.name,
         interval_seconds=entry.interval,
         crontab=entry.crontab,
+        timezone=entry.timezone,
         task=task,
         expires_ms=ms(entry.expires),
     )

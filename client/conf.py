@@ -50,8 +50,6 @@ NOT_USED = {
     "result_expires": "the broker's --result-ttl, or a task's result_ttl",
     "result_serializer": "a task's result uses its serializer",
     "result_accept_content": "accept_content covers results",
-    "timezone": "times are UTC on the wire",
-    "enable_utc": "times are UTC on the wire",
     "imports": "the worker's --tasks",
     "include": "the worker's --tasks",
     "task_acks_late": "tasks are always acknowledged after they run",

@@ -20,6 +20,7 @@ from celeriac.settings import (
     at_least,
     computed_setting,
     is_address,
+    is_time_zone,
     load,
     not_empty,
     positive,
@@ -58,6 +59,10 @@ class ClientConfig:
         beat_schedule: Periodic tasks, in Celery's shape (``{"name": {"task": ..., "schedule":
             30.0 | timedelta | crontab(...), "args": ..., "kwargs": ..., "options": ...}}``);
             workers send them to the broker, which runs them (see :mod:`client.periodic`).
+        timezone: The IANA time zone crontab entries are read in (Celery's ``timezone``);
+            empty: UTC, or the machine's own zone when ``enable_utc`` is off (as in Celery).
+        enable_utc: Celery's setting; off, with no ``timezone``, crontabs follow this machine's
+            zone (``TZ`` or ``/etc/localtime``). Times on the wire are UTC either way.
         tls_ca: PEM bundle of the CAs that sign the broker's certificate (turns TLS on; the
             system's trust store serves ``grpcs://`` without it).
         tls_cert: PEM client certificate, for a broker that requires mutual TLS.
@@ -78,6 +83,8 @@ class ClientConfig:
     task_always_eager: bool = setting(False, env="")
     task_eager_propagates: bool = setting(False, env="")
     beat_schedule: Mapping[str, Mapping[str, Any]] = computed_setting(dict, env="")
+    timezone: str = setting("", is_time_zone)
+    enable_utc: bool = True
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

@@ -17,16 +17,24 @@ There is no beat process: every worker sends its apps' entries to the broker whe
 declared it. Entries are upserted by name; ``python -m broker periodic list`` shows them and
 ``python -m broker periodic remove NAME`` drops one. ``expires`` in an entry's options counts
 from the tick (so a catch-up run older than that never runs).
+
+Crontab entries are read in the app's time zone, as Celery reads them: ``app.conf.timezone``
+(an IANA name), else UTC, else, with ``enable_utc`` off, this machine's own zone. The worker
+sends the zone's name with the entry and the broker keeps the time in it (daylight-saving
+changes included), so the broker's own zone never matters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from celeriac.settings import is_time_zone
 from client.errors import InvalidTaskSpec
 from client.options import CallOptions, build_spec
 from client.records import SubmitSpec
@@ -48,9 +56,10 @@ class PeriodicEntry:
     Attributes:
         name: The entry's name (its ``beat_schedule`` key).
         interval: Seconds between ticks, or 0.0 for a crontab entry.
-        crontab: The cron expression (UTC), or "" for an interval entry.
+        crontab: The cron expression, or "" for an interval entry.
         spec: What each run submits (its task id is replaced by one per tick).
         expires: Seconds after its tick when a run may no longer start, or None.
+        timezone: The IANA zone the crontab is read in; "" for UTC (and interval entries).
     """
 
     name: str
@@ -58,6 +67,7 @@ class PeriodicEntry:
     crontab: str
     spec: SubmitSpec
     expires: float | None
+    timezone: str = ""
 
 
 def entry_from(app: Celeriac, name: str, entry: Mapping[str, Any]) -> PeriodicEntry:
@@ -120,7 +130,42 @@ def _resolve(app: Celeriac, name: str, entry: Mapping[str, Any]) -> PeriodicEntr
     # Each run's expiry counts from its tick: the broker sets it.
     spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, expires=None))
     seconds = expires.total_seconds() if isinstance(expires, timedelta) else expires
-    return PeriodicEntry(name, interval, cron, spec, None if seconds is None else float(seconds))
+    zone = crontab_zone(app.config.timezone, app.config.enable_utc) if cron else ""
+    return PeriodicEntry(
+        name, interval, cron, spec, None if seconds is None else float(seconds), zone
+    )
+
+
+def crontab_zone(timezone: str, enable_utc: bool) -> str:
+    """The zone crontabs are read in, as Celery picks it; "" means UTC.
+
+    Raises:
+        InvalidTaskSpec: ``enable_utc`` is off, no ``timezone`` is set, and this machine's zone
+            has no IANA name to send (the broker may run in another zone).
+    """
+    if timezone or enable_utc:
+        return "" if timezone == "UTC" else timezone
+    local = _local_zone_name()
+    if local is None:
+        raise InvalidTaskSpec(
+            "enable_utc is off and this machine's time zone has no IANA name (TZ or "
+            "/etc/localtime): set app.conf.timezone, e.g. 'Europe/Paris'"
+        )
+    return "" if local == "UTC" else local
+
+
+def _local_zone_name() -> str | None:
+    """This machine's zone as an IANA name: ``TZ``, else where /etc/localtime points."""
+    candidates = [os.environ.get("TZ", "").removeprefix(":")]
+    localtime = Path("/etc/localtime")
+    if localtime.is_symlink():
+        target = str(localtime.resolve())
+        if "/zoneinfo/" in target:
+            candidates.append(target.split("/zoneinfo/", 1)[1])
+    for name in candidates:
+        if name and is_time_zone(name, None) is None:
+            return name
+    return None
 
 
 def _schedule(value: object) -> tuple[float, str]:

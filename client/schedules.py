@@ -2,7 +2,8 @@
 
 ``from client.schedules import crontab`` where Celery code has ``from celery.schedules import
 crontab``. A schedule is only a description: the broker keeps the time and runs each entry
-once per tick (see :mod:`client.periodic`). Crontab times are UTC.
+once per tick (see :mod:`client.periodic`). Crontab times are read in the app's time zone
+(``app.conf.timezone``; UTC by default).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ CronField = str | int | Iterable[int]
 
 
 class crontab:
-    """A cron schedule with Celery's signature, in UTC.
+    """A cron schedule with Celery's signature, in the app's time zone (UTC by default).
 
     ``crontab(minute=0, hour="*/3")``, ``crontab(minute=30, hour=7, day_of_week="mon-fri")``;
     each field takes what cron takes ("*", "*/15", "1-5", "mon,wed"), an int, or ints.
@@ -40,7 +41,7 @@ class crontab:
         if unsupported:
             raise InvalidTaskSpec(
                 f"crontab option(s) {', '.join(unsupported)} not supported: the broker keeps "
-                "the time, in UTC"
+                "the time, in the app's timezone setting"
             )
         fields = (minute, hour, day_of_month, month_of_year, day_of_week)
         self.expression = " ".join(_field(value) for value in fields)

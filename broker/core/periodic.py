@@ -1,7 +1,10 @@
 """Periodic tasks held by the broker: Celery's beat, without a beat process.
 
 An entry (:class:`PeriodicSpec`) names a schedule, an interval in seconds or a five-field cron
-expression in UTC, and the task to submit at each tick. Workers declare the entries of their
+expression read in an IANA time zone (UTC unless the entry names one: the app's Celery
+``timezone`` setting), and the task to submit at each tick. Daylight-saving changes are
+croniter's: a wall time the clocks jump over runs at the jump, and one that happens twice (the
+hour repeated in autumn) runs at both. Workers declare the entries of their
 apps in their session hello and an entry is upserted by name: the same definition changes
 nothing, a changed one replaces the old. Only an operator removes one (``python -m broker
 periodic remove NAME``), since a worker that does not declare an entry may simply be older or
@@ -30,12 +33,14 @@ ends REVOKED (expired) instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
@@ -64,8 +69,9 @@ class PeriodicSpec:
         name: Unique name (Celery's ``beat_schedule`` key).
         template: What each run submits; its task id, eta, expires and idempotency key are empty.
         interval: Seconds between ticks, or 0 for a cron entry.
-        crontab: A five-field cron expression in UTC, or "" for an interval entry.
+        crontab: A five-field cron expression, or "" for an interval entry.
         expires_ms: Each run expires this long after its tick; 0 means never.
+        timezone: The IANA zone the crontab is read in; "" means UTC.
     """
 
     name: str
@@ -73,6 +79,7 @@ class PeriodicSpec:
     interval: float = 0.0
     crontab: str = ""
     expires_ms: int = 0
+    timezone: str = ""
 
     def check(self) -> None:
         """Raise InvalidArgument naming what is wrong with the schedule or template."""
@@ -88,6 +95,14 @@ class PeriodicSpec:
                 f"{where}: {self.crontab!r} is not a five-field cron expression "
                 "(minute hour day-of-month month day-of-week)"
             )
+        if self.timezone:
+            if not self.crontab:
+                raise InvalidArgument(f"{where}: a timezone applies to a crontab only")
+            if _zone(self.timezone) is None:
+                raise InvalidArgument(
+                    f"{where}: unknown time zone {self.timezone[:100]!r} (an IANA name such as "
+                    "'Europe/Paris' is expected)"
+                )
         template = self.template
         fixed = {
             "task_id": template.task_id,
@@ -106,8 +121,7 @@ class PeriodicSpec:
         """The first tick strictly after wall time ``moment``."""
         if self.interval:
             return anchor + self._index_after(moment, anchor) * self.interval
-        start = datetime.fromtimestamp(moment, UTC)
-        return float(croniter(self.crontab, start).get_next(float))
+        return float(self._cron_after(moment).get_next(float))
 
     def ticks_between(self, after: float, until: float, anchor: float) -> tuple[float | None, int]:
         """The latest tick in ``(after, until]`` and how many ticks that interval holds."""
@@ -117,7 +131,7 @@ class PeriodicSpec:
             if last < first:
                 return None, 0
             return anchor + last * self.interval, last - first + 1
-        iterator = croniter(self.crontab, datetime.fromtimestamp(after, UTC))
+        iterator = self._cron_after(after)
         latest, count = None, 0
         while count < _MAX_COUNTED:
             tick = float(iterator.get_next(float))
@@ -125,6 +139,11 @@ class PeriodicSpec:
                 break
             latest, count = tick, count + 1
         return latest, count
+
+    def _cron_after(self, moment: float) -> croniter:
+        """The crontab's ticks after wall time ``moment``, read in the entry's zone."""
+        zone = _zone(self.timezone) if self.timezone else UTC
+        return croniter(self.crontab, datetime.fromtimestamp(moment, zone or UTC))
 
     def _index_after(self, moment: float, anchor: float) -> int:
         """The smallest k whose tick ``anchor + k * interval`` is after ``moment``.
@@ -332,7 +351,16 @@ class Periodic:
 
 
 def _same_schedule(old: PeriodicSpec, new: PeriodicSpec) -> bool:
-    return (old.interval, old.crontab) == (new.interval, new.crontab)
+    return (old.interval, old.crontab, old.timezone) == (new.interval, new.crontab, new.timezone)
+
+
+@functools.lru_cache(maxsize=256)  # bounded: the names come from the wire
+def _zone(name: str) -> tzinfo | None:
+    """The IANA zone of that name, or None when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
 
 
 def _valid_cron(expression: str) -> bool:

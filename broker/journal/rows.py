@@ -346,6 +346,7 @@ def encode_periodic(entry: PeriodicEntry) -> str:
             "interval": spec.interval,
             "crontab": spec.crontab,
             "expires_ms": spec.expires_ms,
+            "timezone": spec.timezone,
             "anchor": entry.anchor,
             "done_until": entry.done_until,
             "last_run": entry.last_run,
@@ -374,6 +375,7 @@ def decode_periodic(text: str) -> PeriodicEntry:
             interval=float(values["interval"]),
             crontab=str(values["crontab"]),
             expires_ms=int(values["expires_ms"]),
+            timezone=str(values.get("timezone", "")),  # rows written before time zones: UTC
         )
         last_run = values["last_run"]
         return PeriodicEntry(

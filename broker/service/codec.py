@@ -289,6 +289,7 @@ def periodic_from_pb(message: tasks_pb2.PeriodicTask) -> PeriodicSpec:
         interval=message.interval_seconds,
         crontab=message.crontab,
         expires_ms=message.expires_ms,
+        timezone=message.timezone,
     )
 
 
@@ -300,6 +301,7 @@ def periodic_to_pb(entry: PeriodicEntry) -> tasks_pb2.PeriodicTask:
         interval_seconds=spec.interval,
         crontab=spec.crontab,
         expires_ms=spec.expires_ms,
+        timezone=spec.timezone,
         task=spec_to_pb(spec.template),
     )
     if entry.last_run is not None:

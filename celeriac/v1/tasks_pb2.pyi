@@ -439,6 +439,7 @@ class PeriodicTask(_message.Message):
     EXPIRES_MS_FIELD_NUMBER: _builtins.int
     LAST_RUN_FIELD_NUMBER: _builtins.int
     NEXT_TICK_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name of the entry. Required."""
     interval_seconds: _builtins.float
@@ -446,11 +447,16 @@ class PeriodicTask(_message.Message):
     of interval_seconds and crontab.
     """
     crontab: _builtins.str
-    """Five-field cron expression, "minute hour day-of-month month day-of-week", in UTC
-    (Celery's crontab(); names such as "mon-fri" and steps such as "*/15" work).
+    """Five-field cron expression, "minute hour day-of-month month day-of-week", read in
+    `timezone` (Celery's crontab(); names such as "mon-fri" and steps such as "*/15" work).
     """
     expires_ms: _builtins.int
     """Each run expires this long after its tick (so a stale catch-up never runs); 0: never."""
+    timezone: _builtins.str
+    """IANA time zone the crontab is read in (Celery's `timezone` setting), e.g. "Europe/Paris";
+    empty: UTC. Across a daylight-saving change a wall time that does not exist is skipped and
+    one that happens twice runs once. Interval entries leave it empty.
+    """
     @_builtins.property
     def task(self) -> Global___TaskSpec:
         """What each run submits: name, queue, args and options. task_id, eta, expires and
@@ -473,10 +479,11 @@ class PeriodicTask(_message.Message):
         expires_ms: _builtins.int = ...,
         last_run: _timestamp_pb2.Timestamp | None = ...,
         next_tick: _timestamp_pb2.Timestamp | None = ...,
+        timezone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_run", b"last_run", "next_tick", b"next_tick", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["crontab", b"crontab", "expires_ms", b"expires_ms", "interval_seconds", b"interval_seconds", "last_run", b"last_run", "name", b"name", "next_tick", b"next_tick", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crontab", b"crontab", "expires_ms", b"expires_ms", "interval_seconds", b"interval_seconds", "last_run", b"last_run", "name", b"name", "next_tick", b"next_tick", "task", b"task", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -70,6 +71,38 @@ def test_a_crontab_entry_runs_at_its_minute_in_utc() -> None:
     advance(core, clock, 3600.0)
     assert len(runs(core)) == 1
     assert core.periodic.entries["morning"].next_tick == SEVEN_AM + 86400
+
+
+def test_a_crontab_in_a_time_zone_keeps_its_wall_time_across_a_daylight_saving_change() -> None:
+    # 9:00 in Paris: 08:00 UTC in winter (CET), 07:00 UTC from 29 March 2026 (CEST).
+    core, clock = make(datetime(2026, 3, 27, 12, 0, tzinfo=UTC).timestamp())
+    core.declare_periodic(
+        [PeriodicSpec("paris", spec(), crontab="0 9 * * *", timezone="Europe/Paris")]
+    )
+    for _ in range(3):
+        advance(core, clock, 86400.0)
+    ticks = [run.spec.headers[TICK_HEADER] for run in runs(core)]
+    assert ticks == [
+        "2026-03-28T08:00:00.000+00:00",
+        "2026-03-29T07:00:00.000+00:00",
+        "2026-03-30T07:00:00.000+00:00",
+    ]
+    # A wall time the clocks jump over (02:30 on 29 March) runs once, at the jump.
+    core, clock = make(datetime(2026, 3, 28, 12, 0, tzinfo=UTC).timestamp())
+    core.declare_periodic(
+        [PeriodicSpec("gap", spec(), crontab="30 2 * * *", timezone="Europe/Paris")]
+    )
+    advance(core, clock, 86400.0)
+    (run,) = runs(core)
+    assert run.spec.headers[TICK_HEADER] == "2026-03-29T01:00:00.000+00:00"  # 03:00 CEST
+
+
+def test_changing_an_entrys_time_zone_reschedules_it() -> None:
+    core, _ = make()
+    core.declare_periodic([PeriodicSpec("m", spec(), crontab="0 7 * * *")])
+    core.declare_periodic([PeriodicSpec("m", spec(), crontab="0 7 * * *", timezone="Asia/Tokyo")])
+    # 07:00 in Tokyo is 22:00 UTC the day before: the next one is tonight.
+    assert core.periodic.entries["m"].next_tick == SEVEN_AM + 15 * 3600
 
 
 def test_declaring_the_same_entry_again_changes_nothing_and_new_arguments_keep_the_schedule() -> (
@@ -154,6 +187,12 @@ def test_a_resubmitted_tick_is_the_same_task() -> None:
         (PeriodicSpec("x", spec(task_id="fixed"), interval=1.0), "may not set task_id"),
         (PeriodicSpec("x", spec(priority=12), interval=1.0), "periodic task 'x': priority"),
         (PeriodicSpec("", spec(), interval=1.0), "PeriodicTask.name is required"),
+        (
+            PeriodicSpec("x", spec(), crontab="* * * * *", timezone="Mars/Olympus"),
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        (PeriodicSpec("x", spec(), crontab="* * * * *", timezone="../etc"), "unknown time zone"),
+        (PeriodicSpec("x", spec(), interval=1.0, timezone="UTC"), "applies to a crontab only"),
     ],
 )
 def test_invalid_entries_are_refused_and_none_of_the_batch_is_kept(
@@ -168,11 +207,22 @@ def test_invalid_entries_are_refused_and_none_of_the_batch_is_kept(
 def test_an_entry_and_its_progress_survive_the_journal_row() -> None:
     core, clock = make()
     template = spec(queue="beat", headers={"h": "v"}, concurrency_limit=1)
-    core.declare_periodic([PeriodicSpec("row", template, crontab="*/5 * * * *", expires_ms=9)])
+    core.declare_periodic(
+        [
+            PeriodicSpec(
+                "row", template, crontab="*/5 * * * *", expires_ms=9, timezone="Asia/Kathmandu"
+            )
+        ]
+    )
     advance(core, clock, 3600.0)
     entry = core.periodic.entries["row"]
-    back = decode_periodic(encode_periodic(entry))
-    assert back.spec == entry.spec
+    row = encode_periodic(entry)
+    back = decode_periodic(row)
+    assert back.spec == entry.spec and back.spec.timezone == "Asia/Kathmandu"
+    # A row written before entries had a time zone reads as UTC.
+    older = json.loads(row)
+    del older["timezone"]
+    assert decode_periodic(json.dumps(older)).spec.timezone == ""
     assert (back.anchor, back.done_until, back.last_run) == (
         entry.anchor,
         entry.done_until,

@@ -8,6 +8,7 @@ task_default_queue = "celery"
 task_routes = {"proj.reports.*": {"queue": "reports"}}
 worker_send_task_events = True  # a Celery worker setting: skipped with a warning
 task_always_eager = False
+timezone = "Europe/Paris"  # crontabs are read in it
 HELPER_CONSTANT = os.sep  # not a setting: not read
 
 

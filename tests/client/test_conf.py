@@ -44,6 +44,7 @@ def test_a_celery_configuration_module_loads_and_says_what_it_skipped(
     assert app.conf.target == "broker.internal:7475"
     assert app.conf.default_queue == "celery"
     assert app.conf.task_routes == {"proj.reports.*": {"queue": "reports"}}
+    assert (app.conf.timezone, app.conf.enable_utc) == ("Europe/Paris", True)
     (warning,) = caplog.records
     assert "result_backend (results are kept by the broker)" in warning.getMessage()
     assert "worker_send_task_events" in warning.getMessage()

@@ -9,7 +9,7 @@ import pytest
 
 from client import Celeriac
 from client.codec import periodic_task
-from client.errors import InvalidTaskSpec
+from client.errors import ConfigurationError, InvalidTaskSpec
 from client.periodic import entries_of
 from client.schedules import crontab, schedule
 
@@ -98,3 +98,26 @@ def test_a_crontab_is_checked_when_it_is_made() -> None:
         crontab(minute=61)
     with pytest.raises(InvalidTaskSpec, match="nowfun not supported"):
         crontab(nowfun=lambda: None)
+
+
+def test_crontabs_are_read_in_the_apps_time_zone_as_celery_reads_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_app()
+    app.conf.beat_schedule = {"cron": {"task": "t.x", "schedule": crontab(minute=0, hour=9)}}
+    app.conf.beat_schedule["every"] = {"task": "t.x", "schedule": 10.0}
+    (cron, every) = entries_of(app)
+    assert cron.timezone == "" and every.timezone == ""  # enable_utc: UTC
+    app.conf.timezone = "Europe/Paris"
+    cron, every = entries_of(app)
+    assert periodic_task(cron).timezone == "Europe/Paris" and every.timezone == ""
+    # enable_utc off and no timezone: this machine's zone, by its IANA name.
+    app.conf.update(timezone="", enable_utc=False)
+    monkeypatch.setenv("TZ", ":America/New_York")
+    assert entries_of(app)[0].timezone == "America/New_York"
+    # A machine whose zone has no name (no TZ, a copied /etc/localtime) is told what to set.
+    monkeypatch.setattr("client.periodic._local_zone_name", lambda: None)
+    with pytest.raises(InvalidTaskSpec, match="set app.conf.timezone"):
+        entries_of(app)
+    with pytest.raises(ConfigurationError, match="not a known IANA time zone"):
+        app.conf.timezone = "Europe/Atlantis"

@@ -68,7 +68,11 @@ def test_an_interval_entry_runs_once_per_tick_however_many_workers_declare_it(
     listing = run_python("-m", "broker", "periodic", "list", "--broker", broker_process.address)
     assert listing.returncode == 0, listing.stderr
     assert "heartbeat" in listing.stdout and "every 0.2s" in listing.stdout
-    assert "half-hourly" in listing.stdout and "*/30 * * * *" in listing.stdout
+    assert "half-hourly" in listing.stdout and "*/30 * * * * (Asia/Kathmandu)" in listing.stdout
+    # Every 30 minutes of Kathmandu's wall clock (UTC+5:45) falls at :15 or :45 UTC.
+    next_tick = re.search(r"half-hourly .*?(\S+)\s*$", listing.stdout, re.MULTILINE)
+    assert next_tick, listing.stdout
+    assert datetime.fromisoformat(next_tick.group(1)).minute in {15, 45}, listing.stdout
     removed = run_python(
         "-m", "broker", "periodic", "remove", "half-hourly", "--broker", broker_process.address
     )
