@@ -55,6 +55,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 1)")
     parser.add_argument("--tasks", type=int, help="tasks per end-to-end throughput run")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds a workflow or rate-limit run may take before it reads 'did not finish' "
+        "(default 300, quick 60)",
+    )
     parser.add_argument("--out", type=Path, default=report.DEFAULT_OUT, help="JSON output folder")
     parser.add_argument(
         "--journal-variants",
@@ -67,7 +73,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> BenchConfig:
     config = BenchConfig.quick() if args.quick else BenchConfig()
-    overrides = {"runs": args.runs, "throughput_tasks": args.tasks}
+    overrides = {
+        "runs": args.runs,
+        "throughput_tasks": args.tasks,
+        "run_time_limit": args.time_limit,
+    }
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -37,6 +37,9 @@ class BenchConfig:
         rate_limit_tasks: rate-limited tasks per rate-limit run (at bench.limits.STAMPED_RATE).
         chord_members: members of the workflows scenario's chord (the issue's 10,000).
         chain_links: links of the workflows scenario's chain (the issue's 1,000).
+        run_time_limit: seconds one workflow or rate-limit run may take; past it the row reads
+            "did not finish in N s" and that system's processes are stopped (Celery+Redis's
+            chord of 10,000 may not finish at all, and a hung run must not stall the others).
     """
 
     runs: int = 3
@@ -59,6 +62,7 @@ class BenchConfig:
     rate_limit_tasks: int = 500
     chord_members: int = 10_000
     chain_links: int = 1_000
+    run_time_limit: float = 300.0
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -83,4 +87,5 @@ class BenchConfig:
             rate_limit_tasks=40,
             chord_members=50,
             chain_links=20,
+            run_time_limit=60.0,
         )

@@ -17,7 +17,7 @@ from typing import Any
 from bench.config import BenchConfig
 from bench.scenarios import Scenario, Variant
 from bench.stats import CpuMeter, summarize
-from bench.systems.base import System, Unsupported
+from bench.systems.base import DidNotFinish, System, Unsupported
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,13 @@ class Runner:
                 samples[name].append(measure_once(scenario, system, variant, self.config))
             except Unsupported as exc:
                 problems[name] = f"skipped: {exc}"
+            except DidNotFinish as exc:
+                logger.warning("%s %s %s: %s", name, scenario.name, variant.label, exc)
+                problems[name] = str(exc)
+                # Now, not at the variant's end: its processes may still be busy with the run,
+                # and the other systems' runs must not share the machine with them.
+                if live.pop(name, None) is not None:
+                    system.stop()
             except Exception as exc:
                 logger.exception("%s failed in %s %s", name, scenario.name, variant.label)
                 problems[name] = f"error: {exc}"

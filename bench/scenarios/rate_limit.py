@@ -12,7 +12,7 @@ from __future__ import annotations
 from bench.config import BenchConfig
 from bench.limits import STAMPED_RATE
 from bench.scenarios.base import Variant
-from bench.systems.base import COLLECT_TIMEOUT, Deployment, System
+from bench.systems.base import Deployment, System, collect
 
 WORKERS = 2
 
@@ -48,5 +48,6 @@ class RateLimit:
 
     def measure(self, system: System, variant: Variant, config: BenchConfig) -> dict[str, float]:
         pending = system.submit_stamped(config.rate_limit_tasks)
-        starts = [float(started) for started in pending.get(timeout=COLLECT_TIMEOUT)]  # type: ignore[arg-type]
+        collected = collect("rate-limited tasks", pending, config.run_time_limit)
+        starts = [float(started) for started in collected]
         return rate_figures(starts, STAMPED_RATE)

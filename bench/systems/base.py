@@ -5,12 +5,39 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 # Both systems default their process pool to the CPU count; so do we.
 CPU_COUNT = os.cpu_count() or 1
 # Generous bound for collecting one batch; a benchmark that hangs is worse than one that fails.
 COLLECT_TIMEOUT = 600.0
+
+
+class DidNotFinish(Exception):
+    """A run was still going at its time limit: its row reads "did not finish in N s".
+
+    The runner stops that system at once (its processes may still be busy with the run) and
+    measures it no further in that variant.
+    """
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"did not finish in {seconds:g} s ({what})")
+        self.seconds = seconds
+
+
+def collect(what: str, pending: Waitable, timeout: float) -> Any:
+    """``pending.get(timeout)``, raising DidNotFinish when the time runs out.
+
+    Both clients' timeouts are caught: Celeriac's is a builtin ``TimeoutError``; Celery's
+    ``celery.exceptions.TimeoutError`` is not, so it is recognised by name (the harness does not
+    import Celery unless it runs it).
+    """
+    try:
+        return pending.get(timeout=timeout)
+    except Exception as error:
+        if isinstance(error, TimeoutError) or type(error).__name__ == "TimeoutError":
+            raise DidNotFinish(what, timeout) from None
+        raise
 
 
 def check_answer(what: str, answer: object, expected: object) -> None:
@@ -50,6 +77,12 @@ class Pending(Protocol):
     """Results of a batch submit, collected all at once."""
 
     def get(self, timeout: float) -> list[object]: ...
+
+
+class Waitable(Protocol):
+    """A batch's results or one workflow's result."""
+
+    def get(self, timeout: float) -> Any: ...
 
 
 class System(Protocol):
@@ -97,11 +130,19 @@ class System(Protocol):
     def round_trip(self) -> None:
         """`add.delay(1, 2).get()`, checking the answer."""
 
-    def run_chord(self, members: int) -> None:
-        """`chord(noop.s() for each member)(count.s()).get()`, checking the count."""
+    def run_chord(self, members: int, timeout: float) -> None:
+        """`chord(noop.s() for each member)(count.s()).get()`, checking the count.
 
-    def run_chain(self, links: int) -> None:
-        """`chain(inc.s(0), inc.s(), ...)` of ``links`` links, `.get()`, checking the sum."""
+        Raises:
+            DidNotFinish: No result within ``timeout`` seconds.
+        """
+
+    def run_chain(self, links: int, timeout: float) -> None:
+        """`chain(inc.s(0), inc.s(), ...)` of ``links`` links, `.get()`, checking the sum.
+
+        Raises:
+            DidNotFinish: No result within ``timeout`` seconds.
+        """
 
     def purge(self) -> None:
         """Drop every queued task, so one run's leftovers do not weigh on the next."""

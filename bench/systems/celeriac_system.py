@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from bench.processes import ManagedProcess, rss_bytes
-from bench.systems.base import COLLECT_TIMEOUT, Deployment, Pending, check_answer
+from bench.systems.base import Deployment, Pending, check_answer, collect
 from celeriac.v1 import admin_pb2, admin_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -177,19 +177,19 @@ class CeleriacSystem:
         if answer != 3:
             raise AssertionError(f"add(1, 2) returned {answer!r}")
 
-    def run_chord(self, members: int) -> None:
+    def run_chord(self, members: int, timeout: float) -> None:
         from client import chord
 
         body = self.bench.count.s()
         result = chord(self.noop.s() for _ in range(members))(body)
-        check_answer("chord", result.get(timeout=COLLECT_TIMEOUT), members)
+        check_answer("chord", collect("chord", result, timeout), members)
 
-    def run_chain(self, links: int) -> None:
+    def run_chain(self, links: int, timeout: float) -> None:
         from client import chain
 
         inc = self.bench.inc
         result = chain(inc.s(0), *(inc.s() for _ in range(links - 1))).apply_async()
-        check_answer("chain", result.get(timeout=COLLECT_TIMEOUT), links)
+        check_answer("chain", collect("chain", result, timeout), links)
 
     def purge(self) -> None:
         for queue in self._queues():

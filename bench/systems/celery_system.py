@@ -7,7 +7,13 @@ from typing import Any
 
 from bench.processes import ManagedProcess, rss_bytes
 from bench.redis_server import RedisServer
-from bench.systems.base import COLLECT_TIMEOUT, Deployment, Pending, Unsupported, check_answer
+from bench.systems.base import (
+    Deployment,
+    Pending,
+    Unsupported,
+    check_answer,
+    collect,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,19 +134,19 @@ class CelerySystem:
         if answer != 3:
             raise AssertionError(f"add(1, 2) returned {answer!r}")
 
-    def run_chord(self, members: int) -> None:
+    def run_chord(self, members: int, timeout: float) -> None:
         from celery import chord
 
         body = self.bench.count.s()
         result = chord(self.bench.noop.s() for _ in range(members))(body)
-        check_answer("chord", result.get(timeout=COLLECT_TIMEOUT), members)
+        check_answer("chord", collect("chord", result, timeout), members)
 
-    def run_chain(self, links: int) -> None:
+    def run_chain(self, links: int, timeout: float) -> None:
         from celery import chain
 
         inc = self.bench.inc
         result = chain(inc.s(0), *(inc.s() for _ in range(links - 1))).apply_async()
-        check_answer("chain", result.get(timeout=COLLECT_TIMEOUT), links)
+        check_answer("chain", collect("chain", result, timeout), links)
 
     def purge(self) -> None:
         self._redis().flushall()
