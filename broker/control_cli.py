@@ -24,7 +24,7 @@ RET_OK = 0
 RET_NO_REPLY = 1
 
 INSPECT = ("ping", "active", "reserved", "scheduled", "registered", "stats", "active_queues")
-CONTROL = ("shutdown", "pool-grow", "pool-shrink", "revoke")
+CONTROL = ("shutdown", "pool-grow", "pool-shrink", "revoke", "rate-limit")
 # The one content type shown decoded (the broker never decodes arguments; this CLI shows JSON).
 _JSON = "application/json"
 # Added to the gathering timeout for the call's own deadline.
@@ -49,11 +49,19 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     inspect.add_argument("what", choices=INSPECT)
     control = commands.add_parser(
-        "control", parents=[common, targets], help="shut workers down, resize pools, revoke"
+        "control",
+        parents=[common, targets],
+        help="shut workers down, resize pools, revoke, override a task's rate limit",
     )
     control.add_argument("action", choices=CONTROL)
     control.add_argument(
-        "arguments", nargs="*", help="pool-grow/pool-shrink: N (default 1); revoke: task ids"
+        "arguments",
+        nargs="*",
+        help="pool-grow/pool-shrink: N (default 1); revoke: task ids; rate-limit: TASK RATE "
+        "('10/m', '5/s', '0' for none) or TASK --reset",
+    )
+    control.add_argument(
+        "--reset", action="store_true", help="rate-limit: drop the override (workers' rate again)"
     )
     control.add_argument("--terminate", action="store_true", help="revoke: kill running tasks")
     control.add_argument(
@@ -68,6 +76,8 @@ def run(channel: grpc.Channel, args: argparse.Namespace) -> int:
     destination = [w for item in args.destination for w in item.split(",") if w]
     if args.command == "control" and args.action == "revoke":
         return _revoke(channel, args)
+    if args.command == "control" and args.action == "rate-limit":
+        return _rate_limit(channel, args)
     if args.command == "inspect":
         command = args.what
         count = 0
@@ -133,6 +143,38 @@ def _revoke(channel: grpc.Channel, args: argparse.Namespace) -> int:
     else:
         for task_id, name in outcomes.items():
             print(f"{task_id}: {name}")
+    return RET_OK
+
+
+def _rate_limit(channel: grpc.Channel, args: argparse.Namespace) -> int:
+    """Override a task's global rate limit at the broker (or drop the override)."""
+    expected = 1 if args.reset else 2
+    if len(args.arguments) != expected:
+        return usage_error(
+            "control rate-limit needs TASK RATE, or TASK --reset"
+            if not args.reset
+            else "control rate-limit --reset takes only TASK"
+        )
+    request = admin_pb2.SetRateLimitRequest(
+        task_name=args.arguments[0],
+        rate_limit="" if args.reset else args.arguments[1],
+        reset=args.reset,
+    )
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    response = stub.SetRateLimit(request, timeout=_CALL_MARGIN)
+    state = {
+        "task": request.task_name,
+        "per_second": response.per_second,
+        "declared_per_second": response.declared_per_second,
+        "overridden": response.overridden,
+    }
+    if args.json:
+        print(_json(state))
+    else:
+        now = f"{response.per_second:g}/s" if response.per_second else "no limit"
+        declared = f"{response.declared_per_second:g}/s" if response.declared_per_second else "none"
+        source = "override" if response.overridden else "as the workers declare it"
+        print(f"{request.task_name}: {now} ({source}; declared by workers: {declared})")
     return RET_OK
 
 

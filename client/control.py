@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import control_replies
+from celeriac.rates import InvalidRate, parse_rate, rate_text
+from celeriac.v1 import admin_pb2
 from client import serialization
+from client.errors import InvalidTaskSpec
 
 if TYPE_CHECKING:
-    from celeriac.v1 import admin_pb2
     from client.app import Celeriac
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ _BROADCAST_ARGUMENTS = {
     "pool_grow": {"n"},
     "pool_shrink": {"n"},
     "revoke": {"task_id", "terminate", "signal", "reason"},
+    "rate_limit": {"task_name", "rate_limit"},
 }
 _INSPECT_COMMANDS = ("active", "reserved", "scheduled", "registered", "stats", "active_queues")
 
@@ -86,6 +89,51 @@ class Control:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         return self._app.transport.revoke(ids, terminate, reason) if ids else []
 
+    def rate_limit(
+        self,
+        task_name: str,
+        rate_limit: str | float | None,
+        destination: Destination = None,
+        reply: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> list[dict[str, Any]] | None:
+        """Override ``task_name``'s global rate limit at the broker, as Celery's command.
+
+        The broker holds the limit for all workers together, so there is no destination: the
+        override wins over the rate the workers declare until ``reset_rate_limit``, and is
+        journaled (it outlives a broker restart). ``0`` or None lifts the limit.
+
+        Returns:
+            With ``reply=True``, ``[{"broker": {"ok": "new rate limit set successfully"}}]``
+            (Celery's shape, keyed by the one place that holds the limit); otherwise None.
+
+        Raises:
+            ValueError: A destination was given (a global limit is not set per worker).
+            InvalidTaskSpec: ``rate_limit`` is not one of Celery's forms.
+        """
+        del timeout  # a broker call, not a gathering of replies
+        if destination:
+            raise ValueError(
+                "rate_limit holds across every worker at the broker: it takes no destination"
+            )
+        try:
+            text = rate_text(rate_limit)
+            parse_rate(rate_limit)
+        except InvalidRate as error:
+            raise InvalidTaskSpec(str(error)) from None
+        request = admin_pb2.SetRateLimitRequest(task_name=task_name, rate_limit=text)
+        self._app.transport.set_rate_limit(request)
+        return [{BROKER_KEY: {"ok": "new rate limit set successfully"}}] if reply else None
+
+    def reset_rate_limit(self, task_name: str) -> float:
+        """Drop ``task_name``'s override: the rate its workers declare applies again.
+
+        Returns:
+            The rate now in force, in tasks per second (0.0: no limit).
+        """
+        request = admin_pb2.SetRateLimitRequest(task_name=task_name, reset=True)
+        return self._app.transport.set_rate_limit(request).per_second
+
     def ping(
         self, destination: Destination = None, timeout: float = DEFAULT_TIMEOUT
     ) -> list[dict[str, Any]]:
@@ -132,8 +180,8 @@ class Control:
     ) -> list[dict[str, Any]] | None:
         """Send a control command by name, as Celery's ``broadcast``.
 
-        Known commands: ping, shutdown, pool_grow, pool_shrink, revoke, and the inspect ones
-        (active, reserved, scheduled, registered, stats, active_queues).
+        Known commands: ping, shutdown, pool_grow, pool_shrink, revoke, rate_limit, and the
+        inspect ones (active, reserved, scheduled, registered, stats, active_queues).
 
         Returns:
             With ``reply=True``, one ``{worker: reply}`` dict per worker that answered in time;
@@ -157,6 +205,8 @@ class Control:
         if command == "revoke":
             self.revoke(**arguments)
             return None
+        if command == "rate_limit":
+            return self.rate_limit(**arguments, destination=destination, reply=reply)
         count = int(arguments.get("n", 0))
         if command.startswith("pool_") and count < 1:
             raise ValueError(f"{command} needs n >= 1, got {count}")

@@ -221,15 +221,23 @@ class Transport:
         self, request: admin_pb2.ControlWorkersRequest, wait: float
     ) -> admin_pb2.ControlWorkersResponse:
         """Inspect or control workers (AdminService; admin role), gathering for ``wait`` s."""
+        return self._invoke(
+            "ControlWorkers", lambda _, t: self._admin().ControlWorkers(request, timeout=t), wait
+        )
 
-        def call(_: object, timeout: float) -> admin_pb2.ControlWorkersResponse:
-            channel = self._channel
-            if channel is None:  # closed by another thread since the stub was ready
-                raise BrokerUnavailable("the client was closed")
-            admin = admin_pb2_grpc.AdminServiceStub(channel)
-            return admin.ControlWorkers(request, timeout=timeout)
+    def set_rate_limit(
+        self, request: admin_pb2.SetRateLimitRequest
+    ) -> admin_pb2.SetRateLimitResponse:
+        """Override a task's global rate limit at the broker (AdminService; admin role)."""
+        return self._invoke(
+            "SetRateLimit", lambda _, t: self._admin().SetRateLimit(request, timeout=t)
+        )
 
-        return self._invoke("ControlWorkers", call, wait)
+    def _admin(self) -> admin_pb2_grpc.AdminServiceStub:
+        channel = self._channel
+        if channel is None:  # closed by another thread since the stub was ready
+            raise BrokerUnavailable("the client was closed")
+        return admin_pb2_grpc.AdminServiceStub(channel)
 
     def _forget(self, task_ids: Sequence[str]) -> int:
         request = client_pb2.ForgetRequest(task_ids=task_ids)

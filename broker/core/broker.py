@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 
@@ -24,6 +25,7 @@ from broker.core.model import (
     DependencyMode,
     Phase,
     QueueStats,
+    RateLimit,
     RevokeOutcome,
     SubmitResult,
     TaskError,
@@ -225,6 +227,36 @@ class Broker:
                 raise error.prefixed(f"periodic task {spec.name[:140]!r}: ") from None
         for spec in specs:
             self.periodic.upsert(spec)
+
+    def set_rate_limit(self, task_name: str, per_second: float | None) -> RateLimit:
+        """An operator's override of a task's global rate limit (None: drop the override).
+
+        The override wins over the rates workers declare in their hellos until it is reset,
+        and is journaled, so it holds across restarts.
+
+        Raises:
+            InvalidArgument: The name is malformed, or the rate is negative or not finite.
+        """
+        check_name(task_name, "SetRateLimitRequest.task_name")
+        if per_second is not None and not (math.isfinite(per_second) and per_second >= 0):
+            raise InvalidArgument(f"a rate limit is tasks per second >= 0, got {per_second}")
+        self.restore_rate_limit(task_name, per_second)
+        self.lifecycle.note_rate_override(task_name, per_second)
+        self._dispatcher.pump()  # a raised or lifted limit releases parked tasks now
+        return self.rate_limit(task_name)
+
+    def rate_limit(self, task_name: str) -> RateLimit:
+        """Task ``task_name``'s global rate limit as it stands."""
+        gates = self.lifecycle.gates
+        return RateLimit(
+            gates.rate_of(task_name),
+            gates.declared_rates.get(task_name, 0.0),
+            task_name in gates.rate_overrides,
+        )
+
+    def restore_rate_limit(self, task_name: str, per_second: float | None) -> None:
+        """Apply a rate override as the journal recorded it (nothing is noted)."""
+        self.lifecycle.gates.override_rate(task_name, per_second)
 
     # -- recovery ----------------------------------------------------------------------------
 

@@ -145,6 +145,10 @@ class Gates:
         self._timers = timers
         self._reopen = reopen
         self.rates: dict[str, RateGate] = {}
+        # Rates as workers declare them (the latest hello wins), and an operator's overrides
+        # (app.control.rate_limit), which win over them until reset.
+        self.declared_rates: dict[str, float] = {}
+        self.rate_overrides: dict[str, float] = {}
         self.slots: dict[str, SlotGate] = {}
         # True once any gate exists: the dispatcher's hot path asks nothing more until then.
         self.active = False
@@ -162,7 +166,22 @@ class Gates:
         self.budget = budget
         self.active = True
 
-    def set_rate(self, name: str, per_second: float) -> None:
+    def declare_rate(self, name: str, per_second: float) -> None:
+        """A worker declares task ``name``'s limit (0: none); an override still wins."""
+        self.declared_rates[name] = per_second
+        if name not in self.rate_overrides:
+            self._set_rate(name, per_second)
+
+    def override_rate(self, name: str, per_second: float | None) -> None:
+        """An operator's limit for task ``name`` (0: none), or None to drop the override."""
+        if per_second is None:
+            self.rate_overrides.pop(name, None)
+            self._set_rate(name, self.declared_rates.get(name, 0.0))
+        else:
+            self.rate_overrides[name] = per_second
+            self._set_rate(name, per_second)
+
+    def _set_rate(self, name: str, per_second: float) -> None:
         """Limit task ``name`` to ``per_second`` across all workers (0: no limit)."""
         gate = self.rates.get(name)
         if gate is not None and gate.per_second == per_second:

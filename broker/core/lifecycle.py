@@ -80,6 +80,8 @@ class Lifecycle:
         self.periodic_changes: dict[str, PeriodicEntry | None] | None = None
         # Note STARTED acks and custom states too (brokers sharing a database read them).
         self.share_running = False
+        # Task name -> an operator's rate-limit override, or None once reset (journaled too).
+        self.rate_changes: dict[str, float | None] | None = None
         self._seq_back = 0
         self._seq_front = 0
         self._scheduled: Counter[str] = Counter()
@@ -158,6 +160,7 @@ class Lifecycle:
         if self.changes is None:
             self.changes = {}
             self.periodic_changes = {}
+            self.rate_changes = {}
 
     def take_changes(self) -> dict[str, TaskRecord | None]:
         """The changes noted since the last call, and a fresh map for the next ones."""
@@ -176,6 +179,18 @@ class Lifecycle:
         changes = self.periodic_changes or {}
         if self.periodic_changes is not None:
             self.periodic_changes = {}
+        return changes
+
+    def note_rate_override(self, name: str, per_second: float | None) -> None:
+        """Note an operator's rate-limit override of task ``name`` (None: reset)."""
+        if self.rate_changes is not None:
+            self.rate_changes[name] = per_second
+
+    def take_rate_changes(self) -> dict[str, float | None]:
+        """The rate overrides noted since the last call, and a fresh map for the next ones."""
+        changes = self.rate_changes or {}
+        if self.rate_changes is not None:
+            self.rate_changes = {}
         return changes
 
     # -- transitions -------------------------------------------------------------------------

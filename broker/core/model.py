@@ -333,6 +333,15 @@ class QueueStats:
     consumers: int
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A task's global rate limit: in force, as workers declare it, and whether overridden."""
+
+    per_second: float  # 0: no limit
+    declared_per_second: float
+    overridden: bool
+
+
 @dataclass(slots=True)
 class Cancel:
     """Leases a worker must stop running."""

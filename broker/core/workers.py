@@ -87,7 +87,7 @@ class WorkerSessions:
         self._fence(hello.worker_id)
         for name, per_second in hello.rate_limits:
             # The latest hello wins: a redeployed worker brings its tasks' current limits.
-            self._lifecycle.gates.set_rate(name, per_second)
+            self._lifecycle.gates.declare_rate(name, per_second)
         clock = self._lifecycle.clock
         session = Session(uuid.uuid4().hex, hello, clock.time(), clock.monotonic())
         kept = self._reclaim(session, hello.held_lease_ids)

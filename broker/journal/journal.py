@@ -41,11 +41,14 @@ from broker.core.periodic import PeriodicEntry
 from broker.errors import BrokerError, JournalUnavailable
 from broker.journal.rows import (
     STATE_PERIODIC,
+    STATE_RATE,
     Batch,
     Decoder,
     decode_periodic,
+    decode_rate,
     encode,
     encode_periodic,
+    encode_rate,
 )
 from broker.journal.store import Store
 
@@ -134,6 +137,7 @@ class Journal:
         self._closed = False
         # The periodic changes of the batch being written (put back if its write fails).
         self._periodic_writing: dict[str, PeriodicEntry | None] = {}
+        self._rates_writing: dict[str, float | None] = {}
 
     def recover(self) -> Recovered:
         """Load every row into the core, then start noting changes. Call once, before serving."""
@@ -159,6 +163,8 @@ class Journal:
         for key, value in self._store.load_state():
             if key.startswith(STATE_PERIODIC):
                 self._broker.periodic.restore(decode_periodic(value))
+            elif key.startswith(STATE_RATE):
+                self._broker.restore_rate_limit(key.removeprefix(STATE_RATE), decode_rate(value))
         self._lifecycle.track_changes()
         self._arm_tick()
         return Recovered(
@@ -209,12 +215,16 @@ class Journal:
             return
         changes = self._lifecycle.take_changes()
         periodic = self._lifecycle.take_periodic_changes()
-        if not changes and not periodic:
+        rates = self._lifecycle.take_rate_changes()
+        if not changes and not periodic and not rates:
             return
         batch = self._encode(changes)
         for name, entry in periodic.items():
             batch.state[STATE_PERIODIC + name] = None if entry is None else encode_periodic(entry)
+        for name, rate in rates.items():
+            batch.state[STATE_RATE + name] = None if rate is None else encode_rate(rate)
         self._periodic_writing = periodic  # given back if the write fails
+        self._rates_writing = rates
         group = self._next or _Group()
         self._next = None
         self._writing = group
@@ -242,7 +252,8 @@ class Journal:
 
     def _target(self) -> _Group | None:
         """The group whose batch will hold every change made so far (None: all written)."""
-        if self._lifecycle.changes or self._lifecycle.periodic_changes:
+        lifecycle = self._lifecycle
+        if lifecycle.changes or lifecycle.periodic_changes or lifecycle.rate_changes:
             if self._next is None:
                 self._next = _Group()
             return self._next
@@ -319,7 +330,7 @@ class Journal:
             _resolve(group, None)
         else:
             self._give_back(changes, batch)
-            self._give_back_periodic(self._periodic_writing)
+            self._give_back_state(self._periodic_writing, self._rates_writing)
             if self._failed is None:
                 logger.error(
                     "journal write failed, refusing new work until a write succeeds: %s", problem
@@ -349,11 +360,17 @@ class Journal:
         for task_id, record in changes.items():
             pending.setdefault(task_id, record)
 
-    def _give_back_periodic(self, periodic: dict[str, PeriodicEntry | None]) -> None:
-        pending = self._lifecycle.periodic_changes
-        if pending is not None:
+    def _give_back_state(
+        self, periodic: dict[str, PeriodicEntry | None], rates: dict[str, float | None]
+    ) -> None:
+        """Put a failed batch's periodic entries and rate overrides back (newer notes win)."""
+        lifecycle = self._lifecycle
+        if lifecycle.periodic_changes is not None:
             for name, entry in periodic.items():
-                pending.setdefault(name, entry)
+                lifecycle.periodic_changes.setdefault(name, entry)
+        if lifecycle.rate_changes is not None:
+            for name, rate in rates.items():
+                lifecycle.rate_changes.setdefault(name, rate)
 
     def _retry_write(self) -> None:
         self._retry = None

@@ -386,3 +386,28 @@ def decode_periodic(text: str) -> PeriodicEntry:
         )
     except Exception as problem:
         raise ValueError(f"periodic entry: undecodable row ({problem})") from None
+
+
+# Key prefix of an operator's rate-limit override (app.control.rate_limit); the rest is the
+# task's name. The value is the override in tasks per second (0: no limit).
+STATE_RATE = "rate-limit/"
+
+
+def encode_rate(per_second: float) -> str:
+    """A rate-limit override's row."""
+    return _dumps({"per_second": per_second})
+
+
+def decode_rate(text: str) -> float:
+    """Read a rate-limit override's row.
+
+    Raises:
+        ValueError: The row does not decode (a corrupt or foreign file).
+    """
+    try:
+        per_second = float(json.loads(text)["per_second"])
+    except Exception as problem:
+        raise ValueError(f"rate-limit override: undecodable row ({problem})") from None
+    if not per_second >= 0:
+        raise ValueError(f"rate-limit override: undecodable row (rate {per_second})")
+    return per_second

@@ -154,6 +154,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         await self._runtime.durable()
         return admin_pb2.RemovePeriodicTaskResponse(removed=removed)
 
+    @translate_errors
+    async def SetRateLimit(
+        self,
+        request: admin_pb2.SetRateLimitRequest,
+        context: Context[admin_pb2.SetRateLimitRequest, admin_pb2.SetRateLimitResponse],
+    ) -> admin_pb2.SetRateLimitResponse:
+        """Override a task's global rate limit, or drop the override; answered once journaled."""
+        per_second = None if request.reset else codec.rate_override_from_pb(request.rate_limit)
+        limit = self._core.set_rate_limit(request.task_name, per_second)
+        self._runtime.changed()
+        await self._runtime.durable()
+        return admin_pb2.SetRateLimitResponse(
+            per_second=limit.per_second,
+            declared_per_second=limit.declared_per_second,
+            overridden=limit.overridden,
+        )
+
     async def Events(
         self,
         request: admin_pb2.EventsRequest,

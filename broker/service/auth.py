@@ -54,6 +54,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ADMIN + "PurgeQueue": frozenset({ADMIN}),
     _ADMIN + "ListPeriodicTasks": frozenset({MONITOR, ADMIN}),
     _ADMIN + "RemovePeriodicTask": frozenset({ADMIN}),
+    _ADMIN + "SetRateLimit": frozenset({ADMIN}),
     _ADMIN + "Events": frozenset({MONITOR, ADMIN}),
     # Admin only, inspect included: the same call shuts workers down and resizes their pools.
     _ADMIN + "ControlWorkers": frozenset({ADMIN}),

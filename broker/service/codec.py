@@ -310,6 +310,14 @@ def periodic_to_pb(entry: PeriodicEntry) -> tasks_pb2.PeriodicTask:
     return message
 
 
+def rate_override_from_pb(rate: str) -> float:
+    """Read SetRateLimitRequest.rate_limit (Celery's forms); raises InvalidArgument."""
+    try:
+        return parse_rate(rate)
+    except InvalidRate as problem:
+        raise InvalidArgument(f"SetRateLimitRequest.rate_limit: {problem}") from None
+
+
 def _rate_from_pb(name: str, rate: str) -> tuple[str, float]:
     try:
         return name, parse_rate(rate)

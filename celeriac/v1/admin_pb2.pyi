@@ -670,3 +670,61 @@ class RemovePeriodicTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemovePeriodicTaskResponse: _TypeAlias = RemovePeriodicTaskResponse  # noqa: Y015
+
+@_typing.final
+class SetRateLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
+    task_name: _builtins.str
+    """The task's name. Required."""
+    rate_limit: _builtins.str
+    """Celery's form: "10/s", "10/m", "10/h" or a plain number per second; "0" or empty: no
+    limit (an override too: it lifts the limit the workers declare). Unused with reset.
+    """
+    reset: _builtins.bool
+    """Drop the override: the rate the workers declare applies again."""
+    def __init__(
+        self,
+        *,
+        task_name: _builtins.str = ...,
+        rate_limit: _builtins.str = ...,
+        reset: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit", "reset", b"reset", "task_name", b"task_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateLimitRequest: _TypeAlias = SetRateLimitRequest  # noqa: Y015
+
+@_typing.final
+class SetRateLimitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PER_SECOND_FIELD_NUMBER: _builtins.int
+    DECLARED_PER_SECOND_FIELD_NUMBER: _builtins.int
+    OVERRIDDEN_FIELD_NUMBER: _builtins.int
+    per_second: _builtins.float
+    """Tasks per second the broker now allows the task across all workers; 0: no limit."""
+    declared_per_second: _builtins.float
+    """The rate the workers declare for it (0: none), which applies when there is no override."""
+    overridden: _builtins.bool
+    """Whether an override is in force."""
+    def __init__(
+        self,
+        *,
+        per_second: _builtins.float = ...,
+        declared_per_second: _builtins.float = ...,
+        overridden: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["declared_per_second", b"declared_per_second", "overridden", b"overridden", "per_second", b"per_second"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateLimitResponse: _TypeAlias = SetRateLimitResponse  # noqa: Y015

@@ -84,6 +84,11 @@ class AdminServiceStub:
                 request_serializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersRequest.SerializeToString,
                 response_deserializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersResponse.FromString,
                 _registered_method=True)
+        self.SetRateLimit = channel.unary_unary(
+                '/celeriac.v1.AdminService/SetRateLimit',
+                request_serializer=celeriac_dot_v1_dot_admin__pb2.SetRateLimitRequest.SerializeToString,
+                response_deserializer=celeriac_dot_v1_dot_admin__pb2.SetRateLimitResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -166,6 +171,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRateLimit(self, request, context):
+        """Override a task's global rate limit (Celery's app.control.rate_limit), or drop the
+        override. The override wins over the rates workers declare in their hello and is journaled,
+        so it outlives a restart. Refusals: INVALID_ARGUMENT for a malformed name or rate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +232,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ControlWorkers,
                     request_deserializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersRequest.FromString,
                     response_serializer=celeriac_dot_v1_dot_admin__pb2.ControlWorkersResponse.SerializeToString,
+            ),
+            'SetRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRateLimit,
+                    request_deserializer=celeriac_dot_v1_dot_admin__pb2.SetRateLimitRequest.FromString,
+                    response_serializer=celeriac_dot_v1_dot_admin__pb2.SetRateLimitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +509,33 @@ class AdminService:
             '/celeriac.v1.AdminService/ControlWorkers',
             celeriac_dot_v1_dot_admin__pb2.ControlWorkersRequest.SerializeToString,
             celeriac_dot_v1_dot_admin__pb2.ControlWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/celeriac.v1.AdminService/SetRateLimit',
+            celeriac_dot_v1_dot_admin__pb2.SetRateLimitRequest.SerializeToString,
+            celeriac_dot_v1_dot_admin__pb2.SetRateLimitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,11 @@ class AdminServiceStub:
     that did not answer. SCHEDULED is answered by the broker itself. A worker built before
     WorkerControl existed ignores it, so it is listed in ControlWorkersResponse.missing.
     """
+    SetRateLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetRateLimitRequest, _admin_pb2.SetRateLimitResponse]
+    """Override a task's global rate limit (Celery's app.control.rate_limit), or drop the
+    override. The override wins over the rates workers declare in their hello and is journaled,
+    so it outlives a restart. Refusals: INVALID_ARGUMENT for a malformed name or rate.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -92,6 +97,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     worker answered or the timeout passed, then answers with whatever arrived and the workers
     that did not answer. SCHEDULED is answered by the broker itself. A worker built before
     WorkerControl existed ignores it, so it is listed in ControlWorkersResponse.missing.
+    """
+    SetRateLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetRateLimitRequest, _admin_pb2.SetRateLimitResponse]  # type: ignore[assignment]
+    """Override a task's global rate limit (Celery's app.control.rate_limit), or drop the
+    override. The override wins over the rates workers declare in their hello and is journaled,
+    so it outlives a restart. Refusals: INVALID_ARGUMENT for a malformed name or rate.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +192,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         worker answered or the timeout passed, then answers with whatever arrived and the workers
         that did not answer. SCHEDULED is answered by the broker itself. A worker built before
         WorkerControl existed ignores it, so it is listed in ControlWorkersResponse.missing.
+        """
+
+    @_abc_1.abstractmethod
+    def SetRateLimit(
+        self,
+        request: _admin_pb2.SetRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetRateLimitResponse, _abc.Awaitable[_admin_pb2.SetRateLimitResponse]]:
+        """Override a task's global rate limit (Celery's app.control.rate_limit), or drop the
+        override. The override wins over the rates workers declare in their hello and is journaled,
+        so it outlives a restart. Refusals: INVALID_ARGUMENT for a malformed name or rate.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -56,6 +56,7 @@ EXPECTED: dict[str, set[str]] = {
     "celeriac.v1.AdminService/ControlWorkers": set(),
     "celeriac.v1.AdminService/ListPeriodicTasks": set(),
     "celeriac.v1.AdminService/RemovePeriodicTask": set(),
+    "celeriac.v1.AdminService/SetRateLimit": set(),
 }
 SERVICES = (
     client_pb2.DESCRIPTOR.services_by_name["TaskService"],

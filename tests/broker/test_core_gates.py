@@ -7,7 +7,8 @@ import pytest
 from broker.core.broker import Broker
 from broker.core.model import Hello, Phase, TaskState
 from broker.core.sessions import Session
-from broker.journal.rows import StoredTask, decode, encode
+from broker.errors import InvalidArgument
+from broker.journal.rows import StoredTask, decode, decode_rate, encode, encode_rate
 from tests.broker.core_support import (
     advance,
     connect,
@@ -110,6 +111,47 @@ def test_the_latest_hello_wins_and_a_hello_that_does_not_name_a_task_keeps_its_l
         core.submit(spec(task_id=f"t{i}"))
     grant(core, session, 10)
     assert len(taken(session)) == 3
+
+
+def test_an_operators_override_wins_over_every_hello_until_it_is_reset() -> None:
+    core, _ = make_broker()
+    core.lifecycle.track_changes()  # as with a journal attached
+    session = limited(core, "tasks.add", 1.0)
+    for i in range(3):
+        core.submit(spec(task_id=f"t{i}"))
+    grant(core, session, 10)
+    assert ids(session) == ["t0"]  # the others are parked behind the 1/s gate
+    state = core.set_rate_limit("tasks.add", 0.0)  # lifted: the parked tasks go at once
+    assert (state.per_second, state.declared_per_second, state.overridden) == (0.0, 1.0, True)
+    assert ids(session) == ["t1", "t2"]
+    assert core.lifecycle.take_rate_changes() == {"tasks.add": 0.0}
+    limited(core, "tasks.add", 5.0, "w2")  # a later hello only changes the declared rate
+    assert core.rate_limit("tasks.add").per_second == 0.0
+    core.set_rate_limit("tasks.add", 2.0)
+    assert core.rate_limit("tasks.add").per_second == 2.0
+    state = core.set_rate_limit("tasks.add", None)
+    assert (state.per_second, state.declared_per_second, state.overridden) == (5.0, 5.0, False)
+    assert core.lifecycle.take_rate_changes() == {"tasks.add": None}
+    # A task no worker declares: reset means no limit.
+    core.set_rate_limit("tasks.other", 3.0)
+    assert core.set_rate_limit("tasks.other", None).per_second == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_negative_or_infinite_override_is_refused(bad: float) -> None:
+    core, _ = make_broker()
+    with pytest.raises(InvalidArgument, match="tasks per second >= 0"):
+        core.set_rate_limit("tasks.add", bad)
+    with pytest.raises(InvalidArgument, match="task_name"):
+        core.set_rate_limit("", 1.0)
+    assert core.rate_limit("tasks.add").overridden is False
+
+
+def test_an_override_row_reads_back_and_a_corrupt_one_is_named() -> None:
+    assert decode_rate(encode_rate(0.25)) == 0.25
+    for corrupt in ("{}", '{"per_second": -1}', "not json"):
+        with pytest.raises(ValueError, match="rate-limit override: undecodable row"):
+            decode_rate(corrupt)
 
 
 def test_removing_a_limit_releases_the_parked_tasks_in_order() -> None:

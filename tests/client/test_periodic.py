@@ -117,7 +117,7 @@ def test_crontabs_are_read_in_the_apps_time_zone_as_celery_reads_them(
     assert entries_of(app)[0].timezone == "America/New_York"
     # A machine whose zone has no name (no TZ, a copied /etc/localtime) is told what to set.
     monkeypatch.setattr("client.periodic._local_zone_name", lambda: None)
-    with pytest.raises(InvalidTaskSpec, match="set app.conf.timezone"):
+    with pytest.raises(InvalidTaskSpec, match=r"set app\.conf\.timezone"):
         entries_of(app)
     with pytest.raises(ConfigurationError, match="not a known IANA time zone"):
         app.conf.timezone = "Europe/Atlantis"

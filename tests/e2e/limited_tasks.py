@@ -19,6 +19,12 @@ def stamped() -> tuple[float, int]:
     return time.time(), os.getpid()
 
 
+@app.task(rate_limit="1/m")
+def trickle() -> float:
+    """Under a limit too slow for a test to wait out, unless an operator overrides it."""
+    return time.time()
+
+
 @app.task(concurrency_limit=1)
 def exclusive(hold: float) -> tuple[float, float, int]:
     """Runs ``hold`` seconds; returns when it started and ended, and its worker's pid."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from client import Celeriac
-from client.errors import PermissionDenied, TaskRevokedError
+from client.errors import InvalidTaskSpec, PermissionDenied, TaskRevokedError
 from tests.e2e import controlled_tasks as tasks
 from tests.support import BrokerProcess, WorkerProcess, run_python, wait_until
 
@@ -180,8 +180,12 @@ def test_bad_arguments_are_refused_before_anything_is_sent() -> None:
         app.control.revoke("some-id", terminate=True, signal="SIGNOPE")
     with pytest.raises(ValueError, match="timeout must be over 0 and at most 60 s"):
         app.control.inspect(timeout=61)
-    with pytest.raises(ValueError, match="unknown control command 'rate_limit'"):
-        app.control.broadcast("rate_limit", {"task_name": "x", "rate_limit": "1/s"})
+    with pytest.raises(ValueError, match="unknown control command 'add_consumer'"):
+        app.control.broadcast("add_consumer", {"queue": "x"})
+    with pytest.raises(ValueError, match="takes no destination"):
+        app.control.rate_limit("x", "1/s", destination=["w1"])
+    with pytest.raises(InvalidTaskSpec, match="'often' is not 'N/s'"):
+        app.control.broadcast("rate_limit", {"task_name": "x", "rate_limit": "often"})
     with pytest.raises(ValueError, match="pool_grow does not take"):
         app.control.broadcast("pool_grow", {"count": 2})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from client import Celeriac, group
 from tests.e2e import limited_tasks
 from tests.e2e.limited_tasks import RATE
-from tests.support import BrokerProcess, WorkerProcess
+from tests.support import BrokerProcess, WorkerProcess, run_python
 
 StartWorker = Callable[..., WorkerProcess]
 TASKS = "tests.e2e.limited_tasks"
@@ -78,3 +79,48 @@ def test_a_key_held_on_one_worker_keeps_an_idle_one_waiting_until_the_holder_die
     assert second_pid == idle.process.pid
     assert second_started > third_started
     assert first.get(timeout=20) == idle.process.pid  # redelivered, after the kill
+
+
+def test_an_operators_override_wins_over_the_declared_limit_and_outlives_a_kill_9(
+    tmp_path: Path,
+) -> None:
+    data_dir = str(tmp_path / "data")
+    broker = BrokerProcess("--data-dir", data_dir)
+    port = int(broker.address.rsplit(":", 1)[1])
+    worker = WorkerProcess(broker.address, TASKS, "--pool", "thread", "--concurrency", "4")
+    client_app = Celeriac("override-client", broker=broker.address, connect_timeout=10)
+    limited_tasks.app.conf = client_app.conf
+    trickle = limited_tasks.trickle
+    try:
+        # Declared at 1/m: four runs would take three minutes. Lifted by the operator, at once.
+        reply = limited_tasks.app.control.rate_limit(trickle.name, "0", reply=True)
+        assert reply == [{"broker": {"ok": "new rate limit set successfully"}}]
+        group(trickle.s() for _ in range(4)).apply_async().get(timeout=20)
+        # Journaled: after a kill -9 it still wins over the worker's re-declared 1/m.
+        broker.stop_hard()
+        mark = worker.line_count()
+        broker = BrokerProcess("--data-dir", data_dir, port=port)
+        worker.wait_for_line("worker reconnected", start=mark)
+        group(trickle.s() for _ in range(4)).apply_async().get(timeout=20)
+        reset = run_python(
+            "-m", "broker", "control", "rate-limit", trickle.name, "--reset", "--json",
+            "--broker", broker.address,
+        )  # fmt: skip
+        assert reset.returncode == 0, reset.stderr
+        state = json.loads(reset.stdout)
+        assert state == {
+            "task": trickle.name,
+            "per_second": 1 / 60,
+            "declared_per_second": 1 / 60,
+            "overridden": False,
+        }
+        bad = run_python(
+            "-m", "broker", "control", "rate-limit", trickle.name, "ten/m",
+            "--broker", broker.address,
+        )  # fmt: skip
+        assert bad.returncode != 0 and "'ten/m' is not 'N/s'" in bad.stderr, bad.stderr
+    finally:
+        limited_tasks.app.close()
+        client_app.close()
+        worker.stop()
+        broker.stop()
