@@ -28,6 +28,11 @@ are skipped and counted in a WARNING and in the run's ``celeriac-periodic-missed
 (Celery's beat also runs an overdue entry once). A run's ``expires`` counts from its tick, not
 from when it was sent, so an entry with ``expires`` never runs a catch-up staler than that: it
 ends REVOKED (expired) instead.
+
+A run the broker refuses for a passing reason (a limit such as ``max_queued`` is reached) is
+not dropped: the tick stays owed and is tried again every ``RETRY_REFUSED`` seconds, as a
+catch-up once later ticks are due too. A run refused for good (its template no longer passes
+the broker's checks) counts as done, with a WARNING, so one bad entry cannot spin.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from croniter import croniter
 from broker.clock import Clock
 from broker.core.model import SubmitResult, TaskSpec
 from broker.core.timers import Timer, TimerHeap
-from broker.errors import BrokerError, InvalidArgument
+from broker.errors import BrokerError, InvalidArgument, LimitExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,8 @@ ENTRY_HEADER = "celeriac-periodic"
 TICK_HEADER = "celeriac-periodic-tick"
 MISSED_HEADER = "celeriac-periodic-missed"
 MIN_INTERVAL = 0.01
+# Seconds before a run refused for a passing reason (a full broker) is tried again.
+RETRY_REFUSED = 1.0
 # Missed cron ticks are counted one by one up to this many (a year of minutes is 525,600).
 _MAX_COUNTED = 100_000
 _RUN_IDS = uuid.UUID("5b0b7c1e-6d4f-4f8e-9a51-63e1a1e0b7c3")
@@ -314,23 +321,22 @@ class Periodic:
         now = self._clock.time()
         tick, count = entry.spec.ticks_between(entry.done_until, now, entry.anchor)
         if tick is not None:
-            self._run(entry, tick, count - 1)
+            if not self._run(entry, tick, count - 1):
+                # Still owed: the next try sends the latest tick due by then.
+                entry.timer = self._timers.schedule(
+                    self._clock.monotonic() + RETRY_REFUSED, lambda: self._due(entry)
+                )
+                return
             entry.done_until = entry.last_run = tick
             self._note(entry.spec.name, entry)
         self._arm(entry)
 
-    def _run(self, entry: PeriodicEntry, tick: float, missed: int) -> None:
+    def _run(self, entry: PeriodicEntry, tick: float, missed: int) -> bool:
+        """Submit the run of ``tick``; False when it was refused for now and is still owed."""
         spec = entry.spec
         headers = {**spec.template.headers, ENTRY_HEADER: spec.name, TICK_HEADER: _shown(tick)}
         if missed:
             headers[MISSED_HEADER] = str(missed)
-            logger.warning(
-                "periodic task %s missed %d tick(s) (the broker was down, or too busy to keep "
-                "time): running the latest (%s) once",
-                spec.name,
-                missed,
-                _shown(tick),
-            )
         run = dataclasses.replace(
             spec.template,
             task_id=run_id(spec.name, tick),
@@ -339,15 +345,32 @@ class Periodic:
         )
         try:
             submitted = self._submit(run)
+        except LimitExceeded as error:
+            logger.warning(
+                "periodic task %s could not send its %s run yet (retrying in %g s): %s",
+                spec.name,
+                _shown(tick),
+                RETRY_REFUSED,
+                error,
+            )
+            return False
         except BrokerError as error:
-            # The tick is done either way: retrying it later would run it late and bunch runs.
             logger.warning(
                 "periodic task %s skipped its %s run: %s", spec.name, _shown(tick), error
             )
-            return
+            return True
+        if missed:
+            logger.warning(
+                "periodic task %s missed %d tick(s) (the broker was down, or too busy to keep "
+                "time): running the latest (%s) once",
+                spec.name,
+                missed,
+                _shown(tick),
+            )
         logger.info(
             "periodic task sent name=%s id=%s tick=%s", spec.name, submitted.task_id, _shown(tick)
         )
+        return True
 
 
 def _same_schedule(old: PeriodicSpec, new: PeriodicSpec) -> bool:

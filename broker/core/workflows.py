@@ -77,9 +77,6 @@ class Workflows:
         self._waiting: dict[str, int] = {}
         # Waiting task id -> its depth (1 + its deepest waiting parent's).
         self._depth: dict[str, int] = {}
-        # Tasks finished because a parent failed, while a settling pass runs: their errbacks
-        # do not run (see the module docstring).
-        self._propagated: set[str] = set()
         self._settling: deque[TaskRecord] | None = None
         self._pending_children: dict[str, list[TaskRecord]] = {}
         # Replacement id -> the tasks that replaced themselves by it (Task.replace).
@@ -265,7 +262,7 @@ class Workflows:
         mode = record.spec.dependency_mode
         if mode is DependencyMode.ERRBACK:
             if not pending:
-                if failed is not None and failed.state is TaskState.FAILURE:
+                if failed is not None and _raised(failed):
                     self._complete(record, failed)
                 else:
                     self._drop(record)
@@ -328,7 +325,6 @@ class Workflows:
         finally:
             self._settling = None
             self._pending_children.clear()
-            self._propagated.clear()
 
     def _settle_children(self, parent: TaskRecord, children: list[TaskRecord]) -> None:
         for child in children:
@@ -339,10 +335,7 @@ class Workflows:
         """``parent`` of the waiting ``child`` finished: release, fail, drop or keep waiting."""
         mode = child.spec.dependency_mode
         if mode is DependencyMode.ERRBACK:
-            own_failure = (
-                parent.state is TaskState.FAILURE and parent.task_id not in self._propagated
-            )
-            if own_failure:
+            if _raised(parent):
                 self._complete(child, parent)
             else:
                 self._drop(child)
@@ -392,14 +385,13 @@ class Workflows:
         if len(child.spec.depends_on) > 1 or child.spec.dependency_mode is DependencyMode.RESULTS:
             # A chord body: its own failure, so its errbacks run (Celery's ChordError).
             error = TaskError(
-                "ChordError",
+                _CHORD_ERROR,
                 f"Dependency {parent.task_id} raised {cause.type.rpartition('.')[2]}"
                 f"({cause.message!r})",
                 retryable=False,
             )
             self._lifecycle.finish(child, TaskState.FAILURE, error=error)
             return
-        self._propagated.add(child.task_id)
         self._lifecycle.finish(
             child, parent.state, error=cause, kind=_FINISH_KIND.get(parent.state, _FINISHED)
         )
@@ -412,8 +404,26 @@ class Workflows:
         self._lifecycle.forget(child.task_id)
 
 
+_CHORD_ERROR = "ChordError"
 _FINISHED = EventKind.FINISHED
 _FINISH_KIND = {TaskState.REVOKED: EventKind.REVOKED}
+
+
+def _raised(record: TaskRecord) -> bool:
+    """Whether ``record`` ended FAILURE by its own doing, so that its errbacks run.
+
+    It raised, or it is a chord body a member failed (its ChordError is its own). A task failed
+    because a parent failed never ran (no attempt) and carries the parent's error: the record
+    says so itself, so the answer is the same whenever an errback arrives and after a restart.
+    """
+    if record.state is not TaskState.FAILURE:
+        return False
+    propagated = (
+        record.spec.depends_on
+        and record.attempts == 0
+        and (record.error is None or record.error.type != _CHORD_ERROR)
+    )
+    return not propagated
 
 
 def _outcome(parent: TaskRecord) -> ParentOutcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from broker.core.model import Phase, TaskRecord, TaskState
 from broker.core.periodic import (
     ENTRY_HEADER,
     MISSED_HEADER,
+    RETRY_REFUSED,
     TICK_HEADER,
     PeriodicEntry,
     PeriodicSpec,
@@ -21,7 +23,7 @@ from broker.core.periodic import (
 )
 from broker.errors import InvalidArgument
 from broker.journal.rows import decode_periodic, encode_periodic
-from tests.broker.core_support import CONFIG, advance, spec
+from tests.broker.core_support import CONFIG, advance, connect, outcome, spec, taken
 
 SEVEN_AM = datetime(2026, 12, 3, 7, 0, tzinfo=UTC).timestamp()
 
@@ -122,6 +124,25 @@ def test_declaring_the_same_entry_again_changes_nothing_and_new_arguments_keep_t
     assert len(runs(core)) == 2
     advance(core, clock, 0.1)
     assert len(runs(core)) == 3
+
+
+def test_a_run_refused_by_a_full_broker_stays_owed_and_goes_once_there_is_room() -> None:
+    clock = ManualClock(start_wall=SEVEN_AM - 30)
+    core = Broker(dataclasses.replace(CONFIG, max_queued=1), clock)
+    core.submit(spec("tasks.other", task_id="filler"))
+    core.declare_periodic([every(1.0)])
+    advance(core, clock, 1.0)
+    assert runs(core) == []  # QueueFull: not sent, and not counted as done
+    assert core.periodic.entries["tick"].last_run is None
+    advance(core, clock, RETRY_REFUSED)
+    assert runs(core) == []
+    session = connect(core, credit=1)
+    (filler,) = taken(session)
+    outcome(core, session, filler.lease_id)  # the filler finished: room again
+    advance(core, clock, RETRY_REFUSED)
+    (run,) = runs(core)
+    assert run.spec.headers[MISSED_HEADER] == "2"  # the latest due tick, for all three owed
+    assert core.periodic.entries["tick"].last_run == clock.time()
 
 
 def test_a_removed_entry_stops() -> None:

@@ -313,3 +313,61 @@ def test_a_replacement_another_broker_holds_is_looked_for_and_its_outcome_taken(
 
 
 RESULT5 = Payload("application/json", b"5")
+
+
+def test_revoking_a_queued_chord_member_fails_the_body_with_a_chord_error_and_its_errback() -> None:
+    core, _ = make_broker()
+    core.submit_many(
+        [
+            spec(task_id="m0"),
+            spec(task_id="m1"),
+            spec(task_id="body", depends_on=("m0", "m1"), dependency_mode=DependencyMode.RESULTS),
+            spec(task_id="err", depends_on=("body",), dependency_mode=DependencyMode.ERRBACK),
+        ]
+    )
+    core.revoke(["m1"], terminate=False, reason="not wanted")
+    body = core.get("body")
+    assert body is not None and body.state is TaskState.FAILURE
+    assert body.error is not None and body.error.type == "ChordError"
+    assert "m1" in body.error.message
+    session = connect(core, credit=10)
+    assert sorted(a.record.task_id for a in taken(session)) == ["err", "m0"]
+
+
+def test_a_chain_whose_middle_link_expires_while_waiting_revokes_the_rest() -> None:
+    core, clock = make_broker()
+    specs = _chain(3)
+    specs[1].expires = clock.time() + 5
+    core.submit_many(specs)
+    session = connect(core, credit=10)
+    (first,) = taken(session)
+    advance(core, clock, 6)  # t1 expires while it waits for t0
+    for name in ("t1", "t2"):
+        record = core.get(name)
+        assert record is not None and record.state is TaskState.REVOKED, name
+    outcome(core, session, first.lease_id, result=RESULT)
+    assert taken(session) == [] and core.workflows.waiting == 0
+
+
+def test_an_errback_sent_after_its_link_failed_by_propagation_is_dropped_after_a_restart() -> None:
+    # Celery runs only the errbacks of the task that raised: a link failed by an earlier one
+    # never runs its own, whenever the errback arrives and whatever restarts came between.
+    core, _, rows = _journaled()
+    core.submit_many(_chain(2))
+    session = connect(core, credit=10)
+    (first,) = taken(session)
+    fail(core, session, first.lease_id)
+    errbacks = [
+        spec(task_id=f"e{i}", depends_on=(f"t{i}",), dependency_mode=DependencyMode.ERRBACK)
+        for i in range(2)
+    ]
+    core.submit_many(errbacks)
+    (ran,) = taken(session)
+    assert ran.record.task_id == "e0"
+    assert core.get("e1") is None
+    restarted, _ = rows.restart(1.0)
+    restarted.submit(
+        spec(task_id="late", depends_on=("t1",), dependency_mode=DependencyMode.ERRBACK)
+    )
+    assert restarted.get("late") is None
+    assert restarted.get("t1").state is TaskState.FAILURE  # type: ignore[union-attr]

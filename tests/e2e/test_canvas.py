@@ -54,6 +54,8 @@ def test_a_chord_sums_its_group_once_every_member_finished(worker: WorkerProcess
         [2, 4],
         "tail",
     ]
+    # An empty header, as in Celery: the body runs at once, with no results.
+    assert chord([], t.tsum.s())().get(timeout=20) == 0
 
 
 def test_groups_and_chains_nest_in_any_combination(worker: WorkerProcess) -> None:
