@@ -29,6 +29,16 @@ def _chain(count: int) -> list:  # type: ignore[type-arg]
     return specs
 
 
+def _chord_with_errback() -> list:  # type: ignore[type-arg]
+    """Members m0 and m1, a body gathering them, and an errback of the body."""
+    return [
+        spec(task_id="m0"),
+        spec(task_id="m1"),
+        spec(task_id="body", depends_on=("m0", "m1"), dependency_mode=DependencyMode.RESULTS),
+        spec(task_id="err", depends_on=("body",), dependency_mode=DependencyMode.ERRBACK),
+    ]
+
+
 def test_a_chain_runs_one_link_at_a_time_and_passes_each_result_on() -> None:
     core, _ = make_broker()
     core.submit_many(_chain(3))
@@ -67,14 +77,7 @@ def test_a_chord_body_is_released_by_its_last_member_with_results_in_member_orde
 
 def test_a_failed_chord_member_fails_the_body_with_a_chord_error_and_runs_its_errback() -> None:
     core, _ = make_broker()
-    core.submit_many(
-        [
-            spec(task_id="m0"),
-            spec(task_id="m1"),
-            spec(task_id="body", depends_on=("m0", "m1"), dependency_mode=DependencyMode.RESULTS),
-            spec(task_id="err", depends_on=("body",), dependency_mode=DependencyMode.ERRBACK),
-        ]
-    )
+    core.submit_many(_chord_with_errback())
     session = connect(core, credit=10)
     assigned = {a.record.task_id: a for a in taken(session)}
     fail(core, session, assigned["m1"].lease_id)
@@ -317,14 +320,7 @@ RESULT5 = Payload("application/json", b"5")
 
 def test_revoking_a_queued_chord_member_fails_the_body_with_a_chord_error_and_its_errback() -> None:
     core, _ = make_broker()
-    core.submit_many(
-        [
-            spec(task_id="m0"),
-            spec(task_id="m1"),
-            spec(task_id="body", depends_on=("m0", "m1"), dependency_mode=DependencyMode.RESULTS),
-            spec(task_id="err", depends_on=("body",), dependency_mode=DependencyMode.ERRBACK),
-        ]
-    )
+    core.submit_many(_chord_with_errback())
     core.revoke(["m1"], terminate=False, reason="not wanted")
     body = core.get("body")
     assert body is not None and body.state is TaskState.FAILURE
