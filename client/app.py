@@ -28,7 +28,14 @@ from client.publishing import after_publish, before_publish
 from client.records import EncodedValue, ResolvedOptions, ServerInfo, SubmitSpec
 from client.result import AsyncResult, GroupResult
 from client.serialization import decode
-from client.task import Task, TaskOptions, check_task_options, class_defaults
+from client.task import (
+    ACCUMULATE,
+    Task,
+    TaskOptions,
+    accumulate,
+    check_task_options,
+    class_defaults,
+)
 from client.transport import AsyncTransport, Transport
 
 logger = logging.getLogger(__name__)
@@ -80,6 +87,9 @@ class Celeriac:
         # Celery's per-app signal, sent once before the periodic tasks are read (see configure).
         self.on_after_configure = signals.Signal("on_after_configure")
         self._configured = False
+        # Celery's built-in task (``Task.replace`` with a group ends in it); every app has it,
+        # so every worker runs it.
+        self.task(name=ACCUMULATE, base=_Task)(accumulate)
         shared.app_created(self)  # the shared tasks declared so far are this app's too
 
     def __repr__(self) -> str:

@@ -199,6 +199,18 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+# Celery's built-in tasks are named under this prefix (inspect's registered() leaves them out).
+BUILTIN_PREFIX = "celery."
+# Celery's built-in task that hands on what it is given (every app registers it; see replace).
+ACCUMULATE = BUILTIN_PREFIX + "accumulate"
+
+
+def accumulate(*args: Any, **kwargs: Any) -> Any:
+    """Celery's ``celery.accumulate``: its arguments, or only the one at ``index``."""
+    index = kwargs.get("index")
+    return args[index] if index is not None else args
+
+
 class ExceptionInfo:
     """What Celery's hooks receive as ``einfo``: the exception and its formatted traceback."""
 
@@ -474,31 +486,30 @@ class Task:
         return Signature(self.app, self.name, args, kwargs)
 
     def replace(self, sig: Any) -> NoReturn:
-        """Hand this running task's place to ``sig`` (a signature, chain or chord), as Celery's.
+        """Hand this running task's place to ``sig`` (a signature, chain, chord or group).
 
         ``sig`` is sent now and this task ends without a result of its own: the broker gives it
         the replacement's outcome (state, result, error) once that finishes, so ``get()`` on
-        this task, the next link of its chain and its chord see the replacement's result.
-        Write ``raise self.replace(sig)`` or ``return self.replace(sig)``: it raises
-        :class:`~client.errors.Replaced` either way, which the worker reports.
+        this task, the next link of its chain and its chord see the replacement's result. A
+        group becomes a chord whose body is ``celery.accumulate``, as in Celery: the result is
+        the list of the members' results. Write ``raise self.replace(sig)`` or ``return
+        self.replace(sig)``: it raises :class:`~client.errors.Replaced` either way, which the
+        worker reports.
 
         Raises:
             OutsideTaskError: Not called from inside a running task.
-            InvalidTaskSpec: ``sig`` is a group (it has no one result to take), or the task
-                runs eagerly (a replacement needs the broker).
+            InvalidTaskSpec: ``sig`` ends in a group inside a chain (it has no one result to
+                take; nothing is sent), or the task runs eagerly (a replacement needs the
+                broker).
         """
-        from client.result import ResultSet
+        from client.canvas import chord, group
         from client.workflow import send
 
         if self.request.is_eager:
             raise InvalidTaskSpec("Task.replace needs a broker: it is not available eagerly")
-        result = send(self.app, sig)
-        if isinstance(result, ResultSet):
-            raise InvalidTaskSpec(
-                "replace a task with a signature, chain or chord; a group has no one result "
-                "(use a chord whose body gathers the group's results)"
-            )
-        raise Replaced(result.id)
+        if isinstance(sig, group):
+            sig = chord(sig, self.app.signature(ACCUMULATE, kwargs={"index": 0}))
+        raise Replaced(send(self.app, sig, one_result="Task.replace").id)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """An immutable signature: in a workflow it ignores its parent's result (Celery's .si)."""

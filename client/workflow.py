@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from client.canvas import Canvas, Signature, chain, chord, group
 from client.errors import InvalidTaskSpec
@@ -64,10 +64,33 @@ class _Plan:
         return spec.task_id
 
 
-def send(app: Celeriac, canvas: Canvas) -> AsyncResult | GroupResult:
-    """Submit every task of ``canvas``; returns the handle a Celery user gets for it."""
+@overload
+def send(app: Celeriac, canvas: Canvas) -> AsyncResult | GroupResult: ...
+
+
+@overload
+def send(app: Celeriac, canvas: Canvas, *, one_result: str) -> AsyncResult: ...
+
+
+def send(app: Celeriac, canvas: Canvas, *, one_result: str = "") -> AsyncResult | GroupResult:
+    """Submit every task of ``canvas``; returns the handle a Celery user gets for it.
+
+    Args:
+        app: The app that sends.
+        canvas: The workflow.
+        one_result: What needs one result from it (e.g. "Task.replace"): a canvas that ends
+            in a group is then refused before anything is sent.
+
+    Raises:
+        InvalidTaskSpec: ``one_result`` is given and the canvas ends in a group.
+    """
     plan = _Plan(app)
     step = _compile(plan, canvas, _After(), {})
+    if one_result and isinstance(step.result, GroupResult):
+        raise InvalidTaskSpec(
+            f"{one_result} needs a workflow with one result; this one ends in a group "
+            "(end it with a task gathering the group's results, as a chord's body does)"
+        )
     _submit(app, plan.specs)
     for spec, (args, kwargs) in zip(plan.specs, plan.calls, strict=True):
         after_publish(spec, args, kwargs)

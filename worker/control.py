@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from client.task import BUILTIN_PREFIX
 from worker.jobs import Job
 
 # A reply carries task arguments up to this share of the broker's message limit; past it the
@@ -165,7 +166,9 @@ def answer(worker: Controllable, control: Control, max_message_bytes: int) -> Co
             chosen = [task for task in held if task.status == command]
         return ControlReply(rid, tasks=held_tasks(chosen, max_message_bytes))
     if command == REGISTERED:
-        return ControlReply(rid, task_names=worker.task_names)
+        # Celery leaves its built-in tasks (celery.accumulate) out of registered() too.
+        names = tuple(name for name in worker.task_names if not name.startswith(BUILTIN_PREFIX))
+        return ControlReply(rid, task_names=names)
     if command == STATS:
         return ControlReply(rid, stats=worker.stats())
     if command == ACTIVE_QUEUES:

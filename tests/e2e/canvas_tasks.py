@@ -10,7 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from client import Celeriac, Task
+from client import Celeriac, Task, group
+from client.errors import InvalidTaskSpec
 
 app = Celeriac("canvas", broker=os.environ.get("CELERIAC_BROKER", "127.0.0.1:7475"))
 
@@ -84,3 +85,19 @@ def replaced(self: Task, x: int) -> None:
 def replaced_on(self: Task, i: int, release: str, queue: str) -> None:
     """Replaces itself by ``slow_member`` on ``queue`` (another broker's worker, in a test)."""
     raise self.replace(slow_member.s(i, release).set(queue=queue))
+
+
+@app.task(bind=True)
+def fanned_out(self: Task, n: int) -> None:
+    """Replaces itself by a group of n members; its result becomes their list (Celery's)."""
+    raise self.replace(group(mul.s(i, 10) for i in range(n)))
+
+
+@app.task(bind=True)
+def replaced_by_a_chain_ending_in_a_group(self: Task) -> str:
+    """A replacement with no one result: refused before anything is sent."""
+    try:
+        self.replace(add.s(1, 1) | group(add.s(1), add.s(2)))
+    except InvalidTaskSpec as error:
+        return str(error)
+    return "not refused"

@@ -132,6 +132,19 @@ def test_a_task_replaced_by_a_chain_takes_its_result_and_its_chain_goes_on(
     assert in_chord.get(timeout=20) == 32
 
 
+def test_a_task_replaced_by_a_group_takes_the_list_of_its_results(
+    app: Celeriac, worker: WorkerProcess
+) -> None:
+    assert t.fanned_out.delay(3).get(timeout=20) == [0, 10, 20]
+    assert (t.fanned_out.s(2) | t.tsum.s()).delay().get(timeout=20) == 10
+    # A chain ending in a group has no one result: refused (checked before sending).
+    refused = t.replaced_by_a_chain_ending_in_a_group.delay().get(timeout=20)
+    assert "Task.replace needs a workflow with one result" in refused
+    # celery.accumulate runs on every worker and, as in Celery, registered() leaves it out.
+    registered = app.control.inspect(timeout=5).registered() or {}
+    assert registered and all("celery.accumulate" not in names for names in registered.values())
+
+
 def test_a_chord_survives_a_worker_killed_mid_chord(
     app: Celeriac, start_worker: StartWorker, tmp_path: Path
 ) -> None:
