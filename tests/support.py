@@ -128,8 +128,13 @@ class LoggedProcess:
     def wait_for_line(
         self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0
     ) -> re.Match[str]:
-        """Block until a line at index >= start matches pattern; fail with the output otherwise."""
+        """Block until a line at index >= start matches pattern; fail with the output otherwise.
+
+        ``timeout`` bounds the whole wait, not each silence: a process that keeps printing
+        other lines (a periodic task's runs) must not keep a test waiting forever.
+        """
         regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
         with self._changed:
             index = start
             ended = False
@@ -142,7 +147,8 @@ class LoggedProcess:
                 if ended:
                     break
                 ended = self.process.poll() is not None and not self._reader.is_alive()
-                if not self._changed.wait(timeout):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._changed.wait(remaining):
                     break
         raise AssertionError(
             f"no line matching {pattern!r} within {timeout}s from {self.args}; "

@@ -7,6 +7,7 @@ runs in the worker's output.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from client import Celeriac, Task
@@ -31,8 +32,11 @@ def setup_periodic_tasks(sender: Celeriac, **kwargs: Any) -> None:
 def beat(self: Task, label: str) -> None:
     """Say which tick this run is for."""
     headers = self.request.headers
-    print(
+    line = (
         f"BEAT {label} tick={headers['celeriac-periodic-tick']} "
-        f"missed={headers.get('celeriac-periodic-missed', '0')} id={self.request.id}",
-        flush=True,
+        f"missed={headers.get('celeriac-periodic-missed', '0')} id={self.request.id}\n"
     )
+    # One write: print() writes the text and its newline apart, so two runs in two pool
+    # threads could share a line and one of them would be lost to the test.
+    sys.stdout.write(line)
+    sys.stdout.flush()
