@@ -264,12 +264,15 @@ class Journal:
     def _encode(self, changes: dict[str, TaskRecord | None]) -> Batch:
         batch = Batch()
         key_until = self._broker.idempotency_until
+        tasks = self._lifecycle.tasks
         rows = batch.rows
         for task_id, record in changes.items():
             if record is None:
                 batch.deletes.append(task_id)
             else:
                 row = encode(record, key_until)
+                if record.phase is Phase.QUEUED and tasks.get(task_id) is record:
+                    row.held = True  # parked at a gate (a queued task leaves, for a pool)
                 if not row.row:  # its first write: the next key, so new rows append
                     self._last_row += 1
                     row.row = record.journal_row = self._last_row

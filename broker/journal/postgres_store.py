@@ -208,7 +208,7 @@ class PostgresStore:
                 names = _UPDATE_COLUMNS
             for name, value in zip(names, values, strict=True):
                 target[name].append(value)
-            to_pool = shared and row.state.startswith(_QUEUED_PREFIX)
+            to_pool = shared and not row.held and row.state.startswith(_QUEUED_PREFIX)
             target["pooled"].append(to_pool)
             target["front"].append(row.front)
             if to_pool:

@@ -78,6 +78,8 @@ class TaskRow:
         row: The journal's key for this task's row (see the module docstring).
         front: The task was put back at the front of its queue (a redelivery): a shared
             pool gives it a place ahead of the tasks waiting there.
+        held: A queued task this broker keeps (held back at a rate or concurrency gate): a
+            shared pool leaves it out, owned by this broker, so no other broker claims it.
     """
 
     task_id: str
@@ -89,6 +91,7 @@ class TaskRow:
     drop_args: bool = False
     row: int = 0
     front: bool = False
+    held: bool = False
 
 
 @dataclass(slots=True)

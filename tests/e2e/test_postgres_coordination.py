@@ -167,3 +167,40 @@ def test_a_concurrency_limit_holds_across_the_workers_of_two_brokers_together(
     spans = sorted((started, ended) for started, ended, _ in runs)
     for (_, ended), (next_start, _) in itertools.pairwise(spans):
         assert next_start >= ended - 0.005, "two runs of one concurrency key overlapped"
+
+
+@pytest.mark.timeout(120)
+def test_a_slot_held_on_a_broker_killed_9_comes_back_through_the_broker_taking_over(
+    postgres_url: str, cleanup: list[Started], tmp_path: Path
+) -> None:
+    a, b = _brokers(postgres_url, 2, cleanup)
+    on_a = WorkerProcess(a.address, LIMITED_TASKS, "--pool", "thread", "--concurrency", "1")
+    on_b = WorkerProcess(b.address, LIMITED_TASKS, "--pool", "thread", "--concurrency", "2")
+    cleanup += [on_a, on_b]
+    apps = [Celeriac("limits-client", broker=x.address, connect_timeout=10) for x in (a, b)]
+    cleanup.extend(apps)
+    conf = limited_tasks.app.conf
+    try:
+        limited_tasks.app.conf = apps[0].conf
+        flag = tmp_path / "release"
+        first = limited_tasks.held.apply_async((str(flag),), concurrency_key="k")
+        on_a.wait_for_line(f"HOLDING {first.id}")
+        limited_tasks.app.close()
+        limited_tasks.app.conf = apps[1].conf
+        # B's worker is idle, but the key's one slot is held on A: the second task waits...
+        second = limited_tasks.stamped.apply_async(concurrency_key="k", concurrency_limit=1)
+        # ... while an unlimited task submitted after it runs on B's worker at once.
+        third_started, third_pid = limited_tasks.unlimited.delay().get(timeout=20)
+        assert third_pid == on_b.process.pid
+        # A task held back at a gate stays its broker's: it never went to the pool for B.
+        assert f"HOLDING {first.id}" not in on_b.output
+        a.stop_hard()  # B takes A's tasks over; the lease's end gives its slot back
+        flag.touch()
+        second_started, second_pid = second.get(timeout=40)
+        assert second_pid == on_b.process.pid and second_started > third_started
+        # The held task ran again on B's worker (A's worker lost its broker).
+        assert first.get(timeout=40) == on_b.process.pid
+    finally:
+        limited_tasks.app.close()
+        limited_tasks.app.conf = conf
+    on_a.stop_hard()
